@@ -1,0 +1,179 @@
+"""Every setting of the service, read from the environment in one place.
+
+Each variable of ../CONTRACT.md has one field here; nothing else in the package reads
+os.environ.  A bad value stops the program at start with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream_app.core.durations import DurationError, format_duration, parse_duration_ms
+
+
+class SettingsError(ValueError):
+    """A setting with a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value that never shows in logs, reprs or error messages."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class WindowSize:
+    """One configured tumbling window size: its label as configured ("5m") and its length."""
+
+    label: str
+    ms: int
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How clients authenticate to the brokers; PLAINTEXT with no credentials by default."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    username: str | None = None
+    password: Secret = Secret("")
+    ssl_cafile: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "upsell-stream"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    windows: tuple[WindowSize, ...] = (
+        WindowSize("5m", 300_000),
+        WindowSize("1h", 3_600_000),
+        WindowSize("1d", 86_400_000),
+    )
+    attribution_window_ms: int = 7 * 86_400_000
+    grace_ms: int = 60_000
+    topic_offers: str = "upsell.offers"
+    topic_purchases: str = "upsell.purchases"
+    topic_rates: str = "upsell.rates"
+    topic_alerts: str = "upsell.alerts"
+    topic_deadletter: str = "upsell.deadletter"
+    topic_kpis: str = "upsell.kpis"
+    data_dir: Path = Path("./var")
+    partitions: int = 6
+    batch_max_records: int = 10_000
+    security: KafkaSecurity = KafkaSecurity()
+
+    @property
+    def topic_events(self) -> str:
+        """Internal: valid events re-keyed by customer, so one worker sees all of a customer."""
+        return f"{self.app_id}-events-by-customer"
+
+    @property
+    def topic_partials(self) -> str:
+        """Internal: each partition's window counts, summed into the published rates."""
+        return f"{self.app_id}-window-partials"
+
+    @property
+    def input_topics(self) -> tuple[str, str]:
+        return (self.topic_offers, self.topic_purchases)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+
+        def text(name: str, default: str) -> str:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def duration(name: str, default_ms: int) -> int:
+            raw = text(name, format_duration(default_ms))
+            try:
+                return parse_duration_ms(raw)
+            except DurationError as error:
+                raise SettingsError(f"{name}: {error}") from None
+
+        def positive_int(name: str, default: int) -> int:
+            raw = text(name, str(default))
+            if not raw.isdigit() or int(raw) <= 0:
+                raise SettingsError(f"{name}: {raw!r} is not a positive whole number")
+            return int(raw)
+
+        port = positive_int("UPSELL_WEB_PORT", defaults.web_port)
+        if port > 65535:
+            raise SettingsError(f"UPSELL_WEB_PORT: {port} is not a TCP port")
+        return cls(
+            bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", defaults.bootstrap_servers),
+            app_id=text("UPSELL_APP_ID", defaults.app_id),
+            web_host=text("UPSELL_WEB_HOST", defaults.web_host),
+            web_port=port,
+            windows=_parse_windows(text("UPSELL_WINDOWS", "5m,1h,1d")),
+            attribution_window_ms=duration(
+                "UPSELL_ATTRIBUTION_WINDOW", defaults.attribution_window_ms
+            ),
+            grace_ms=duration("UPSELL_GRACE", defaults.grace_ms),
+            topic_offers=text("UPSELL_TOPIC_OFFERS", defaults.topic_offers),
+            topic_purchases=text("UPSELL_TOPIC_PURCHASES", defaults.topic_purchases),
+            topic_rates=text("UPSELL_TOPIC_RATES", defaults.topic_rates),
+            topic_alerts=text("UPSELL_TOPIC_ALERTS", defaults.topic_alerts),
+            topic_deadletter=text("UPSELL_TOPIC_DEADLETTER", defaults.topic_deadletter),
+            topic_kpis=text("UPSELL_TOPIC_KPIS", defaults.topic_kpis),
+            data_dir=Path(text("UPSELL_DATA_DIR", str(defaults.data_dir))),
+            partitions=positive_int("UPSELL_PARTITIONS", defaults.partitions),
+            batch_max_records=positive_int("UPSELL_BATCH_MAX_RECORDS", defaults.batch_max_records),
+            security=_parse_security(env),
+        )
+
+
+def _parse_windows(raw: str) -> tuple[WindowSize, ...]:
+    sizes: list[WindowSize] = []
+    for part in raw.split(","):
+        label = part.strip()
+        try:
+            ms = parse_duration_ms(label)
+        except DurationError as error:
+            raise SettingsError(f"UPSELL_WINDOWS: {error}") from None
+        if ms <= 0:
+            raise SettingsError(f"UPSELL_WINDOWS: window size {label!r} must be longer than 0")
+        if any(size.ms == ms for size in sizes):
+            raise SettingsError(f"UPSELL_WINDOWS: window size {label!r} is listed twice")
+        sizes.append(WindowSize(label, ms))
+    return tuple(sizes)
+
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _parse_security(env: Mapping[str, str]) -> KafkaSecurity:
+    protocol = env.get("KAFKA_SECURITY_PROTOCOL", "").strip().upper() or "PLAINTEXT"
+    if protocol not in _PROTOCOLS:
+        raise SettingsError(
+            f"KAFKA_SECURITY_PROTOCOL: {protocol!r} is not one of {', '.join(_PROTOCOLS)}"
+        )
+    mechanism = env.get("KAFKA_SASL_MECHANISM", "").strip().upper() or None
+    username = env.get("KAFKA_SASL_USERNAME", "").strip() or None
+    password = env.get("KAFKA_SASL_PASSWORD", "")
+    if protocol.startswith("SASL"):
+        mechanism = mechanism or "SCRAM-SHA-256"
+        if mechanism not in _MECHANISMS:
+            raise SettingsError(
+                f"KAFKA_SASL_MECHANISM: {mechanism!r} is not one of {', '.join(_MECHANISMS)}"
+            )
+        if not username or not password:
+            raise SettingsError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD"
+            )
+    cafile = env.get("KAFKA_SSL_CAFILE", "").strip() or None
+    return KafkaSecurity(protocol, mechanism, username, Secret(password), cafile)
