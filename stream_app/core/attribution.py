@@ -1,0 +1,203 @@
+"""Which purchase converts which offer.
+
+A purchase converts an offer of the same customer when 0 <= purchase.ts - offer.ts <=
+attribution window and either it names the offer (converted as soon as both are here, in
+any arrival order) or it names none, is an upsell, and the offer is the customer's most
+recent unconverted one (last touch). Last-touch purchases are decided once stream time
+passes ts + grace, all of them in (ts, event_id) order, so that purchases arriving out of
+order within the grace period are matched as if they had arrived in order.
+
+Everything is decided from stream time at the moment of the call; clean-up of forgotten
+offers and purchases only frees memory and never changes a result.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from stream_app.core.events import Offer, Purchase
+
+
+@dataclass(slots=True)
+class OpenOffer:
+    """An offer kept for attribution; `windows` are the window labels it was counted in."""
+
+    offer: Offer
+    windows: tuple[str, ...]
+    converted_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    offer: OpenOffer
+    purchase: Purchase
+
+
+@dataclass(slots=True)
+class _Changes:
+    offers: set[str] = field(default_factory=set)
+    purchases: set[str] = field(default_factory=set)
+
+
+class Attribution:
+    def __init__(self, attribution_ms: int, grace_ms: int) -> None:
+        self._attribution_ms = attribution_ms
+        self._grace_ms = grace_ms
+        self._offers: dict[str, OpenOffer] = {}
+        self._offers_by_customer: dict[str, list[OpenOffer]] = {}
+        self._waiting_for_offer: dict[str, list[Purchase]] = {}
+        self._last_touch_due: list[tuple[int, int, str, Purchase]] = []
+        self._pending: dict[str, Purchase] = {}
+        self._offer_expiry: list[tuple[int, str]] = []
+        self.changes = _Changes()
+
+    # -- reading -------------------------------------------------------------------
+    def offer(self, offer_id: str) -> OpenOffer | None:
+        return self._offers.get(offer_id)
+
+    def open_offers(self) -> Iterable[OpenOffer]:
+        return self._offers.values()
+
+    def pending_purchases(self) -> Iterable[Purchase]:
+        return self._pending.values()
+
+    def __len__(self) -> int:
+        return len(self._offers) + len(self._pending)
+
+    # -- events --------------------------------------------------------------------
+    def add_offer(
+        self, offer: Offer, windows: tuple[str, ...], stream_time: int | None
+    ) -> list[Conversion]:
+        """Keep an offer; returns the conversion if a purchase naming it was waiting."""
+        if offer.offer_id in self._offers:
+            # offer_id is unique per presentation: a second one can't be told apart by id.
+            return []
+        kept = OpenOffer(offer, windows)
+        self._keep_offer(kept)
+        for purchase in sorted(
+            self._waiting_for_offer.get(offer.offer_id, ()), key=_event_order
+        ):
+            if self._matches(kept, purchase, stream_time):
+                self._drop_pending(purchase)
+                return [self._convert(kept, purchase)]
+        return []
+
+    def add_purchase(self, purchase: Purchase, stream_time: int | None) -> list[Conversion]:
+        """Attribute a purchase; last-touch ones wait in line until `advance` decides them."""
+        if purchase.offer_id is not None:
+            kept = self._offers.get(purchase.offer_id)
+            if kept is None:
+                self._keep_pending(purchase)
+            elif self._matches(kept, purchase, stream_time):
+                return [self._convert(kept, purchase)]
+        elif purchase.is_upsell:
+            self._keep_pending(purchase)
+        return []
+
+    def advance(self, stream_time: int | None) -> list[Conversion]:
+        """Decide every last-touch purchase whose ts + grace stream time has passed."""
+        conversions: list[Conversion] = []
+        due = self._last_touch_due
+        while due and stream_time is not None and stream_time > due[0][0]:
+            purchase = heapq.heappop(due)[3]
+            if self._pending.get(purchase.event_id) is not purchase:
+                continue
+            self._drop_pending(purchase)
+            chosen = self._last_touch_offer(purchase, stream_time)
+            if chosen is not None:
+                conversions.append(self._convert(chosen, purchase))
+        return conversions
+
+    def forget_expired(self, stream_time: int) -> None:
+        """Free offers and waiting purchases that nothing on time can match any more."""
+        horizon = self._attribution_ms + self._grace_ms
+        while self._offer_expiry and self._offer_expiry[0][0] + horizon < stream_time:
+            _, offer_id = heapq.heappop(self._offer_expiry)
+            kept = self._offers.pop(offer_id, None)
+            if kept is None:
+                continue
+            siblings = self._offers_by_customer[kept.offer.customer_id]
+            siblings.remove(kept)
+            if not siblings:
+                del self._offers_by_customer[kept.offer.customer_id]
+            self.changes.offers.add(offer_id)
+        for offer_id in [
+            offer_id
+            for offer_id, waiting in self._waiting_for_offer.items()
+            if all(p.ts + horizon < stream_time for p in waiting)
+        ]:
+            for purchase in self._waiting_for_offer[offer_id]:
+                self._drop_pending(purchase)
+
+    # -- restore -------------------------------------------------------------------
+    def restore_offer(self, kept: OpenOffer) -> None:
+        self._keep_offer(kept)
+        self.changes.offers.discard(kept.offer.offer_id)
+
+    def restore_pending(self, purchase: Purchase) -> None:
+        self._keep_pending(purchase)
+        self.changes.purchases.discard(purchase.event_id)
+
+    # -- internals -----------------------------------------------------------------
+    def _remembered(self, kept: OpenOffer, stream_time: int | None) -> bool:
+        limit = kept.offer.ts + self._attribution_ms + self._grace_ms
+        return stream_time is None or stream_time <= limit
+
+    def _matches(self, kept: OpenOffer, purchase: Purchase, stream_time: int | None) -> bool:
+        offer = kept.offer
+        return (
+            kept.converted_by is None
+            and offer.customer_id == purchase.customer_id
+            and 0 <= purchase.ts - offer.ts <= self._attribution_ms
+            and self._remembered(kept, stream_time)
+        )
+
+    def _last_touch_offer(self, purchase: Purchase, stream_time: int) -> OpenOffer | None:
+        best: OpenOffer | None = None
+        for kept in self._offers_by_customer.get(purchase.customer_id, ()):
+            if self._matches(kept, purchase, stream_time) and (
+                best is None
+                or (kept.offer.ts, kept.offer.offer_id) > (best.offer.ts, best.offer.offer_id)
+            ):
+                best = kept
+        return best
+
+    def _convert(self, kept: OpenOffer, purchase: Purchase) -> Conversion:
+        kept.converted_by = purchase.event_id
+        self.changes.offers.add(kept.offer.offer_id)
+        return Conversion(kept, purchase)
+
+    def _keep_offer(self, kept: OpenOffer) -> None:
+        offer = kept.offer
+        self._offers[offer.offer_id] = kept
+        self._offers_by_customer.setdefault(offer.customer_id, []).append(kept)
+        heapq.heappush(self._offer_expiry, (offer.ts, offer.offer_id))
+        self.changes.offers.add(offer.offer_id)
+
+    def _keep_pending(self, purchase: Purchase) -> None:
+        """Wait for the named offer, or in line for a last-touch decision."""
+        self._pending[purchase.event_id] = purchase
+        self.changes.purchases.add(purchase.event_id)
+        if purchase.offer_id is not None:
+            self._waiting_for_offer.setdefault(purchase.offer_id, []).append(purchase)
+        else:
+            heapq.heappush(
+                self._last_touch_due,
+                (purchase.ts + self._grace_ms, purchase.ts, purchase.event_id, purchase),
+            )
+
+    def _drop_pending(self, purchase: Purchase) -> None:
+        self._pending.pop(purchase.event_id, None)
+        self.changes.purchases.add(purchase.event_id)
+        if purchase.offer_id is not None:
+            waiting = self._waiting_for_offer.get(purchase.offer_id)
+            if waiting is not None:
+                waiting.remove(purchase)
+                if not waiting:
+                    del self._waiting_for_offer[purchase.offer_id]
+
+
+def _event_order(purchase: Purchase) -> tuple[int, str]:
+    return (purchase.ts, purchase.event_id)

@@ -1,0 +1,42 @@
+"""What the validating stage hands to the attributing stage through the internal topic.
+
+Each item carries its source coordinates (topic, partition, offset), so that the
+receiving partition can ignore a replay of something it already applied, and the
+source partition's stream time before the item (`stamp`), so that stream time moves
+as if one worker had read the source partition in order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from stream_app.core.codec import event_from_row, event_to_row
+from stream_app.core.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    stamp: int | None
+    event: Event | None = None
+    reject_reason: str | None = None
+
+
+def encode_forwarded(item: Forwarded) -> bytes:
+    body: list[Any] = [item.source_topic, item.source_partition, item.source_offset, item.stamp]
+    if item.event is not None:
+        body.append(event_to_row(item.event))
+    else:
+        body.append(item.reject_reason)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_forwarded(raw: bytes) -> Forwarded:
+    topic, partition, offset, stamp, payload = json.loads(raw)
+    if isinstance(payload, list):
+        return Forwarded(topic, partition, offset, stamp, event=event_from_row(payload))
+    return Forwarded(topic, partition, offset, stamp, reject_reason=payload)
