@@ -1,4 +1,4 @@
-"""The `upsell-stream` console script: one argparse tree, each command a thin call into its module."""
+"""The `upsell-stream` console script: one argparse tree, each command a thin call."""
 
 from __future__ import annotations
 

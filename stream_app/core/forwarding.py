@@ -3,7 +3,9 @@
 Each item carries its source coordinates (topic, partition, offset), so that the
 receiving partition can ignore a replay of something it already applied, and the
 source partition's stream time before the item (`stamp`), so that stream time moves
-as if one worker had read the source partition in order.
+as if one worker had read the source partition in order. A tick (no event, no reject)
+goes to every partition after each validated batch, so that partitions which received
+none of its events still see stream time move.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ class Forwarded:
     event: Event | None = None
     reject_reason: str | None = None
 
+    @property
+    def is_tick(self) -> bool:
+        return self.event is None and self.reject_reason is None
+
 
 def encode_forwarded(item: Forwarded) -> bytes:
     body: list[Any] = [item.source_topic, item.source_partition, item.source_offset, item.stamp]
@@ -40,3 +46,7 @@ def decode_forwarded(raw: bytes) -> Forwarded:
     if isinstance(payload, list):
         return Forwarded(topic, partition, offset, stamp, event=event_from_row(payload))
     return Forwarded(topic, partition, offset, stamp, reject_reason=payload)
+
+
+def tick(source_topic: str, source_partition: int, last_offset: int, stream_time: int) -> Forwarded:
+    return Forwarded(source_topic, source_partition, last_offset, stream_time)

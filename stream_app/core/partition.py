@@ -103,6 +103,9 @@ class CustomerPartition:
         if offset < self.next_offset:
             return
         self.next_offset = offset + 1
+        if item.is_tick:
+            self._advance(item.stamp)
+            return
         source = (item.source_topic, item.source_partition)
         if item.source_offset <= self._watermarks.get(source, -1):
             return  # the validating stage sent this again after a restart

@@ -1,0 +1,79 @@
+"""The Faust application: broker, tables, topics, web pages, and the batch hot path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from stream_app.hot_path import BatchConsumer, BatchTransport
+from stream_app.pipeline import Pipeline
+from stream_app.settings import Settings
+from stream_app.state_store import PartitionStore
+
+# Journal entries hold a whole batch's changes; leave room above Kafka's 1 MB default.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def _credentials(settings: Settings) -> Any:
+    security = settings.security
+    if security.protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if security.protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(cafile=security.ssl_cafile)
+    if security.protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password.value,
+            mechanism=security.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=settings.batch_max_records,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        producer_acks=-1,
+        table_standby_replicas=0,
+        data_dir=str(settings.data_dir / "worker"),
+    )
+    state_config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    partition_table = app.Table(
+        "partition-state", partitions=settings.partitions, default=None,
+        extra_topic_configs=state_config,
+    )
+    board_table = app.Table(
+        "board-state", partitions=1, default=None, extra_topic_configs=state_config
+    )
+    pipeline = Pipeline(settings, PartitionStore(partition_table), PartitionStore(board_table))
+    for name in (*settings.input_topics, settings.topic_events, settings.topic_partials):
+        app.topics.add(app.topic(name, key_serializer="raw", value_serializer="raw"))
+
+    BatchConsumer.pipeline = pipeline
+    app.transport = BatchTransport(app.conf.broker_consumer, app)
+
+    async def on_revoked(sender: Any, /, *revoked_sets: Any, signal: Any, **_: Any) -> None:
+        (revoked,) = revoked_sets
+        for tp in revoked:
+            pipeline.forget(tp.topic, tp.partition)
+
+    app.on_partitions_revoked.connect(on_revoked)
+    return app, pipeline

@@ -1,0 +1,207 @@
+"""The three stages of the worker as batch handlers around the pure core.
+
+validate:  input topics -> dead-letter topic (rejects) + events-by-customer (valid events)
+attribute: events-by-customer -> per-partition state (changelog) + window partials
+publish:   window partials -> rates board (changelog) + rates topic
+
+Every handler takes one partition's fetched records at a time, queues what it produces,
+and returns the offset to commit; the caller flushes the producer before committing, so
+nothing is committed that is not durable. State writes come after the outputs they
+imply are flushed, so a replay re-sends outputs rather than losing them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stream_app.core.board import RatesBoard, decode_partials, encode_partials
+from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
+from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
+from stream_app.core.partition import CustomerPartition, WindowConfig
+from stream_app.settings import Settings
+from stream_app.state_store import PartitionStore
+
+log = logging.getLogger(__name__)
+
+_PARTIALS_PER_MESSAGE = 2_000
+
+
+class Record(Protocol):
+    """What the hot path needs of a fetched Kafka record (aiokafka's ConsumerRecord)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+Send = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Output:
+    """A message to produce; `partition` None lets the producer hash the key."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def window_config(settings: Settings) -> WindowConfig:
+    return WindowConfig(
+        sizes=tuple((size.label, size.ms) for size in settings.windows),
+        attribution_ms=settings.attribution_window_ms,
+        grace_ms=settings.grace_ms,
+    )
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, partition_store: PartitionStore,
+                 board_store: PartitionStore) -> None:
+        self.settings = settings
+        self.config = window_config(settings)
+        self._partition_store = partition_store
+        self._board_store = board_store
+        self._parsers: dict[str, Callable[[bytes | None], Event]] = {
+            settings.topic_offers: parse_offer,
+            settings.topic_purchases: parse_purchase,
+        }
+        self._source_stream_time: dict[tuple[str, int], int] = {}
+        self.partitions: dict[int, CustomerPartition] = {}
+        self.boards: dict[int, RatesBoard] = {}
+        self.events_in = 0
+
+    def handles(self, topic: str) -> bool:
+        return topic in self._parsers or topic in (
+            self.settings.topic_events,
+            self.settings.topic_partials,
+        )
+
+    def forget(self, topic: str, partition: int) -> None:
+        """A partition was revoked: its state now belongs to another worker."""
+        if topic == self.settings.topic_events:
+            self.partitions.pop(partition, None)
+        elif topic == self.settings.topic_partials:
+            self.boards.pop(partition, None)
+        else:
+            self._source_stream_time.pop((topic, partition), None)
+
+    def stage_of(self, topic: str) -> Callable[[int, Sequence[Record]], list[Output]]:
+        if topic in self._parsers:
+            return lambda partition, records: self.validate(topic, partition, records)
+        if topic == self.settings.topic_events:
+            return self.attribute
+        return self.publish
+
+    # -- stage 1 ---------------------------------------------------------------------
+    def validate(self, topic: str, partition: int, records: Sequence[Record]) -> list[Output]:
+        settings = self.settings
+        parse = self._parsers[topic]
+        source = (topic, partition)
+        stamp = self._source_stream_time.get(source)
+        outputs: list[Output] = []
+        for record in records:
+            try:
+                event = parse(record.value)
+            except InvalidEvent as error:
+                outputs.append(self._dead_letter(topic, partition, record, error))
+                outputs.append(Output(
+                    settings.topic_events, None,
+                    encode_forwarded(Forwarded(topic, partition, record.offset, stamp,
+                                               reject_reason=error.reason)),
+                    partition=self._reject_partition(topic, partition),
+                ))
+                continue
+            outputs.append(Output(
+                settings.topic_events,
+                event.customer_id.encode(),
+                encode_forwarded(Forwarded(topic, partition, record.offset, stamp, event)),
+            ))
+            if stamp is None or event.ts > stamp:
+                stamp = event.ts
+        if stamp is not None:
+            self._source_stream_time[source] = stamp
+            marker = encode_forwarded(tick(topic, partition, records[-1].offset, stamp))
+            outputs.extend(
+                Output(settings.topic_events, None, marker, partition=events_partition)
+                for events_partition in range(settings.partitions)
+            )
+        self.events_in += len(records)
+        return outputs
+
+    def _dead_letter(self, topic: str, partition: int, record: Record,
+                     error: InvalidEvent) -> Output:
+        headers = [
+            ("source_topic", topic.encode()),
+            ("source_partition", str(partition).encode()),
+            ("source_offset", str(record.offset).encode()),
+            ("reason", error.reason.encode()),
+            ("detail", error.detail.encode("utf-8", "replace")[:1000]),
+        ]
+        return Output(self.settings.topic_deadletter, record.key, record.value, headers=headers)
+
+    def _reject_partition(self, topic: str, partition: int) -> int:
+        # All rejects of one source partition go to one place, in order, so that the
+        # attributing stage can count them once by source offset.
+        return zlib.crc32(f"{topic}|{partition}".encode()) % self.settings.partitions
+
+    # -- stage 2 ---------------------------------------------------------------------
+    def attribute(self, partition: int, records: Sequence[Record]) -> list[Output]:
+        state = self.partitions.get(partition)
+        if state is None:
+            state = CustomerPartition.restore(self.config, self._partition_store.load(partition))
+            self.partitions[partition] = state
+        for record in records:
+            if record.value is not None:
+                state.apply(decode_forwarded(record.value), record.offset)
+        partials = state.take_partials()
+        outputs = [
+            Output(self.settings.topic_partials, None,
+                   encode_partials(partition, state.stream_time,
+                                   partials[i : i + _PARTIALS_PER_MESSAGE]), partition=0)
+            for i in range(0, max(len(partials), 1), _PARTIALS_PER_MESSAGE)
+        ]
+        return outputs
+
+    def persist_partition(self, partition: int) -> None:
+        state = self.partitions.get(partition)
+        if state is not None:
+            self._partition_store.write(partition, state.take_changes())
+
+    # -- stage 3 ---------------------------------------------------------------------
+    def publish(self, partition: int, records: Sequence[Record]) -> list[Output]:
+        board = self.boards.get(partition)
+        if board is None:
+            board = RatesBoard.restore(self.config, self._board_store.load(partition))
+            self.boards[partition] = board
+        for record in records:
+            if record.value is not None:
+                source, stream_time, partials = decode_partials(record.value)
+                board.apply(source, stream_time, partials, record.offset)
+        now_ms = int(time.time() * 1000)
+        return [
+            Output(self.settings.topic_rates, record.key.encode(),
+                   json.dumps(record.as_json(now_ms), separators=(",", ":")).encode())
+            for record in board.take_records()
+        ]
+
+    def persist_board(self, partition: int) -> None:
+        board = self.boards.get(partition)
+        if board is not None:
+            self._board_store.write(partition, board.take_changes())
+
+    def persist(self, topic: str, partition: int) -> None:
+        if topic == self.settings.topic_events:
+            self.persist_partition(partition)
+        elif topic == self.settings.topic_partials:
+            self.persist_board(partition)
