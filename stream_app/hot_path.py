@@ -16,7 +16,7 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from stream_app.pipeline import Pipeline
+from stream_app.pipeline import Output, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await asyncio.sleep(0)
             if not records or self.should_stop:
                 continue
+            inputs = {tp: batch for tp, batch in records.items()
+                      if batch and pipeline.is_input(tp.topic)}
+            if inputs:
+                await self._handle_inputs(pipeline, inputs)
             for tp, batch in records.items():
-                if not batch:
+                if not batch or tp in inputs:
                     continue
                 if pipeline.handles(tp.topic):
                     await self._handle_batch(pipeline, tp, batch)
@@ -58,23 +62,36 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await callback(self._to_message(tp, record))
                     self._read_offset[tp] = record.offset
 
+    async def _handle_inputs(self, pipeline: Pipeline, inputs: dict[Any, list[Any]]) -> None:
+        async with self._batch_lock:
+            owned = {tp: batch for tp, batch in inputs.items() if tp in self.assignment()}
+            if owned:
+                outputs = pipeline.validate(
+                    {(tp.topic, tp.partition): batch for tp, batch in owned.items()})
+                await self._send(outputs)
+                await self._commit_batches(owned)
+
     async def _handle_batch(self, pipeline: Pipeline, tp: Any, batch: list[Any]) -> None:
-        producer = self.app.producer
         async with self._batch_lock:
             if tp not in self.assignment():
                 return
-            outputs = pipeline.stage_of(tp.topic)(tp.partition, batch)
-            for output in outputs:
-                await producer.send(
-                    output.topic, output.key, output.value, output.partition, None,
-                    output.headers,
-                )
-            await producer.flush()
+            await self._send(pipeline.stage_of(tp.topic)(tp.partition, batch))
+            # The outputs are durable before the state that says they were made.
+            await self.app.producer.flush()
             pipeline.persist(tp.topic, tp.partition)
-            last = batch[-1].offset
-            # _commit_offsets flushes the producer (the state just queued) before committing.
-            await self._commit_offsets({tp: last + 1})
-            self._read_offset[tp] = last
+            await self._commit_batches({tp: batch})
+
+    async def _send(self, outputs: list[Output]) -> None:
+        send = self.app.producer.send
+        for output in outputs:
+            await send(output.topic, output.key, output.value, output.partition, None,
+                       output.headers)
+
+    async def _commit_batches(self, batches: dict[Any, list[Any]]) -> None:
+        # _commit_offsets flushes the producer before it commits.
+        await self._commit_offsets({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+        for tp, batch in batches.items():
+            self._read_offset[tp] = batch[-1].offset
 
 
 class BatchTransport(faust_aiokafka.Transport):

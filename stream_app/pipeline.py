@@ -12,6 +12,7 @@ imply are flushed, so a replay re-sends outputs rather than losing them.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import time
@@ -76,7 +77,8 @@ class Pipeline:
             settings.topic_offers: parse_offer,
             settings.topic_purchases: parse_purchase,
         }
-        self._source_stream_time: dict[tuple[str, int], int] = {}
+        # The largest ts this worker has validated: the stamp of what it forwards next.
+        self._stream_time: int | None = None
         self.partitions: dict[int, CustomerPartition] = {}
         self.boards: dict[int, RatesBoard] = {}
         self.events_in = 0
@@ -93,51 +95,65 @@ class Pipeline:
             self.partitions.pop(partition, None)
         elif topic == self.settings.topic_partials:
             self.boards.pop(partition, None)
-        else:
-            self._source_stream_time.pop((topic, partition), None)
+
+    def is_input(self, topic: str) -> bool:
+        return topic in self._parsers
 
     def stage_of(self, topic: str) -> Callable[[int, Sequence[Record]], list[Output]]:
-        if topic in self._parsers:
-            return lambda partition, records: self.validate(topic, partition, records)
         if topic == self.settings.topic_events:
             return self.attribute
         return self.publish
 
     # -- stage 1 ---------------------------------------------------------------------
-    def validate(self, topic: str, partition: int, records: Sequence[Record]) -> list[Output]:
+    def validate(self, batches: dict[tuple[str, int], Sequence[Record]]) -> list[Output]:
+        """Validate one fetch of input records, forwarding valid events in event-time order.
+
+        The partitions' records are merged by ts, each partition's own order kept (as Kafka
+        Streams picks the partition whose next record is oldest), so that a backlog read a
+        partition at a time does not push stream time ahead of the other partitions.
+        """
         settings = self.settings
-        parse = self._parsers[topic]
-        source = (topic, partition)
-        stamp = self._source_stream_time.get(source)
         outputs: list[Output] = []
-        for record in records:
-            try:
-                event = parse(record.value)
-            except InvalidEvent as error:
-                outputs.append(self._dead_letter(topic, partition, record, error))
-                outputs.append(Output(
-                    settings.topic_events, None,
-                    encode_forwarded(Forwarded(topic, partition, record.offset, stamp,
-                                               reject_reason=error.reason)),
-                    partition=self._reject_partition(topic, partition),
-                ))
-                continue
+        valid: list[list[tuple[int, str, int, int, Event]]] = []
+        for (topic, partition), records in batches.items():
+            parse = self._parsers[topic]
+            parsed: list[tuple[int, str, int, int, Event]] = []
+            for record in records:
+                try:
+                    event = parse(record.value)
+                except InvalidEvent as error:
+                    outputs.extend(self._reject(topic, partition, record, error))
+                    continue
+                parsed.append((event.ts, topic, partition, record.offset, event))
+            valid.append(parsed)
+            self.events_in += len(records)
+        stamp = self._stream_time
+        for _, topic, partition, offset, event in heapq.merge(*valid, key=lambda item: item[0]):
             outputs.append(Output(
                 settings.topic_events,
                 event.customer_id.encode(),
-                encode_forwarded(Forwarded(topic, partition, record.offset, stamp, event)),
+                encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
             ))
             if stamp is None or event.ts > stamp:
                 stamp = event.ts
-        if stamp is not None:
-            self._source_stream_time[source] = stamp
+        if stamp is not None and stamp != self._stream_time:
+            self._stream_time = stamp
+            (topic, partition), records = next(iter(batches.items()))
             marker = encode_forwarded(tick(topic, partition, records[-1].offset, stamp))
             outputs.extend(
                 Output(settings.topic_events, None, marker, partition=events_partition)
                 for events_partition in range(settings.partitions)
             )
-        self.events_in += len(records)
         return outputs
+
+    def _reject(self, topic: str, partition: int, record: Record,
+                error: InvalidEvent) -> list[Output]:
+        counted = Forwarded(topic, partition, record.offset, None, reject_reason=error.reason)
+        return [
+            self._dead_letter(topic, partition, record, error),
+            Output(self.settings.topic_events, None, encode_forwarded(counted),
+                   partition=self._reject_partition(topic, partition)),
+        ]
 
     def _dead_letter(self, topic: str, partition: int, record: Record,
                      error: InvalidEvent) -> Output:

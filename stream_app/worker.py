@@ -14,6 +14,8 @@ from stream_app.metrics import build_registry
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 
+_EXPOSITION_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+
 
 def run(settings: Settings) -> int:
     try:
@@ -28,7 +30,8 @@ def run(settings: Settings) -> int:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp takes the charset separately from the content type.
+        return web.bytes(generate_latest(registry), content_type=_EXPOSITION_TYPE)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
