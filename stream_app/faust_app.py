@@ -6,7 +6,7 @@ from typing import Any
 
 import faust
 
-from stream_app.hot_path import BatchConsumer, BatchTransport
+from stream_app.hot_path import BatchTransport, PipelineApp
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
@@ -34,8 +34,8 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
-    app = faust.App(
+def create_app(settings: Settings) -> PipelineApp:
+    app = PipelineApp(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         broker_credentials=_credentials(settings),
@@ -63,11 +63,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
     board_table = app.Table(
         "board-state", partitions=1, default=None, extra_topic_configs=state_config
     )
-    pipeline = Pipeline(settings, PartitionStore(partition_table), PartitionStore(board_table))
+    pipeline = app.pipeline = Pipeline(
+        settings, PartitionStore(partition_table), PartitionStore(board_table)
+    )
     for name in (*settings.input_topics, settings.topic_events, settings.topic_partials):
         app.topics.add(app.topic(name, key_serializer="raw", value_serializer="raw"))
 
-    BatchConsumer.pipeline = pipeline
     app.transport = BatchTransport(app.conf.broker_consumer, app)
 
     async def on_revoked(sender: Any, /, *revoked_sets: Any, signal: Any, **_: Any) -> None:
@@ -76,4 +77,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Pipeline]:
             pipeline.forget(tp.topic, tp.partition)
 
     app.on_partitions_revoked.connect(on_revoked)
-    return app, pipeline
+
+    async def on_recovered() -> None:
+        # Load state as soon as it is recovered, so /metrics shows the counts of an owned
+        # partition before its next event arrives.
+        for tp in app.consumer.assignment():
+            pipeline.load(tp.topic, tp.partition)
+
+    partition_table.on_recover(on_recovered)
+    board_table.on_recover(on_recovered)
+    return app

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
+import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app.pipeline import Output, Pipeline
@@ -21,9 +22,13 @@ from stream_app.pipeline import Output, Pipeline
 log = logging.getLogger(__name__)
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
-    pipeline: Pipeline | None = None
+class PipelineApp(faust.App):
+    """A Faust app that carries the pipeline its consumer hands batches to."""
 
+    pipeline: Pipeline
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_lock = asyncio.Lock()
@@ -35,8 +40,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await super().wait_empty()
 
     async def _drain_messages(self, fetcher: Any) -> None:
-        pipeline = self.pipeline
-        assert pipeline is not None, "BatchConsumer.pipeline is set before the worker starts"
+        app = self.app
+        assert isinstance(app, PipelineApp), "BatchTransport serves PipelineApp only"
+        pipeline = app.pipeline
         callback = self.callback
         while not (self._stopped.is_set() or fetcher._stopped.is_set()):
             try:

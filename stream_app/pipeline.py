@@ -171,12 +171,30 @@ class Pipeline:
         # attributing stage can count them once by source offset.
         return zlib.crc32(f"{topic}|{partition}".encode()) % self.settings.partitions
 
-    # -- stage 2 ---------------------------------------------------------------------
-    def attribute(self, partition: int, records: Sequence[Record]) -> list[Output]:
+    def load(self, topic: str, partition: int) -> None:
+        """Rebuild a newly assigned partition's state from its recovered table entries."""
+        if topic == self.settings.topic_events:
+            self._partition(partition)
+        elif topic == self.settings.topic_partials:
+            self._board(partition)
+
+    def _partition(self, partition: int) -> CustomerPartition:
         state = self.partitions.get(partition)
         if state is None:
             state = CustomerPartition.restore(self.config, self._partition_store.load(partition))
             self.partitions[partition] = state
+        return state
+
+    def _board(self, partition: int) -> RatesBoard:
+        board = self.boards.get(partition)
+        if board is None:
+            board = RatesBoard.restore(self.config, self._board_store.load(partition))
+            self.boards[partition] = board
+        return board
+
+    # -- stage 2 ---------------------------------------------------------------------
+    def attribute(self, partition: int, records: Sequence[Record]) -> list[Output]:
+        state = self._partition(partition)
         for record in records:
             if record.value is not None:
                 state.apply(decode_forwarded(record.value), record.offset)
@@ -196,10 +214,7 @@ class Pipeline:
 
     # -- stage 3 ---------------------------------------------------------------------
     def publish(self, partition: int, records: Sequence[Record]) -> list[Output]:
-        board = self.boards.get(partition)
-        if board is None:
-            board = RatesBoard.restore(self.config, self._board_store.load(partition))
-            self.boards[partition] = board
+        board = self._board(partition)
         for record in records:
             if record.value is not None:
                 source, stream_time, partials = decode_partials(record.value)

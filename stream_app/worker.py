@@ -25,7 +25,8 @@ def run(settings: Settings) -> int:
         return 1
     import faust
 
-    app, pipeline = create_app(settings)
+    app = create_app(settings)
+    pipeline = app.pipeline
     registry = build_registry(pipeline)
 
     @app.page("/metrics")
