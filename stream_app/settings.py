@@ -69,6 +69,8 @@ class Settings:
     topic_deadletter: str = "upsell.deadletter"
     topic_kpis: str = "upsell.kpis"
     data_dir: Path = Path("./var")
+    # Per user, not per data dir: downloads shared by every clone and test run.
+    cache_dir: Path = Path.home() / ".cache" / "upsell-stream"
     partitions: int = 6
     batch_max_records: int = 10_000
     security: KafkaSecurity = KafkaSecurity()
@@ -129,6 +131,7 @@ class Settings:
             topic_deadletter=text("UPSELL_TOPIC_DEADLETTER", defaults.topic_deadletter),
             topic_kpis=text("UPSELL_TOPIC_KPIS", defaults.topic_kpis),
             data_dir=Path(text("UPSELL_DATA_DIR", str(defaults.data_dir))),
+            cache_dir=_cache_dir(env, defaults.cache_dir),
             partitions=positive_int("UPSELL_PARTITIONS", defaults.partitions),
             batch_max_records=positive_int("UPSELL_BATCH_MAX_RECORDS", defaults.batch_max_records),
             security=_parse_security(env),
@@ -149,6 +152,15 @@ def _parse_windows(raw: str) -> tuple[WindowSize, ...]:
             raise SettingsError(f"UPSELL_WINDOWS: window size {label!r} is listed twice")
         sizes.append(WindowSize(label, ms))
     return tuple(sizes)
+
+
+def _cache_dir(env: Mapping[str, str], default: Path) -> Path:
+    # The XDG base directory spec says to ignore a relative XDG_CACHE_HOME.
+    base = env.get("XDG_CACHE_HOME", "").strip()
+    if base and Path(base).is_absolute():
+        return Path(base) / "upsell-stream"
+    home = env.get("HOME", "").strip()
+    return Path(home) / ".cache" / "upsell-stream" if home else default
 
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
