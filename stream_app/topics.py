@@ -1,0 +1,168 @@
+"""The service's topics, and creating the missing ones (`upsell-stream topics create`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_app.kafka_clients import make_admin, quiet_kafka_logs
+from stream_app.settings import Settings
+
+# Unprocessed internal records must outlive any plausible worker outage.
+INTERNAL_RETENTION_MS = 7 * 86_400_000
+CONNECT_TIMEOUT_S = 15.0
+READY_TIMEOUT_S = 30.0
+
+
+class TopicsError(RuntimeError):
+    """Topics could not be created or did not become usable; the message is one line."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    internal = {"cleanup.policy": "delete", "retention.ms": str(INTERNAL_RETENTION_MS)}
+    compacted = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec(settings.topic_offers, n),
+        TopicSpec(settings.topic_purchases, n),
+        TopicSpec(settings.topic_events, n, dict(internal)),
+        # One partition: the publishing stage must see every partition's partials in order.
+        TopicSpec(settings.topic_partials, 1, dict(internal)),
+        TopicSpec(settings.topic_rates, n, dict(compacted)),
+        TopicSpec(settings.topic_kpis, n, dict(compacted)),
+        TopicSpec(settings.topic_alerts, n),
+        TopicSpec(settings.topic_deadletter, n),
+    ]
+
+
+def _unreachable(settings: Settings, error: BaseException) -> TopicsError:
+    return TopicsError(
+        f"cannot reach Kafka at {settings.bootstrap_servers}: {_describe(error)}; "
+        "is it running? try `upsell-stream kafka start`"
+    )
+
+
+def _describe(error: BaseException) -> str:
+    name = type(error).__name__
+    text = " ".join(str(error).split())
+    # kafka-python's errors already start with their class name.
+    if not text or text.startswith(name):
+        return text or name
+    return f"{name}: {text}"
+
+
+def _connect(settings: Settings, timeout_s: float) -> Any:
+    from kafka.errors import KafkaError
+
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        return make_admin(settings, bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms)
+    except (KafkaError, OSError) as error:
+        raise _unreachable(settings, error) from None
+
+
+def ensure_topics(
+    settings: Settings,
+    specs: Sequence[TopicSpec] | None = None,
+    *,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> list[str]:
+    """Create the missing topics; return the names this call created.
+
+    Returns once every topic of `specs` has a leader for each partition, so that the
+    caller can produce and consume at once.
+    """
+    wanted = list(topic_specs(settings) if specs is None else specs)
+    admin = _connect(settings, connect_timeout_s)
+    try:
+        return _ensure(settings, admin, wanted, ready_timeout_s)
+    finally:
+        admin.close()
+
+
+def _ensure(settings: Settings, admin: Any, wanted: list[TopicSpec], ready_timeout_s: float,
+            ) -> list[str]:
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        existing = set(admin.list_topics())
+        brokers = len(admin.describe_cluster()["brokers"])
+    except KafkaError as error:
+        raise _unreachable(settings, error) from None
+    missing = [spec for spec in wanted if spec.name not in existing]
+    created: list[str] = []
+    if missing:
+        replication = max(1, min(3, brokers))
+        request = {
+            spec.name: {
+                "num_partitions": spec.partitions,
+                "replication_factor": replication,
+                "configs": spec.config,
+            }
+            for spec in missing
+        }
+        try:
+            response = admin.create_topics(request, raise_errors=False)
+        except KafkaError as error:
+            raise TopicsError(f"could not create topics: {_describe(error)}") from None
+        for result in response["topics"]:
+            code = result["error_code"]
+            # Another worker starting at the same moment may have created it first.
+            if code == TopicAlreadyExistsError.errno:
+                continue
+            if code != 0:
+                reason = result.get("error_message") or f"error code {code}"
+                raise TopicsError(f"could not create topic {result['name']}: {reason}")
+            created.append(result["name"])
+    _wait_ready(admin, [spec.name for spec in wanted], ready_timeout_s)
+    order = [spec.name for spec in wanted]
+    return sorted(created, key=order.index)
+
+
+def _wait_ready(admin: Any, names: list[str], timeout_s: float) -> None:
+    from kafka.errors import KafkaError
+
+    try:
+        admin.wait_for_topics(names, timeout_ms=int(timeout_s * 1000))
+    except KafkaError as error:
+        raise TopicsError(
+            f"topics not usable after {timeout_s:.0f} s (no leader yet?): {_describe(error)}"
+        ) from None
+
+
+def partition_counts(admin: Any, names: Sequence[str]) -> dict[str, int]:
+    return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(list(names))}
+
+
+def create_all(settings: Settings) -> int:
+    """`upsell-stream topics create`: one line per topic, or one line on stderr."""
+    specs = topic_specs(settings)
+    with quiet_kafka_logs():
+        try:
+            admin = _connect(settings, CONNECT_TIMEOUT_S)
+            try:
+                created = set(_ensure(settings, admin, specs, READY_TIMEOUT_S))
+                counts = partition_counts(admin, [spec.name for spec in specs])
+            finally:
+                admin.close()
+        except TopicsError as error:
+            print(f"upsell-stream topics: {error}", file=sys.stderr)
+            return 1
+        except Exception as error:  # one clear line instead of a trace
+            print(f"upsell-stream topics: {_describe(error)}", file=sys.stderr)
+            return 1
+    for spec in specs:
+        state = "created" if spec.name in created else "already there"
+        count = counts.get(spec.name, spec.partitions)
+        print(f"{spec.name}: {state} ({count} partition{'' if count == 1 else 's'})")
+    return 0
