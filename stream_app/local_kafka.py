@@ -1,0 +1,582 @@
+"""`upsell-stream kafka start|stop|status`: a local single-node Kafka (KRaft) for development.
+
+The broker is a plain Java classpath that Maven downloads once per user into the cache
+directory; every data directory then holds one broker's configuration, data, logs and pid.
+Exit codes: 0 done, 1 failed, 2 unusable address, 3 (status) not running.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_app.kafka_clients import quiet_kafka_logs
+from stream_app.settings import Settings
+
+KAFKA_VERSION = "4.1.1"
+# The log4j-core release that kafka_2.13:4.1.1 pulls in; its slf4j 1.x bridge must match.
+LOG4J_VERSION = "2.24.3"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+JAVA_HINT = "Java 17+ is needed: apt-get install openjdk-17-jre-headless"
+MAVEN_HINT = "Maven is needed to download the broker once: apt-get install maven"
+
+
+class LocalKafkaError(Exception):
+    """Why the local broker could not be started or stopped, in one line."""
+
+
+class AddressError(LocalKafkaError):
+    """KAFKA_BOOTSTRAP_SERVERS names no address a local broker may listen on."""
+
+
+# -- pure parts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @property
+    def controller_port(self) -> int:
+        return self.port + 1
+
+    def netloc(self, port: int | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port if port is None else port}"
+
+    def __str__(self) -> str:
+        return self.netloc()
+
+
+def parse_loopback_address(bootstrap: str) -> Address:
+    """The single loopback host:port a local broker may listen on, or LocalKafkaError."""
+    text = bootstrap.strip()
+    if not text or "," in text:
+        raise AddressError(
+            f"the local broker needs one host:port in KAFKA_BOOTSTRAP_SERVERS, got {text!r}"
+        )
+    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<host>[^:]+)(?::(?P<port>\d+))?",
+                         text)
+    if match is None:
+        raise AddressError(f"KAFKA_BOOTSTRAP_SERVERS: {text!r} is not host:port")
+    host = match["v6"] or match["host"]
+    raw_port = match["p6"] or match["port"]
+    # Kafka clients fall back to 9092 too when the port is left out.
+    port = int(raw_port) if raw_port else 9092
+    if host == "localhost":
+        # Bind where "localhost" surely resolves, whatever the IPv6 setup.
+        host = "127.0.0.1"
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise AddressError(
+            f"the local broker only listens on loopback (127.0.0.1, localhost, ::1), "
+            f"not on {text!r}: point KAFKA_BOOTSTRAP_SERVERS at e.g. 127.0.0.1:9092"
+        )
+    if not 1 <= port < 65535:
+        raise AddressError(
+            f"KAFKA_BOOTSTRAP_SERVERS: port {port} is unusable (the controller takes port + 1)"
+        )
+    return Address(host, port)
+
+
+def server_properties(address: Address, log_dir: Path) -> str:
+    controller = address.netloc(address.controller_port)
+    lines = [
+        "# Written by `upsell-stream kafka start` at every start: edits are overwritten.",
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@{controller}",
+        f"listeners=PLAINTEXT://{address},CONTROLLER://{controller}",
+        f"advertised.listeners=PLAINTEXT://{address}",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        f"log.dirs={log_dir}",
+        "num.partitions=1",
+        # One broker: internal topics cannot have more replicas than that.
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        # Tests and workers join groups often; do not make each first join wait 3 s.
+        "group.initial.rebalance.delay.ms=0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def log4j2_properties(log_file: Path) -> str:
+    pattern = "[%d] %p %m (%c)%n"
+    lines = [
+        "status = warn",
+        "name = upsell-stream-local-kafka",
+        "appender.file.type = RollingFile",
+        "appender.file.name = FILE",
+        f"appender.file.fileName = {log_file}",
+        f"appender.file.filePattern = {log_file}.%i",
+        "appender.file.layout.type = PatternLayout",
+        f"appender.file.layout.pattern = {pattern}",
+        "appender.file.policies.type = Policies",
+        "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+        "appender.file.policies.size.size = 50MB",
+        "appender.file.strategy.type = DefaultRolloverStrategy",
+        "appender.file.strategy.max = 3",
+        # The console goes to the stdout file: errors only, the details are in the log file.
+        "appender.console.type = Console",
+        "appender.console.name = CONSOLE",
+        "appender.console.layout.type = PatternLayout",
+        f"appender.console.layout.pattern = {pattern}",
+        "appender.console.filter.threshold.type = ThresholdFilter",
+        "appender.console.filter.threshold.level = error",
+        "rootLogger.level = info",
+        "rootLogger.appenderRef.file.ref = FILE",
+        "rootLogger.appenderRef.console.ref = CONSOLE",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pom_xml() -> str:
+    def dependency(group: str, artifact: str, version: str) -> str:
+        return (f"    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+                f"<version>{version}</version></dependency>")
+
+    return "\n".join([
+        '<project xmlns="http://maven.apache.org/POM/4.0.0">',
+        "  <modelVersion>4.0.0</modelVersion>",
+        "  <groupId>local.upsell-stream</groupId>",
+        "  <artifactId>kafka-broker-classpath</artifactId>",
+        "  <version>1</version>",
+        "  <packaging>pom</packaging>",
+        "  <dependencies>",
+        dependency("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+        # The broker jars carry no slf4j binding: without this one it logs nothing.
+        dependency("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
+        "  </dependencies>",
+        "</project>",
+        "",
+    ])
+
+
+def java_major_version(version_output: str) -> int | None:
+    """17 from `openjdk version "17.0.15"`, 8 from `java version "1.8.0_392"`."""
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if match is None:
+        return None
+    major = int(match[1])
+    return int(match[2] or 0) if major == 1 else major
+
+
+@dataclass(frozen=True)
+class BrokerPaths:
+    root: Path
+
+    @classmethod
+    def under(cls, data_dir: Path) -> BrokerPaths:
+        # Absolute, so that the broker's command line names the data dir unambiguously.
+        return cls(data_dir.resolve() / "kafka")
+
+    @property
+    def properties(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def log4j(self) -> Path:
+        return self.root / "log4j2.properties"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "kraft-logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "broker.log"
+
+    @property
+    def out_file(self) -> Path:
+        return self.root / "broker.out"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def is_alive(pid: int) -> bool:
+    """True while /proc/<pid> is a live process; an unreaped zombie counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+
+
+def _is_our_broker(pid: int, paths: BrokerPaths) -> bool:
+    args = _cmdline(pid)
+    return "kafka.Kafka" in args and str(paths.properties) in args and is_alive(pid)
+
+
+def broker_pids(paths: BrokerPaths) -> list[int]:
+    """Every live broker process of this data dir, whether or not the pid file knows it."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _is_our_broker(int(entry.name), paths):
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def running_pid(paths: BrokerPaths) -> int | None:
+    try:
+        pid = int(paths.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid and _is_our_broker(pid, paths):
+        return pid
+    pids = broker_pids(paths)
+    return pids[0] if pids else None
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise two commands working on the same files (two test sessions, say)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Like the broker itself, ignore connections still in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def _port_open(address: Address) -> bool:
+    try:
+        with socket.create_connection((address.host, address.port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _answers(address: Address, timeout_s: float) -> bool:
+    """True once the broker serves a metadata request: an open port is not enough."""
+    from kafka.admin import KafkaAdminClient
+
+    timeout_ms = max(1000, int(timeout_s * 1000))
+    with quiet_kafka_logs():
+        try:
+            # The local broker has only a PLAINTEXT listener, whatever the settings say.
+            admin = KafkaAdminClient(bootstrap_servers=[str(address)],
+                                     bootstrap_timeout_ms=timeout_ms,
+                                     request_timeout_ms=timeout_ms)
+        except Exception:
+            return False
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        except Exception:
+            return False
+        finally:
+            admin.close()
+
+
+def _terminate(pids: list[int], timeout_s: float = STOP_TIMEOUT_S) -> list[int]:
+    """SIGTERM, then SIGKILL whatever is left after timeout_s; returns the survivors."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        alive = [pid for pid in pids if is_alive(pid)]
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait_s
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [pid for pid in alive if is_alive(pid)]
+        if not alive:
+            return []
+    return [pid for pid in pids if is_alive(pid)]
+
+
+def configured_address(properties_text: str) -> str | None:
+    """The host:port a broker's server.properties advertises to clients."""
+    for line in properties_text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "advertised.listeners":
+            return value.strip().removeprefix("PLAINTEXT://") or None
+    return None
+
+
+def _running_address(paths: BrokerPaths) -> str | None:
+    try:
+        return configured_address(paths.properties.read_text())
+    except OSError:
+        return None
+
+
+def _tail(path: Path, lines: int = 20) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+# -- the broker's classpath ---------------------------------------------------------------
+
+
+def find_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise LocalKafkaError(JAVA_HINT)
+    try:
+        probe = subprocess.run([java, "-version"], capture_output=True, text=True,
+                               timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise LocalKafkaError(f"{JAVA_HINT} ({java} -version failed: {error})") from None
+    major = java_major_version(probe.stderr + probe.stdout)
+    if major is None or major < 17:
+        found = f"Java {major}" if major else "an unknown Java"
+        raise LocalKafkaError(f"{JAVA_HINT} (found {found} at {java})")
+    return java
+
+
+def broker_classpath(cache_dir: Path) -> Path:
+    """The directory of the broker's jars, downloaded with Maven the first time."""
+    home = cache_dir / f"kafka-{KAFKA_VERSION}"
+    libs = home / "libs"
+    marker = home / "complete"
+    with _locked(home / ".lock"):
+        if marker.exists() and any(libs.glob("kafka_2.13-*.jar")):
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise LocalKafkaError(MAVEN_HINT)
+        print(f"downloading Kafka {KAFKA_VERSION} with Maven, once (cached in {home}) ...",
+              flush=True)
+        marker.unlink(missing_ok=True)
+        partial = home / "libs.partial"
+        # Whatever an interrupted download left is redone from scratch.
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(libs, ignore_errors=True)
+        (home / "pom.xml").write_text(pom_xml())
+        command = [mvn, "-B", "-q", "-f", str(home / "pom.xml"),
+                   "dependency:copy-dependencies", "-DincludeScope=runtime",
+                   f"-DoutputDirectory={partial}"]
+        try:
+            result = subprocess.run(command, cwd=home, capture_output=True, text=True,
+                                    stdin=subprocess.DEVNULL, timeout=900, check=False)
+        except subprocess.TimeoutExpired:
+            raise LocalKafkaError("Maven did not finish downloading the broker in 15 min") from None
+        if result.returncode != 0 or not any(partial.glob("kafka_2.13-*.jar")):
+            output = (result.stdout + result.stderr).splitlines()
+            errors = [line for line in output if "ERROR" in line] or output or ["no output"]
+            raise LocalKafkaError(
+                f"Maven could not download Kafka {KAFKA_VERSION} (exit {result.returncode}): "
+                f"{errors[0].strip()[:300]}"
+            )
+        partial.rename(libs)
+        marker.write_text(f"{sum(1 for _ in libs.glob('*.jar'))} jars\n")
+        return libs
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _java_command(java: str, libs: Path, paths: BrokerPaths, *main: str) -> list[str]:
+    # Java expands the classpath wildcard itself: no shell involved.
+    return [java, "-Xmx512m", f"-Dlog4j2.configurationFile={paths.log4j}",
+            "-cp", f"{libs}/*", *main]
+
+
+def _format_storage(java: str, libs: Path, paths: BrokerPaths) -> None:
+    if (paths.log_dir / "meta.properties").exists():
+        return
+    def call(*args: str) -> str:
+        command = _java_command(java, libs, paths, "kafka.tools.StorageTool", *args)
+        result = subprocess.run(command, capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=180, check=False)
+        if result.returncode != 0:
+            last = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
+            raise LocalKafkaError(f"formatting {paths.log_dir} failed: {last[-1][:300]}")
+        return result.stdout.strip()
+
+    cluster_id = call("random-uuid").splitlines()[-1].strip()
+    call("format", "-t", cluster_id, "-c", str(paths.properties))
+
+
+def _launch(java: str, libs: Path, paths: BrokerPaths) -> subprocess.Popen[bytes]:
+    command = _java_command(java, libs, paths, "kafka.Kafka", str(paths.properties))
+    with paths.out_file.open("wb") as out:
+        # A session of its own: Ctrl-C in the terminal that started it must not stop it.
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, cwd=paths.root,
+                                   start_new_session=True)
+    paths.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def _report_failure(paths: BrokerPaths, why: str) -> None:
+    print(f"upsell-stream kafka: {why}", file=sys.stderr)
+    for path in (paths.log_file, paths.out_file):
+        lines = _tail(path)
+        if lines:
+            print(f"--- last lines of {path}:", file=sys.stderr)
+            print("\n".join(lines), file=sys.stderr)
+
+
+def _wait_until_answering(address: Address, pid: int, deadline: float,
+                          process: subprocess.Popen[bytes] | None = None) -> str | None:
+    """None once the broker answers, else why not."""
+    while time.monotonic() < deadline:
+        # Our own child must be reaped through Popen, or it lingers as a zombie.
+        if (process.poll() is not None) if process else not is_alive(pid):
+            code = f" with exit code {process.returncode}" if process else ""
+            return f"the broker process exited{code}"
+        if _port_open(address) and _answers(address, min(5.0, deadline - time.monotonic())):
+            return None
+        time.sleep(0.5)
+    return f"the broker did not answer on {address} within {START_TIMEOUT_S:.0f} s"
+
+
+def start(settings: Settings) -> int:
+    address = parse_loopback_address(settings.bootstrap_servers)
+    paths = BrokerPaths.under(settings.data_dir)
+    began = time.monotonic()
+    with _locked(paths.lock_file):
+        pid = running_pid(paths)
+        if pid is not None:
+            running_on = _running_address(paths)
+            if running_on is not None and running_on != str(address):
+                raise LocalKafkaError(
+                    f"the broker of {paths.root} (pid {pid}) already runs on {running_on}, "
+                    f"not {address}; `upsell-stream kafka stop` it first"
+                )
+            why = _wait_until_answering(address, pid, began + START_TIMEOUT_S)
+            if why is not None:
+                raise LocalKafkaError(
+                    f"a broker of {paths.root} (pid {pid}) runs but does not answer: {why}; "
+                    f"see {paths.log_file}, or `upsell-stream kafka stop` it"
+                )
+            print(f"already running (pid {pid}) on {address}")
+            return 0
+        paths.pid_file.unlink(missing_ok=True)
+        for port in (address.port, address.controller_port):
+            if _port_taken(address.host, port):
+                raise LocalKafkaError(
+                    f"{address.netloc(port)} is already in use by another program; stop it or "
+                    "set KAFKA_BOOTSTRAP_SERVERS to another port (the controller takes port + 1)"
+                )
+        java = find_java()
+        libs = broker_classpath(settings.cache_dir)
+        paths.log_dir.mkdir(parents=True, exist_ok=True)
+        paths.properties.write_text(server_properties(address, paths.log_dir))
+        paths.log4j.write_text(log4j2_properties(paths.log_file))
+        _format_storage(java, libs, paths)
+        process = _launch(java, libs, paths)
+        try:
+            why = _wait_until_answering(address, process.pid,
+                                        time.monotonic() + START_TIMEOUT_S, process)
+        except KeyboardInterrupt:
+            _terminate([process.pid])
+            paths.pid_file.unlink(missing_ok=True)
+            raise
+        if why is not None:
+            _report_failure(paths, why)
+            _terminate([process.pid])
+            paths.pid_file.unlink(missing_ok=True)
+            return 1
+    print(f"started Kafka {KAFKA_VERSION} (pid {process.pid}) on {address} in "
+          f"{time.monotonic() - began:.1f} s; data and logs in {paths.root}")
+    return 0
+
+
+def stop(settings: Settings) -> int:
+    paths = BrokerPaths.under(settings.data_dir)
+    if not paths.root.exists():
+        print("not running")
+        return 0
+    with _locked(paths.lock_file):
+        pid = running_pid(paths)
+        pids = sorted({*broker_pids(paths), *([pid] if pid else [])})
+        if not pids:
+            paths.pid_file.unlink(missing_ok=True)
+            print("not running")
+            return 0
+        survivors = _terminate(pids)
+        if survivors:
+            raise LocalKafkaError(f"broker process {survivors} survived SIGKILL")
+        paths.pid_file.unlink(missing_ok=True)
+    print(f"stopped (pid {', '.join(map(str, pids))})")
+    return 0
+
+
+def status(settings: Settings) -> int:
+    paths = BrokerPaths.under(settings.data_dir)
+    pid = running_pid(paths)
+    if pid is None:
+        print("not running")
+        return 3
+    # Where it really listens: the settings may have changed since it started.
+    running_on = _running_address(paths) or settings.bootstrap_servers
+    try:
+        address = parse_loopback_address(running_on)
+        note = "" if _port_open(address) else " (starting: port not open yet)"
+    except AddressError:
+        note = ""
+    print(f"running (pid {pid}) on {running_on}{note}")
+    return 0
+
+
+def run(action: str, settings: Settings) -> int:
+    commands = {"start": start, "stop": stop, "status": status}
+    if action not in commands:
+        print(f"upsell-stream kafka: unknown action {action!r}", file=sys.stderr)
+        return 2
+    try:
+        return commands[action](settings)
+    except LocalKafkaError as error:
+        print(f"upsell-stream kafka: {error}", file=sys.stderr)
+        return 2 if isinstance(error, AddressError) else 1
+    except KeyboardInterrupt:
+        print("upsell-stream kafka: interrupted", file=sys.stderr)
+        return 130
