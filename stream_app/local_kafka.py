@@ -536,8 +536,7 @@ def stop(settings: Settings) -> int:
         print("not running")
         return 0
     with _locked(paths.lock_file):
-        pid = running_pid(paths)
-        pids = sorted({*broker_pids(paths), *([pid] if pid else [])})
+        pids = broker_pids(paths)
         if not pids:
             paths.pid_file.unlink(missing_ok=True)
             print("not running")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from stream_app.kafka_clients import make_producer
 from stream_app.settings import Settings
 from stream_app.topics import topic_specs
+from tests.e2e.harness import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -50,12 +50,6 @@ def java_processes_naming(path: Path) -> list[int]:
                 any(str(path).encode() in arg for arg in args):
             found.append(int(entry.name))
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
