@@ -110,29 +110,36 @@ class Pipeline:
 
         The partitions' records are merged by ts, each partition's own order kept (as Kafka
         Streams picks the partition whose next record is oldest), so that a backlog read a
-        partition at a time does not push stream time ahead of the other partitions.
+        partition at a time does not push stream time ahead of the other partitions. Each
+        source partition's items leave in offset order, rejects included: the receiving
+        stage counts an item once by its source offset.
         """
         settings = self.settings
         outputs: list[Output] = []
-        valid: list[list[tuple[int, str, int, int, Event]]] = []
+        merged: list[list[tuple[int, str, int, Record, Event | InvalidEvent]]] = []
         for (topic, partition), records in batches.items():
             parse = self._parsers[topic]
-            parsed: list[tuple[int, str, int, int, Event]] = []
+            parsed: list[tuple[int, str, int, Record, Event | InvalidEvent]] = []
+            order = -(2**63)
             for record in records:
                 try:
                     event = parse(record.value)
                 except InvalidEvent as error:
-                    outputs.extend(self._reject(topic, partition, record, error))
+                    parsed.append((order, topic, partition, record, error))
                     continue
-                parsed.append((event.ts, topic, partition, record.offset, event))
-            valid.append(parsed)
+                order = max(order, event.ts)
+                parsed.append((order, topic, partition, record, event))
+            merged.append(parsed)
             self.events_in += len(records)
         stamp = self._stream_time
-        for _, topic, partition, offset, event in heapq.merge(*valid, key=lambda item: item[0]):
+        for _, topic, partition, record, event in heapq.merge(*merged, key=lambda item: item[0]):
+            if isinstance(event, InvalidEvent):
+                outputs.extend(self._reject(topic, partition, record, event))
+                continue
             outputs.append(Output(
                 settings.topic_events,
                 event.customer_id.encode(),
-                encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
+                encode_forwarded(Forwarded(topic, partition, record.offset, stamp, event)),
             ))
             if stamp is None or event.ts > stamp:
                 stamp = event.ts

@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 BROKER = os.environ.get("UPSELL_TEST_BROKER", "127.0.0.1:19092")
@@ -147,14 +148,15 @@ class Deployment:
         admin = KafkaAdminClient(bootstrap_servers=BROKER)
         consumer = KafkaConsumer(bootstrap_servers=BROKER)
         try:
-            committed = admin.list_consumer_group_offsets(self.name)
+            committed = admin.list_group_offsets(self.name).get(self.name, {})
             names = [self.topics["offers"], self.topics["purchases"],
                      f"{self.name}-events-by-customer", f"{self.name}-window-partials"]
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in names
-                for p in (consumer.partitions_for_topic(topic) or ())
-            ]
+            partitions = []
+            for topic in names:
+                known = consumer.partitions_for_topic(topic)
+                if not known:
+                    return -1  # metadata not there yet: say nothing about this topic's lag
+                partitions.extend(TopicPartition(topic, p) for p in known)
             ends = consumer.end_offsets(partitions)
             lag = 0
             for tp, end in ends.items():
@@ -170,7 +172,11 @@ class Deployment:
         streak = [0]
 
         def settled() -> bool:
-            streak[0] = streak[0] + 1 if self.group_lag() == 0 else 0
+            try:
+                lag = self.group_lag()
+            except KafkaError:  # the group coordinator is still being set up
+                lag = -1
+            streak[0] = streak[0] + 1 if lag == 0 else 0
             return streak[0] >= 2
 
         wait_until(settled, timeout, "the worker group to catch up", every=0.5)

@@ -152,7 +152,7 @@ def test_scripted_event_set_through_the_real_worker(data_dir: Path) -> None:
         ])
         phase(service, [
             purchase(purchases, "p1", "c1", at(2), 10.0, offer_id="o1"),
-            purchase(purchases, "p3", "c3", at(2.5), 30.0),  # last touch: o4, not o3
+            purchase(purchases, "p3", "c3", at(2.5), 30.0, is_upsell=True),  # last touch: o4
             purchase(purchases, "p5", "c6", at(3.2), 99.0, offer_id="o6"),  # not c6's offer
             purchase(purchases, "p6", "c5", at(4), 15.0, is_upsell=False),  # not an upsell
             purchase(purchases, "p1", "c1", at(2), 10.0, offer_id="o1"),  # duplicate
