@@ -132,10 +132,11 @@ class Pipeline:
             merged.append(parsed)
             self.events_in += len(records)
         stamp = self._stream_time
-        for _, topic, partition, record, event in heapq.merge(*merged, key=lambda item: item[0]):
-            if isinstance(event, InvalidEvent):
-                outputs.extend(self._reject(topic, partition, record, event))
+        for _, topic, partition, record, outcome in heapq.merge(*merged, key=lambda i: i[0]):
+            if isinstance(outcome, InvalidEvent):
+                outputs.extend(self._reject(topic, partition, record, outcome))
                 continue
+            event = outcome
             outputs.append(Output(
                 settings.topic_events,
                 event.customer_id.encode(),
