@@ -1,33 +1,121 @@
 """Prometheus metrics built at scrape time from the state of the partitions this worker owns.
 
 Counters come from the durable totals, so they survive restarts; a worker that loses a
-partition stops exporting its share at once. Summed over the workers of one group, every
-counter and window gauge equals what one worker alone would export.
+partition stops exporting its share at once. Window gauges come from the rates board,
+which one worker of the group owns. Summed over the workers of one group, every counter
+and gauge equals what one worker alone would export.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from stream_app.core.cohorts import Pair
+from stream_app.core import partition as totals_of
+from stream_app.core.bands import Bands
 from stream_app.core.events import MICROS_PER_UNIT
 from stream_app.core.partition import Totals
-from stream_app.core.rates import ratio, rollup_keys
+from stream_app.core.rates import figures
+from stream_app.core.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, View
 from stream_app.pipeline import Pipeline
 
-_PAIR = ["channel", "segment"]
 _WINDOW_HELP = " The window label must always be selected, never summed over."
 
 
-def _with_rollups(counter: Counter[Pair]) -> Counter[Pair]:
-    summed: Counter[Pair] = Counter()
-    for pair, value in counter.items():
-        for key in rollup_keys(pair):
-            summed[key] += value
+@dataclass(frozen=True)
+class _CounterSpec:
+    name: str
+    help: str
+    total: str
+    labels: tuple[str, ...]
+    scale: float = 1.0
+    # Label positions that get `__all__` roll-ups (the two dimensions of a view).
+    rolled: tuple[int, ...] = (0, 1)
+
+
+_COUNTERS = (
+    _CounterSpec("upsell_offers_presented", "Upsell offers presented (valid, not duplicate).",
+                 totals_of.OFFERS_TOTAL, ("channel", "segment")),
+    _CounterSpec("upsell_conversions", "Offers converted, by the offer's channel and segment.",
+                 totals_of.CONVERSIONS_TOTAL, ("channel", "segment")),
+    _CounterSpec("upsell_revenue", "Sum of converting purchases' amounts.",
+                 totals_of.REVENUE_TOTAL, ("channel", "segment"), 1 / MICROS_PER_UNIT),
+    _CounterSpec("upsell_campaign_offers_presented", "Offers presented, by campaign type and "
+                 "product line.", totals_of.CAMPAIGN_OFFERS_TOTAL,
+                 ("campaign_type", "product_line")),
+    _CounterSpec("upsell_campaign_conversions", "Offers converted, by the offer's campaign type "
+                 "and product line.", totals_of.CAMPAIGN_CONVERSIONS_TOTAL,
+                 ("campaign_type", "product_line")),
+    _CounterSpec("upsell_campaign_revenue", "Converting purchases' amounts, by the offer's "
+                 "campaign type and product line.", totals_of.CAMPAIGN_REVENUE_TOTAL,
+                 ("campaign_type", "product_line"), 1 / MICROS_PER_UNIT),
+    _CounterSpec("upsell_purchases", "Purchases, by kind (upsell or other), loyalty and the "
+                 "purchase's product line.", totals_of.PURCHASES_TOTAL,
+                 ("kind", "loyalty", "product_line"), rolled=(1, 2)),
+    _CounterSpec("upsell_purchase_amount", "Purchase amounts, by kind, loyalty and product "
+                 "line.", totals_of.PURCHASE_AMOUNT_TOTAL, ("kind", "loyalty", "product_line"),
+                 1 / MICROS_PER_UNIT, rolled=(1, 2)),
+    _CounterSpec("upsell_events_rejected", "Messages rejected and copied to the dead-letter "
+                 "topic.", totals_of.REJECTED_TOTAL, ("topic", "reason"), rolled=()),
+    _CounterSpec("upsell_events_late", "Events whose window of some size had closed.",
+                 totals_of.LATE_TOTAL, ("topic",), rolled=()),
+    _CounterSpec("upsell_events_duplicate", "Events whose event_id was already processed.",
+                 totals_of.DUPLICATES_TOTAL, ("topic",), rolled=()),
+)
+
+# Gauges of the current window: (metric, help, view, figure, fixed labels).
+_GAUGES: tuple[tuple[str, str, View, str, tuple[tuple[str, str], ...]], ...] = (
+    ("upsell_window_offers", "Offers presented in the current window.", CHANNEL_SEGMENT,
+     "offers", ()),
+    ("upsell_window_conversions", "Conversions of the offers of the current window.",
+     CHANNEL_SEGMENT, "conversions", ()),
+    ("upsell_rate", "Window conversions / window offers, absent while the window has no "
+     "offers.", CHANNEL_SEGMENT, "rate", ()),
+    ("upsell_window_customers_targeted", "Distinct customers offered an upsell in the current "
+     "window.", CHANNEL_SEGMENT, "customers_targeted", ()),
+    ("upsell_window_customers_upsold", "Distinct customers of the current window with a "
+     "converted offer.", CHANNEL_SEGMENT, "customers_upsold", ()),
+    ("upsell_customer_rate", "Customers upsold / customers targeted (campaign upsell rate).",
+     CHANNEL_SEGMENT, "customer_rate", ()),
+    ("upsell_campaign_window_offers", "Offers of the current window by campaign type and "
+     "product line.", CAMPAIGN, "offers", ()),
+    ("upsell_campaign_window_conversions", "Conversions of those offers.", CAMPAIGN,
+     "conversions", ()),
+    ("upsell_campaign_rate", "Campaign window conversions / offers.", CAMPAIGN, "rate", ()),
+    ("upsell_window_purchases", "Purchases of the current window by kind.", PURCHASES,
+     "upsell_purchases", (("kind", "upsell"),)),
+    ("upsell_window_purchases", "", PURCHASES, "other_purchases", (("kind", "other"),)),
+    ("upsell_window_purchase_amount", "Purchase amounts of the current window by kind.",
+     PURCHASES, "upsell_amount", (("kind", "upsell"),)),
+    ("upsell_window_purchase_amount", "", PURCHASES, "other_amount", (("kind", "other"),)),
+    ("upsell_transaction_rate", "Upsell transactions / all transactions.", PURCHASES,
+     "transaction_rate", ()),
+    ("upsell_revenue_share", "Upsell transactions' amount / all transactions' amount.",
+     PURCHASES, "revenue_share", ()),
+    ("upsell_aov_uplift", "Mean upsell transaction amount minus mean other transaction "
+     "amount, absent while either side has none.", PURCHASES, "aov_uplift", ()),
+    ("upsell_window_buyers", "Distinct buyers of the current window: any, or with an upsell.",
+     PURCHASES, "buyers", (("kind", "any"),)),
+    ("upsell_window_buyers", "", PURCHASES, "upsell_buyers", (("kind", "upsell"),)),
+    ("upsell_buyer_rate", "Buyers with an upsell transaction / all buyers.", PURCHASES,
+     "buyer_rate", ()),
+)
+
+
+def rolled_up(counter: Counter[tuple[str, ...]], positions: tuple[int, ...]) -> Counter[
+        tuple[str, ...]]:
+    """Add the `__all__` roll-ups over the label positions given (each combination)."""
+    summed: Counter[tuple[str, ...]] = Counter()
+    for key, value in counter.items():
+        variants = [key]
+        for position in positions:
+            variants += [(*v[:position], ALL, *v[position + 1 :]) for v in variants]
+        for variant in variants:
+            summed[variant] += value
     return summed
 
 
@@ -36,76 +124,43 @@ class PipelineCollector(Collector):
         self._pipeline = pipeline
 
     def collect(self) -> Iterator[Metric]:
-        totals = self._owned_totals()
-        yield from self._counters(totals)
-        yield from self._window_gauges()
-
-    def _owned_totals(self) -> Totals:
-        summed = Totals()
+        totals = Totals()
         for state in list(self._pipeline.partitions.values()):
-            part = state.totals
-            summed.offers.update(part.offers)
-            summed.conversions.update(part.conversions)
-            summed.revenue_micros.update(part.revenue_micros)
-            summed.rejected.update(part.rejected)
-            summed.late.update(part.late)
-            summed.duplicates.update(part.duplicates)
-        return summed
+            totals.add(state.totals)
+        for spec in _COUNTERS:
+            family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+            for key, value in rolled_up(totals[spec.total], spec.rolled).items():
+                family.add_metric(list(key), value * spec.scale)
+            yield family
+        yield from self._window_gauges()
+        yield self._band_bounds(self._pipeline.bands)
 
-    def _counters(self, totals: Totals) -> Iterable[Metric]:
-        offers = CounterMetricFamily(
-            "upsell_offers_presented", "Upsell offers presented (valid, not duplicate).",
-            labels=_PAIR)
-        conversions = CounterMetricFamily(
-            "upsell_conversions", "Offers converted, by the offer's channel and segment.",
-            labels=_PAIR)
-        revenue = CounterMetricFamily(
-            "upsell_revenue", "Sum of converting purchases' amounts.", labels=_PAIR)
-        for pair, value in _with_rollups(totals.offers).items():
-            offers.add_metric(list(pair), value)
-        for pair, value in _with_rollups(totals.conversions).items():
-            conversions.add_metric(list(pair), value)
-        for pair, value in _with_rollups(totals.revenue_micros).items():
-            revenue.add_metric(list(pair), value / MICROS_PER_UNIT)
-        rejected = CounterMetricFamily(
-            "upsell_events_rejected", "Messages rejected and copied to the dead-letter topic.",
-            labels=["topic", "reason"])
-        for (topic, reason), value in totals.rejected.items():
-            rejected.add_metric([topic, reason], value)
-        late = CounterMetricFamily(
-            "upsell_events_late", "Events whose window of some size had closed.",
-            labels=["topic"])
-        for topic, value in totals.late.items():
-            late.add_metric([topic], value)
-        duplicates = CounterMetricFamily(
-            "upsell_events_duplicate", "Events whose event_id was already processed.",
-            labels=["topic"])
-        for topic, value in totals.duplicates.items():
-            duplicates.add_metric([topic], value)
-        return [offers, conversions, revenue, rejected, late, duplicates]
+    def _window_gauges(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        sizes = [size.label for size in self._pipeline.settings.windows]
+        for name, help_text, view, figure, fixed in _GAUGES:
+            labels = [label for label, _ in fixed] + [*view.dimensions, "window"]
+            family = families.get(name)
+            if family is None:
+                family = families[name] = GaugeMetricFamily(
+                    name, help_text + _WINDOW_HELP, labels=labels)
+            for board in list(self._pipeline.boards.values()):
+                for label in sizes:
+                    for key, vector in board.current(view, label).items():
+                        value = figures(view, key, vector, self._pipeline.bands)[figure]
+                        if value is not None:
+                            family.add_metric([v for _, v in fixed] + [*key, label], value)
+        yield from families.values()
 
-    def _window_gauges(self) -> Iterable[Metric]:
-        labels = [*_PAIR, "window"]
-        offers = GaugeMetricFamily(
-            "upsell_window_offers", "Offers presented in the current window." + _WINDOW_HELP,
-            labels=labels)
-        conversions = GaugeMetricFamily(
-            "upsell_window_conversions",
-            "Conversions of the offers of the current window." + _WINDOW_HELP, labels=labels)
-        rate = GaugeMetricFamily(
-            "upsell_rate",
-            "Window conversions / window offers, absent while the window has no offers."
-            + _WINDOW_HELP, labels=labels)
-        for board in list(self._pipeline.boards.values()):
-            for size in self._pipeline.settings.windows:
-                for pair, counts in board.current(size.label).items():
-                    key = [*pair, size.label]
-                    offers.add_metric(key, counts.offers)
-                    conversions.add_metric(key, counts.conversions)
-                    value = ratio(counts.conversions, counts.offers)
-                    if value is not None:
-                        rate.add_metric(key, value)
-        return [offers, conversions, rate]
+    @staticmethod
+    def _band_bounds(bands: Bands) -> Metric:
+        family = GaugeMetricFamily(
+            "upsell_band_lower_bound", "Lower bound of each benchmark band of a rate scale.",
+            labels=["scale", "band"])
+        for scale in (bands.campaign, bands.loyalty):
+            for band, bound in scale.lower_bounds().items():
+                family.add_metric([scale.scale, band], bound)
+        return family
 
 
 def build_registry(pipeline: Pipeline) -> CollectorRegistry:

@@ -25,6 +25,7 @@ from stream_app.core.board import RatesBoard, decode_partials, encode_partials
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
 from stream_app.core.partition import CustomerPartition, WindowConfig
+from stream_app.core.views import CHANNEL_SEGMENT
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
 
@@ -71,6 +72,7 @@ class Pipeline:
                  board_store: PartitionStore) -> None:
         self.settings = settings
         self.config = window_config(settings)
+        self.bands = settings.band_scales
         self._partition_store = partition_store
         self._board_store = board_store
         self._parsers: dict[str, Callable[[bytes | None], Event]] = {
@@ -229,8 +231,12 @@ class Pipeline:
                 board.apply(source, stream_time, partials, record.offset)
         now_ms = int(time.time() * 1000)
         return [
-            Output(self.settings.topic_rates, record.key.encode(),
-                   json.dumps(record.as_json(now_ms), separators=(",", ":")).encode())
+            Output(
+                self.settings.topic_rates if record.view is CHANNEL_SEGMENT
+                else self.settings.topic_kpis,
+                record.topic_key.encode(),
+                json.dumps(record.as_json(self.bands, now_ms), separators=(",", ":")).encode(),
+            )
             for record in board.take_records()
         ]
 

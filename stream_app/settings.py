@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stream_app.core.bands import CAMPAIGN_BANDS, LOYALTY_BANDS, Bands, BandScale
 from stream_app.core.durations import DurationError, format_duration, parse_duration_ms
 
 
@@ -72,6 +73,9 @@ class Settings:
     # Per user, not per data dir: downloads shared by every clone and test run.
     cache_dir: Path = Path.home() / ".cache" / "upsell-stream"
     partitions: int = 6
+    bands: tuple[float, ...] = (0.05, 0.10, 0.20)
+    loyalty_bands: tuple[float, ...] = (0.15, 0.25)
+    idle_advance_ms: int | None = None
     batch_max_records: int = 10_000
     security: KafkaSecurity = KafkaSecurity()
 
@@ -84,6 +88,10 @@ class Settings:
     def topic_partials(self) -> str:
         """Internal: each partition's window counts, summed into the published rates."""
         return f"{self.app_id}-window-partials"
+
+    @property
+    def band_scales(self) -> Bands:
+        return Bands.of(self.bands, self.loyalty_bands)
 
     @property
     def input_topics(self) -> tuple[str, str]:
@@ -133,9 +141,42 @@ class Settings:
             data_dir=Path(text("UPSELL_DATA_DIR", str(defaults.data_dir))),
             cache_dir=_cache_dir(env, defaults.cache_dir),
             partitions=positive_int("UPSELL_PARTITIONS", defaults.partitions),
+            bands=_parse_bands(env, "UPSELL_BANDS", defaults.bands, CAMPAIGN_BANDS),
+            loyalty_bands=_parse_bands(env, "UPSELL_LOYALTY_BANDS", defaults.loyalty_bands,
+                                       LOYALTY_BANDS),
+            idle_advance_ms=_parse_idle_advance(env),
             batch_max_records=positive_int("UPSELL_BATCH_MAX_RECORDS", defaults.batch_max_records),
             security=_parse_security(env),
         )
+
+
+def _parse_bands(env: Mapping[str, str], name: str, default: tuple[float, ...],
+                 names: tuple[str, ...]) -> tuple[float, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        bounds = tuple(float(part) for part in raw.strip("[]").split(","))
+        BandScale(name, names, bounds)
+    except ValueError as error:
+        raise SettingsError(
+            f"{name}: {raw!r} is not a list of {len(names) - 1} increasing rates within [0, 1] "
+            f"(lower bounds of {', '.join(names[1:])}): {error}"
+        ) from None
+    return bounds
+
+
+def _parse_idle_advance(env: Mapping[str, str]) -> int | None:
+    raw = env.get("UPSELL_IDLE_ADVANCE", "").strip()
+    if not raw or raw.lower() == "off":
+        return None
+    try:
+        value = parse_duration_ms(raw)
+    except DurationError as error:
+        raise SettingsError(f"UPSELL_IDLE_ADVANCE: {error} (or off)") from None
+    if value <= 0:
+        raise SettingsError("UPSELL_IDLE_ADVANCE: must be longer than 0 (or off)")
+    return value
 
 
 def _parse_windows(raw: str) -> tuple[WindowSize, ...]:

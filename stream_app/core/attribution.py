@@ -110,9 +110,16 @@ class Attribution:
                 conversions.append(self._convert(chosen, purchase))
         return conversions
 
-    def forget_expired(self, stream_time: int) -> None:
-        """Free offers and waiting purchases that nothing on time can match any more."""
+    def is_waiting(self, purchase: Purchase) -> bool:
+        return self._pending.get(purchase.event_id) is purchase
+
+    def forget_expired(self, stream_time: int) -> list[Purchase]:
+        """Free offers and waiting purchases that nothing on time can match any more.
+
+        Returns the purchases that waited in vain for the offer they name.
+        """
         horizon = self._attribution_ms + self._grace_ms
+        given_up: list[Purchase] = []
         while self._offer_expiry and self._offer_expiry[0][0] + horizon < stream_time:
             _, offer_id = heapq.heappop(self._offer_expiry)
             kept = self._offers.pop(offer_id, None)
@@ -128,8 +135,10 @@ class Attribution:
             for offer_id, waiting in self._waiting_for_offer.items()
             if all(p.ts + horizon < stream_time for p in waiting)
         ]:
-            for purchase in self._waiting_for_offer[offer_id]:
+            for purchase in list(self._waiting_for_offer[offer_id]):
                 self._drop_pending(purchase)
+                given_up.append(purchase)
+        return given_up
 
     # -- restore -------------------------------------------------------------------
     def restore_offer(self, kept: OpenOffer) -> None:

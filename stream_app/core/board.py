@@ -1,11 +1,11 @@
-"""The rates board: window counts of every partition summed into the published rates.
+"""The rates board: the window vectors of every partition summed into published records.
 
-Each customer partition sends its current (absolute) counts of the window keys that
-changed, with its stream time. The board keeps the latest counts per partition, so a
-partition that sends the same counts again after a restart changes nothing. Stream time
-here is the largest of the partitions' stream times. A window's records are published when
-it closes, again for each key a later conversion changes, and a last time with `final`
-once no on-time purchase can change it; then the window is forgotten.
+Each customer partition sends its current (absolute) vectors of the keys that changed,
+with its stream time. The board keeps the latest vector per partition, so a partition
+that sends the same vectors again after a restart changes nothing. Stream time here is
+the largest of the partitions' stream times. A window's records are published when it
+closes, again for each key a later event changes, and a last time with `final` once no
+on-time purchase can change it; then the window is forgotten.
 """
 
 from __future__ import annotations
@@ -15,71 +15,68 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.core.cohorts import CohortCounts, Pair, WindowKey
-from stream_app.core.events import MICROS_PER_UNIT
-from stream_app.core.partition import META_KEY, Partial, WindowConfig
-from stream_app.core.rates import ALL, ratio, rollup_keys, with_rollups
-from stream_app.core.windows import is_closed, is_final, rfc3339, window_start
+from stream_app.core.bands import Bands
+from stream_app.core.cohorts import Partial, WindowKey
+from stream_app.core.partition import META_KEY, WindowConfig
+from stream_app.core.rates import figures
+from stream_app.core.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
+from stream_app.core.windows import is_closed, rfc3339, window_start
 
 _WINDOW = "w|"
+_Slot = tuple[str, str, int]  # (view name, window label, window start)
 
 
 @dataclass(slots=True)
 class _BoardWindow:
-    by_partition: dict[Pair, dict[int, CohortCounts]] = field(default_factory=dict)
+    by_partition: dict[Key, dict[int, list[int]]] = field(default_factory=dict)
     announced: bool = False
-    changed: set[Pair] = field(default_factory=set)
+    changed: set[Key] = field(default_factory=set)
 
-    def summed(self) -> dict[Pair, CohortCounts]:
-        totals: dict[Pair, CohortCounts] = {}
-        for pair, parts in self.by_partition.items():
-            total = totals[pair] = CohortCounts()
-            for counts in parts.values():
-                total.add(counts)
-        return totals
+    def summed(self, key: Key) -> list[int]:
+        parts = list(self.by_partition[key].values())
+        return [sum(column) for column in zip(*parts, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
-class RateRecord:
+class WindowRecord:
+    view: View
     label: str
     start: int
     end: int
-    channel: str
-    segment: str
-    counts: CohortCounts
+    key: Key
+    vector: list[int]
     final: bool
 
     @property
-    def key(self) -> str:
-        return f"{self.label}|{rfc3339(self.start)}|{self.channel}|{self.segment}"
+    def topic_key(self) -> str:
+        """Rates topic: `<window>|<start>|<channel>|<segment>`; KPI topic: view first."""
+        body = f"{self.label}|{rfc3339(self.start)}|{self.key[0]}|{self.key[1]}"
+        return body if self.view is CHANNEL_SEGMENT else f"{self.view.name}|{body}"
 
-    def as_json(self, emitted_at_ms: int) -> dict[str, Any]:
-        return {
+    def as_json(self, bands: Bands, emitted_at_ms: int) -> dict[str, Any]:
+        first, second = self.view.dimensions
+        document: dict[str, Any] = {} if self.view is CHANNEL_SEGMENT else {"view": self.view.name}
+        document.update({
             "window": self.label,
             "window_start": rfc3339(self.start),
             "window_end": rfc3339(self.end),
-            "channel": self.channel,
-            "segment": self.segment,
-            "offers": self.counts.offers,
-            "conversions": self.counts.conversions,
-            "rate": ratio(self.counts.conversions, self.counts.offers),
-            "revenue": self.counts.revenue_micros / MICROS_PER_UNIT,
-            "final": self.final,
-            "emitted_at": rfc3339(emitted_at_ms),
-        }
+            first: self.key[0],
+            second: self.key[1],
+        })
+        document.update(figures(self.view, self.key, self.vector, bands))
+        document["final"] = self.final
+        document["emitted_at"] = rfc3339(emitted_at_ms)
+        return document
 
 
 def encode_partials(partition: int, stream_time: int | None, partials: Iterable[Partial]) -> bytes:
-    rows = [[p.label, p.start, p.channel, p.segment, *p.counts.as_row()] for p in partials]
+    rows = [[p.view, p.label, p.start, *p.key, *p.vector] for p in partials]
     return json.dumps([partition, stream_time, rows], separators=(",", ":")).encode()
 
 
 def decode_partials(raw: bytes) -> tuple[int, int | None, list[Partial]]:
     partition, stream_time, rows = json.loads(raw)
-    partials = [
-        Partial(label, start, channel, segment, CohortCounts(offers, conversions, revenue))
-        for label, start, channel, segment, offers, conversions, revenue in rows
-    ]
+    partials = [Partial(row[0], row[1], row[2], (row[3], row[4]), row[5:]) for row in rows]
     return partition, stream_time, partials
 
 
@@ -88,8 +85,8 @@ class RatesBoard:
         self.config = config
         self.next_offset = 0
         self._stream_times: dict[int, int] = {}
-        self._windows: dict[WindowKey, _BoardWindow] = {}
-        self._changed_windows: set[WindowKey] = set()
+        self._windows: dict[_Slot, _BoardWindow] = {}
+        self._changed_windows: set[_Slot] = set()
 
     @property
     def stream_time(self) -> int | None:
@@ -104,73 +101,71 @@ class RatesBoard:
         if stream_time is not None and stream_time > self._stream_times.get(partition, -(2**62)):
             self._stream_times[partition] = stream_time
         for partial in partials:
-            key = (partial.label, partial.start)
-            if self._is_final(key):
+            slot = (partial.view, partial.label, partial.start)
+            if self.config.is_final((partial.label, partial.start), self.stream_time):
                 continue
-            window = self._windows.setdefault(key, _BoardWindow())
-            pair = (partial.channel, partial.segment)
-            window.by_partition.setdefault(pair, {})[partition] = partial.counts
-            window.changed.add(pair)
-            self._changed_windows.add(key)
+            window = self._windows.setdefault(slot, _BoardWindow())
+            window.by_partition.setdefault(partial.key, {})[partition] = partial.vector
+            window.changed.add(partial.key)
+            self._changed_windows.add(slot)
 
-    def current(self, label: str) -> dict[Pair, CohortCounts]:
-        """Counts with roll-ups of the window of this size that holds stream time."""
+    def current(self, view: View, label: str) -> dict[Key, list[int]]:
+        """Summed vectors of the window of this size that holds stream time."""
         stream_time = self.stream_time
         if stream_time is None:
             return {}
-        window = self._windows.get((label, window_start(stream_time, self.config.size_ms(label))))
-        return {} if window is None else with_rollups(window.summed())
+        start = window_start(stream_time, self.config.size_ms(label))
+        return self.window(view, (label, start))
 
-    def take_records(self) -> list[RateRecord]:
+    def window(self, view: View, window_key: WindowKey) -> dict[Key, list[int]]:
+        window = self._windows.get((view.name, *window_key))
+        if window is None:
+            return {}
+        return {key: window.summed(key) for key in window.by_partition}
+
+    def retained(self, view: View, label: str) -> list[int]:
+        """Starts of the windows of this view and size still kept, oldest first."""
+        return sorted(start for name, lab, start in self._windows
+                      if name == view.name and lab == label)
+
+    def take_records(self) -> list[WindowRecord]:
         """Records due since the last call: closes, changes after close, and finals."""
-        records: list[RateRecord] = []
-        for key in sorted(self._windows):
-            window = self._windows[key]
-            size = self.config.size_ms(key[0])
-            end = key[1] + size
+        records: list[WindowRecord] = []
+        for slot in sorted(self._windows):
+            view_name, label, start = slot
+            window = self._windows[slot]
+            end = start + self.config.size_ms(label)
             if not is_closed(end, self.stream_time, self.config.grace_ms):
                 continue
-            final = self._is_final(key)
-            summed = with_rollups(window.summed())
-            if final or not window.announced:
-                due = set(summed)
-            else:
-                due = {rolled for pair in window.changed for rolled in rollup_keys(pair)}
+            final = self.config.is_final((label, start), self.stream_time)
+            due = set(window.by_partition) if final or not window.announced else window.changed
             if not due:
                 continue
             window.announced = True
-            window.changed.clear()
-            self._changed_windows.add(key)
+            window.changed = set()
+            self._changed_windows.add(slot)
+            view = VIEW_BY_NAME[view_name]
             records.extend(
-                RateRecord(key[0], key[1], end, pair[0], pair[1], summed[pair], final)
-                for pair in sorted(due)
+                WindowRecord(view, label, start, end, key, window.summed(key), final)
+                for key in sorted(due)
             )
             if final:
-                del self._windows[key]
+                del self._windows[slot]
         return records
-
-    def _is_final(self, key: WindowKey) -> bool:
-        end = key[1] + self.config.size_ms(key[0])
-        return is_final(end, self.stream_time, self.config.grace_ms, self.config.attribution_ms)
 
     # -- persistence -----------------------------------------------------------------
     def take_changes(self) -> dict[str, Any]:
         changes: dict[str, Any] = {}
-        for key in self._changed_windows:
-            window = self._windows.get(key)
-            changes[f"{_WINDOW}{key[0]}|{key[1]}"] = (
-                None
-                if window is None
-                else [
-                    window.announced,
-                    [
-                        [pair[0], pair[1], partition, *counts.as_row()]
-                        for pair, parts in window.by_partition.items()
-                        for partition, counts in parts.items()
-                    ],
-                    [list(pair) for pair in window.changed],
-                ]
-            )
+        for slot in self._changed_windows:
+            window = self._windows.get(slot)
+            entry = _WINDOW + json.dumps(slot, separators=(",", ":"))
+            changes[entry] = None if window is None else [
+                window.announced,
+                [[*key, partition, vector]
+                 for key, parts in window.by_partition.items()
+                 for partition, vector in parts.items()],
+                [list(key) for key in window.changed],
+            ]
         self._changed_windows.clear()
         changes[META_KEY] = [self.next_offset, list(self._stream_times.items())]
         return changes
@@ -182,18 +177,13 @@ class RatesBoard:
         if meta is not None:
             board.next_offset = meta[0]
             board._stream_times = {int(p): t for p, t in meta[1]}
-        for key, value in entries.items():
-            if value is None or not key.startswith(_WINDOW):
+        for entry, value in entries.items():
+            if value is None or not entry.startswith(_WINDOW):
                 continue
-            label, start = key[len(_WINDOW) :].rsplit("|", 1)
+            view_name, label, start = json.loads(entry[len(_WINDOW) :])
             announced, rows, changed = value
             window = _BoardWindow(announced=announced, changed={(a, b) for a, b in changed})
-            for channel, segment, partition, offers, conversions, revenue in rows:
-                window.by_partition.setdefault((channel, segment), {})[partition] = CohortCounts(
-                    offers, conversions, revenue
-                )
-            board._windows[(label, int(start))] = window
+            for first, second, partition, vector in rows:
+                window.by_partition.setdefault((first, second), {})[partition] = vector
+            board._windows[(view_name, label, start)] = window
         return board
-
-
-__all__ = ["ALL", "RateRecord", "RatesBoard", "decode_partials", "encode_partials"]

@@ -1,61 +1,152 @@
-"""Offers and their conversions counted per window of the offer's ts (cohorts).
+"""Counts per view, window and key: sums and distinct customers, with change tracking.
 
-An offer counts in the window of each size that holds its ts; a later conversion counts in
-those same windows, so a window's conversions never exceed its offers.
+Every count is made for the key and its three roll-ups at once, so that a distinct
+customer counts once in each roll-up and the rates board only has to add partitions up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-Pair = tuple[str, str]
-WindowKey = tuple[str, int]
+from stream_app.core.views import VIEW_BY_NAME, Key, View, rollups
+
+WindowKey = tuple[str, int]  # (window label, window start)
+_Slot = tuple[str, str, int]  # (view name, window label, window start)
 
 
 @dataclass(slots=True)
-class CohortCounts:
-    """Offers, conversions and converted revenue (micro-units) of one key in one window."""
+class _Cell:
+    sums: list[int]
+    members: list[set[str]]
 
-    offers: int = 0
-    conversions: int = 0
-    revenue_micros: int = 0
-
-    def add(self, other: CohortCounts) -> None:
-        self.offers += other.offers
-        self.conversions += other.conversions
-        self.revenue_micros += other.revenue_micros
-
-    def as_row(self) -> list[int]:
-        return [self.offers, self.conversions, self.revenue_micros]
-
-    @classmethod
-    def from_row(cls, row: list[int]) -> CohortCounts:
-        return cls(row[0], row[1], row[2])
+    def vector(self) -> list[int]:
+        return [*self.sums, *(len(group) for group in self.members)]
 
 
-class CohortTable:
-    """Counts per (window label, window start) and (channel, segment), with change tracking."""
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """One partition's current vector of one key of one view in one window."""
 
+    view: str
+    label: str
+    start: int
+    key: Key
+    vector: list[int]
+
+
+@dataclass(slots=True)
+class _Changes:
+    cells: set[tuple[_Slot, Key]] = field(default_factory=set)
+    members: list[tuple[_Slot, Key, int, str]] = field(default_factory=list)
+    dropped: list[tuple[_Slot, dict[Key, _Cell]]] = field(default_factory=list)
+
+
+class WindowCounts:
     def __init__(self) -> None:
-        self.windows: dict[WindowKey, dict[Pair, CohortCounts]] = {}
-        self.changed: set[tuple[WindowKey, Pair]] = set()
+        self._slots: dict[_Slot, dict[Key, _Cell]] = {}
+        self._changes = _Changes()
+        self._partials: set[tuple[_Slot, Key]] = set()
 
-    def counts(self, window: WindowKey, pair: Pair) -> CohortCounts:
-        by_pair = self.windows.setdefault(window, {})
-        found = by_pair.get(pair)
-        if found is None:
-            found = by_pair[pair] = CohortCounts()
-        return found
+    def add(self, view: View, window: WindowKey, key: Key, field_name: str, amount: int) -> None:
+        index = view.index(field_name)
+        slot = (view.name, *window)
+        for rolled in rollups(key):
+            self._cell(view, slot, rolled).sums[index] += amount
+            self._changed(slot, rolled)
 
-    def add_offer(self, window: WindowKey, pair: Pair) -> None:
-        self.counts(window, pair).offers += 1
-        self.changed.add((window, pair))
+    def mark(self, view: View, window: WindowKey, key: Key, field_name: str,
+             customer: str) -> None:
+        """Count a customer once in a distinct field of the key and its roll-ups."""
+        index = view.distinct.index(field_name)
+        slot = (view.name, *window)
+        for rolled in rollups(key):
+            group = self._cell(view, slot, rolled).members[index]
+            if customer not in group:
+                group.add(customer)
+                self._changes.members.append((slot, rolled, index, customer))
+                self._changed(slot, rolled)
 
-    def add_conversion(self, window: WindowKey, pair: Pair, revenue_micros: int) -> None:
-        counts = self.counts(window, pair)
-        counts.conversions += 1
-        counts.revenue_micros += revenue_micros
-        self.changed.add((window, pair))
+    def vector(self, view: View, window: WindowKey, key: Key) -> list[int] | None:
+        cell = self._slots.get((view.name, *window), {}).get(key)
+        return None if cell is None else cell.vector()
 
-    def drop(self, window: WindowKey) -> None:
-        self.windows.pop(window, None)
+    def windows(self) -> Iterator[tuple[str, WindowKey]]:
+        for view_name, label, start in list(self._slots):
+            yield view_name, (label, start)
+
+    def cells(self, view: View, window: WindowKey) -> dict[Key, list[int]]:
+        slot = self._slots.get((view.name, *window), {})
+        return {key: cell.vector() for key, cell in slot.items()}
+
+    def drop(self, view_name: str, window: WindowKey) -> None:
+        slot = (view_name, *window)
+        cells = self._slots.pop(slot, None)
+        if cells is not None:
+            self._changes.dropped.append((slot, cells))
+
+    def take_partials(self) -> list[Partial]:
+        partials = []
+        for slot, key in sorted(self._partials):
+            cell = self._slots.get(slot, {}).get(key)
+            if cell is not None:
+                partials.append(Partial(slot[0], slot[1], slot[2], key, cell.vector()))
+        self._partials.clear()
+        return partials
+
+    # -- persistence -------------------------------------------------------------------
+    def take_changes(self, prefix: str) -> dict[str, Any]:
+        """Store entries: one per changed cell's sums, one per distinct member."""
+        changes: dict[str, Any] = {}
+        for slot, cells in self._changes.dropped:
+            for key, dropped in cells.items():
+                changes[_cell_key(prefix, slot, key)] = None
+                for index, group in enumerate(dropped.members):
+                    for customer in group:
+                        changes[_member_key(prefix, slot, key, index, customer)] = None
+        for slot, key in self._changes.cells:
+            kept = self._slots.get(slot, {}).get(key)
+            if kept is not None:
+                changes[_cell_key(prefix, slot, key)] = list(kept.sums)
+        for slot, key, index, customer in self._changes.members:
+            if slot in self._slots:
+                changes[_member_key(prefix, slot, key, index, customer)] = 1
+        self._changes = _Changes()
+        return changes
+
+    def restore(self, entry_key: str, value: Any) -> None:
+        """Take back one entry written by take_changes (without its prefix)."""
+        parts = json.loads(entry_key)
+        view = VIEW_BY_NAME[parts[0]]
+        slot = (parts[0], parts[1], parts[2])
+        cell = self._cell(view, slot, (parts[3], parts[4]))
+        if len(parts) == 5:
+            cell.sums[:] = value
+        else:
+            cell.members[parts[5]].add(parts[6])
+
+    def forget_changes(self) -> None:
+        self._changes = _Changes()
+        self._partials.clear()
+
+    def _cell(self, view: View, slot: _Slot, key: Key) -> _Cell:
+        cells = self._slots.setdefault(slot, {})
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = _Cell([0] * len(view.sums), [set() for _ in view.distinct])
+        return cell
+
+    def _changed(self, slot: _Slot, key: Key) -> None:
+        self._changes.cells.add((slot, key))
+        self._partials.add((slot, key))
+
+
+# Entry keys are JSON lists, so that any character may appear in a dimension value.
+def _cell_key(prefix: str, slot: _Slot, key: Key) -> str:
+    return prefix + json.dumps([*slot, *key], separators=(",", ":"))
+
+
+def _member_key(prefix: str, slot: _Slot, key: Key, index: int, customer: str) -> str:
+    return prefix + json.dumps([*slot, *key, index, customer], separators=(",", ":"))

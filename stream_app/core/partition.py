@@ -1,11 +1,11 @@
 """The state of one partition of customers: dedupe, stream time, attribution, counts.
 
 `CustomerPartition.apply` takes the items of the internal topic in log order and keeps
-everything the contract counts: totals per (channel, segment), cohort windows, rejected,
-late and duplicate events. After a batch, `take_changes` gives the store entries to
-persist (with the input offset they reflect) and `take_partials` the window counts that
-changed, for the rates board. Results depend only on the order of the log, never on how
-it was cut into batches, so a replay after a crash ends in the same state.
+everything the contract counts: totals, the windows of every view, rejected, late and
+duplicate events. After a batch, `take_partials` gives the window vectors that changed
+(for the rates board) and `take_changes` the store entries to persist, with the input
+offset they reflect. Results depend only on the order of the log, never on how it was cut
+into batches, so a replay after a crash ends in the same state.
 """
 
 from __future__ import annotations
@@ -16,17 +16,24 @@ from typing import Any
 
 from stream_app.core.attribution import Attribution, Conversion, OpenOffer
 from stream_app.core.codec import event_from_row, event_to_row
-from stream_app.core.cohorts import CohortCounts, CohortTable, Pair, WindowKey
+from stream_app.core.cohorts import Partial, WindowCounts, WindowKey
 from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.events import Offer, Purchase
 from stream_app.core.forwarding import Forwarded
+from stream_app.core.views import CAMPAIGN, CHANNEL_SEGMENT, OFFER_VIEWS, PURCHASES, Key, View
+from stream_app.core.views import dimension as dim
+from stream_app.core.views import loyalty as loyalty_of
 from stream_app.core.windows import is_closed, is_final, window_start
 
 META_KEY = "m"
 _DEDUPE = "e|"
 _OFFER = "o|"
 _PENDING = "p|"
+_UNDECIDED = "k|"
 _WINDOW = "w|"
+
+UPSELL = "upsell"
+OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,50 +45,60 @@ class WindowConfig:
     def size_ms(self, label: str) -> int:
         return dict(self.sizes)[label]
 
+    def is_final(self, window: WindowKey, stream_time: int | None) -> bool:
+        end = window[1] + self.size_ms(window[0])
+        return is_final(end, stream_time, self.grace_ms, self.attribution_ms)
+
+
+# Totals: counters since the start of the stream, by name, each keyed by label values.
+OFFERS_TOTAL = "offers"  # (channel, segment)
+CONVERSIONS_TOTAL = "conversions"
+REVENUE_TOTAL = "revenue_micros"
+CAMPAIGN_OFFERS_TOTAL = "campaign_offers"  # (campaign_type, product_line)
+CAMPAIGN_CONVERSIONS_TOTAL = "campaign_conversions"
+CAMPAIGN_REVENUE_TOTAL = "campaign_revenue_micros"
+PURCHASES_TOTAL = "purchases"  # (kind, loyalty, product_line)
+PURCHASE_AMOUNT_TOTAL = "purchase_amount_micros"
+REJECTED_TOTAL = "rejected"  # (topic, reason)
+LATE_TOTAL = "late"  # (topic,)
+DUPLICATES_TOTAL = "duplicates"  # (topic,)
+TOTALS = (OFFERS_TOTAL, CONVERSIONS_TOTAL, REVENUE_TOTAL, CAMPAIGN_OFFERS_TOTAL,
+          CAMPAIGN_CONVERSIONS_TOTAL, CAMPAIGN_REVENUE_TOTAL, PURCHASES_TOTAL,
+          PURCHASE_AMOUNT_TOTAL, REJECTED_TOTAL, LATE_TOTAL, DUPLICATES_TOTAL)
+
 
 @dataclass(slots=True)
 class Totals:
-    """Counters since the beginning of the stream (what the *_total metrics export)."""
+    counters: dict[str, Counter[tuple[str, ...]]] = field(
+        default_factory=lambda: {name: Counter() for name in TOTALS})
 
-    offers: Counter[Pair] = field(default_factory=Counter)
-    conversions: Counter[Pair] = field(default_factory=Counter)
-    revenue_micros: Counter[Pair] = field(default_factory=Counter)
-    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
-    late: Counter[str] = field(default_factory=Counter)
-    duplicates: Counter[str] = field(default_factory=Counter)
+    def __getitem__(self, name: str) -> Counter[tuple[str, ...]]:
+        return self.counters[name]
 
-    def as_row(self) -> list[Any]:
-        return [
-            [[*pair, n] for pair, n in self.offers.items()],
-            [[*pair, n] for pair, n in self.conversions.items()],
-            [[*pair, n] for pair, n in self.revenue_micros.items()],
-            [[*key, n] for key, n in self.rejected.items()],
-            list(self.late.items()),
-            list(self.duplicates.items()),
-        ]
+    def add(self, other: Totals) -> None:
+        for name, counter in other.counters.items():
+            self.counters[name].update(counter)
+
+    def as_row(self) -> dict[str, list[list[Any]]]:
+        return {name: [[*key, n] for key, n in counter.items()]
+                for name, counter in self.counters.items() if counter}
 
     @classmethod
-    def from_row(cls, row: list[Any]) -> Totals:
-        offers, conversions, revenue, rejected, late, duplicates = row
-        return cls(
-            Counter({(a, b): n for a, b, n in offers}),
-            Counter({(a, b): n for a, b, n in conversions}),
-            Counter({(a, b): n for a, b, n in revenue}),
-            Counter({(a, b): n for a, b, n in rejected}),
-            Counter(dict(late)),
-            Counter(dict(duplicates)),
-        )
+    def from_row(cls, row: dict[str, list[list[Any]]]) -> Totals:
+        totals = cls()
+        for name, entries in row.items():
+            totals.counters[name] = Counter({tuple(entry[:-1]): entry[-1] for entry in entries})
+        return totals
 
 
-@dataclass(frozen=True, slots=True)
-class Partial:
-    """One partition's current counts of one key in one window."""
+def offer_key(view: View, offer: Offer) -> Key:
+    if view is CHANNEL_SEGMENT:
+        return (offer.channel, offer.segment)
+    return (dim(offer.campaign_type), dim(offer.product_line))
 
-    label: str
-    start: int
-    channel: str
-    segment: str
-    counts: CohortCounts
+
+def purchase_key(purchase: Purchase) -> Key:
+    return (loyalty_of(purchase.loyalty_member), dim(purchase.product_line))
 
 
 class CustomerPartition:
@@ -93,9 +110,13 @@ class CustomerPartition:
         self._watermarks: dict[tuple[str, int], int] = {}
         self._memory = EventIdMemory(config.attribution_ms)
         self._attribution = Attribution(config.attribution_ms, config.grace_ms)
-        self._cohorts = CohortTable()
+        self._counts = WindowCounts()
+        # Purchases that name an offer not here yet and are not upsells by themselves:
+        # whether they are upsell transactions waits on the offer; the window labels
+        # they are counted in were fixed on arrival.
+        self._undecided: dict[str, tuple[str, ...]] = {}
+        self._changed_undecided: set[str] = set()
         self._remembered: set[str] = set()
-        self._dropped_windows: set[WindowKey] = set()
 
     # -- processing ------------------------------------------------------------------
     def apply(self, item: Forwarded, offset: int) -> None:
@@ -111,49 +132,86 @@ class CustomerPartition:
             return  # the validating stage sent this again after a restart
         self._watermarks[source] = item.source_offset
         if item.event is None:
-            self.totals.rejected[(item.source_topic, item.reject_reason or "unknown")] += 1
+            self.totals[REJECTED_TOTAL][(item.source_topic, item.reject_reason or "unknown")] += 1
             return
         self._advance(item.stamp)
         event = item.event
         if self._memory.is_duplicate(event.event_id, self.stream_time):
-            self.totals.duplicates[item.source_topic] += 1
+            self.totals[DUPLICATES_TOTAL][(item.source_topic,)] += 1
             return
         self._memory.remember(event.event_id, event.ts)
         self._remembered.add(event.event_id)
-        open_windows = self._open_windows(event.ts)
-        if len(open_windows) < len(self.config.sizes):
-            self.totals.late[item.source_topic] += 1
+        windows = self._open_windows(event.ts)
+        if len(windows) < len(self.config.sizes):
+            self.totals[LATE_TOTAL][(item.source_topic,)] += 1
         if isinstance(event, Offer):
-            self._present(event, open_windows)
+            self._present(event, windows)
         else:
-            self._purchase(event)
+            self._purchase(event, windows)
         self._advance(event.ts)
 
-    def _present(self, offer: Offer, open_windows: list[WindowKey]) -> None:
-        pair = (offer.channel, offer.segment)
-        self.totals.offers[pair] += 1
-        for window in open_windows:
-            self._cohorts.add_offer(window, pair)
-        labels = tuple(label for label, _ in open_windows)
+    def _present(self, offer: Offer, windows: list[WindowKey]) -> None:
+        self.totals[OFFERS_TOTAL][offer_key(CHANNEL_SEGMENT, offer)] += 1
+        self.totals[CAMPAIGN_OFFERS_TOTAL][offer_key(CAMPAIGN, offer)] += 1
+        for view in OFFER_VIEWS:
+            key = offer_key(view, offer)
+            for window in windows:
+                self._counts.add(view, window, key, "offers", 1)
+                self._counts.mark(view, window, key, "customers_targeted", offer.customer_id)
+        labels = tuple(label for label, _ in windows)
         self._count(self._attribution.add_offer(offer, labels, self.stream_time))
 
-    def _purchase(self, purchase: Purchase) -> None:
-        self._count(self._attribution.add_purchase(purchase, self.stream_time))
+    def _purchase(self, purchase: Purchase, windows: list[WindowKey]) -> None:
+        conversions = self._attribution.add_purchase(purchase, self.stream_time)
+        labels = tuple(label for label, _ in windows)
+        if purchase.is_upsell or conversions:
+            self._count_purchase(purchase, labels, UPSELL)
+        elif self._attribution.is_waiting(purchase):
+            self._undecided[purchase.event_id] = labels
+            self._changed_undecided.add(purchase.event_id)
+        else:
+            self._count_purchase(purchase, labels, OTHER)
+        self._count(conversions)
+
+    def _count_purchase(self, purchase: Purchase, labels: tuple[str, ...], kind: str) -> None:
+        key = purchase_key(purchase)
+        self.totals[PURCHASES_TOTAL][(kind, *key)] += 1
+        self.totals[PURCHASE_AMOUNT_TOTAL][(kind, *key)] += purchase.amount_micros
+        for label in labels:
+            window = (label, window_start(purchase.ts, self.config.size_ms(label)))
+            if self.config.is_final(window, self.stream_time):
+                continue
+            self._counts.add(PURCHASES, window, key, f"{kind}_purchases", 1)
+            self._counts.add(PURCHASES, window, key, f"{kind}_amount_micros",
+                             purchase.amount_micros)
+            self._counts.mark(PURCHASES, window, key, "buyers_any", purchase.customer_id)
+            if kind == UPSELL:
+                self._counts.mark(PURCHASES, window, key, "buyers_upsell", purchase.customer_id)
 
     def _count(self, conversions: list[Conversion]) -> None:
         for conversion in conversions:
             offer = conversion.offer.offer
-            amount = conversion.purchase.amount_micros
-            pair = (offer.channel, offer.segment)
-            self.totals.conversions[pair] += 1
-            self.totals.revenue_micros[pair] += amount
+            purchase = conversion.purchase
+            amount = purchase.amount_micros
+            pair = offer_key(CHANNEL_SEGMENT, offer)
+            campaign = offer_key(CAMPAIGN, offer)
+            self.totals[CONVERSIONS_TOTAL][pair] += 1
+            self.totals[REVENUE_TOTAL][pair] += amount
+            self.totals[CAMPAIGN_CONVERSIONS_TOTAL][campaign] += 1
+            self.totals[CAMPAIGN_REVENUE_TOTAL][campaign] += amount
             for label in conversion.offer.windows:
-                size = self.config.size_ms(label)
-                start = window_start(offer.ts, size)
-                if not is_final(
-                    start + size, self.stream_time, self.config.grace_ms, self.config.attribution_ms
-                ):
-                    self._cohorts.add_conversion((label, start), pair, amount)
+                window = (label, window_start(offer.ts, self.config.size_ms(label)))
+                if self.config.is_final(window, self.stream_time):
+                    continue
+                for view in OFFER_VIEWS:
+                    key = offer_key(view, offer)
+                    self._counts.add(view, window, key, "conversions", 1)
+                    self._counts.add(view, window, key, "revenue_micros", amount)
+                    self._counts.mark(view, window, key, "customers_upsold", offer.customer_id)
+            labels = self._undecided.pop(purchase.event_id, None)
+            if labels is not None:
+                self._changed_undecided.add(purchase.event_id)
+                self._count_purchase(purchase, labels, UPSELL)
 
     def _open_windows(self, ts: int) -> list[WindowKey]:
         windows = []
@@ -170,20 +228,15 @@ class CustomerPartition:
         self._count(self._attribution.advance(moment))
 
     # -- reading ---------------------------------------------------------------------
-    def window_counts(self) -> dict[WindowKey, dict[Pair, CohortCounts]]:
-        return self._cohorts.windows
+    def window_vectors(self, view: View, window: WindowKey) -> dict[Key, list[int]]:
+        return self._counts.cells(view, window)
 
     def open_offers(self) -> int:
         return len(self._attribution)
 
     # -- after a batch ---------------------------------------------------------------
     def take_partials(self) -> list[Partial]:
-        partials = [
-            Partial(window[0], window[1], pair[0], pair[1], self._cohorts.counts(window, pair))
-            for window, pair in sorted(self._cohorts.changed)
-            if window in self._cohorts.windows
-        ]
-        return partials
+        return self._counts.take_partials()
 
     def take_changes(self) -> dict[str, Any]:
         """Store entries changed since the last call (None deletes), and forget expired state."""
@@ -202,15 +255,11 @@ class CustomerPartition:
             changes[_PENDING + event_id] = None if purchase is None else event_to_row(purchase)
         attribution_changes.offers.clear()
         attribution_changes.purchases.clear()
-        for window in {window for window, _ in self._cohorts.changed} | self._dropped_windows:
-            by_pair = self._cohorts.windows.get(window)
-            changes[f"{_WINDOW}{window[0]}|{window[1]}"] = (
-                None
-                if by_pair is None
-                else [[*pair, *counts.as_row()] for pair, counts in by_pair.items()]
-            )
-        self._cohorts.changed.clear()
-        self._dropped_windows.clear()
+        for event_id in self._changed_undecided:
+            labels = self._undecided.get(event_id)
+            changes[_UNDECIDED + event_id] = None if labels is None else list(labels)
+        self._changed_undecided.clear()
+        changes.update(self._counts.take_changes(_WINDOW))
         changes[META_KEY] = [
             self.next_offset,
             self.stream_time,
@@ -223,13 +272,14 @@ class CustomerPartition:
         if self.stream_time is None:
             return
         self._remembered.update(self._memory.forget_expired(self.stream_time))
-        self._attribution.forget_expired(self.stream_time)
-        config = self.config
-        for window in list(self._cohorts.windows):
-            size = config.size_ms(window[0])
-            if is_final(window[1] + size, self.stream_time, config.grace_ms, config.attribution_ms):
-                self._cohorts.drop(window)
-                self._dropped_windows.add(window)
+        for purchase in self._attribution.forget_expired(self.stream_time):
+            labels = self._undecided.pop(purchase.event_id, None)
+            if labels is not None:
+                self._changed_undecided.add(purchase.event_id)
+                self._count_purchase(purchase, labels, OTHER)
+        for view_name, window in list(self._counts.windows()):
+            if self.config.is_final(window, self.stream_time):
+                self._counts.drop(view_name, window)
 
     # -- restore ---------------------------------------------------------------------
     @classmethod
@@ -252,13 +302,12 @@ class CustomerPartition:
                 restored = event_from_row(value)
                 assert isinstance(restored, Purchase)
                 partition._attribution.restore_pending(restored)
+            elif key.startswith(_UNDECIDED):
+                partition._undecided[key[len(_UNDECIDED) :]] = tuple(value)
             elif key.startswith(_WINDOW):
-                label, start = key[len(_WINDOW) :].rsplit("|", 1)
-                partition._cohorts.windows[(label, int(start))] = {
-                    (channel, segment): CohortCounts(offers, conversions, revenue)
-                    for channel, segment, offers, conversions, revenue in value
-                }
+                partition._counts.restore(key[len(_WINDOW) :], value)
         partition._remembered.clear()
+        partition._counts.forget_changes()
         return partition
 
 
