@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import faust
 
-from stream_app.hot_path import BatchTransport, PipelineApp
+from stream_app.hot_path import BatchConsumer, BatchTransport, PipelineApp
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
@@ -86,4 +87,13 @@ def create_app(settings: Settings) -> PipelineApp:
 
     partition_table.on_recover(on_recovered)
     board_table.on_recover(on_recovered)
+
+    if settings.idle_advance_ms is not None:
+
+        @app.timer(interval=min(1.0, settings.idle_advance_ms / 1000))
+        async def advance_idle_stream() -> None:
+            outputs = pipeline.idle_ticks(time.monotonic())
+            consumer = app.consumer
+            if outputs and isinstance(consumer, BatchConsumer):
+                await consumer.send_outputs(outputs)
     return app

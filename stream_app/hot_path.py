@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -32,6 +33,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_lock = asyncio.Lock()
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        # Faust checks the assignment before flushing the producer; a rebalance during the
+        # flush left nothing to commit and aiokafka's commit({}) crashed the worker. The
+        # state carries its offsets, so a skipped commit only means a re-read, never a loss.
+        owned = {tp: offset for tp, offset in offsets.items() if tp in self.assignment()}
+        if not owned:
+            return False
+        return bool(await super()._commit(owned))
 
     async def wait_empty(self) -> None:
         # A rebalance waits here: the batch under way finishes and commits first.
@@ -86,6 +96,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.app.producer.flush()
             pipeline.persist(tp.topic, tp.partition)
             await self._commit_batches({tp: batch})
+
+    async def send_outputs(self, outputs: list[Output]) -> None:
+        """Produce outputs made outside a batch (idle ticks), between batches."""
+        async with self._batch_lock:
+            await self._send(outputs)
+            await self.app.producer.flush()
 
     async def _send(self, outputs: list[Output]) -> None:
         send = self.app.producer.send

@@ -133,7 +133,10 @@ class PipelineCollector(Collector):
                 family.add_metric(list(key), value * spec.scale)
             yield family
         yield from self._window_gauges()
-        yield self._band_bounds(self._pipeline.bands)
+        # With the window gauges, from the one worker that holds the board, so that a
+        # sum over the workers of a group is still the configured bound.
+        if self._pipeline.boards:
+            yield self._band_bounds(self._pipeline.bands)
 
     def _window_gauges(self) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily] = {}

@@ -81,6 +81,8 @@ class Pipeline:
         }
         # The largest ts this worker has validated: the stamp of what it forwards next.
         self._stream_time: int | None = None
+        # UPSELL_IDLE_ADVANCE: stream time and the wall clock when the last input arrived.
+        self._last_input: tuple[int | None, float] = (None, time.monotonic())
         self.partitions: dict[int, CustomerPartition] = {}
         self.boards: dict[int, RatesBoard] = {}
         self.events_in = 0
@@ -148,13 +150,31 @@ class Pipeline:
                 stamp = event.ts
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
-            (topic, partition), records = next(iter(batches.items()))
-            marker = encode_forwarded(tick(topic, partition, records[-1].offset, stamp))
-            outputs.extend(
-                Output(settings.topic_events, None, marker, partition=events_partition)
-                for events_partition in range(settings.partitions)
-            )
+            outputs.extend(self._ticks(stamp))
+        self._last_input = (self._stream_time, time.monotonic())
         return outputs
+
+    def _ticks(self, stream_time: int) -> list[Output]:
+        # Ticks carry no source offset of their own: the receiving stage never skips them.
+        marker = encode_forwarded(tick("", -1, -1, stream_time))
+        return [Output(self.settings.topic_events, None, marker, partition=events_partition)
+                for events_partition in range(self.settings.partitions)]
+
+    def idle_ticks(self, now: float) -> list[Output]:
+        """With UPSELL_IDLE_ADVANCE: once no input arrived for that long, stream time
+        moves with the wall clock, so that the windows of a quiet stream close."""
+        idle_ms = self.settings.idle_advance_ms
+        base, since = self._last_input
+        if base is None:
+            base = max((p.stream_time for p in self.partitions.values()
+                        if p.stream_time is not None), default=None)
+        if idle_ms is None or base is None:
+            return []
+        advanced = base + int((now - since) * 1000) - idle_ms
+        if self._stream_time is not None and advanced <= self._stream_time:
+            return []
+        self._stream_time = advanced
+        return self._ticks(advanced)
 
     def _reject(self, topic: str, partition: int, record: Record,
                 error: InvalidEvent) -> list[Output]:
