@@ -218,7 +218,8 @@ class Pipeline:
     def _board(self, partition: int) -> RatesBoard:
         board = self.boards.get(partition)
         if board is None:
-            board = RatesBoard.restore(self.config, self._board_store.load(partition))
+            board = RatesBoard.restore(self.config, self.settings.partitions,
+                                       self._board_store.load(partition))
             self.boards[partition] = board
         return board
 

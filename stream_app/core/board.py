@@ -2,8 +2,12 @@
 
 Each customer partition sends its current (absolute) vectors of the keys that changed,
 with its stream time. The board keeps the latest vector per partition, so a partition
-that sends the same vectors again after a restart changes nothing. Stream time here is
-the largest of the partitions' stream times. A window's records are published when it
+that sends the same vectors again after a restart changes nothing.
+
+Stream time here is the largest of the partitions' stream times: it picks the current
+window of the gauges. Closing and finality go by the smallest (a low watermark, as in
+Kafka Streams or Flink): a partition behind the others may still send counts for a
+window the leading partition has long passed. A window's records are published when it
 closes, again for each key a later event changes, and a last time with `final` once no
 on-time purchase can change it; then the window is forgotten.
 """
@@ -81,8 +85,9 @@ def decode_partials(raw: bytes) -> tuple[int, int | None, list[Partial]]:
 
 
 class RatesBoard:
-    def __init__(self, config: WindowConfig) -> None:
+    def __init__(self, config: WindowConfig, partitions: int) -> None:
         self.config = config
+        self.partitions = partitions
         self.next_offset = 0
         self._stream_times: dict[int, int] = {}
         self._windows: dict[_Slot, _BoardWindow] = {}
@@ -91,6 +96,13 @@ class RatesBoard:
     @property
     def stream_time(self) -> int | None:
         return max(self._stream_times.values(), default=None)
+
+    @property
+    def low_watermark(self) -> int | None:
+        """The stream time every partition has reached (None until all have reported)."""
+        if len(self._stream_times) < self.partitions:
+            return None
+        return min(self._stream_times.values())
 
     def apply(
         self, partition: int, stream_time: int | None, partials: list[Partial], offset: int
@@ -102,7 +114,7 @@ class RatesBoard:
             self._stream_times[partition] = stream_time
         for partial in partials:
             slot = (partial.view, partial.label, partial.start)
-            if self.config.is_final((partial.label, partial.start), self.stream_time):
+            if self.config.is_final((partial.label, partial.start), self.low_watermark):
                 continue
             window = self._windows.setdefault(slot, _BoardWindow())
             window.by_partition.setdefault(partial.key, {})[partition] = partial.vector
@@ -135,9 +147,9 @@ class RatesBoard:
             view_name, label, start = slot
             window = self._windows[slot]
             end = start + self.config.size_ms(label)
-            if not is_closed(end, self.stream_time, self.config.grace_ms):
+            if not is_closed(end, self.low_watermark, self.config.grace_ms):
                 continue
-            final = self.config.is_final((label, start), self.stream_time)
+            final = self.config.is_final((label, start), self.low_watermark)
             due = set(window.by_partition) if final or not window.announced else window.changed
             if not due:
                 continue
@@ -171,8 +183,9 @@ class RatesBoard:
         return changes
 
     @classmethod
-    def restore(cls, config: WindowConfig, entries: dict[str, Any]) -> RatesBoard:
-        board = cls(config)
+    def restore(cls, config: WindowConfig, partitions: int, entries: dict[str, Any]
+                ) -> RatesBoard:
+        board = cls(config, partitions)
         meta = entries.get(META_KEY)
         if meta is not None:
             board.next_offset = meta[0]
