@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stream_app.core.board import RatesBoard, decode_partials, encode_partials
+from stream_app.core.drops import DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
 from stream_app.core.partition import CustomerPartition, WindowConfig
@@ -85,6 +86,8 @@ class Pipeline:
         self._last_input: tuple[int | None, float] = (None, time.monotonic())
         self.partitions: dict[int, CustomerPartition] = {}
         self.boards: dict[int, RatesBoard] = {}
+        # Rate-drop detection beside each board, persisted with it.
+        self.detectors: dict[int, DropDetector] = {}
         self.events_in = 0
 
     def handles(self, topic: str) -> bool:
@@ -99,6 +102,7 @@ class Pipeline:
             self.partitions.pop(partition, None)
         elif topic == self.settings.topic_partials:
             self.boards.pop(partition, None)
+            self.detectors.pop(partition, None)
 
     def is_input(self, topic: str) -> bool:
         return topic in self._parsers
@@ -218,9 +222,10 @@ class Pipeline:
     def _board(self, partition: int) -> RatesBoard:
         board = self.boards.get(partition)
         if board is None:
-            board = RatesBoard.restore(self.config, self.settings.partitions,
-                                       self._board_store.load(partition))
+            entries = self._board_store.load(partition)
+            board = RatesBoard.restore(self.config, self.settings.partitions, entries)
             self.boards[partition] = board
+            self.detectors[partition] = DropDetector.restore(self.settings.drops, entries)
         return board
 
     # -- stage 2 ---------------------------------------------------------------------
@@ -251,6 +256,12 @@ class Pipeline:
                 source, stream_time, partials = decode_partials(record.value)
                 board.apply(source, stream_time, partials, record.offset)
         now_ms = int(time.time() * 1000)
+        # Before take_records, which forgets the windows that became final.
+        alerts = [
+            Output(self.settings.topic_alerts, alert.topic_key.encode(),
+                   json.dumps(alert.as_json(now_ms), separators=(",", ":")).encode())
+            for alert in self.detectors[partition].take_alerts(board)
+        ]
         return [
             Output(
                 self.settings.topic_rates if record.view is CHANNEL_SEGMENT
@@ -259,12 +270,13 @@ class Pipeline:
                 json.dumps(record.as_json(self.bands, now_ms), separators=(",", ":")).encode(),
             )
             for record in board.take_records()
-        ]
+        ] + alerts
 
     def persist_board(self, partition: int) -> None:
         board = self.boards.get(partition)
         if board is not None:
-            self._board_store.write(partition, board.take_changes())
+            self._board_store.write(partition, {**board.take_changes(),
+                                                **self.detectors[partition].take_changes()})
 
     def persist(self, topic: str, partition: int) -> None:
         if topic == self.settings.topic_events:

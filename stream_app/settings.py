@@ -7,11 +7,12 @@ os.environ.  A bad value stops the program at start with one line naming the var
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_app.core.bands import CAMPAIGN_BANDS, LOYALTY_BANDS, Bands, BandScale
+from stream_app.core.drops import DropSettings
 from stream_app.core.durations import DurationError, format_duration, parse_duration_ms
 
 
@@ -77,6 +78,7 @@ class Settings:
     loyalty_bands: tuple[float, ...] = (0.15, 0.25)
     idle_advance_ms: int | None = None
     batch_max_records: int = 10_000
+    drops: DropSettings = field(default_factory=DropSettings)
     security: KafkaSecurity = KafkaSecurity()
 
     @property
@@ -122,16 +124,16 @@ class Settings:
         port = positive_int("UPSELL_WEB_PORT", defaults.web_port)
         if port > 65535:
             raise SettingsError(f"UPSELL_WEB_PORT: {port} is not a TCP port")
+        grace_ms = duration("UPSELL_GRACE", defaults.grace_ms)
+        attribution_ms = duration("UPSELL_ATTRIBUTION_WINDOW", defaults.attribution_window_ms)
         return cls(
             bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", defaults.bootstrap_servers),
             app_id=text("UPSELL_APP_ID", defaults.app_id),
             web_host=text("UPSELL_WEB_HOST", defaults.web_host),
             web_port=port,
             windows=_parse_windows(text("UPSELL_WINDOWS", "5m,1h,1d")),
-            attribution_window_ms=duration(
-                "UPSELL_ATTRIBUTION_WINDOW", defaults.attribution_window_ms
-            ),
-            grace_ms=duration("UPSELL_GRACE", defaults.grace_ms),
+            attribution_window_ms=attribution_ms,
+            grace_ms=grace_ms,
             topic_offers=text("UPSELL_TOPIC_OFFERS", defaults.topic_offers),
             topic_purchases=text("UPSELL_TOPIC_PURCHASES", defaults.topic_purchases),
             topic_rates=text("UPSELL_TOPIC_RATES", defaults.topic_rates),
@@ -146,6 +148,8 @@ class Settings:
                                        LOYALTY_BANDS),
             idle_advance_ms=_parse_idle_advance(env),
             batch_max_records=positive_int("UPSELL_BATCH_MAX_RECORDS", defaults.batch_max_records),
+            drops=_parse_drops(env, positive_int, duration("UPSELL_DROP_AGE", grace_ms),
+                               grace_ms, attribution_ms),
             security=_parse_security(env),
         )
 
@@ -177,6 +181,44 @@ def _parse_idle_advance(env: Mapping[str, str]) -> int | None:
     if value <= 0:
         raise SettingsError("UPSELL_IDLE_ADVANCE: must be longer than 0 (or off)")
     return value
+
+
+def _parse_drops(env: Mapping[str, str], positive_int: Callable[[str, int], int], age_ms: int,
+                 grace_ms: int, attribution_ms: int) -> DropSettings:
+    defaults = DropSettings()
+
+    def share(name: str, default: float, low: float, high: float, what: str) -> float:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:
+            raise SettingsError(f"{name}: {raw!r} is not {what}")
+        return value
+
+    significance = share("UPSELL_DROP_SIGNIFICANCE", defaults.significance, 1e-12, 0.5,
+                         "a significance level above 0 and at most 0.5, e.g. 0.0001")
+    relative = share("UPSELL_DROP_MIN_RELATIVE", defaults.min_relative_drop, 0.0, 0.99,
+                     "a relative drop from 0 to 0.99, e.g. 0.2 for 20 %")
+    if age_ms < grace_ms:
+        raise SettingsError(f"UPSELL_DROP_AGE: {format_duration(age_ms)} is shorter than "
+                            f"UPSELL_GRACE ({format_duration(grace_ms)}): a window is "
+                            "measured once it has closed")
+    if age_ms > attribution_ms + grace_ms:
+        raise SettingsError(f"UPSELL_DROP_AGE: {format_duration(age_ms)} is longer than "
+                            "UPSELL_ATTRIBUTION_WINDOW + UPSELL_GRACE, when a window is "
+                            "forgotten")
+    return DropSettings(
+        significance=significance,
+        min_offers=positive_int("UPSELL_DROP_MIN_OFFERS", defaults.min_offers),
+        min_relative_drop=relative,
+        baseline_windows=positive_int("UPSELL_DROP_BASELINE_WINDOWS",
+                                      defaults.baseline_windows),
+        age_ms=age_ms,
+    )
 
 
 def _parse_windows(raw: str) -> tuple[WindowSize, ...]:
