@@ -90,10 +90,11 @@ def create_app(settings: Settings) -> PipelineApp:
 
     if settings.idle_advance_ms is not None:
 
-        @app.timer(interval=min(1.0, settings.idle_advance_ms / 1000))
         async def advance_idle_stream() -> None:
             outputs = pipeline.idle_ticks(time.monotonic())
             consumer = app.consumer
             if outputs and isinstance(consumer, BatchConsumer):
                 await consumer.send_outputs(outputs)
+
+        app.timer(interval=min(1.0, settings.idle_advance_ms / 1000))(advance_idle_stream)
     return app

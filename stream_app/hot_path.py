@@ -112,8 +112,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _commit_batches(self, batches: dict[Any, list[Any]]) -> None:
         # _commit_offsets flushes the producer before it commits.
         await self._commit_offsets({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+        lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
         for tp, batch in batches.items():
             self._read_offset[tp] = batch[-1].offset
+            highwater = self.highwater(tp)
+            if highwater is not None and highwater >= 0:
+                lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
 
 
 class BatchTransport(faust_aiokafka.Transport):

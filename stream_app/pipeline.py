@@ -89,6 +89,8 @@ class Pipeline:
         # Rate-drop detection beside each board, persisted with it.
         self.detectors: dict[int, DropDetector] = {}
         self.events_in = 0
+        # Records not yet read, per input or internal partition, as of its last batch.
+        self.lag: dict[tuple[str, int], int] = {}
 
     def handles(self, topic: str) -> bool:
         return topic in self._parsers or topic in (
@@ -98,6 +100,7 @@ class Pipeline:
 
     def forget(self, topic: str, partition: int) -> None:
         """A partition was revoked: its state now belongs to another worker."""
+        self.lag.pop((topic, partition), None)
         if topic == self.settings.topic_events:
             self.partitions.pop(partition, None)
         elif topic == self.settings.topic_partials:

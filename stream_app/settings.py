@@ -77,6 +77,7 @@ class Settings:
     bands: tuple[float, ...] = (0.05, 0.10, 0.20)
     loyalty_bands: tuple[float, ...] = (0.15, 0.25)
     idle_advance_ms: int | None = None
+    log_level: str = "info"
     batch_max_records: int = 10_000
     drops: DropSettings = field(default_factory=DropSettings)
     security: KafkaSecurity = KafkaSecurity()
@@ -147,6 +148,7 @@ class Settings:
             loyalty_bands=_parse_bands(env, "UPSELL_LOYALTY_BANDS", defaults.loyalty_bands,
                                        LOYALTY_BANDS),
             idle_advance_ms=_parse_idle_advance(env),
+            log_level=_parse_log_level(env),
             batch_max_records=positive_int("UPSELL_BATCH_MAX_RECORDS", defaults.batch_max_records),
             drops=_parse_drops(env, positive_int, duration("UPSELL_DROP_AGE", grace_ms),
                                grace_ms, attribution_ms),
@@ -168,6 +170,16 @@ def _parse_bands(env: Mapping[str, str], name: str, default: tuple[float, ...],
             f"(lower bounds of {', '.join(names[1:])}): {error}"
         ) from None
     return bounds
+
+
+_LOG_LEVELS = ("crit", "error", "warn", "info", "debug")
+
+
+def _parse_log_level(env: Mapping[str, str]) -> str:
+    level = env.get("UPSELL_LOG_LEVEL", "").strip().lower() or "info"
+    if level not in _LOG_LEVELS:
+        raise SettingsError(f"UPSELL_LOG_LEVEL: {level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    return level
 
 
 def _parse_idle_advance(env: Mapping[str, str]) -> int | None:

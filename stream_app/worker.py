@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-from typing import Any
-
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_app.faust_app import create_app
 from stream_app.metrics import build_registry
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
-
-_EXPOSITION_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+from stream_app.web import register
 
 
 def run(settings: Settings) -> int:
@@ -26,24 +20,6 @@ def run(settings: Settings) -> int:
     import faust
 
     app = create_app(settings)
-    pipeline = app.pipeline
-    registry = build_registry(pipeline)
-
-    @app.page("/metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        # aiohttp takes the charset separately from the content type.
-        return web.bytes(generate_latest(registry), content_type=_EXPOSITION_TYPE)
-
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({
-            "status": "ok",
-            "partitions": sorted(pipeline.partitions),
-            "boards": sorted(pipeline.boards),
-            "events_in": pipeline.events_in,
-        })
-
-    loglevel = os.environ.get("UPSELL_LOG_LEVEL", "info")
-    logging.getLogger("faust").setLevel(logging.INFO)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    register(app, app.pipeline, build_registry(app.pipeline))
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops

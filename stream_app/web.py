@@ -1,0 +1,172 @@
+"""The worker's HTTP interface: /metrics, /healthz, the JSON query API and the live page.
+
+`rates_document` builds the API's answer from the same board and the same `figures()`
+that the output topics and the metrics use, so all three always agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from stream_app.core.board import RatesBoard
+from stream_app.core.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOTAL
+from stream_app.core.rates import figures
+from stream_app.core.views import VIEW_BY_NAME, View
+from stream_app.core.windows import is_closed, rfc3339, window_start
+from stream_app.pipeline import Pipeline
+
+# aiohttp takes the charset apart from the content type.
+_EXPOSITION_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+RECENT_WINDOWS = 12
+_PARAMETERS = ("view", "window", "windows")
+
+
+class BadRequest(ValueError):
+    """A query the API cannot answer; the message says what to send instead."""
+
+
+class Throughput:
+    """Events per second over the last minute, from samples of a running count."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque(maxlen=120)
+
+    def sample(self, count: int, now: float) -> float | None:
+        self._samples.append((now, count))
+        while len(self._samples) > 2 and now - self._samples[0][0] > 60:
+            self._samples.popleft()
+        first_at, first = self._samples[0]
+        return (count - first) / (now - first_at) if now > first_at else None
+
+
+def parse_query(query: Mapping[str, str], pipeline: Pipeline) -> tuple[View, str, int]:
+    unknown = sorted(set(query) - set(_PARAMETERS))
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}; "
+                         f"the API takes {', '.join(_PARAMETERS)}")
+    view_name = query.get("view", "channel_segment")
+    view = VIEW_BY_NAME.get(view_name)
+    if view is None:
+        raise BadRequest(f"view {view_name!r} is not one of {', '.join(VIEW_BY_NAME)}")
+    labels = [size.label for size in pipeline.settings.windows]
+    label = query.get("window", labels[0])
+    if label not in labels:
+        raise BadRequest(f"window {label!r} is not a configured size ({', '.join(labels)})")
+    count = query.get("windows", str(RECENT_WINDOWS))
+    if not count.isdigit() or not 1 <= int(count) <= 500:
+        raise BadRequest(f"windows {count!r} must be a whole number from 1 to 500")
+    return view, label, int(count)
+
+
+def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str,
+                   count: int, health: dict[str, Any]) -> dict[str, Any]:
+    config = pipeline.config
+    size = config.size_ms(label)
+    stream_time = board.stream_time
+    starts = board.retained(view, label)
+    current = None if stream_time is None else window_start(stream_time, size)
+    windows = []
+    for start in sorted(starts, reverse=True)[:count]:
+        closed = is_closed(start + size, board.low_watermark, config.grace_ms)
+        rows = []
+        for key, vector in sorted(board.window(view, (label, start)).items()):
+            row: dict[str, Any] = dict(zip(view.dimensions, key, strict=True))
+            row.update(figures(view, key, vector, pipeline.bands))
+            rows.append(row)
+        windows.append({
+            "window_start": rfc3339(start),
+            "window_end": rfc3339(start + size),
+            "current": start == current,
+            "closed": closed,
+            "final": False,  # a final window's record is published, then it is forgotten
+            "rows": rows,
+        })
+    return {
+        "view": view.name,
+        "window": label,
+        "windows_available": [size.label for size in pipeline.settings.windows],
+        "dimensions": list(view.dimensions),
+        "stream_time": None if stream_time is None else rfc3339(stream_time),
+        "windows": windows,
+        "alerts": active_alerts(pipeline),
+        "bands": {scale.scale: scale.lower_bounds()
+                  for scale in (pipeline.bands.campaign, pipeline.bands.loyalty)},
+        "health": health,
+    }
+
+
+def active_alerts(pipeline: Pipeline) -> list[dict[str, Any]]:
+    alerts = getattr(pipeline, "active_alerts", None)
+    return list(alerts()) if callable(alerts) else []
+
+
+def health_figures(pipeline: Pipeline, throughput: Throughput) -> dict[str, Any]:
+    rejected = late = duplicates = 0
+    for state in list(pipeline.partitions.values()):
+        rejected += sum(state.totals[REJECTED_TOTAL].values())
+        late += sum(state.totals[LATE_TOTAL].values())
+        duplicates += sum(state.totals[DUPLICATES_TOTAL].values())
+    return {
+        "events_in": pipeline.events_in,
+        "events_per_second": throughput.sample(pipeline.events_in, time.monotonic()),
+        "rejected": rejected,
+        "late": late,
+        "duplicates": duplicates,
+        "lag": sum(pipeline.lag.values()),
+        "partitions": sorted(pipeline.partitions),
+    }
+
+
+def page_file(name: str) -> bytes:
+    return (resources.files("stream_app") / "static" / name).read_bytes()
+
+
+_STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript",
+                 "style.css": "text/css"}
+
+
+def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) -> None:
+    """Add the pages to the Faust app's web server."""
+    throughput = Throughput()
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=_EXPOSITION_TYPE)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "boards": sorted(pipeline.boards),
+                         **health_figures(pipeline, throughput)})
+
+    @app.page("/api/rates")
+    async def api_rates(web: Any, request: Any) -> Any:
+        try:
+            view, label, count = parse_query(dict(request.query), pipeline)
+        except BadRequest as error:
+            return web.json({"error": str(error)}, status=400)
+        boards = list(pipeline.boards.values())
+        if not boards:
+            return web.json({"error": "this worker does not hold the rates board now; "
+                                      "ask another worker of the group"}, status=503)
+        document = rates_document(pipeline, boards[0], view, label, count,
+                                  health_figures(pipeline, throughput))
+        return web.json(document)
+
+    @app.page("/")
+    async def index(web: Any, request: Any) -> Any:
+        return web.bytes(page_file("index.html"), content_type="text/html")
+
+    @app.page("/static/{name}")
+    async def static(web: Any, request: Any, name: str) -> Any:
+        content_type = _STATIC_TYPES.get(name)
+        if content_type is None:
+            return web.json({"error": f"no file {name!r}"}, status=404)
+        return web.bytes(page_file(name), content_type=content_type)
