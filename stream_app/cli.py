@@ -22,6 +22,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run the stream processor")
 
+    commands.add_parser(
+        "demo", help="run the local broker, the worker and the simulator; Ctrl-C stops all")
+
+    rates = commands.add_parser("rates", help="show a running worker's rates in the terminal")
+    rates.add_argument("--view", choices=["channel_segment", "campaign", "purchases"],
+                       default=None)
+    rates.add_argument("--window", default=None, help="a configured window size, e.g. 5m")
+    rates.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
+
     topics = commands.add_parser("topics", help="manage the service's topics")
     topics.add_argument("action", choices=["create"])
 
@@ -70,6 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stream_app.simulator import command as simulator
 
         return simulator.run(args, settings)
+    if args.command == "demo":
+        from stream_app import demo
+
+        return demo.run(settings)
+    if args.command == "rates":
+        from stream_app import terminal
+
+        return terminal.run(settings, args.view, args.window, args.watch)
     from stream_app import worker
 
     return worker.run(settings)

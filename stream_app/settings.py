@@ -93,6 +93,13 @@ class Settings:
         return f"{self.app_id}-window-partials"
 
     @property
+    def web_url(self) -> str:
+        """Where a local client reaches this worker's web server."""
+        bound_to_all = self.web_host in ("0.0.0.0", "::")  # noqa: S104 - compared, not bound
+        host = "127.0.0.1" if bound_to_all else self.web_host
+        return f"http://{host}:{self.web_port}"
+
+    @property
     def band_scales(self) -> Bands:
         return Bands.of(self.bands, self.loyalty_bands)
 
