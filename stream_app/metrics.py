@@ -137,6 +137,41 @@ class PipelineCollector(Collector):
         # sum over the workers of a group is still the configured bound.
         if self._pipeline.boards:
             yield self._band_bounds(self._pipeline.bands)
+        yield from self._drop_alerts()
+        yield from self._progress()
+
+    def _progress(self) -> Iterator[Metric]:
+        # Process-local, unlike the counters above: they show this worker's own progress.
+        processed = CounterMetricFamily(
+            "upsell_events_processed", "Input messages this worker has read and validated "
+            "(valid or rejected), since it started.", labels=["topic"])
+        for topic in self._pipeline.settings.input_topics:
+            processed.add_metric([topic], self._pipeline.events_in_by_topic[topic])
+        yield processed
+        lag = GaugeMetricFamily(
+            "upsell_consumer_lag", "Messages not yet read on each partition this worker owns "
+            "(input and internal topics), as of the partition's last batch.",
+            labels=["topic", "partition"])
+        for (topic, partition), behind in sorted(self._pipeline.lag.items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
+
+    def _drop_alerts(self) -> Iterator[Metric]:
+        # From the worker that holds the board, like the window gauges.
+        active = GaugeMetricFamily(
+            "upsell_rate_drop_active", "1 while the in-stream detector holds a rate-drop alert "
+            "for the channel, segment and window size, else 0." + _WINDOW_HELP,
+            labels=["channel", "segment", "window"])
+        alerts = CounterMetricFamily(
+            "upsell_alerts", "Rate-drop alerts of the in-stream detector, by state (fired or "
+            "resolved)." + _WINDOW_HELP, labels=["channel", "segment", "window", "state"])
+        for detector in list(self._pipeline.detectors.values()):
+            for label, key, firing in detector.active():
+                active.add_metric([*key, label], 1.0 if firing else 0.0)
+            for label, key, state, count in detector.alert_counts():
+                alerts.add_metric([*key, label, state], count)
+        yield active
+        yield alerts
 
     def _window_gauges(self) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily] = {}

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -89,6 +90,8 @@ class Pipeline:
         # Rate-drop detection beside each board, persisted with it.
         self.detectors: dict[int, DropDetector] = {}
         self.events_in = 0
+        # The same by input topic, for the throughput metric.
+        self.events_in_by_topic: Counter[str] = Counter()
         # Records not yet read, per input or internal partition, as of its last batch.
         self.lag: dict[tuple[str, int], int] = {}
 
@@ -142,6 +145,7 @@ class Pipeline:
                 parsed.append((order, topic, partition, record, event))
             merged.append(parsed)
             self.events_in += len(records)
+            self.events_in_by_topic[topic] += len(records)
         stamp = self._stream_time
         for _, topic, partition, record, outcome in heapq.merge(*merged, key=lambda i: i[0]):
             if isinstance(outcome, InvalidEvent):
