@@ -99,7 +99,8 @@ function drawChart(target, doc, pick, rateName) {
   });
   const width = 600, height = 200, pad = 30;
   const top = Math.max(0.05, ...[...series.values()].flat().map((p) => p[1]));
-  const x = (i) => pad + (windows.length > 1 ? (i * (width - 2 * pad)) / (windows.length - 1) : 0);
+  const x = (i) => (windows.length > 1 ? pad + (i * (width - 2 * pad)) / (windows.length - 1)
+                                       : width / 2);
   const y = (v) => height - pad - (v / top) * (height - 2 * pad);
   let svg = `<svg viewBox="0 0 ${width} ${height}" role="img" data-series="${series.size}">`;
   for (const t of [0, top / 2, top]) {

@@ -1,0 +1,209 @@
+"""The live page in a real browser, the query API against /metrics and the topics, the demo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.harness import (
+    CLI,
+    Deployment,
+    deployment,
+    free_port,
+    latest_by_key,
+    read_topic,
+    wait_until,
+)
+from tests.e2e.test_scripted_kpis import LATE, OFFERS, PURCHASES, Z1
+from tests.e2e.test_scripted_rates import family, phase
+
+ENV = {"UPSELL_WINDOWS": "5m,1h", "UPSELL_GRACE": "1m", "UPSELL_ATTRIBUTION_WINDOW": "1h"}
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def feed(service: Deployment) -> None:
+    """The KPI scripted events up to stream time 10:30 (5m window 10:00 closed, not final)."""
+    offers, purchases = service.topics["offers"], service.topics["purchases"]
+    phase(service, [o.message(offers) for o in OFFERS])
+    phase(service, [p.message(purchases) for p in PURCHASES])
+    phase(service, [Z1.message(offers)])
+    phase(service, [LATE.message(purchases)])
+
+
+def gauges_of_window(samples: dict[Any, float], label: str) -> int:
+    return sum(1 for key in family(samples, "upsell_window_offers") if ("window", label) in key)
+
+
+def api(service: Deployment, **query: str) -> dict[str, Any]:
+    response = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates", params=query,
+                            timeout=10)
+    response.raise_for_status()
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def test_api_equals_metrics_and_output_records(data_dir: Path) -> None:
+    with deployment(data_dir, extra_env=ENV) as service:
+        assert service.cli("topics", "create").returncode == 0
+        service.start_worker()
+        feed(service)
+        samples = service.metrics()
+        bad = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
+                           params={"view": "channel_segment", "colour": "red"}, timeout=10)
+        assert bad.status_code == 400 and "colour" in bad.json()["error"]
+        assert requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
+                            params={"window": "7m"}, timeout=10).status_code == 400
+
+        # The current window against the gauges of /metrics.
+        rates = api(service, view="channel_segment", window="1h")
+        current = next(w for w in rates["windows"] if w["current"])
+        assert current["window_start"] == "2026-11-22T10:00:00.000Z"
+        for row in current["rows"]:
+            labels = frozenset({("channel", row["channel"]), ("segment", row["segment"]),
+                                ("window", "1h")})
+            assert samples[("upsell_window_offers", labels)] == row["offers"]
+            assert samples[("upsell_window_conversions", labels)] == row["conversions"]
+            assert samples[("upsell_rate", labels)] == row["rate"]
+            assert samples[("upsell_customer_rate", labels)] == row["customer_rate"]
+        assert len(current["rows"]) == gauges_of_window(samples, "1h")
+        purchases = api(service, view="purchases", window="1h")
+        for row in next(w for w in purchases["windows"] if w["current"])["rows"]:
+            labels = {("loyalty", row["loyalty"]), ("product_line", row["product_line"]),
+                      ("window", "1h")}
+            gauge = samples.get(("upsell_transaction_rate", frozenset(labels)))
+            assert gauge == row["transaction_rate"]
+
+        # The closed, not yet final 5m window against the latest records of the topics.
+        rates_records = latest_by_key(read_topic(service.topics["rates"]))
+        kpi_records = latest_by_key(read_topic(service.topics["kpis"]))
+        compared = 0
+        for view, records in (("channel_segment", rates_records), ("campaign", kpi_records),
+                              ("purchases", kpi_records)):
+            document = api(service, view=view, window="5m")
+            closed = next(w for w in document["windows"]
+                          if w["window_start"] == "2026-11-22T10:00:00.000Z")
+            assert closed["closed"] and not closed["current"]
+            for row in closed["rows"]:
+                first, second = (row[d] for d in document["dimensions"])
+                key = f"5m|2026-11-22T10:00:00.000Z|{first}|{second}"
+                record = records[key if view == "channel_segment" else f"{view}|{key}"]
+                assert record["final"] is False
+                assert {k: v for k, v in record.items()
+                        if k not in ("emitted_at", "final", "view", "window", "window_start",
+                                     "window_end")} == row
+                compared += 1
+        assert compared > 20
+
+
+def browser() -> Any:
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1300,1900"):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver")
+                                      or "/usr/bin/chromedriver")
+    return webdriver.Chrome(options=options, service=service)
+
+
+def test_live_page_in_a_real_browser_shows_the_metrics(data_dir: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    with deployment(data_dir, extra_env=ENV) as service:
+        assert service.cli("topics", "create").returncode == 0
+        service.start_worker()
+        feed(service)
+        samples = service.metrics()
+        driver = browser()
+        try:
+            driver.get(f"http://127.0.0.1:{service.web_port}/?window=1h")
+            wait_until(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute(
+                "data-ready") == "true", 30, "the page to draw its first data")
+            cells = driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]")
+            assert len(cells) == gauges_of_window(samples, "1h")
+            for cell in cells:
+                labels = frozenset({("channel", cell.get_attribute("data-channel")),
+                                    ("segment", cell.get_attribute("data-segment")),
+                                    ("window", "1h")})
+                assert float(cell.get_attribute("data-rate")) == samples[("upsell_rate", labels)]
+            tiles = {t.get_attribute("data-kpi"): t.get_attribute("data-value")
+                     for t in driver.find_elements(By.CSS_SELECTOR, "#tiles .tile")}
+            everything = frozenset({("channel", "__all__"), ("segment", "__all__"),
+                                    ("window", "1h")})
+            assert float(tiles["rate"]) == samples[("upsell_rate", everything)]
+            assert float(tiles["customer_rate"]) == samples[("upsell_customer_rate", everything)]
+            all_purchases = frozenset({("loyalty", "__all__"), ("product_line", "__all__"),
+                                       ("window", "1h")})
+            members = frozenset({("loyalty", "member"), ("product_line", "__all__"),
+                                 ("window", "1h")})
+            assert float(tiles["transaction_rate"]) == samples[
+                ("upsell_transaction_rate", all_purchases)]
+            assert float(tiles["loyalty_rate"]) == samples[("upsell_transaction_rate", members)]
+            assert float(tiles["aov_uplift"]) == pytest.approx(
+                samples[("upsell_aov_uplift", all_purchases)])
+            for chart in ("chart-channel", "chart-campaign", "chart-product"):
+                svg = driver.find_element(By.CSS_SELECTOR, f"#{chart} svg")
+                assert int(svg.get_attribute("data-series")) > 1, chart
+            ARTIFACTS.mkdir(exist_ok=True)
+            driver.save_screenshot(str(ARTIFACTS / "live-page.png"))
+            if os.environ.get("UPSELL_UPDATE_SCREENSHOT"):
+                DOCS.mkdir(exist_ok=True)
+                shutil.copy(ARTIFACTS / "live-page.png", DOCS / "live-page.png")
+        finally:
+            driver.quit()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_demo_shows_the_page_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    port, web = free_port(), free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+           "UPSELL_DATA_DIR": str(tmp_path / "demo-data"), "UPSELL_WEB_PORT": str(web),
+           "UPSELL_APP_ID": "demo-test"}
+    demo = subprocess.Popen([*CLI, "demo"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        page = wait_until(lambda: _get(f"http://127.0.0.1:{web}/"), 240, "the demo's page")
+        assert "upsell-stream" in page
+        wait_until(lambda: _get(f"http://127.0.0.1:{web}/api/rates"), 120, "rates in the API")
+        assert _processes_mentioning(str(tmp_path / "demo-data"))  # the broker runs
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=120) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    output = demo.stdout.read().decode() if demo.stdout else ""
+    time.sleep(1)
+    assert _processes_mentioning(str(tmp_path / "demo-data")) == [], output
+    assert _processes_mentioning("demo-test") == []
+    assert "nothing left running" in output
+
+
+def _get(url: str) -> str | None:
+    try:
+        response = requests.get(url, timeout=3)
+    except requests.RequestException:
+        return None
+    return response.text if response.ok else None
