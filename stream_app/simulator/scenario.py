@@ -32,6 +32,12 @@ false` and no offer_id, so they never convert anything. Prices have cents (9.99 
 499.00, mostly ending in .99/.49/.95/.00); a converting purchase costs the offered price,
 sometimes with an accessory added.
 
+The stream closes with background purchases only, until event time has passed the last
+last-touch purchase's ts + `settle_ms`, and 256 more: the contract decides a last-touch
+purchase once stream time passes its ts + UPSELL_GRACE, so without them a worker with that
+grace (the command passes it) would leave the last ones undecided and its counters would
+never reach the truth.
+
 Half the events carry ts as RFC 3339 UTC with milliseconds, the other half as epoch
 milliseconds; optional fields are left out now and then.
 
@@ -142,6 +148,7 @@ PRICE_ENDINGS: Final = (99, 99, 99, 49, 95, 0)
 MIN_PRICE_CENTS: Final = 999
 MAX_PRICE_CENTS: Final = 49_900
 GENERAL_CAMPAIGN_TYPES: Final = ("limited_time", "cross_sell", "bundle", "win_back")
+SETTLE_EXTRA_PURCHASES: Final = 256
 
 EXPLICIT_SHARE: Final = 0.7
 MIN_DELAY_MS: Final = 2_000
@@ -230,6 +237,8 @@ class ScenarioConfig:
     drop: RateDrop | None = None
     background_per_offer: float = 2.0
     max_delay_ms: int = DEFAULT_MAX_DELAY_MS
+    # The grace of the worker that will read the stream: see _settle.
+    settle_ms: int = 60_000
     offers_topic: str = "upsell.offers"
     purchases_topic: str = "upsell.purchases"
 
@@ -250,7 +259,10 @@ class ScenarioConfig:
             )
         if self.max_delay_ms < 0:
             raise ScenarioError(f"longest conversion delay {self.max_delay_ms} ms must be >= 0")
-        last_ms = self.start_ms + self.offers * self.offer_gap_ms + self.max_delay_ms
+        if self.settle_ms < 0:
+            raise ScenarioError(f"settle time {self.settle_ms} ms must be >= 0")
+        last_ms = (self.start_ms + self.offers * self.offer_gap_ms + self.max_delay_ms
+                   + self.settle_ms + 86_400_000)
         if self.start_ms < 0 or last_ms > _MAX_TS_MS:
             raise ScenarioError("event times must fall between 1970 and 9999")
         if self.offers_topic == self.purchases_topic:
@@ -296,6 +308,7 @@ class GroundTruth:
     explicit_conversions: int = 0
     last_touch_conversions: int = 0
     background_purchases: int = 0
+    settle_purchases: int = 0
     purchases: int = 0
     events: int = 0
     messages_sent: Counter[str] = field(default_factory=_counter)
@@ -337,6 +350,7 @@ class GroundTruth:
             "conversions_last_touch": self.last_touch_conversions,
             "purchases": self.purchases,
             "purchases_background": self.background_purchases,
+            "purchases_settle": self.settle_purchases,
             "events": self.events,
             "messages_sent": {topic: self.messages_sent[topic] for topic in self.topics},
             "duplicates": {topic: self.duplicates[topic] for topic in self.topics},
@@ -438,6 +452,7 @@ class Simulation(Iterator[SimMessage]):
         self._channel_cum = {s: _cumulative(CHANNEL_MIX[s]) for s in SEGMENTS}
         self._pending: list[tuple[int, int, _Pending]] = []
         self._pending_seq = 0
+        self._last_touch_max_ts: int | None = None
         self._outbox: list[SimMessage] = []
         self._pushed = 0
         self._dups: list[tuple[int, int, SimMessage]] = []
@@ -480,10 +495,30 @@ class Simulation(Iterator[SimMessage]):
         while self._pending:
             self._emit_pending()
             yield from self._drain()
+        yield from self._settle()
         while self._dups:
             self._append(heapq.heappop(self._dups)[2])
         yield from self._drain()
         self.truth.complete = True
+
+    def _settle(self) -> Iterator[SimMessage]:
+        """Background purchases until event time has passed the last last-touch purchase's
+        ts + settle_ms, so that a worker with that grace decides every one of them."""
+        last_touch = self._last_touch_max_ts
+        if last_touch is None or self.truth.last_ts is None:
+            return
+        target = last_touch + self.config.settle_ms
+        per_ms = self.config.background_per_offer / max(1, self.config.offer_gap_ms)
+        mean_gap_ms = max(1.0, 1 / per_ms) if per_ms > 0 else 500.0
+        ts, beyond = self.truth.last_ts, 0
+        # Past the target, a few more so that every partition (hence every worker) sees
+        # one: 256 leave 24 partitions each a miss chance of about 2e-5.
+        while ts <= target or beyond < SETTLE_EXTRA_PURCHASES:
+            ts += 1 + round(self._rng.expovariate(1 / mean_gap_ms))
+            beyond += ts > target
+            self._background(ts, self._pick_customer())
+            self.truth.settle_purchases += 1
+            yield from self._drain()
 
     def _offer(self, index: int, ts: int) -> None:
         rng, truth, drop = self._rng, self.truth, self.config.drop
@@ -582,6 +617,7 @@ class Simulation(Iterator[SimMessage]):
                 fields["offer_id"] = None
             fields["is_upsell"] = True
             self._last_touch_ts[customer] = ts
+            self._last_touch_max_ts = ts
             truth.last_touch_conversions += 1
         else:
             fields["offer_id"] = plan.offer_id
