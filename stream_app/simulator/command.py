@@ -103,6 +103,7 @@ def parse_options(args: argparse.Namespace, settings: Settings, now_ms: int) -> 
             drop=None if args.drop is None else parse_drop(args.drop),
             # Beyond the attribution window a planned conversion would not count.
             max_delay_ms=min(DEFAULT_MAX_DELAY_MS, settings.attribution_window_ms),
+            settle_ms=settings.grace_ms,
             offers_topic=settings.topic_offers,
             purchases_topic=settings.topic_purchases,
         )
