@@ -117,7 +117,10 @@ class RatesBoard:
             if self.config.is_final((partial.label, partial.start), self.low_watermark):
                 continue
             window = self._windows.setdefault(slot, _BoardWindow())
-            window.by_partition.setdefault(partial.key, {})[partition] = partial.vector
+            held = window.by_partition.setdefault(partial.key, {})
+            if held.get(partition) == partial.vector:
+                continue  # sent again after a restart: nothing changed, nothing to publish
+            held[partition] = partial.vector
             window.changed.add(partial.key)
             self._changed_windows.add(slot)
 
