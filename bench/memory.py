@@ -1,0 +1,103 @@
+"""Resident memory of one partition's state against keys and open offers, without Kafka.
+
+Each measurement runs in a fresh interpreter: offers go through the same steps as in the
+worker (encoded for the internal topic, decoded, applied to a CustomerPartition, a batch
+of 10,000 at a time, with the batch's changes written to a PartitionStore whose table keeps
+its in-memory copy as Faust's does, changelog sends dropped). The figure is the growth of
+the process's RSS over the run, after a garbage collection: what the worker itself would
+hold, interpreter and allocator overhead included.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from bench.common import ROOT, rss_of
+
+BATCH = 10_000
+# One offer every 0.5 s of event time: a million offers span 5.8 days, inside the 7-day
+# attribution window, so none is forgotten; every run has the same density, so the window
+# cells per offer stay the same and the growth per offer is what an open offer costs.
+GAP_MS = 500
+START_MS = 1_795_341_600_000
+
+
+@dataclass(frozen=True)
+class MemoryRun:
+    offers: int
+    keys: int
+    rss_growth: int
+    open_offers: int
+
+    @property
+    def per_offer(self) -> float:
+        return self.rss_growth / max(1, self.offers)
+
+
+class _Table:
+    """What PartitionStore needs of a Faust table: its data, and a changelog to send to."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def measure(offers: int, keys: int) -> MemoryRun:
+    """Run in a child interpreter so that every figure starts from the same baseline."""
+    code = ("import json,sys; from bench.memory import _child; "
+            f"print(json.dumps(_child({offers}, {keys})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    return MemoryRun(**json.loads(done.stdout))
+
+
+def _child(offers: int, keys: int) -> dict[str, int]:
+    import os
+
+    from stream_app.core.events import Offer
+    from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
+    from stream_app.core.partition import CustomerPartition
+    from stream_app.pipeline import window_config
+    from stream_app.settings import Settings
+    from stream_app.state_store import PartitionStore
+
+    config = window_config(Settings())
+    state = CustomerPartition(config)
+    store = PartitionStore(_Table())
+    channels = max(1, round(keys ** 0.5))
+    segments = max(1, keys // channels)
+    customers = max(1, offers // 4)
+    gap = GAP_MS
+    gc.collect()
+    before = rss_of(os.getpid())
+    for start in range(0, offers, BATCH):
+        for n in range(start, min(offers, start + BATCH)):
+            key = n % (channels * segments)
+            offer = Offer(
+                event_id=f"e-{n:012d}-{n * 7919 % 1_000_003:07d}-aaaaaaaaaaaa",
+                offer_id=f"o-{n:012d}-{n * 7919 % 1_000_003:07d}-aaaaaaaaaaaa",
+                customer_id=f"cust-{n * 31 % customers:07d}",
+                channel=f"channel-{key // segments}", segment=f"segment-{key % segments}",
+                ts=START_MS + n * gap, campaign_id="cmp-limited-time-01",
+                campaign_type="limited_time", product_line="cloud_storage",
+                loyalty_member=False, offered_price=19.99,
+            )
+            raw = encode_forwarded(Forwarded("offers", 0, n, START_MS + n * gap, offer))
+            state.apply(decode_forwarded(raw), n)
+        state.take_partials()
+        store.write(0, state.take_changes())
+    gc.collect()
+    grown = rss_of(os.getpid()) - before
+    return {"offers": offers, "keys": channels * segments, "rss_growth": grown,
+            "open_offers": state.open_offers()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(int(sys.argv[1]), int(sys.argv[2]))))

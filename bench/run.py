@@ -1,0 +1,202 @@
+"""The benchmark, in one command: `python bench/run.py [--events N] [--quick]`.
+
+On the local broker (`upsell-stream kafka start` on its own port and data dir) it preloads
+N simulator events once, then measures in the same run: the bare aiokafka consumer (the
+ceiling), one worker and two workers draining them until their metrics are final and
+exact, the time from produce to effect on /metrics at fixed offered loads, and memory
+against keys and open offers. See docs/benchmarks.md for the method and the figures.
+Exits non-zero only when something fails to run or a result is wrong, never for slowness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, BenchError, Broker, Progress
+from bench.latency import LatencyRun, run_latency
+from bench.memory import MemoryRun, measure
+from bench.throughput import bare_consumer, preload, run_workers
+
+SECTIONS = ("throughput", "scale", "latency", "memory")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=None,
+                        help="events to preload and drain (default 1,000,000; 50,000 quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run for CI: fewer events, shorter loads, smaller memory")
+    parser.add_argument("--bootstrap", default="127.0.0.1:19692",
+                        help="the local broker's address (its own port: default 19692)")
+    parser.add_argument("--data-dir", default=str(ROOT / "var" / "bench"),
+                        help="the broker's data, preloaded events and worker logs")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
+    parser.add_argument("--loads", default="5000,10000,20000",
+                        help="offered loads for the latency section, events/s")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="py-spy record the one-worker run into FILE (raw collapsed "
+                             "stacks); needs py-spy")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument("--stop-broker", action="store_true",
+                        help="stop the broker at the end even if it was already running")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    events = args.events or (50_000 if args.quick else 1_000_000)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        print(f"bench/run.py: unknown sections {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    progress = Progress()
+    broker = Broker(args.bootstrap, Path(args.data_dir).resolve())
+    results: dict[str, Any] = {"events": events, "quick": args.quick,
+                               "load_average": _load_average()}
+    report: list[str] = []
+    started = time.monotonic()
+    try:
+        progress("starting the local broker", force=True)
+        broker.start()
+        if "throughput" in sections or "scale" in sections:
+            _throughput(broker, events, args, sections, progress, results, report)
+        if "latency" in sections:
+            loads = [int(x) for x in args.loads.split(",") if x.strip()]
+            seconds = 5.0 if args.quick else 20.0
+            runs = run_latency(broker, loads, seconds, args.seed, progress)
+            results["latency"] = [asdict(run) for run in runs]
+            report.extend(_latency_lines(runs))
+        if "memory" in sections:
+            results["memory"] = [asdict(run) for run in
+                                 _memory(args.quick, progress, report)]
+    except BenchError as error:
+        progress.done(f"bench/run.py: {error}")
+        return 1
+    finally:
+        if broker.started_here or args.stop_broker:
+            broker.stop()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["load_average_end"] = _load_average()
+    print("\n".join([
+        f"upsell-stream benchmark: {events:,} events, {_machine()}",
+        f"load average at start {results['load_average']}, at end "
+        f"{results['load_average_end']} (shared machine: compare ratios, not absolutes)",
+        *report,
+        f"took {results['seconds']:.0f} s",
+    ]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections: list[str],
+                progress: Progress, results: dict[str, Any], report: list[str]) -> None:
+    dataset = preload(broker, events, args.seed, progress)
+    timeout = max(300.0, dataset.messages / 1_000)
+    bare = bare_consumer(broker, dataset, progress)
+    progress.done(f"bare aiokafka consumer: {bare:,.0f} events/s")
+    profiler = _Profiler(args.profile) if args.profile else None
+    one = run_workers(broker, dataset, 1, progress, timeout, profiler)
+    if profiler is not None:
+        profiler.finish()
+    progress.done(f"one worker: {one.rate:,.0f} events/s, exact")
+    results["bare_events_per_s"] = round(bare)
+    results["one_worker"] = asdict(one) | {"rate": round(one.rate)}
+    report += [
+        f"bare aiokafka getmany + json.loads   {bare:>10,.0f} events/s",
+        f"one worker, lag 0 and exact counts   {one.rate:>10,.0f} events/s   "
+        f"{one.rate / bare:.2f} of the bare consumer (target 0.25, stretch 0.5)",
+        f"  worker RSS at the end: {one.rss[0] / 2**20:,.0f} MiB "
+        f"({one.total_seconds:.1f} s from launch to exact)",
+    ]
+    if "scale" in sections:
+        two = run_workers(broker, dataset, 2, progress, timeout)
+        progress.done(f"two workers: {two.rate:,.0f} events/s, exact")
+        results["two_workers"] = asdict(two) | {"rate": round(two.rate)}
+        report.append(
+            f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
+            f"{two.rate / one.rate:.2f} x one worker (target 1.6)")
+
+
+def _latency_lines(runs: list[LatencyRun]) -> list[str]:
+    lines = ["produce -> /metrics latency (offered / achieved events/s: p50 p95 p99 max)"]
+    for run in runs:
+        lines.append(
+            f"  {run.offered:>6,} / {run.achieved:>6,.0f}: {run.p50 * 1000:>5.0f} ms "
+            f"{run.p95 * 1000:>5.0f} ms {run.p99 * 1000:>5.0f} ms {run.worst * 1000:>5.0f} ms"
+            f"  ({run.probes} probes)")
+    return lines
+
+
+def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRun]:
+    scale = 10 if quick else 1
+    plan = [(100_000 // scale, 10), (1_000_000 // scale, 10),
+            (100_000 // scale, 1_000), (100_000 // scale, 10_000)]
+    runs = []
+    for offers, keys in plan:
+        progress(f"memory: {offers:,} open offers over {keys:,} keys", force=True)
+        runs.append(measure(offers, keys))
+    progress.done("memory measured")
+    small, large = runs[0], runs[1]
+    slope = (large.rss_growth - small.rss_growth) / (large.offers - small.offers)
+    report.append("memory of one partition's state (RSS growth, pure core + store, no Kafka)")
+    for run in runs:
+        report.append(f"  {run.offers:>9,} open offers, {run.keys:>6,} (channel, segment) keys: "
+                      f"{run.rss_growth / 2**20:>7.1f} MiB, {run.per_offer:>5.0f} B/offer")
+    report.append(f"  marginal cost per open offer {slope:.0f} B (target under 1,024 B)")
+    return runs
+
+
+class _Profiler:
+    """py-spy recording one worker for the length of a run."""
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __call__(self, pid: int) -> None:
+        self._process = subprocess.Popen(
+            [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+             "--output", self._output, "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish(self) -> None:
+        # py-spy writes its file when the recorded process exits (the run stops it).
+        if self._process is not None:
+            self._process.wait(timeout=60)
+
+
+def _py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else "py-spy"
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return (f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Preloading the simulator's events once, and draining them with the bare consumer and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from bench.common import (
+    PARTITIONS,
+    BenchError,
+    Broker,
+    Deployment,
+    LagReader,
+    Progress,
+    truth_mismatches,
+)
+from stream_app.simulator.scenario import ScenarioConfig, Simulation, expected_messages_per_offer
+
+# Past this much the broker refuses a produce request by default (message.max.bytes, 1 MB).
+_BATCH_BYTES = 900_000
+# Grace well beyond the event-time skew between partitions read in one fetch, so that every
+# last-touch purchase finds its offer already there, as the simulator intends (as in the e2e
+# test of the simulator's truth): then the counters must equal the truth exactly.
+WORKER_ENV = {"UPSELL_GRACE": "1h"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    offers_topic: str
+    purchases_topic: str
+    truth: dict[str, Any]
+
+    @property
+    def messages(self) -> int:
+        return sum(self.truth["messages_sent"].values())
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.offers_topic, self.purchases_topic]
+
+
+def scenario(events: int, seed: int, offers_topic: str, purchases_topic: str,
+             start_ms: int | None = None) -> ScenarioConfig:
+    """A realistic simulator mix of about `events` messages, over a customer base that
+    gives customers several offers each."""
+    probe = ScenarioConfig(seed=seed)
+    offers = max(1, round(events / expected_messages_per_offer(probe)))
+    config = ScenarioConfig(seed=seed, offers=offers, customers=max(1_000, offers // 6),
+                            offers_topic=offers_topic, purchases_topic=purchases_topic)
+    if start_ms is not None:
+        from dataclasses import replace
+
+        config = replace(config, start_ms=start_ms)
+    return config
+
+
+def create_topics(broker: Broker, names: list[str]) -> None:
+    admin = broker.admin()
+    try:
+        for name in names:
+            try:
+                admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def preload(broker: Broker, events: int, seed: int, progress: Progress) -> Dataset:
+    """The simulator's stream in two input topics, made once per (events, seed) and reused."""
+    name = f"bench-in-{events}-s{seed}"
+    offers_topic, purchases_topic = f"{name}.offers", f"{name}.purchases"
+    marker = broker.data_dir / "preloaded" / f"{name}.truth.json"
+    if marker.exists():
+        truth = json.loads(marker.read_text())
+        dataset = Dataset(offers_topic, purchases_topic, truth)
+        ends = broker.end_offsets(dataset.topics)
+        if sum(ends.values()) == dataset.messages:
+            progress.done(f"reusing {dataset.messages:,} preloaded events in {name}.*")
+            return dataset
+        raise BenchError(f"{name}.* holds {sum(ends.values())} messages, not "
+                         f"{dataset.messages}: remove {broker.data_dir} and run again")
+    config = scenario(events, seed, offers_topic, purchases_topic)
+    create_topics(broker, [offers_topic, purchases_topic])
+    simulation = Simulation(config)
+    started = time.monotonic()
+    sent = asyncio.run(_produce_all(broker, simulation, progress, started))
+    simulation.truth.complete = True
+    truth = simulation.truth.as_json()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(truth))
+    progress.done(f"preloaded {sent:,} events in {time.monotonic() - started:.0f} s "
+                  f"({name}.*, {PARTITIONS} partitions each)")
+    return Dataset(offers_topic, purchases_topic, truth)
+
+
+async def _produce_all(broker: Broker, simulation: Simulation, progress: Progress,
+                       started: float) -> int:
+    # Whole batches per partition, keyed as the simulator keys them (murmur2, as Kafka's
+    # own clients): several times faster than one send per message.
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=1,
+                                max_request_size=_BATCH_BYTES + 100_000,
+                                max_batch_size=_BATCH_BYTES)
+    await producer.start()
+    try:
+        batches: dict[tuple[str, int], Any] = {}
+        pending: list[asyncio.Future[Any]] = []
+        sent = 0
+        config = simulation.config
+        for message in simulation:
+            topic = config.offers_topic if message.topic_kind == "offers" else \
+                config.purchases_topic
+            key = message.key
+            partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else sent % PARTITIONS
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=message.value, timestamp=None) is None:
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[(topic, partition)] = producer.create_batch()
+                batch.append(key=key, value=message.value, timestamp=None)
+            sent += 1
+            if sent % 10_000 == 0:
+                elapsed = time.monotonic() - started
+                progress(f"preload: {sent:,} events generated and sent "
+                         f"({sent / elapsed:,.0f}/s; generated once, then reused)")
+                done = [future for future in pending if future.done()]
+                for future in done:
+                    future.result()
+                pending = [future for future in pending if not future.done()]
+        for (topic, partition), batch in batches.items():
+            if batch.record_count():
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
+        return sent
+    finally:
+        await producer.stop()
+
+
+def bare_consumer(broker: Broker, dataset: Dataset, progress: Progress) -> float:
+    """Events/s of aiokafka's getmany + json.loads over the whole dataset: the ceiling."""
+    return asyncio.run(_bare(broker, dataset, progress))
+
+
+async def _bare(broker: Broker, dataset: Dataset, progress: Progress) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for topic in dataset.topics
+                      for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        total = sum(ends.values())
+        loads = json.loads
+        seen = 0
+        started = time.monotonic()
+        while seen < total:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in fetched.values():
+                for record in records:
+                    try:
+                        loads(record.value)
+                    except ValueError:
+                        pass  # the simulator's malformed messages: parsed all the same
+                seen += sum(len(records) for records in fetched.values())
+            progress(f"bare consumer: {seen:,}/{total:,} events")
+        elapsed = time.monotonic() - started
+    finally:
+        await consumer.stop()
+    return float(total / elapsed)
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    workers: int
+    events: int
+    seconds: float
+    rss: list[int]
+    total_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress,
+                timeout: float, profile: Any = None) -> WorkerRun:
+    """Drain the dataset with `count` workers of a new group until lag 0 and exact counts.
+
+    The clock starts once every worker owns partitions (so a rebalance after one worker
+    alone started is not counted) and the rate is over the events the workers validated
+    from then on; it stops when the group has committed everything on every stage and its
+    counters equal the simulator's truth.
+    """
+    deployment = Deployment(broker, dataset.offers_topic, dataset.purchases_topic,
+                            extra_env=dict(WORKER_ENV))
+    launched = time.monotonic()
+    lag = LagReader(deployment)
+    try:
+        for _ in range(count):
+            deployment.start_worker()
+        if profile is not None:
+            profile(deployment.workers[0].pid)
+
+        def all_assigned() -> bool:
+            healths = [deployment.health(i) for i in range(count)]
+            return all(h is not None and h.get("partitions") for h in healths)
+
+        deadline = time.monotonic() + timeout
+        while not all_assigned():
+            if time.monotonic() > deadline:
+                raise BenchError(f"{count} worker(s) did not get partitions in {timeout:.0f} s")
+            progress(f"{count} worker(s): starting")
+            time.sleep(0.05)
+        started = time.monotonic()
+        validated_before = deployment.events_in()
+        total = dataset.messages
+        while True:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{count} worker(s) did not finish in {timeout:.0f} s")
+            current = lag.lag()
+            if current == 0:
+                finished = time.monotonic()
+                problems = truth_mismatches(deployment, dataset.truth)
+                if not problems:
+                    break
+                progress(f"{count} worker(s): lag 0, waiting for {', '.join(problems)}")
+            else:
+                validated = deployment.events_in()
+                progress(f"{count} worker(s): {validated:,}/{total:,} events validated, "
+                         f"lag {current:,} on all stages")
+            time.sleep(0.1)
+        rss = deployment.rss_bytes()
+        return WorkerRun(count, total - validated_before, finished - started, rss,
+                         finished - launched)
+    finally:
+        lag.close()
+        deployment.stop()
+
+
+def dataset_dir(broker: Broker) -> Path:
+    return broker.data_dir / "preloaded"
