@@ -65,6 +65,9 @@ _COUNTERS = (
                  totals_of.LATE_TOTAL, ("topic",), rolled=()),
     _CounterSpec("upsell_events_duplicate", "Events whose event_id was already processed.",
                  totals_of.DUPLICATES_TOTAL, ("topic",), rolled=()),
+    _CounterSpec("upsell_label_overflow", "Events with a value of this dimension counted under "
+                 "__other__: beyond UPSELL_MAX_LABEL_VALUES values, too long, or reserved.",
+                 totals_of.LABEL_OVERFLOW_TOTAL, ("dimension",), rolled=()),
 )
 
 # Gauges of the current window: (metric, help, view, figure, fixed labels).

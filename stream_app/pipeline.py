@@ -66,6 +66,7 @@ def window_config(settings: Settings) -> WindowConfig:
         sizes=tuple((size.label, size.ms) for size in settings.windows),
         attribution_ms=settings.attribution_window_ms,
         grace_ms=settings.grace_ms,
+        max_label_values=settings.max_label_values,
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from stream_app.core.bands import CAMPAIGN_BANDS, LOYALTY_BANDS, Bands, BandScale
 from stream_app.core.drops import DropSettings
 from stream_app.core.durations import DurationError, format_duration, parse_duration_ms
+from stream_app.core.labels import DEFAULT_MAX_LABEL_VALUES
 
 
 class SettingsError(ValueError):
@@ -81,6 +82,10 @@ class Settings:
     batch_max_records: int = 10_000
     drops: DropSettings = field(default_factory=DropSettings)
     security: KafkaSecurity = KafkaSecurity()
+    max_label_values: int = DEFAULT_MAX_LABEL_VALUES
+    # How long the group waits for a silent worker before its partitions move: the
+    # fail-over time after a crash (Faust's default is 60 s).
+    session_timeout_ms: int = 30_000
 
     @property
     def topic_events(self) -> str:
@@ -160,7 +165,18 @@ class Settings:
             drops=_parse_drops(env, positive_int, duration("UPSELL_DROP_AGE", grace_ms),
                                grace_ms, attribution_ms),
             security=_parse_security(env),
+            max_label_values=positive_int("UPSELL_MAX_LABEL_VALUES", defaults.max_label_values),
+            session_timeout_ms=_parse_session_timeout(
+                duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
         )
+
+
+def _parse_session_timeout(value_ms: int) -> int:
+    # The broker's default bounds are 6 s to 30 min; Faust wants it below its 90 s
+    # request timeout.
+    if not 6_000 <= value_ms <= 90_000:
+        raise SettingsError("UPSELL_SESSION_TIMEOUT: must be between 6s and 90s")
+    return value_ms
 
 
 def _parse_bands(env: Mapping[str, str], name: str, default: tuple[float, ...],

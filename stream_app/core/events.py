@@ -153,7 +153,11 @@ def _parse_rfc3339_ms(text: str) -> int:
     if moment.tzinfo is None:
         raise InvalidEvent(BAD_TS, f"ts {text[:40]!r} has no UTC offset")
     # Integer arithmetic on timedelta keeps every millisecond exact (sub-ms digits truncate).
-    return (moment - _EPOCH) // _ONE_MS
+    ms = (moment - _EPOCH) // _ONE_MS
+    # An offset can carry a local year 1 or 9999 outside those years in UTC.
+    if not _MIN_TS_MS <= ms <= _MAX_TS_MS:
+        raise InvalidEvent(BAD_TS, f"ts {text[:40]!r} is outside years 1-9999 in UTC")
+    return ms
 
 
 def _reject_constant(name: str) -> Any:
@@ -211,6 +215,13 @@ def _optional_non_negative(fields: Mapping[str, Any], name: str) -> float | None
 def _as_str(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidEvent(WRONG_TYPE, f"{name} must be a string, not {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON can escape a lone surrogate ("\ud800"); such a string is no Unicode text
+            # and would fail later as a Kafka key, a label or a topic record.
+            raise InvalidEvent(WRONG_TYPE, f"{name} holds a lone surrogate, not text") from None
     return value
 
 

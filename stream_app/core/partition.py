@@ -10,6 +10,7 @@ into batches, so a replay after a crash ends in the same state.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from stream_app.core.cohorts import Partial, WindowCounts, WindowKey
 from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.events import Offer, Purchase
 from stream_app.core.forwarding import Forwarded
+from stream_app.core.labels import DEFAULT_MAX_LABEL_VALUES, LabelCap
 from stream_app.core.views import CAMPAIGN, CHANNEL_SEGMENT, OFFER_VIEWS, PURCHASES, Key, View
 from stream_app.core.views import dimension as dim
 from stream_app.core.views import loyalty as loyalty_of
@@ -31,6 +33,7 @@ _OFFER = "o|"
 _PENDING = "p|"
 _UNDECIDED = "k|"
 _WINDOW = "w|"
+_LABEL = "l|"
 
 UPSELL = "upsell"
 OTHER = "other"
@@ -41,6 +44,8 @@ class WindowConfig:
     sizes: tuple[tuple[str, int], ...]
     attribution_ms: int
     grace_ms: int
+    # UPSELL_MAX_LABEL_VALUES: values admitted per dimension and partition (labels.py).
+    max_label_values: int = DEFAULT_MAX_LABEL_VALUES
 
     def size_ms(self, label: str) -> int:
         return dict(self.sizes)[label]
@@ -62,9 +67,11 @@ PURCHASE_AMOUNT_TOTAL = "purchase_amount_micros"
 REJECTED_TOTAL = "rejected"  # (topic, reason)
 LATE_TOTAL = "late"  # (topic,)
 DUPLICATES_TOTAL = "duplicates"  # (topic,)
+LABEL_OVERFLOW_TOTAL = "label_overflow"  # (dimension,)
 TOTALS = (OFFERS_TOTAL, CONVERSIONS_TOTAL, REVENUE_TOTAL, CAMPAIGN_OFFERS_TOTAL,
           CAMPAIGN_CONVERSIONS_TOTAL, CAMPAIGN_REVENUE_TOTAL, PURCHASES_TOTAL,
-          PURCHASE_AMOUNT_TOTAL, REJECTED_TOTAL, LATE_TOTAL, DUPLICATES_TOTAL)
+          PURCHASE_AMOUNT_TOTAL, REJECTED_TOTAL, LATE_TOTAL, DUPLICATES_TOTAL,
+          LABEL_OVERFLOW_TOTAL)
 
 
 @dataclass(slots=True)
@@ -111,6 +118,7 @@ class CustomerPartition:
         self._memory = EventIdMemory(config.attribution_ms)
         self._attribution = Attribution(config.attribution_ms, config.grace_ms)
         self._counts = WindowCounts()
+        self._labels = LabelCap(config.max_label_values)
         # Purchases that name an offer not here yet and are not upsells by themselves:
         # whether they are upsell transactions waits on the offer; the window labels
         # they are counted in were fixed on arrival.
@@ -141,14 +149,21 @@ class CustomerPartition:
             return
         self._memory.remember(event.event_id, event.ts)
         self._remembered.add(event.event_id)
+        # Before anything is counted: totals, windows and kept events see labels only.
+        event, overflowed = self._labels.cap(event)
+        for dimension in overflowed:
+            self.totals[LABEL_OVERFLOW_TOTAL][(dimension,)] += 1
         windows = self._open_windows(event.ts)
         if len(windows) < len(self.config.sizes):
             self.totals[LATE_TOTAL][(item.source_topic,)] += 1
+        # What came due before this event is decided first, as if everything had arrived
+        # in order, whether or not another event happened to arrive in between.
+        self._advance(event.ts)
         if isinstance(event, Offer):
             self._present(event, windows)
         else:
             self._purchase(event, windows)
-        self._advance(event.ts)
+        self._settle()
 
     def _present(self, offer: Offer, windows: list[WindowKey]) -> None:
         self.totals[OFFERS_TOTAL][offer_key(CHANNEL_SEGMENT, offer)] += 1
@@ -159,10 +174,10 @@ class CustomerPartition:
                 self._counts.add(view, window, key, "offers", 1)
                 self._counts.mark(view, window, key, "customers_targeted", offer.customer_id)
         labels = tuple(label for label, _ in windows)
-        self._count(self._attribution.add_offer(offer, labels, self.stream_time))
+        self._count(self._attribution.add_offer(offer, labels))
 
     def _purchase(self, purchase: Purchase, windows: list[WindowKey]) -> None:
-        conversions = self._attribution.add_purchase(purchase, self.stream_time)
+        conversions = self._attribution.add_purchase(purchase)
         labels = tuple(label for label, _ in windows)
         if purchase.is_upsell or conversions:
             self._count_purchase(purchase, labels, UPSELL)
@@ -225,7 +240,17 @@ class CustomerPartition:
         if moment is None or (self.stream_time is not None and moment <= self.stream_time):
             return
         self.stream_time = moment
-        self._count(self._attribution.advance(moment))
+        self._settle()
+
+    def _settle(self) -> None:
+        """Decide the last-touch purchases now due (one that arrived late is due at once)
+        and count the purchases that gave up waiting for their offer as `other`."""
+        self._count(self._attribution.advance(self.stream_time))
+        for purchase in self._attribution.take_given_up():
+            labels = self._undecided.pop(purchase.event_id, None)
+            if labels is not None:
+                self._changed_undecided.add(purchase.event_id)
+                self._count_purchase(purchase, labels, OTHER)
 
     # -- reading ---------------------------------------------------------------------
     def window_vectors(self, view: View, window: WindowKey) -> dict[Key, list[int]]:
@@ -260,6 +285,8 @@ class CustomerPartition:
             changes[_UNDECIDED + event_id] = None if labels is None else list(labels)
         self._changed_undecided.clear()
         changes.update(self._counts.take_changes(_WINDOW))
+        for dimension, value in self._labels.take_new():
+            changes[_label_key(dimension, value)] = 1
         changes[META_KEY] = [
             self.next_offset,
             self.stream_time,
@@ -272,11 +299,6 @@ class CustomerPartition:
         if self.stream_time is None:
             return
         self._remembered.update(self._memory.forget_expired(self.stream_time))
-        for purchase in self._attribution.forget_expired(self.stream_time):
-            labels = self._undecided.pop(purchase.event_id, None)
-            if labels is not None:
-                self._changed_undecided.add(purchase.event_id)
-                self._count_purchase(purchase, labels, OTHER)
         for view_name, window in list(self._counts.windows()):
             if self.config.is_final(window, self.stream_time):
                 self._counts.drop(view_name, window)
@@ -306,9 +328,20 @@ class CustomerPartition:
                 partition._undecided[key[len(_UNDECIDED) :]] = tuple(value)
             elif key.startswith(_WINDOW):
                 partition._counts.restore(key[len(_WINDOW) :], value)
+            elif key.startswith(_LABEL):
+                dimension, label = json.loads(key[len(_LABEL) :])
+                partition._labels.restore([(dimension, label)])
         partition._remembered.clear()
         partition._counts.forget_changes()
         return partition
+
+    def admitted_labels(self, dimension: str) -> frozenset[str]:
+        return self._labels.admitted(dimension)
+
+
+def _label_key(dimension: str, value: str) -> str:
+    # A JSON list, so that any character may appear in the value.
+    return _LABEL + json.dumps([dimension, value], separators=(",", ":"))
 
 
 def _offer_row(kept: OpenOffer) -> list[Any]:

@@ -46,7 +46,46 @@ def is_final(window_end: int, stream_time: int | None, grace_ms: int, attributio
     return passes(stream_time, window_end + attribution_ms + grace_ms)
 
 
+_MS_PER_DAY = 86_400_000
+# The range datetime can hold: years 1 to 9999.
+_FIRST_MS = -62_135_596_800_000
+_LAST_MS = 253_402_300_799_999
+
+
 def rfc3339(ms: int) -> str:
-    """UTC timestamp with milliseconds, "2026-11-22T10:15:00.000Z"."""
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """UTC timestamp with milliseconds, "2026-11-22T10:15:00.000Z".
+
+    Total: a window of an event in year 9999 ends in year 10000, and one near year 1 may
+    start before it, beyond what datetime holds; those are written with ISO 8601's
+    expanded year ("+10000-01-01T00:00:00.000Z") instead of crashing the publisher.
+    """
+    days, rest = divmod(ms, _MS_PER_DAY)
+    if _FIRST_MS <= ms <= _LAST_MS:
+        # strftime's %Y does not pad years below 1000 on every platform.
+        moment = _EPOCH + timedelta(days=days)
+        year, month, day = moment.year, moment.month, moment.day
+    else:
+        year, month, day = civil_from_days(days)
+    seconds, milli = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    written = f"+{year}" if year > 9999 else (f"{year:04d}" if year >= 0 else f"-{-year:04d}")
+    return f"{written}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
+
+
+def civil_from_days(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of the proleptic Gregorian calendar, `days` after 1970-01-01.
+
+    Howard Hinnant's algorithm: exact for any integer, year 0 being 1 BC.
+    """
+    shifted = days + 719_468
+    era = shifted // 146_097
+    day_of_era = shifted - era * 146_097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524
+                   - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_index = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * month_index + 2) // 5 + 1
+    month = month_index + 3 if month_index < 10 else month_index - 9
+    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
+    return year, month, day
