@@ -7,8 +7,10 @@ recent unconverted one (last touch). Last-touch purchases are decided once strea
 passes ts + grace, all of them in (ts, event_id) order, so that purchases arriving out of
 order within the grace period are matched as if they had arrived in order.
 
-Everything is decided from stream time at the moment of the call; clean-up of forgotten
-offers and purchases only frees memory and never changes a result.
+An offer is kept until stream time passes its ts + attribution window + grace, a purchase
+waiting for the offer it names until stream time passes the purchase's ts + attribution
+window + grace (then it gave up). Both happen in `advance`, after the last-touch purchases
+due by then are decided, so what is kept never depends on how the log was cut into batches.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Attribution:
         self._last_touch_due: list[tuple[int, int, str, Purchase]] = []
         self._pending: dict[str, Purchase] = {}
         self._offer_expiry: list[tuple[int, str]] = []
+        self._waiting_expiry: list[tuple[int, str]] = []
+        # Purchases that named an offer which can no longer convert for them.
+        self.given_up: list[Purchase] = []
         self.changes = _Changes()
 
     # -- reading -------------------------------------------------------------------
@@ -67,59 +72,63 @@ class Attribution:
         return len(self._offers) + len(self._pending)
 
     # -- events --------------------------------------------------------------------
-    def add_offer(
-        self, offer: Offer, windows: tuple[str, ...], stream_time: int | None
-    ) -> list[Conversion]:
+    def add_offer(self, offer: Offer, windows: tuple[str, ...]) -> list[Conversion]:
         """Keep an offer; returns the conversion if a purchase naming it was waiting."""
         if offer.offer_id in self._offers:
             # offer_id is unique per presentation: a second one can't be told apart by id.
             return []
         kept = OpenOffer(offer, windows)
         self._keep_offer(kept)
-        for purchase in sorted(
-            self._waiting_for_offer.get(offer.offer_id, ()), key=_event_order
-        ):
-            if self._matches(kept, purchase, stream_time):
-                self._drop_pending(purchase)
-                return [self._convert(kept, purchase)]
-        return []
+        conversions: list[Conversion] = []
+        # The only offer with this id is here now: whoever it does not convert never will.
+        for purchase in sorted(self._waiting_for_offer.get(offer.offer_id, ()),
+                               key=_event_order):
+            self._drop_pending(purchase)
+            if not conversions and self._matches(kept, purchase):
+                conversions.append(self._convert(kept, purchase))
+            else:
+                self.given_up.append(purchase)
+        return conversions
 
-    def add_purchase(self, purchase: Purchase, stream_time: int | None) -> list[Conversion]:
+    def add_purchase(self, purchase: Purchase) -> list[Conversion]:
         """Attribute a purchase; last-touch ones wait in line until `advance` decides them."""
         if purchase.offer_id is not None:
             kept = self._offers.get(purchase.offer_id)
             if kept is None:
                 self._keep_pending(purchase)
-            elif self._matches(kept, purchase, stream_time):
+            elif self._matches(kept, purchase):
                 return [self._convert(kept, purchase)]
         elif purchase.is_upsell:
             self._keep_pending(purchase)
         return []
 
     def advance(self, stream_time: int | None) -> list[Conversion]:
-        """Decide every last-touch purchase whose ts + grace stream time has passed."""
+        """Decide every last-touch purchase whose ts + grace stream time has passed, then
+        forget what nothing on time can match any more."""
+        if stream_time is None:
+            return []
         conversions: list[Conversion] = []
         due = self._last_touch_due
-        while due and stream_time is not None and stream_time > due[0][0]:
+        while due and stream_time > due[0][0]:
             purchase = heapq.heappop(due)[3]
             if self._pending.get(purchase.event_id) is not purchase:
                 continue
             self._drop_pending(purchase)
-            chosen = self._last_touch_offer(purchase, stream_time)
+            chosen = self._last_touch_offer(purchase)
             if chosen is not None:
                 conversions.append(self._convert(chosen, purchase))
+        self._expire(stream_time)
         return conversions
+
+    def take_given_up(self) -> list[Purchase]:
+        given_up, self.given_up = self.given_up, []
+        return given_up
 
     def is_waiting(self, purchase: Purchase) -> bool:
         return self._pending.get(purchase.event_id) is purchase
 
-    def forget_expired(self, stream_time: int) -> list[Purchase]:
-        """Free offers and waiting purchases that nothing on time can match any more.
-
-        Returns the purchases that waited in vain for the offer they name.
-        """
+    def _expire(self, stream_time: int) -> None:
         horizon = self._attribution_ms + self._grace_ms
-        given_up: list[Purchase] = []
         while self._offer_expiry and self._offer_expiry[0][0] + horizon < stream_time:
             _, offer_id = heapq.heappop(self._offer_expiry)
             kept = self._offers.pop(offer_id, None)
@@ -130,15 +139,13 @@ class Attribution:
             if not siblings:
                 del self._offers_by_customer[kept.offer.customer_id]
             self.changes.offers.add(offer_id)
-        for offer_id in [
-            offer_id
-            for offer_id, waiting in self._waiting_for_offer.items()
-            if all(p.ts + horizon < stream_time for p in waiting)
-        ]:
-            for purchase in list(self._waiting_for_offer[offer_id]):
+        while self._waiting_expiry and self._waiting_expiry[0][0] + horizon < stream_time:
+            _, event_id = heapq.heappop(self._waiting_expiry)
+            purchase = self._pending.get(event_id)
+            if purchase is not None and purchase.offer_id is not None:
                 self._drop_pending(purchase)
-                given_up.append(purchase)
-        return given_up
+                self.given_up.append(purchase)
+
 
     # -- restore -------------------------------------------------------------------
     def restore_offer(self, kept: OpenOffer) -> None:
@@ -150,23 +157,18 @@ class Attribution:
         self.changes.purchases.discard(purchase.event_id)
 
     # -- internals -----------------------------------------------------------------
-    def _remembered(self, kept: OpenOffer, stream_time: int | None) -> bool:
-        limit = kept.offer.ts + self._attribution_ms + self._grace_ms
-        return stream_time is None or stream_time <= limit
-
-    def _matches(self, kept: OpenOffer, purchase: Purchase, stream_time: int | None) -> bool:
+    def _matches(self, kept: OpenOffer, purchase: Purchase) -> bool:
         offer = kept.offer
         return (
             kept.converted_by is None
             and offer.customer_id == purchase.customer_id
             and 0 <= purchase.ts - offer.ts <= self._attribution_ms
-            and self._remembered(kept, stream_time)
         )
 
-    def _last_touch_offer(self, purchase: Purchase, stream_time: int) -> OpenOffer | None:
+    def _last_touch_offer(self, purchase: Purchase) -> OpenOffer | None:
         best: OpenOffer | None = None
         for kept in self._offers_by_customer.get(purchase.customer_id, ()):
-            if self._matches(kept, purchase, stream_time) and (
+            if self._matches(kept, purchase) and (
                 best is None
                 or (kept.offer.ts, kept.offer.offer_id) > (best.offer.ts, best.offer.offer_id)
             ):
@@ -191,6 +193,7 @@ class Attribution:
         self.changes.purchases.add(purchase.event_id)
         if purchase.offer_id is not None:
             self._waiting_for_offer.setdefault(purchase.offer_id, []).append(purchase)
+            heapq.heappush(self._waiting_expiry, (purchase.ts, purchase.event_id))
         else:
             heapq.heappush(
                 self._last_touch_due,
