@@ -37,9 +37,12 @@ class Conversion:
     purchase: Purchase
 
 
+OfferRef = tuple[str, str]  # (customer_id, offer_id)
+
+
 @dataclass(slots=True)
 class _Changes:
-    offers: set[str] = field(default_factory=set)
+    offers: set[OfferRef] = field(default_factory=set)
     purchases: set[str] = field(default_factory=set)
 
 
@@ -47,20 +50,22 @@ class Attribution:
     def __init__(self, attribution_ms: int, grace_ms: int) -> None:
         self._attribution_ms = attribution_ms
         self._grace_ms = grace_ms
-        self._offers: dict[str, OpenOffer] = {}
+        # Keyed by (customer_id, offer_id): a customer's result comes from that customer's
+        # events alone, as it must when customers are spread over partitions.
+        self._offers: dict[OfferRef, OpenOffer] = {}
         self._offers_by_customer: dict[str, list[OpenOffer]] = {}
-        self._waiting_for_offer: dict[str, list[Purchase]] = {}
+        self._waiting_for_offer: dict[OfferRef, list[Purchase]] = {}
         self._last_touch_due: list[tuple[int, int, str, Purchase]] = []
         self._pending: dict[str, Purchase] = {}
-        self._offer_expiry: list[tuple[int, str]] = []
+        self._offer_expiry: list[tuple[int, str, str]] = []
         self._waiting_expiry: list[tuple[int, str]] = []
         # Purchases that named an offer which can no longer convert for them.
         self.given_up: list[Purchase] = []
         self.changes = _Changes()
 
     # -- reading -------------------------------------------------------------------
-    def offer(self, offer_id: str) -> OpenOffer | None:
-        return self._offers.get(offer_id)
+    def offer(self, ref: OfferRef) -> OpenOffer | None:
+        return self._offers.get(ref)
 
     def open_offers(self) -> Iterable[OpenOffer]:
         return self._offers.values()
@@ -74,14 +79,14 @@ class Attribution:
     # -- events --------------------------------------------------------------------
     def add_offer(self, offer: Offer, windows: tuple[str, ...]) -> list[Conversion]:
         """Keep an offer; returns the conversion if a purchase naming it was waiting."""
-        if offer.offer_id in self._offers:
+        if _ref(offer) in self._offers:
             # offer_id is unique per presentation: a second one can't be told apart by id.
             return []
         kept = OpenOffer(offer, windows)
         self._keep_offer(kept)
         conversions: list[Conversion] = []
         # The only offer with this id is here now: whoever it does not convert never will.
-        for purchase in sorted(self._waiting_for_offer.get(offer.offer_id, ()),
+        for purchase in sorted(self._waiting_for_offer.get(_ref(offer), ()),
                                key=_event_order):
             self._drop_pending(purchase)
             if not conversions and self._matches(kept, purchase):
@@ -93,7 +98,7 @@ class Attribution:
     def add_purchase(self, purchase: Purchase) -> list[Conversion]:
         """Attribute a purchase; last-touch ones wait in line until `advance` decides them."""
         if purchase.offer_id is not None:
-            kept = self._offers.get(purchase.offer_id)
+            kept = self._offers.get((purchase.customer_id, purchase.offer_id))
             if kept is None:
                 self._keep_pending(purchase)
             elif self._matches(kept, purchase):
@@ -130,15 +135,15 @@ class Attribution:
     def _expire(self, stream_time: int) -> None:
         horizon = self._attribution_ms + self._grace_ms
         while self._offer_expiry and self._offer_expiry[0][0] + horizon < stream_time:
-            _, offer_id = heapq.heappop(self._offer_expiry)
-            kept = self._offers.pop(offer_id, None)
+            _, customer_id, offer_id = heapq.heappop(self._offer_expiry)
+            kept = self._offers.pop((customer_id, offer_id), None)
             if kept is None:
                 continue
             siblings = self._offers_by_customer[kept.offer.customer_id]
             siblings.remove(kept)
             if not siblings:
                 del self._offers_by_customer[kept.offer.customer_id]
-            self.changes.offers.add(offer_id)
+            self.changes.offers.add((customer_id, offer_id))
         while self._waiting_expiry and self._waiting_expiry[0][0] + horizon < stream_time:
             _, event_id = heapq.heappop(self._waiting_expiry)
             purchase = self._pending.get(event_id)
@@ -150,7 +155,7 @@ class Attribution:
     # -- restore -------------------------------------------------------------------
     def restore_offer(self, kept: OpenOffer) -> None:
         self._keep_offer(kept)
-        self.changes.offers.discard(kept.offer.offer_id)
+        self.changes.offers.discard(_ref(kept.offer))
 
     def restore_pending(self, purchase: Purchase) -> None:
         self._keep_pending(purchase)
@@ -177,22 +182,22 @@ class Attribution:
 
     def _convert(self, kept: OpenOffer, purchase: Purchase) -> Conversion:
         kept.converted_by = purchase.event_id
-        self.changes.offers.add(kept.offer.offer_id)
+        self.changes.offers.add(_ref(kept.offer))
         return Conversion(kept, purchase)
 
     def _keep_offer(self, kept: OpenOffer) -> None:
         offer = kept.offer
-        self._offers[offer.offer_id] = kept
+        self._offers[_ref(offer)] = kept
         self._offers_by_customer.setdefault(offer.customer_id, []).append(kept)
-        heapq.heappush(self._offer_expiry, (offer.ts, offer.offer_id))
-        self.changes.offers.add(offer.offer_id)
+        heapq.heappush(self._offer_expiry, (offer.ts, offer.customer_id, offer.offer_id))
+        self.changes.offers.add(_ref(offer))
 
     def _keep_pending(self, purchase: Purchase) -> None:
         """Wait for the named offer, or in line for a last-touch decision."""
         self._pending[purchase.event_id] = purchase
         self.changes.purchases.add(purchase.event_id)
         if purchase.offer_id is not None:
-            self._waiting_for_offer.setdefault(purchase.offer_id, []).append(purchase)
+            self._waiting_for_offer.setdefault(_waiting_ref(purchase), []).append(purchase)
             heapq.heappush(self._waiting_expiry, (purchase.ts, purchase.event_id))
         else:
             heapq.heappush(
@@ -204,11 +209,19 @@ class Attribution:
         self._pending.pop(purchase.event_id, None)
         self.changes.purchases.add(purchase.event_id)
         if purchase.offer_id is not None:
-            waiting = self._waiting_for_offer.get(purchase.offer_id)
+            waiting = self._waiting_for_offer.get(_waiting_ref(purchase))
             if waiting is not None:
                 waiting.remove(purchase)
                 if not waiting:
-                    del self._waiting_for_offer[purchase.offer_id]
+                    del self._waiting_for_offer[_waiting_ref(purchase)]
+
+
+def _ref(offer: Offer) -> OfferRef:
+    return (offer.customer_id, offer.offer_id)
+
+
+def _waiting_ref(purchase: Purchase) -> OfferRef:
+    return (purchase.customer_id, purchase.offer_id or "")
 
 
 def _event_order(purchase: Purchase) -> tuple[int, str]:

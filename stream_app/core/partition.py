@@ -271,9 +271,10 @@ class CustomerPartition:
             changes[_DEDUPE + event_id] = self._memory.ts_of(event_id)
         self._remembered.clear()
         attribution_changes = self._attribution.changes
-        for offer_id in attribution_changes.offers:
-            kept = self._attribution.offer(offer_id)
-            changes[_OFFER + offer_id] = None if kept is None else _offer_row(kept)
+        for ref in attribution_changes.offers:
+            kept = self._attribution.offer(ref)
+            entry = _OFFER + json.dumps(ref, separators=(",", ":"))
+            changes[entry] = None if kept is None else _offer_row(kept)
         pending = {p.event_id: p for p in self._attribution.pending_purchases()}
         for event_id in attribution_changes.purchases:
             purchase = pending.get(event_id)

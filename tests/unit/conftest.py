@@ -217,8 +217,9 @@ def reference(
     """What a partition must count for on-time events whose last-touch purchases are all
     decided after every explicit one (the grace covers the whole spread) and none of
     whose purchases gave up waiting yet. Offer ids are unique and no two purchases name
-    the same offer. A purchase that names an offer that never arrives and is not an upsell
-    by itself is not counted yet (its kind is not known)."""
+    the same offer. A purchase that names an offer that never arrives for its customer (an
+    offer of another customer does not count) and is not an upsell by itself is not
+    counted yet (its kind is not known)."""
     attribution = config.attribution_ms
     by_id = {o.offer_id: o for o in offers}
     converted: dict[str, Purchase] = {}
@@ -278,8 +279,10 @@ def reference(
     for p in purchases:
         if p.is_upsell or p.event_id in converting:
             kind = "upsell"
-        elif p.offer_id is not None and p.offer_id not in by_id:
-            continue  # waits for an offer that never came: not decided yet
+        elif p.offer_id is not None and (
+            p.offer_id not in by_id or by_id[p.offer_id].customer_id != p.customer_id
+        ):
+            continue  # waits for its customer's offer, which never came: not decided yet
         else:
             kind = "other"
         key = purchase_key(p)

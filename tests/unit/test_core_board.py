@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -450,14 +449,6 @@ def test_partitions_sum_to_what_one_partition_counts(data: st.DataObject, scenar
     assert rows(one.board.take_records()) == rows(many.board.take_records())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a purchase naming another customer's offer, is_upsell false: with one partition "
-    "the offer is there, does not match, and the purchase counts as 'other' at once "
-    "(Attribution.add_purchase); split by customer, its partition never sees that offer, "
-    "so it waits until ts + attribution + grace and is counted only then (and not in its "
-    "windows if they are final by then): the workers' sum differs from one worker's",
-)
 def test_purchase_naming_another_customers_offer_counts_the_same_in_any_partitioning() -> None:
     events: list[Event] = [
         offer("o1", "alice", T0, offer_id="A"),
