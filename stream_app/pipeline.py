@@ -12,13 +12,12 @@ imply are flushed, so a replay re-sends outputs rather than losing them.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import time
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ from stream_app.core.board import RatesBoard, decode_partials, encode_partials
 from stream_app.core.drops import DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
+from stream_app.core.merge import EventTimeMerge
 from stream_app.core.partition import CustomerPartition, WindowConfig
 from stream_app.core.views import CHANNEL_SEGMENT
 from stream_app.settings import Settings
@@ -34,6 +34,10 @@ from stream_app.state_store import PartitionStore
 log = logging.getLogger(__name__)
 
 _PARTIALS_PER_MESSAGE = 2_000
+# Input records held back for event-time order: about as many as a few fetches of every
+# input partition; beyond, or after this long without news of a partition, they all go.
+_MAX_WAITING_INPUTS = 50_000
+_MAX_INPUT_WAIT_S = 3.0
 
 
 class Record(Protocol):
@@ -91,6 +95,9 @@ class Pipeline:
         # Rate-drop detection beside each board, persisted with it.
         self.detectors: dict[int, DropDetector] = {}
         self.events_in = 0
+        # Input records waiting for the other input partitions to catch up (validate).
+        self._merge: EventTimeMerge[tuple[Record, Event | InvalidEvent]] = EventTimeMerge(
+            max_buffered=_MAX_WAITING_INPUTS, max_wait_s=_MAX_INPUT_WAIT_S)
         # The same by input topic, for the throughput metric.
         self.events_in_by_topic: Counter[str] = Counter()
         # Records not yet read, per input or internal partition, as of its last batch.
@@ -105,6 +112,8 @@ class Pipeline:
     def forget(self, topic: str, partition: int) -> None:
         """A partition was revoked: its state now belongs to another worker."""
         self.lag.pop((topic, partition), None)
+        if topic in self._parsers:
+            self._merge.drop((topic, partition))
         if topic == self.settings.topic_events:
             self.partitions.pop(partition, None)
         elif topic == self.settings.topic_partials:
@@ -120,35 +129,39 @@ class Pipeline:
         return self.publish
 
     # -- stage 1 ---------------------------------------------------------------------
-    def validate(self, batches: dict[tuple[str, int], Sequence[Record]]) -> list[Output]:
-        """Validate one fetch of input records, forwarding valid events in event-time order.
+    def validate(self, batches: dict[tuple[str, int], Sequence[Record]],
+                 behind: Mapping[tuple[str, int], bool | None] | None = None,
+                 now: float | None = None) -> list[Output]:
+        """Validate input records and forward what may leave, in event-time order.
 
-        The partitions' records are merged by ts, each partition's own order kept (as Kafka
-        Streams picks the partition whose next record is oldest), so that a backlog read a
-        partition at a time does not push stream time ahead of the other partitions. Each
-        source partition's items leave in offset order, rejects included: the receiving
-        stage counts an item once by its source offset.
+        Records wait in an EventTimeMerge (core/merge.py) until no input partition that is
+        still `behind` (records in Kafka not read yet) can deliver an older one, so that a
+        backlog read a few partitions at a time does not push stream time ahead of the
+        others. Without `behind`, every partition counts as caught up and all records
+        leave at once. Each source partition's items leave in offset order, rejects
+        included: the receiving stage counts an item once by its source offset. Commit
+        `input_positions()` once the outputs are flushed.
         """
         settings = self.settings
-        outputs: list[Output] = []
-        merged: list[list[tuple[int, str, int, Record, Event | InvalidEvent]]] = []
+        merge = self._merge
         for (topic, partition), records in batches.items():
             parse = self._parsers[topic]
-            parsed: list[tuple[int, str, int, Record, Event | InvalidEvent]] = []
-            order = -(2**63)
+            source = (topic, partition)
             for record in records:
                 try:
                     event = parse(record.value)
                 except InvalidEvent as error:
-                    parsed.append((order, topic, partition, record, error))
+                    merge.add(source, record.offset, None, (record, error))
                     continue
-                order = max(order, event.ts)
-                parsed.append((order, topic, partition, record, event))
-            merged.append(parsed)
+                merge.add(source, record.offset, event.ts, (record, event))
             self.events_in += len(records)
             self.events_in_by_topic[topic] += len(records)
+        if behind is None:
+            behind = {source: False for source in batches}
+        released = merge.release(behind, time.monotonic() if now is None else now)
+        outputs: list[Output] = []
         stamp = self._stream_time
-        for _, topic, partition, record, outcome in heapq.merge(*merged, key=lambda i: i[0]):
+        for (topic, partition), _, (record, outcome) in released:
             if isinstance(outcome, InvalidEvent):
                 outputs.extend(self._reject(topic, partition, record, outcome))
                 continue
@@ -163,8 +176,18 @@ class Pipeline:
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
             outputs.extend(self._ticks(stamp))
-        self._last_input = (self._stream_time, time.monotonic())
+        if batches:
+            self._last_input = (self._stream_time, time.monotonic())
         return outputs
+
+    @property
+    def waiting_inputs(self) -> int:
+        """Input records read but not forwarded yet (see validate)."""
+        return len(self._merge)
+
+    def input_positions(self) -> dict[tuple[str, int], int]:
+        """Per input partition, the offset to commit once the forwarded outputs are flushed."""
+        return self._merge.positions()
 
     def _ticks(self, stream_time: int) -> list[Output]:
         # Ticks carry no source offset of their own: the receiving stage never skips them.

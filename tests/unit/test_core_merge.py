@@ -1,0 +1,93 @@
+"""EventTimeMerge: input partitions leave in event-time order across fetches."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_app.core.merge import EventTimeMerge
+
+A, B = ("offers", 0), ("purchases", 3)
+
+
+def test_a_partition_ahead_waits_for_one_behind() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=5)
+    # After a restart the first fetch holds only A, hours ahead of what B still has.
+    for offset, ts in enumerate((100, 200, 300)):
+        merge.add(A, offset, ts, f"a{ts}")
+    assert merge.release({A: False, B: True}, now=0) == []
+    assert merge.positions() == {A: 0}  # nothing committed past what waits
+    merge.add(B, 7, 50, "b50")
+    merge.add(B, 8, 250, "b250")
+    # B is behind still: only what is older than B's newest record may leave.
+    out = merge.release({A: False, B: True}, now=1)
+    assert [payload for _, _, payload in out] == ["b50", "a100", "a200", "b250"]
+    assert merge.positions() == {A: 2, B: 9}
+    # B caught up: the rest leaves.
+    assert [p for _, _, p in merge.release({A: False, B: False}, now=2)] == ["a300"]
+    assert merge.positions() == {A: 3, B: 9}
+    assert len(merge) == 0
+
+
+def test_unknown_lag_counts_as_behind_until_the_wait_runs_out() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=3)
+    merge.add(A, 0, 10, "a")
+    assert merge.release({A: False, B: None}, now=10) == []
+    assert merge.release({A: False, B: None}, now=12.9) == []
+    assert [p for _, _, p in merge.release({A: False, B: None}, now=13)] == ["a"]
+
+
+def test_too_many_waiting_leave_anyway() -> None:
+    merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=3, max_wait_s=60)
+    for offset in range(4):
+        merge.add(A, offset, offset, offset)
+    assert [p for _, _, p in merge.release({A: False, B: True}, now=0)] == [0, 1, 2, 3]
+
+
+def test_rejects_keep_their_partition_order() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=5)
+    merge.add(A, 0, 500, "a500")
+    merge.add(A, 1, None, "reject")  # no ts: it leaves right after the record before it
+    merge.add(B, 0, 100, "b100")
+    merge.add(B, 1, 900, "b900")
+    out = merge.release({A: False, B: False}, now=0)
+    assert [p for _, _, p in out] == ["b100", "a500", "reject", "b900"]
+
+
+def test_a_revoked_partition_is_dropped() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=5)
+    merge.add(A, 0, 5, "a")
+    merge.add(B, 0, 1, "b")
+    merge.drop(B)
+    assert len(merge) == 1
+    assert merge.positions() == {A: 0}
+    assert [p for _, _, p in merge.release({A: False}, now=0)] == ["a"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([A, B, ("offers", 1)]),
+                          st.integers(0, 1000) | st.none()), max_size=60),
+       st.lists(st.integers(1, 8), min_size=1, max_size=10))
+def test_each_partition_leaves_in_offset_order_and_nothing_is_lost(
+        records: list[tuple[tuple[str, int], int | None]], cuts: list[int]) -> None:
+    merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=10_000, max_wait_s=1)
+    offsets: dict[tuple[str, int], int] = {}
+    released: list[tuple[tuple[str, int], int, int]] = []
+    now = 0.0
+    index = 0
+    for cut in cuts * 20:
+        for source, ts in records[index:index + cut]:
+            offsets[source] = offsets.get(source, -1) + 1
+            merge.add(source, offsets[source], ts, index)
+            index += 1
+        now += 0.5
+        done = index >= len(records)
+        behind = {source: not done for source in (A, B, ("offers", 1))}
+        released += merge.release(behind, now)
+    released += merge.release({}, now + 10)
+    assert sorted(p for _, _, p in released) == list(range(len(records)))
+    for source in offsets:
+        mine = [offset for s, offset, _ in released if s == source]
+        assert mine == sorted(mine)
+    # Released event times never go back while partitions keep up (ties aside).
+    assert len(merge) == 0
