@@ -55,6 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="event-time seconds between consecutive offers")
     simulate.add_argument("--drop", default=None, metavar="CHANNEL:AFTER:FACTOR",
                           help="after AFTER offers, multiply CHANNEL's true rates by FACTOR")
+    simulate.add_argument("--random-keys", action="store_true",
+                          help="key messages at random (seeded) instead of by customer_id")
     simulate.add_argument("--truth-file", default=None,
                           help="also write the ground truth JSON to this file")
     return parser

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -68,6 +69,8 @@ class SimulateOptions:
     config: ScenarioConfig
     rate: float
     truth_file: Path | None
+    # Keys drawn at random instead of the customer_id: the worker must not rely on keys.
+    random_keys: bool = False
 
 
 def parse_options(args: argparse.Namespace, settings: Settings, now_ms: int) -> SimulateOptions:
@@ -114,7 +117,8 @@ def parse_options(args: argparse.Namespace, settings: Settings, now_ms: int) -> 
         config = replace(config, offers=offers)
     except ScenarioError as error:
         raise OptionError(str(error)) from None
-    return SimulateOptions(config, rate, truth_file)
+    return SimulateOptions(config, rate, truth_file,
+                           random_keys=bool(getattr(args, "random_keys", False)))
 
 
 def warnings_for(options: SimulateOptions) -> list[str]:
@@ -252,7 +256,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{PREFIX}: {error}", file=sys.stderr)
             return 1
         try:
-            _produce(producer, simulation, settings, Pacer(options.rate), progress)
+            keys = random_keys(options.config.seed) if options.random_keys else None
+            _produce(producer, simulation, settings, Pacer(options.rate), progress, keys)
         except SimulateError as error:
             print(f"{PREFIX}: {error}", file=sys.stderr)
             return 1
@@ -308,6 +313,7 @@ def _produce(
     settings: Settings,
     pacer: Pacer,
     progress: Progress,
+    keys: Callable[[], bytes] | None = None,
 ) -> None:
     from kafka.errors import KafkaError
 
@@ -321,7 +327,8 @@ def _produce(
                 break
             pacer.acquire()
             topic = topics[message.topic_kind]
-            future = producer.send(topic, value=message.value, key=message.key)
+            key = message.key if keys is None else keys()
+            future = producer.send(topic, value=message.value, key=key)
             future.add_errback(_record_failure, failures, topic)
             progress.tick()
         if not failures:
@@ -331,6 +338,13 @@ def _produce(
     if failures:
         failed_topic, failure = failures[0]
         raise SimulateError(_send_failed(failed_topic, failure))
+
+
+def random_keys(seed: int) -> Callable[[], bytes]:
+    """Message keys unrelated to the customer, the same for a seed; its own random stream,
+    so the events themselves stay those of the seed."""
+    rng = random.Random(f"random-keys-{seed}")
+    return lambda: rng.getrandbits(64).to_bytes(8, "big").hex().encode()
 
 
 def _record_failure(
