@@ -13,6 +13,10 @@ from stream_app.settings import Settings
 # Unprocessed internal records must outlive any plausible worker outage.
 INTERNAL_RETENTION_MS = 7 * 86_400_000
 CONNECT_TIMEOUT_S = 15.0
+# As the worker's producer allows (faust_app.MAX_MESSAGE_BYTES). A dead-letter copy is an
+# input message plus headers, so above the 1 MB an input topic takes by default; a
+# forwarded event is as large as its strings.
+LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
 
 
@@ -29,7 +33,8 @@ class TopicSpec:
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
-    internal = {"cleanup.policy": "delete", "retention.ms": str(INTERNAL_RETENTION_MS)}
+    large = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
+    internal = {"cleanup.policy": "delete", "retention.ms": str(INTERNAL_RETENTION_MS), **large}
     compacted = {"cleanup.policy": "compact"}
     return [
         TopicSpec(settings.topic_offers, n),
@@ -40,7 +45,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_rates, n, dict(compacted)),
         TopicSpec(settings.topic_kpis, n, dict(compacted)),
         TopicSpec(settings.topic_alerts, n),
-        TopicSpec(settings.topic_deadletter, n),
+        TopicSpec(settings.topic_deadletter, n, dict(large)),
     ]
 
 
