@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +151,7 @@ class Deployment:
             committed = admin.list_group_offsets(self.name).get(self.name, {})
             names = [self.topics["offers"], self.topics["purchases"],
                      f"{self.name}-events-by-customer", f"{self.name}-window-partials"]
-            partitions = []
+            partitions: list[TopicPartition] = []
             for topic in names:
                 known = consumer.partitions_for_topic(topic)
                 if not known:
@@ -182,7 +182,7 @@ class Deployment:
         wait_until(settled, timeout, "the worker group to catch up", every=0.5)
 
 
-def produce(messages: list[tuple[str, bytes | None, bytes]]) -> None:
+def produce(messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
     producer = KafkaProducer(bootstrap_servers=BROKER, acks="all", linger_ms=5)
     try:
         for topic, key, value in messages:

@@ -77,9 +77,10 @@ def test_api_equals_metrics_and_output_records(data_dir: Path) -> None:
         assert len(current["rows"]) == gauges_of_window(samples, "1h")
         purchases = api(service, view="purchases", window="1h")
         for row in next(w for w in purchases["windows"] if w["current"])["rows"]:
-            labels = {("loyalty", row["loyalty"]), ("product_line", row["product_line"]),
-                      ("window", "1h")}
-            gauge = samples.get(("upsell_transaction_rate", frozenset(labels)))
+            purchase_labels = frozenset({("loyalty", row["loyalty"]),
+                                         ("product_line", row["product_line"]),
+                                         ("window", "1h")})
+            gauge = samples.get(("upsell_transaction_rate", purchase_labels))
             assert gauge == row["transaction_rate"]
 
         # The closed, not yet final 5m window against the latest records of the topics.

@@ -303,19 +303,20 @@ def check_kpi_topic(topic: str) -> None:
         for key, row in expected_purchases(label, start).items():
             expected[f"purchases|{label}|{rfc(start)}|{key[0]}|{key[1]}"] = row
     assert set(latest) == set(expected)
-    for key, row in expected.items():
-        record = latest[key]
-        assert record["final"] is True, key
-        view, label, start, first, second = key.split("|")
-        assert (record["view"], record["window"], record["window_start"]) == (view, label, start)
+    for topic_key, row in expected.items():
+        record = latest[topic_key]
+        assert record["final"] is True, topic_key
+        view, size, window_start, first, second = topic_key.split("|")
+        assert (record["view"], record["window"], record["window_start"]) == (
+            view, size, window_start)
         dims = ("campaign_type", "product_line") if view == "campaign" else (
             "loyalty", "product_line")
         assert (record[dims[0]], record[dims[1]]) == (first, second)
         for name, value in row.items():
             if isinstance(value, float):
-                assert record[name] == pytest.approx(value), (key, name)
+                assert record[name] == pytest.approx(value), (topic_key, name)
             else:
-                assert record[name] == value, (key, name)
+                assert record[name] == value, (topic_key, name)
 
 
 def check_rates_topic_customer_fields(topic: str) -> None:

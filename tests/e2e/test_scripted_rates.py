@@ -10,6 +10,7 @@ Windows 5m and 1h, grace 1m, attribution window 1h. Times are minutes:seconds af
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,7 +205,7 @@ def test_scripted_event_set_through_the_real_worker(data_dir: Path) -> None:
         check_dead_letters(topics["deadletter"], bad)
 
 
-def phase(service: Deployment, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+def phase(service: Deployment, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
     produce(messages)
     service.wait_caught_up()
 

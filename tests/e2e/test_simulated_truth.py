@@ -6,7 +6,7 @@ import json
 import signal
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ OFFERS = 16_000  # with purchases, duplicates and malformed messages: over 50,00
 
 
 def rolled_up(by_pair: dict[str, float]) -> dict[tuple[str, str], float]:
-    rolled: Counter[tuple[str, str]] = Counter()
+    rolled: dict[tuple[str, str], float] = defaultdict(float)
     for key, value in by_pair.items():
         channel, segment = key.split("|")
         for pair in ((channel, segment), (channel, ALL), (ALL, segment), (ALL, ALL)):
@@ -61,7 +61,7 @@ def simulate(service: Deployment, *args: str) -> dict[str, Any]:
     result = service.cli("simulate", "--count", str(OFFERS), "--seed", "11",
                          "--truth-file", str(truth_file), *args, timeout=900)
     assert result.returncode == 0, result.stderr
-    printed = json.loads(result.stdout)
+    printed: dict[str, Any] = json.loads(result.stdout)
     assert printed == json.loads(truth_file.read_text())
     return printed
 
