@@ -51,6 +51,12 @@ Noise, drawn from its own random stream so that it never changes the world:
   (missing_field), a required string as a number or a purchase's amount as a string
   (wrong_type), a negative purchase amount (negative_amount), an unparseable ts (bad_ts).
 
+The truth also holds the KPI counters, from the generator's own decisions: offers,
+conversions and revenue by the offer's "campaign_type|product_line", and purchases and
+their amounts by "kind|loyalty|product_line" (kind upsell for a converting purchase, other
+for a background one; loyalty member, non_member or unknown when the field is left out; the
+purchase's own product_line), a value left out being "__none__".
+
 Messages come out in event-time order (a duplicate trails its original by a few
 messages); pending purchases wait in a heap, so memory stays flat however many offers.
 The ground truth is complete once the iterator is exhausted.
@@ -180,6 +186,9 @@ _ID_MULTIPLIER: Final = 0x5DEECE66D  # odd, so multiplying modulo 2**48 is a bij
 _UUID_CLEAR: Final = ~((0xF << 76) | (0x3 << 62))
 _UUID_SET: Final = (0x4 << 76) | (0x2 << 62)
 _NEVER: Final = -(1 << 62)
+NONE_LABEL: Final = "__none__"
+UPSELL_KIND: Final = "upsell"
+OTHER_KIND: Final = "other"
 
 
 class ScenarioError(ValueError):
@@ -319,6 +328,13 @@ class GroundTruth:
     drop_from_ts: int | None = None
     drop_offers: Counter[str] = field(default_factory=_counter)
     drop_conversions: Counter[str] = field(default_factory=_counter)
+    # KPI counters: "campaign_type|product_line" of the offer ...
+    campaign_offers_presented: Counter[str] = field(default_factory=_counter)
+    campaign_conversions: Counter[str] = field(default_factory=_counter)
+    campaign_revenue_cents: Counter[str] = field(default_factory=_counter)
+    # ... and "kind|loyalty|product_line" of the purchase.
+    purchases_by_kind: Counter[str] = field(default_factory=_counter)
+    purchase_amount_cents: Counter[str] = field(default_factory=_counter)
     complete: bool = False
 
     @property
@@ -361,6 +377,18 @@ class GroundTruth:
                 }
                 for topic in self.topics
             },
+            # `purchases` above is the plain count; these are keyed like the KPI counters.
+            "campaign_offers_presented": _sorted_nonzero(self.campaign_offers_presented),
+            "campaign_conversions": _sorted_nonzero(self.campaign_conversions),
+            "campaign_revenue": {
+                key: _cents_to_units(cents)
+                for key, cents in _sorted_nonzero(self.campaign_revenue_cents).items()
+            },
+            "purchases_by_kind": _sorted_nonzero(self.purchases_by_kind),
+            "purchase_amount": {
+                key: _cents_to_units(cents)
+                for key, cents in _sorted_nonzero(self.purchase_amount_cents).items()
+            },
             "first_ts": None if self.first_ts is None else format_ts_ms(self.first_ts),
             "last_ts": None if self.last_ts is None else format_ts_ms(self.last_ts),
         }
@@ -385,6 +413,16 @@ def _nonzero(counts: Counter[str], order: Sequence[str]) -> dict[str, int]:
     return {key: counts[key] for key in order if counts[key]}
 
 
+def _sorted_nonzero(counts: Counter[str]) -> dict[str, int]:
+    return {key: counts[key] for key in sorted(counts) if counts[key]}
+
+
+def _loyalty_label(member: bool | None) -> str:
+    if member is None:
+        return "unknown"
+    return "member" if member else "non_member"
+
+
 def _cents_to_units(cents: int) -> float:
     # A correctly rounded quotient of whole cents prints with at most two decimals.
     return cents / 100
@@ -395,6 +433,7 @@ class _PlannedConversion:
     offer_id: str
     customer: int
     pair: str
+    campaign: str  # "campaign_type|product_line" as the offer carries them
     offer_ts: int
     product_line: str | None
     price_cents: int | None
@@ -547,8 +586,9 @@ class Simulation(Iterator[SimMessage]):
         if rng.random() >= 0.03:
             wave = 1 + int(rng.random() * 3)
             fields["campaign_id"] = f"cmp-{campaign_type.replace('_', '-')}-{wave:02d}"
-        if rng.random() >= 0.05:
-            fields["campaign_type"] = campaign_type
+        sent_campaign_type: str | None = campaign_type if rng.random() >= 0.05 else None
+        if sent_campaign_type is not None:
+            fields["campaign_type"] = sent_campaign_type
         offered_line = product_line if rng.random() >= 0.03 else None
         if offered_line is not None:
             fields["product_line"] = offered_line
@@ -559,6 +599,8 @@ class Simulation(Iterator[SimMessage]):
             fields["offered_price"] = _cents_to_units(offered_price)
         self._send_valid("offers", customer, fields, ts)
         truth.offers_presented[pair] += 1
+        campaign = f"{sent_campaign_type or NONE_LABEL}|{offered_line or NONE_LABEL}"
+        truth.campaign_offers_presented[campaign] += 1
 
         rate = true_rate(channel, segment)
         dropped = False
@@ -574,6 +616,7 @@ class Simulation(Iterator[SimMessage]):
                 offer_id=offer_id,
                 customer=customer,
                 pair=pair,
+                campaign=campaign,
                 offer_ts=ts,
                 product_line=offered_line,
                 price_cents=offered_price,
@@ -624,11 +667,15 @@ class Simulation(Iterator[SimMessage]):
             if rng.random() < 0.5:
                 fields["is_upsell"] = True
             truth.explicit_conversions += 1
-        self._purchase_tail(fields, customer, product_line, amount, ts)
+        labels = self._purchase_tail(fields, customer, product_line, amount, ts)
         self._send_valid("purchases", customer, fields, ts)
         truth.purchases += 1
         truth.conversions[plan.pair] += 1
         truth.revenue_cents[plan.pair] += amount
+        truth.campaign_conversions[plan.campaign] += 1
+        truth.campaign_revenue_cents[plan.campaign] += amount
+        truth.purchases_by_kind[f"{UPSELL_KIND}|{labels}"] += 1
+        truth.purchase_amount_cents[f"{UPSELL_KIND}|{labels}"] += amount
         if plan.after_drop:
             truth.drop_conversions[plan.pair] += 1
 
@@ -644,22 +691,29 @@ class Simulation(Iterator[SimMessage]):
         amount = self._price(product_line)
         if rng.random() < 0.15:
             amount += self._price(_choice(rng, PURCHASE_PRODUCT_LINES))
-        self._purchase_tail(fields, customer, product_line, amount, ts)
+        labels = self._purchase_tail(fields, customer, product_line, amount, ts)
         self._send_valid("purchases", customer, fields, ts)
-        self.truth.purchases += 1
-        self.truth.background_purchases += 1
+        truth = self.truth
+        truth.purchases += 1
+        truth.background_purchases += 1
+        truth.purchases_by_kind[f"{OTHER_KIND}|{labels}"] += 1
+        truth.purchase_amount_cents[f"{OTHER_KIND}|{labels}"] += amount
 
     def _purchase_tail(
         self, fields: dict[str, Any], customer: int, product_line: str, amount: int, ts: int
-    ) -> None:
+    ) -> str:
+        """Fills in the rest of a purchase; returns its "loyalty|product_line" labels."""
         rng = self._rng
-        if rng.random() >= 0.03:
-            fields["product_line"] = product_line
-        if rng.random() >= 0.05:
-            fields["loyalty_member"] = self._cust_loyal[customer]
+        sent_line: str | None = product_line if rng.random() >= 0.03 else None
+        if sent_line is not None:
+            fields["product_line"] = sent_line
+        member: bool | None = self._cust_loyal[customer] if rng.random() >= 0.05 else None
+        if member is not None:
+            fields["loyalty_member"] = member
         fields["amount"] = _cents_to_units(amount)
         fields["currency"] = "USD"
         fields["ts"] = self._ts_value(ts)
+        return f"{_loyalty_label(member)}|{sent_line or NONE_LABEL}"
 
     # -- drawing ---------------------------------------------------------------------
     def _pick_customer(self) -> int:

@@ -28,6 +28,27 @@ def rolled_up(by_pair: dict[str, float]) -> dict[tuple[str, str], float]:
     return dict(rolled)
 
 
+def rolled_up_over(by_key: dict[str, float], positions: tuple[int, ...]
+                   ) -> dict[tuple[str, ...], float]:
+    """Each "a|b|c" key, and its `__all__` roll-ups over the label positions given."""
+    rolled: dict[tuple[str, ...], float] = defaultdict(float)
+    for key, value in by_key.items():
+        labels = tuple(key.split("|"))
+        variants = {labels}
+        for position in positions:
+            variants |= {(*v[:position], ALL, *v[position + 1:]) for v in variants}
+        for variant in variants:
+            rolled[variant] += value
+    return dict(rolled)
+
+
+def assert_amounts_equal(actual: dict[tuple[str, ...], float],
+                         expected: dict[tuple[str, ...], float], name: str) -> None:
+    assert actual.keys() == expected.keys(), name
+    for key, value in expected.items():
+        assert round(actual[key], 2) == round(value, 2), (name, key, actual[key], value)
+
+
 def by_labels(samples: dict[Any, float], name: str, *labels: str) -> dict[tuple[str, ...], float]:
     return {
         tuple(dict(key)[label] for label in labels): value
@@ -48,6 +69,18 @@ def assert_matches_truth(service: Deployment, truth: dict[str, Any]) -> None:
     assert revenue.keys() == expected_revenue.keys()
     for key, value in expected_revenue.items():
         assert round(revenue[key], 2) == round(value, 2), key
+    campaign = ("campaign_type", "product_line")
+    assert by_labels(samples, "upsell_campaign_offers_presented_total", *campaign) == (
+        rolled_up_over(truth["campaign_offers_presented"], (0, 1)))
+    assert by_labels(samples, "upsell_campaign_conversions_total", *campaign) == (
+        rolled_up_over(truth["campaign_conversions"], (0, 1)))
+    assert_amounts_equal(by_labels(samples, "upsell_campaign_revenue_total", *campaign),
+                         rolled_up_over(truth["campaign_revenue"], (0, 1)), "campaign revenue")
+    purchase = ("kind", "loyalty", "product_line")
+    assert by_labels(samples, "upsell_purchases_total", *purchase) == rolled_up_over(
+        truth["purchases_by_kind"], (1, 2))
+    assert_amounts_equal(by_labels(samples, "upsell_purchase_amount_total", *purchase),
+                         rolled_up_over(truth["purchase_amount"], (1, 2)), "purchase amount")
     duplicates = {k: v for k, v in truth["duplicates"].items() if v}
     assert by_labels(samples, "upsell_events_duplicate_total", "topic") == {
         (topic,): n for topic, n in duplicates.items()}

@@ -69,10 +69,21 @@ class SeenOffer:
     offer: Offer
     index: int
     converted_by: str | None = None
+    # "campaign_type|product_line" read from the message's own JSON.
+    campaign: str = ""
 
     @property
     def pair(self) -> str:
         return f"{self.offer.channel}|{self.offer.segment}"
+
+
+@dataclass(slots=True)
+class SeenPurchase:
+    purchase: Purchase
+    # From the message's own JSON: is_upsell with the contract's default, and the
+    # "loyalty|product_line" labels.
+    is_upsell: bool
+    labels: str
 
 
 @dataclass
@@ -86,6 +97,13 @@ class Recount:
     offers_presented: Counter[str] = field(default_factory=Counter)
     conversions: Counter[str] = field(default_factory=Counter)
     revenue_cents: Counter[str] = field(default_factory=Counter)
+    all_purchases: list[SeenPurchase] = field(default_factory=list)
+    converting: set[str] = field(default_factory=set)
+    campaign_offers_presented: Counter[str] = field(default_factory=Counter)
+    campaign_conversions: Counter[str] = field(default_factory=Counter)
+    campaign_revenue_cents: Counter[str] = field(default_factory=Counter)
+    purchases_by_kind: Counter[str] = field(default_factory=Counter)
+    purchase_amount_cents: Counter[str] = field(default_factory=Counter)
     unconverting: list[Purchase] = field(default_factory=list)
     messages_sent: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
@@ -148,21 +166,49 @@ def recount(config: ScenarioConfig, messages: Iterable[SimMessage]) -> Recount:
         if latest_ts is not None and event.ts < latest_ts:
             counts.out_of_order += 1
         latest_ts = event.ts if latest_ts is None else max(latest_ts, event.ts)
+        document = json.loads(message.value)
         if isinstance(event, Offer):
-            seen_offer = SeenOffer(event, len(counts.offers))
+            seen_offer = SeenOffer(event, len(counts.offers), campaign=_labels(
+                document.get("campaign_type"), document.get("product_line")))
+            counts.campaign_offers_presented[seen_offer.campaign] += 1
             assert event.offer_id not in counts.offers
             counts.offers[event.offer_id] = seen_offer
             counts.by_customer.setdefault(event.customer_id, []).append(seen_offer)
             counts.offers_presented[seen_offer.pair] += 1
         else:
             counts.purchases += 1
+            is_upsell = document.get("is_upsell")
+            if is_upsell is None:
+                is_upsell = document.get("offer_id") is not None
+            counts.all_purchases.append(SeenPurchase(event, is_upsell, _labels(
+                _loyalty(document.get("loyalty_member")), document.get("product_line"))))
             if event.offer_id is not None:
                 counts.explicit.append(event)
                 counts.named_offers.add(event.offer_id)
             elif event.is_upsell:
                 counts.last_touch.append(event)
     _attribute(counts)
+    _count_kpis(counts)
     return counts
+
+
+def _labels(first: str | None, second: str | None) -> str:
+    return f"{first if first is not None else '__none__'}|" + (
+        second if second is not None else "__none__")
+
+
+def _loyalty(member: bool | None) -> str:
+    return "unknown" if member is None else "member" if member else "non_member"
+
+
+def _count_kpis(counts: Recount) -> None:
+    """Purchases by kind, loyalty and product line, once attribution is known."""
+    for seen in counts.all_purchases:
+        amount = round(seen.purchase.amount_micros / 10_000)
+        converted = seen.purchase.event_id in counts.converting
+        kind = "upsell" if converted or seen.is_upsell else "other"
+        counts.purchases_by_kind[f"{kind}|{seen.labels}"] += 1
+        counts.purchase_amount_cents[f"{kind}|{seen.labels}"] += amount
 
 
 def _attribute(counts: Recount) -> None:
@@ -179,6 +225,9 @@ def _attribute(counts: Recount) -> None:
         seen.converted_by = purchase.event_id
         counts.conversions[seen.pair] += 1
         counts.revenue_cents[seen.pair] += round(purchase.amount_micros / 10_000)
+        counts.converting.add(purchase.event_id)
+        counts.campaign_conversions[seen.campaign] += 1
+        counts.campaign_revenue_cents[seen.campaign] += round(purchase.amount_micros / 10_000)
         counts.delays.append(purchase.ts - seen.offer.ts)
 
     for purchase in counts.explicit:
@@ -244,6 +293,47 @@ def assert_truth_matches(truth: dict[str, Any], counts: Recount) -> None:
     assert truth["purchases_background"] == (
         counts.purchases - len(counts.explicit) - len(counts.last_touch)
     )
+    assert_kpi_truth_matches(truth, counts)
+
+
+def assert_kpi_truth_matches(truth: dict[str, Any], counts: Recount) -> None:
+    def nonzero(counter: Counter[str]) -> dict[str, int]:
+        return {key: n for key, n in counter.items() if n}
+
+    assert truth["campaign_offers_presented"] == nonzero(counts.campaign_offers_presented)
+    assert truth["campaign_conversions"] == nonzero(counts.campaign_conversions)
+    assert {k: cents(v) for k, v in truth["campaign_revenue"].items()} == nonzero(
+        counts.campaign_revenue_cents)
+    assert truth["campaign_revenue"].keys() == truth["campaign_conversions"].keys()
+    assert truth["purchases_by_kind"] == nonzero(counts.purchases_by_kind)
+    assert {k: cents(v) for k, v in truth["purchase_amount"].items()} == nonzero(
+        counts.purchase_amount_cents)
+    assert truth["purchase_amount"].keys() == truth["purchases_by_kind"].keys()
+    # Amounts print with at most two decimals.
+    for value in (*truth["campaign_revenue"].values(), *truth["purchase_amount"].values()):
+        assert value == round(value, 2)
+    # The views total what the channel-segment one and the plain counts say.
+    assert sum(truth["campaign_offers_presented"].values()) == truth["offers"]
+    assert truth["campaign_conversions"] and sum(truth["campaign_conversions"].values()) == sum(
+        truth["conversions"].values())
+    assert sum(truth["purchases_by_kind"].values()) == truth["purchases"]
+    upsell = sum(n for key, n in truth["purchases_by_kind"].items() if key.startswith("upsell|"))
+    assert upsell == truth["conversions_explicit"] + truth["conversions_last_touch"]
+
+
+def test_kpi_dimensions_are_varied_with_some_left_out(
+    big: tuple[dict[str, Any], Recount],
+) -> None:
+    truth, _ = big
+    campaign_types = {key.split("|")[0] for key in truth["campaign_offers_presented"]}
+    offer_lines = {key.split("|")[1] for key in truth["campaign_offers_presented"]}
+    assert {"email_offer", "loyalty_upgrade", "limited_time", "__none__"} <= campaign_types
+    assert len(offer_lines) >= 4 and "__none__" in offer_lines
+    kinds, loyalties, lines = (
+        {key.split("|")[i] for key in truth["purchases_by_kind"]} for i in range(3))
+    assert kinds == {"upsell", "other"}
+    assert loyalties == {"member", "non_member", "unknown"}
+    assert len(lines) >= 4 and "__none__" in lines
 
 
 def assert_last_touch_is_certain(counts: Recount) -> None:
