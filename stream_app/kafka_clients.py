@@ -84,6 +84,79 @@ def make_admin(settings: Settings, **overrides: object) -> KafkaAdminClient:
     return KafkaAdminClient(**{**kafka_python_config(settings), **overrides})
 
 
+class AuthWatch(logging.Handler):
+    """Notices kafka-python's report of refused credentials.
+
+    kafka-python logs a refused SASL login and retries until its bootstrap times out,
+    so the exception a caller sees says only "Unable to bootstrap"; this handler keeps
+    the real reason so that the caller can say it in one clear line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.refused = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # kafka-python's SaslAuthenticationFailedError, aiokafka's SaslAuthenticationFailed.
+        args = record.args if isinstance(record.args, tuple) else ()
+        if any(type(arg).__name__.startswith("SaslAuthenticationFailed") for arg in args):
+            self.refused = True
+
+
+@contextmanager
+def watch_auth(logger_name: str = "kafka") -> Iterator[AuthWatch]:
+    watch = AuthWatch()
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
+
+
+def refused_login(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """Whether the brokers refuse our SASL login, asked once with aiokafka.
+
+    kafka-python often sees a refused SCRAM login as a dropped connection (the broker
+    closes right after its error response), so a failed bootstrap says too little; aiokafka
+    reads the error response and says so at once.
+    """
+    if not settings.security.protocol.startswith("SASL"):
+        return False
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def probe() -> None:
+        producer = AIOKafkaProducer(**aiokafka_config(settings),
+                                    request_timeout_ms=int(timeout_s * 1000))
+        try:
+            await producer.start()
+        finally:
+            await producer.stop()
+
+    logger = logging.getLogger("aiokafka")
+    saved = logger.propagate
+    logger.propagate = False  # its own error line would repeat ours
+    try:
+        with watch_auth("aiokafka") as watch:
+            try:
+                asyncio.run(asyncio.wait_for(probe(), timeout_s))
+            except Exception:  # noqa: S110 - the watch holds the answer
+                pass
+        return watch.refused
+    finally:
+        logger.propagate = saved
+
+
+def refused_message(settings: Settings) -> str:
+    """One line for refused credentials; it names the user, never the password."""
+    security = settings.security
+    return (f"Kafka at {settings.bootstrap_servers} refused the login of user "
+            f"{security.username!r} ({security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
+            "and KAFKA_SASL_PASSWORD")
+
+
 @contextmanager
 def quiet_kafka_logs() -> Iterator[None]:
     """Keep kafka-python's connection retries off the terminal while a command waits."""

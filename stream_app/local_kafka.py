@@ -23,8 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.kafka_clients import quiet_kafka_logs
-from stream_app.settings import Settings
+from stream_app.kafka_clients import (
+    kafka_python_config,
+    quiet_kafka_logs,
+    refused_login,
+    refused_message,
+    watch_auth,
+)
+from stream_app.settings import Secret, Settings
 
 KAFKA_VERSION = "4.1.1"
 # The log4j-core release that kafka_2.13:4.1.1 pulls in; its slf4j 1.x bridge must match.
@@ -44,6 +50,48 @@ class AddressError(LocalKafkaError):
 
 
 # -- pure parts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScramUser:
+    """The one SCRAM user of a local broker that requires SASL: the clients' own."""
+
+    mechanism: str
+    name: str
+    password: Secret
+
+    @property
+    def listing(self) -> str:
+        """How the format step's record names it (no password)."""
+        return f"{self.mechanism} {self.name}"
+
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+# Characters the JAAS line, the properties file and StorageTool's --add-scram all take as
+# they are; the password travels inside double quotes in each.
+_UNSAFE_IN_CREDENTIALS = re.compile(r'["\\\n\r,\]\[=]')
+
+
+def scram_user(settings: Settings) -> ScramUser | None:
+    """With KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT the local broker requires SASL/SCRAM,
+    and its user is the one the clients log in as (KAFKA_SASL_USERNAME/PASSWORD)."""
+    security = settings.security
+    if security.protocol == "PLAINTEXT":
+        return None
+    if security.protocol != "SASL_PLAINTEXT" or security.sasl_mechanism not in SCRAM_MECHANISMS:
+        raise LocalKafkaError(
+            f"the local broker speaks PLAINTEXT, or SASL_PLAINTEXT with "
+            f"{' or '.join(SCRAM_MECHANISMS)}; KAFKA_SECURITY_PROTOCOL={security.protocol} "
+            f"with KAFKA_SASL_MECHANISM={security.sasl_mechanism} needs a real cluster"
+        )
+    assert security.username is not None
+    if _UNSAFE_IN_CREDENTIALS.search(security.username) or _UNSAFE_IN_CREDENTIALS.search(
+            security.password.value):
+        raise LocalKafkaError(
+            "for the local broker, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must not hold "
+            "quotes, backslashes, commas, brackets, '=' or line breaks"
+        )
+    return ScramUser(security.sasl_mechanism, security.username, security.password)
 
 
 @dataclass(frozen=True)
@@ -97,18 +145,32 @@ def parse_loopback_address(bootstrap: str) -> Address:
     return Address(host, port)
 
 
-def server_properties(address: Address, log_dir: Path) -> str:
+def server_properties(address: Address, log_dir: Path, sasl: ScramUser | None = None) -> str:
     controller = address.netloc(address.controller_port)
+    # The controller listener stays PLAINTEXT on loopback (port + 1); clients never use it.
+    listener = "PLAINTEXT" if sasl is None else "SASL_PLAINTEXT"
     lines = [
         "# Written by `upsell-stream kafka start` at every start: edits are overwritten.",
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{controller}",
-        f"listeners=PLAINTEXT://{address},CONTROLLER://{controller}",
-        f"advertised.listeners=PLAINTEXT://{address}",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"listeners={listener}://{address},CONTROLLER://{controller}",
+        f"advertised.listeners={listener}://{address}",
+        f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
+        f"inter.broker.listener.name={listener}",
+    ]
+    if sasl is not None:
+        mechanism = sasl.mechanism
+        lines += [
+            f"sasl.enabled.mechanisms={mechanism}",
+            f"sasl.mechanism.inter.broker.protocol={mechanism}",
+            # The broker logs in as the same user (Kafka prints this setting as [hidden]).
+            f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{sasl.name}" password="{sasl.password.value}";',
+        ]
+    lines += [
         f"log.dirs={log_dir}",
         "num.partitions=1",
         # One broker: internal topics cannot have more replicas than that.
@@ -221,6 +283,11 @@ class BrokerPaths:
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def scram_users(self) -> Path:
+        """The SCRAM users the log directory was formatted with, one per line, no password."""
+        return self.root / "scram-users"
+
 
 # -- processes ----------------------------------------------------------------------------
 
@@ -299,18 +366,23 @@ def _port_open(address: Address) -> bool:
         return False
 
 
-def _answers(address: Address, timeout_s: float) -> bool:
+def _answers(address: Address, timeout_s: float, settings: Settings | None = None) -> bool:
     """True once the broker serves a metadata request: an open port is not enough."""
     from kafka.admin import KafkaAdminClient
 
     timeout_ms = max(1000, int(timeout_s * 1000))
-    with quiet_kafka_logs():
+    # As the clients will connect: PLAINTEXT, or SASL with their credentials.
+    config = {**kafka_python_config(settings or Settings()), "bootstrap_servers": [str(address)]}
+    with quiet_kafka_logs(), watch_auth() as watch:
         try:
-            # The local broker has only a PLAINTEXT listener, whatever the settings say.
-            admin = KafkaAdminClient(bootstrap_servers=[str(address)],
-                                     bootstrap_timeout_ms=timeout_ms,
+            admin = KafkaAdminClient(**config, bootstrap_timeout_ms=timeout_ms,
                                      request_timeout_ms=timeout_ms)
         except Exception:
+            if settings is not None and (watch.refused or refused_login(settings)):
+                raise LocalKafkaError(
+                    f"{refused_message(settings)} (the local broker's SCRAM "
+                    "user was set when its data directory was first formatted)"
+                ) from None
             return False
         try:
             return bool(admin.describe_cluster().get("brokers"))
@@ -343,7 +415,7 @@ def configured_address(properties_text: str) -> str | None:
     for line in properties_text.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "advertised.listeners":
-            return value.strip().removeprefix("PLAINTEXT://") or None
+            return value.strip().rpartition("://")[2] or None
     return None
 
 
@@ -428,8 +500,22 @@ def _java_command(java: str, libs: Path, paths: BrokerPaths, *main: str) -> list
             "-cp", f"{libs}/*", *main]
 
 
-def _format_storage(java: str, libs: Path, paths: BrokerPaths) -> None:
+def _write_private(path: Path, text: str) -> None:
+    """Readable by the owner only: with SASL the file holds the broker's password."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an older file keeps its mode through O_CREAT
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+
+
+def _format_storage(java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser | None) -> None:
     if (paths.log_dir / "meta.properties").exists():
+        if sasl is not None and sasl.listing not in _formatted_users(paths):
+            raise LocalKafkaError(
+                f"{paths.log_dir} was formatted without the SCRAM user {sasl.name!r} "
+                f"({sasl.mechanism}): users are added when a data directory is first "
+                "formatted, so use a fresh UPSELL_DATA_DIR for a broker with SASL"
+            )
         return
     def call(*args: str) -> str:
         command = _java_command(java, libs, paths, "kafka.tools.StorageTool", *args)
@@ -441,7 +527,19 @@ def _format_storage(java: str, libs: Path, paths: BrokerPaths) -> None:
         return result.stdout.strip()
 
     cluster_id = call("random-uuid").splitlines()[-1].strip()
-    call("format", "-t", cluster_id, "-c", str(paths.properties))
+    users = [] if sasl is None else [
+        # On the format step's command line for its few seconds: StorageTool takes users
+        # no other way.
+        "--add-scram", f'{sasl.mechanism}=[name={sasl.name},password="{sasl.password.value}"]']
+    call("format", "-t", cluster_id, "-c", str(paths.properties), *users)
+    paths.scram_users.write_text("" if sasl is None else sasl.listing + "\n")
+
+
+def _formatted_users(paths: BrokerPaths) -> list[str]:
+    try:
+        return paths.scram_users.read_text().splitlines()
+    except OSError:
+        return []
 
 
 def _launch(java: str, libs: Path, paths: BrokerPaths) -> subprocess.Popen[bytes]:
@@ -465,14 +563,16 @@ def _report_failure(paths: BrokerPaths, why: str) -> None:
 
 
 def _wait_until_answering(address: Address, pid: int, deadline: float,
-                          process: subprocess.Popen[bytes] | None = None) -> str | None:
+                          process: subprocess.Popen[bytes] | None = None,
+                          settings: Settings | None = None) -> str | None:
     """None once the broker answers, else why not."""
     while time.monotonic() < deadline:
         # Our own child must be reaped through Popen, or it lingers as a zombie.
         if (process.poll() is not None) if process else not is_alive(pid):
             code = f" with exit code {process.returncode}" if process else ""
             return f"the broker process exited{code}"
-        if _port_open(address) and _answers(address, min(5.0, deadline - time.monotonic())):
+        if _port_open(address) and _answers(address, min(5.0, deadline - time.monotonic()),
+                                            settings):
             return None
         time.sleep(0.5)
     return f"the broker did not answer on {address} within {START_TIMEOUT_S:.0f} s"
@@ -491,7 +591,8 @@ def start(settings: Settings) -> int:
                     f"the broker of {paths.root} (pid {pid}) already runs on {running_on}, "
                     f"not {address}; `upsell-stream kafka stop` it first"
                 )
-            why = _wait_until_answering(address, pid, began + START_TIMEOUT_S)
+            why = _wait_until_answering(address, pid, began + START_TIMEOUT_S,
+                                        settings=settings)
             if why is not None:
                 raise LocalKafkaError(
                     f"a broker of {paths.root} (pid {pid}) runs but does not answer: {why}; "
@@ -506,17 +607,18 @@ def start(settings: Settings) -> int:
                     f"{address.netloc(port)} is already in use by another program; stop it or "
                     "set KAFKA_BOOTSTRAP_SERVERS to another port (the controller takes port + 1)"
                 )
+        sasl = scram_user(settings)
         java = find_java()
         libs = broker_classpath(settings.cache_dir)
         paths.log_dir.mkdir(parents=True, exist_ok=True)
-        paths.properties.write_text(server_properties(address, paths.log_dir))
+        _write_private(paths.properties, server_properties(address, paths.log_dir, sasl))
         paths.log4j.write_text(log4j2_properties(paths.log_file))
-        _format_storage(java, libs, paths)
+        _format_storage(java, libs, paths, sasl)
         process = _launch(java, libs, paths)
         try:
             why = _wait_until_answering(address, process.pid,
-                                        time.monotonic() + START_TIMEOUT_S, process)
-        except KeyboardInterrupt:
+                                        time.monotonic() + START_TIMEOUT_S, process, settings)
+        except (KeyboardInterrupt, LocalKafkaError):
             _terminate([process.pid])
             paths.pid_file.unlink(missing_ok=True)
             raise

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.kafka_clients import make_admin, quiet_kafka_logs
+from stream_app.kafka_clients import (
+    make_admin,
+    quiet_kafka_logs,
+    refused_login,
+    refused_message,
+    watch_auth,
+)
 from stream_app.settings import Settings
 
 # Unprocessed internal records must outlive any plausible worker outage.
@@ -69,10 +75,14 @@ def _connect(settings: Settings, timeout_s: float) -> Any:
     from kafka.errors import KafkaError
 
     timeout_ms = int(timeout_s * 1000)
-    try:
-        return make_admin(settings, bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms)
-    except (KafkaError, OSError) as error:
-        raise _unreachable(settings, error) from None
+    with watch_auth() as watch:
+        try:
+            return make_admin(settings, bootstrap_timeout_ms=timeout_ms,
+                              request_timeout_ms=timeout_ms)
+        except (KafkaError, OSError) as error:
+            if watch.refused or refused_login(settings):
+                raise TopicsError(refused_message(settings)) from None
+            raise _unreachable(settings, error) from None
 
 
 def ensure_topics(
