@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import faust
-
 from stream_app.hot_path import BatchConsumer, BatchTransport, PipelineApp
+from stream_app.kafka_clients import faust_credentials
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
@@ -16,30 +15,11 @@ from stream_app.state_store import PartitionStore
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-def _credentials(settings: Settings) -> Any:
-    security = settings.security
-    if security.protocol == "PLAINTEXT":
-        return None
-    ssl_context = None
-    if security.protocol.endswith("SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        ssl_context = create_ssl_context(cafile=security.ssl_cafile)
-    if security.protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=security.username,
-            password=security.password.value,
-            mechanism=security.sasl_mechanism,
-            ssl_context=ssl_context,
-        )
-    return faust.SSLCredentials(ssl_context)
-
-
 def create_app(settings: Settings) -> PipelineApp:
     app = PipelineApp(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
-        broker_credentials=_credentials(settings),
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         autodiscover=False,
         web_enabled=True,
@@ -53,6 +33,8 @@ def create_app(settings: Settings) -> PipelineApp:
         broker_max_poll_records=settings.batch_max_records,
         producer_max_request_size=MAX_MESSAGE_BYTES,
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         table_standby_replicas=0,
         data_dir=str(settings.data_dir / "worker"),
     )

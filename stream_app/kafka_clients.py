@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stream_app.settings import Settings
 
@@ -70,6 +70,30 @@ def aiokafka_config(settings: Settings) -> dict[str, object]:
         # trusted roots verify the brokers.
         config["ssl_context"] = create_ssl_context(cafile=settings.security.ssl_cafile)
     return config
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust's broker_credentials for the same settings as aiokafka_config (None: PLAINTEXT).
+
+    Faust hands them to aiokafka; its SASLCredentials repr shows the user only.
+    """
+    config = aiokafka_config(settings)
+    protocol = config["security_protocol"]
+    if protocol == "PLAINTEXT":
+        return None
+    import faust
+
+    ssl_context: Any = config.get("ssl_context")
+    if str(protocol).startswith("SASL"):
+        # The masked password itself: aiokafka only encodes it, a repr stays masked.
+        password: Any = config["sasl_plain_password"]
+        return faust.SASLCredentials(
+            username=str(config["sasl_plain_username"]),
+            password=password,
+            mechanism=str(config["sasl_mechanism"]),
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
 
 
 def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
