@@ -62,11 +62,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     return
                 raise
             await asyncio.sleep(0)
-            if not records or self.should_stop:
+            records = records or {}
+            if self.should_stop or not (records or pipeline.waiting_inputs):
                 continue
             inputs = {tp: batch for tp, batch in records.items()
                       if batch and pipeline.is_input(tp.topic)}
-            if inputs:
+            if inputs or pipeline.waiting_inputs:
+                # Also without new input: what waits may leave once time or lag allow.
                 await self._handle_inputs(pipeline, inputs)
             for tp, batch in records.items():
                 if not batch or tp in inputs:
@@ -80,12 +82,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _handle_inputs(self, pipeline: Pipeline, inputs: dict[Any, list[Any]]) -> None:
         async with self._batch_lock:
-            owned = {tp: batch for tp, batch in inputs.items() if tp in self.assignment()}
-            if owned:
-                outputs = pipeline.validate(
-                    {(tp.topic, tp.partition): batch for tp, batch in owned.items()})
-                await self._send(outputs)
-                await self._commit_batches(owned)
+            assigned = self.assignment()
+            owned = {tp: batch for tp, batch in inputs.items() if tp in assigned}
+            input_tps = {tp for tp in assigned if pipeline.is_input(tp.topic)}
+            outputs = pipeline.validate(
+                {(tp.topic, tp.partition): batch for tp, batch in owned.items()},
+                behind={(tp.topic, tp.partition): self._behind(tp) for tp in input_tps})
+            await self._send(outputs)
+            await self.app.producer.flush()
+            # Records still waiting in the pipeline are not committed: a restart reads
+            # them again.
+            positions = pipeline.input_positions()
+            await self._commit_offsets({
+                tp: positions[(tp.topic, tp.partition)] for tp in input_tps
+                if (tp.topic, tp.partition) in positions})
+            for tp, batch in owned.items():
+                self._read_offset[tp] = batch[-1].offset
+
+    def _behind(self, tp: Any) -> bool | None:
+        """Whether Kafka holds records of this partition not handed to us yet (None: not
+        known yet). aiokafka's position moves past what getmany returned."""
+        consumer = self._thread._ensure_consumer()
+        highwater = consumer.highwater(tp)
+        state = consumer._subscription.subscription.assignment.state_value(tp)
+        if highwater is None or state is None or not state.has_valid_position:
+            return None
+        return bool(state.position < highwater)
 
     async def _handle_batch(self, pipeline: Pipeline, tp: Any, batch: list[Any]) -> None:
         async with self._batch_lock:
