@@ -204,7 +204,7 @@ class DropDetector:
     def observe(self, label: str, start: int, end: int,
                 samples: Mapping[Key, Sample]) -> list[DropAlert]:
         """One window of one size, every key measured at the age: the alerts it causes."""
-        self._tested_through[label] = start
+        self._tested_through[label] = max(start, self._tested_through.get(label, start))
         self._changed_labels.add(label)
         alerts: list[DropAlert] = []
         for key in sorted(samples):
