@@ -34,10 +34,13 @@ from stream_app.state_store import PartitionStore
 log = logging.getLogger(__name__)
 
 _PARTIALS_PER_MESSAGE = 2_000
-# Input records held back for event-time order: about as many as a few fetches of every
-# input partition; beyond, or after this long without news of a partition, they all go.
-_MAX_WAITING_INPUTS = 50_000
+# Input records held back for event-time order (core/merge.py): room for a few fetches
+# of every input partition (a fetch brings up to 1 MB, some 5,000 records, of each), about
+# 0.5 KB each; and how long a partition whose lag is unknown may hold the others.
+_MAX_WAITING_INPUTS = 200_000
 _MAX_INPUT_WAIT_S = 3.0
+# How long a caught-up input partition that just delivered holds the others back.
+_INPUT_IDLE_WAIT_S = 2.0
 
 
 class Record(Protocol):
@@ -96,8 +99,9 @@ class Pipeline:
         self.detectors: dict[int, DropDetector] = {}
         self.events_in = 0
         # Input records waiting for the other input partitions to catch up (validate).
-        self._merge: EventTimeMerge[tuple[Record, Event | InvalidEvent]] = EventTimeMerge(
-            max_buffered=_MAX_WAITING_INPUTS, max_wait_s=_MAX_INPUT_WAIT_S)
+        self._merge: EventTimeMerge[Event | tuple[Record, InvalidEvent]] = EventTimeMerge(
+            max_buffered=_MAX_WAITING_INPUTS, max_wait_s=_MAX_INPUT_WAIT_S,
+            idle_wait_s=_INPUT_IDLE_WAIT_S)
         # The same by input topic, for the throughput metric.
         self.events_in_by_topic: Counter[str] = Counter()
         # Records not yet read, per input or internal partition, as of its last batch.
@@ -137,13 +141,13 @@ class Pipeline:
         Records wait in an EventTimeMerge (core/merge.py) until no input partition that is
         still `behind` (records in Kafka not read yet) can deliver an older one, so that a
         backlog read a few partitions at a time does not push stream time ahead of the
-        others. Without `behind`, every partition counts as caught up and all records
-        leave at once. Each source partition's items leave in offset order, rejects
-        included: the receiving stage counts an item once by its source offset. Commit
-        `input_positions()` once the outputs are flushed.
+        others. Without `behind`, all records leave at once. Each source partition's items
+        leave in offset order, rejects included: the receiving stage counts an item once
+        by its source offset. Commit `input_positions()` once the outputs are flushed.
         """
         settings = self.settings
         merge = self._merge
+        now = time.monotonic() if now is None else now
         for (topic, partition), records in batches.items():
             parse = self._parsers[topic]
             source = (topic, partition)
@@ -151,25 +155,27 @@ class Pipeline:
                 try:
                     event = parse(record.value)
                 except InvalidEvent as error:
-                    merge.add(source, record.offset, None, (record, error))
+                    # A reject keeps its record: the dead-letter copy is the original.
+                    merge.add(source, record.offset, None, (record, error), now)
                     continue
-                merge.add(source, record.offset, event.ts, (record, event))
+                merge.add(source, record.offset, event.ts, event, now)
             self.events_in += len(records)
             self.events_in_by_topic[topic] += len(records)
         if behind is None:
-            behind = {source: False for source in batches}
-        released = merge.release(behind, time.monotonic() if now is None else now)
+            behind = {}  # nothing to wait for
+        released = merge.release(behind, now)
         outputs: list[Output] = []
         stamp = self._stream_time
-        for (topic, partition), _, (record, outcome) in released:
-            if isinstance(outcome, InvalidEvent):
-                outputs.extend(self._reject(topic, partition, record, outcome))
+        for (topic, partition), offset, outcome in released:
+            if isinstance(outcome, tuple):
+                record, invalid = outcome
+                outputs.extend(self._reject(topic, partition, record, invalid))
                 continue
             event = outcome
             outputs.append(Output(
                 settings.topic_events,
                 event.customer_id.encode(),
-                encode_forwarded(Forwarded(topic, partition, record.offset, stamp, event)),
+                encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
             ))
             if stamp is None or event.ts > stamp:
                 stamp = event.ts

@@ -7,13 +7,16 @@ stream time past the others' windows and make them late, and a last-touch purcha
 be decided before its offer arrived. So records wait here until every partition that is
 still behind (has records in Kafka not read yet) has shown how far it has got: a record
 leaves once no partition behind can still deliver an older one. A partition that has
-caught up does not hold the others back (what it gets next is a live arrival).
+caught up holds the others back only while it is live, for `idle_wait_s` after its last
+record (as Kafka Streams' max.task.idle.ms): producers write every partition at about
+the same time, so its next record is probably on its way, while a quiet partition must
+not hold up the stream.
 
 Each partition's records leave in offset order (its order key is the running largest ts,
 a reject taking the key of the record before it), so the receiving stage can count each
-source item once by its offset. If a partition behind delivers nothing for `max_wait_s`,
-or more than `max_buffered` records wait, everything waiting leaves: a stalled partition
-must not stall the stream, and memory stays bounded.
+source item once by its offset. A partition whose lag is not known yet (just assigned,
+no fetch answered) holds the others for `max_wait_s` at most; beyond `max_buffered`
+waiting records the oldest leave anyway, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -35,24 +38,29 @@ class _Waiting(Generic[T]):
     items: deque[tuple[int, int, T]] = field(default_factory=deque)  # (key, offset, payload)
     key: int = _LOWEST
     next_offset: int | None = None
+    arrived: float | None = None  # when its last record was read
 
 
 class EventTimeMerge(Generic[T]):
-    def __init__(self, max_buffered: int, max_wait_s: float) -> None:
+    def __init__(self, max_buffered: int, max_wait_s: float, idle_wait_s: float = 0.0) -> None:
         self.max_buffered = max_buffered
         self.max_wait_s = max_wait_s
+        self.idle_wait_s = idle_wait_s
         self._sources: dict[Source, _Waiting[T]] = {}
         self._waiting = 0
-        self._stalled_since: float | None = None
+        self._unknown_since: dict[Source, float] = {}
 
     def __len__(self) -> int:
         return self._waiting
 
-    def add(self, source: Source, offset: int, ts: int | None, payload: T) -> None:
-        """One record read from `source`; `ts` None for a record without an event time."""
+    def add(self, source: Source, offset: int, ts: int | None, payload: T,
+            now: float | None = None) -> None:
+        """One record read from `source` at `now`; `ts` None for a record without an event
+        time."""
         waiting = self._sources.get(source)
         if waiting is None:
             waiting = self._sources[source] = _Waiting()
+        waiting.arrived = now
         if ts is not None and ts > waiting.key:
             waiting.key = ts
         waiting.items.append((waiting.key, offset, payload))
@@ -64,25 +72,17 @@ class EventTimeMerge(Generic[T]):
         """The records that may leave, in event-time order.
 
         `behind` says, for each partition read, whether Kafka holds records of it not read
-        yet (None: not known yet, taken as behind).
+        yet (None: not known yet; taken as behind for `max_wait_s`).
         """
-        bound = self._bound(behind)
+        bound = self._bound(behind, now)
         heads = [(waiting.items[0][0], source) for source, waiting in self._sources.items()
                  if waiting.items]
-        if not heads:
-            self._stalled_since = None
-            return []
-        if bound < min(key for key, _ in heads):
-            if self._stalled_since is None:
-                self._stalled_since = now
-            stalled = now - self._stalled_since >= self.max_wait_s
-            if not stalled and self._waiting <= self.max_buffered:
-                return []
-            bound = 2**63
-        self._stalled_since = None
         heapq.heapify(heads)
         released: list[tuple[Source, int, T]] = []
-        while heads and heads[0][0] <= bound:
+        # Beyond max_buffered, the oldest leave anyway, down to half of it: order degrades
+        # gracefully rather than memory growing.
+        keep = self.max_buffered // 2 if self._waiting > self.max_buffered else self._waiting
+        while heads and (heads[0][0] <= bound or self._waiting - len(released) > keep):
             _, source = heads[0]
             items = self._sources[source].items
             _, offset, payload = items.popleft()
@@ -94,14 +94,27 @@ class EventTimeMerge(Generic[T]):
         self._waiting -= len(released)
         return released
 
-    def _bound(self, behind: Mapping[Source, bool | None]) -> int:
+    def _bound(self, behind: Mapping[Source, bool | None], now: float) -> int:
         bound = 2**63
         for source, is_behind in behind.items():
-            if is_behind is False:
-                continue
             waiting = self._sources.get(source)
+            if is_behind is None:
+                first_unknown = self._unknown_since.setdefault(source, now)
+                if now - first_unknown >= self.max_wait_s:
+                    continue  # its lag never became known: do not wait for it forever
+            else:
+                self._unknown_since.pop(source, None)
+            if is_behind is False:
+                live = (waiting is not None and waiting.arrived is not None
+                        and now - waiting.arrived < self.idle_wait_s)
+                if live:
+                    assert waiting is not None
+                    bound = min(bound, waiting.key)
+                continue
             if waiting is None or not waiting.items:
-                return _LOWEST  # it may still deliver anything
+                # It may still deliver anything. No time limit: its records are in Kafka
+                # and on their way (a partition that lags is always fetched).
+                return _LOWEST
             # Its records so far are waiting here; the next one is at least this late.
             bound = min(bound, waiting.items[-1][0])
         return bound
@@ -119,6 +132,7 @@ class EventTimeMerge(Generic[T]):
 
     def drop(self, source: Source) -> None:
         """A partition was revoked: its waiting records will be read again by its new owner."""
+        self._unknown_since.pop(source, None)
         waiting = self._sources.pop(source, None)
         if waiting is not None:
             self._waiting -= len(waiting.items)

@@ -37,11 +37,39 @@ def test_unknown_lag_counts_as_behind_until_the_wait_runs_out() -> None:
     assert [p for _, _, p in merge.release({A: False, B: None}, now=13)] == ["a"]
 
 
-def test_too_many_waiting_leave_anyway() -> None:
-    merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=3, max_wait_s=60)
-    for offset in range(4):
+def test_a_caught_up_partition_that_just_delivered_holds_the_others_for_a_while() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60,
+                                                idle_wait_s=2)
+    merge.add(B, 0, 100, "b100", now=10)
+    merge.add(A, 0, 100, "a100", now=10)
+    merge.add(A, 1, 400, "a400", now=10)
+    # B is caught up but live: its next record, on its way, may be older than a400.
+    out = merge.release({A: False, B: False}, now=10.5)
+    assert sorted(p for _, _, p in out) == ["a100", "b100"]
+    merge.add(B, 1, 300, "b300", now=11)
+    assert [p for _, _, p in merge.release({A: False, B: False}, now=11)] == ["b300"]
+    # B stays quiet: after the idle wait it holds nothing back.
+    assert merge.release({A: False, B: False}, now=12.9) == []
+    assert [p for _, _, p in merge.release({A: False, B: False}, now=13)] == ["a400"]
+
+
+def test_beyond_max_buffered_the_oldest_leave_anyway() -> None:
+    merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=4, max_wait_s=60)
+    for offset in range(5):
         merge.add(A, offset, offset, offset)
-    assert [p for _, _, p in merge.release({A: False, B: True}, now=0)] == [0, 1, 2, 3]
+    # B lags and has delivered nothing: without the bound all five would wait.
+    assert [p for _, _, p in merge.release({A: False, B: True}, now=0)] == [0, 1, 2]
+    assert len(merge) == 2
+    assert merge.release({A: False, B: True}, now=100) == []  # no time limit for a lag
+
+
+def test_a_known_lag_waits_however_long() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=3)
+    merge.add(A, 0, 10, "a")
+    assert merge.release({A: False, B: True}, now=0) == []
+    assert merge.release({A: False, B: True}, now=60) == []
+    merge.add(B, 0, 5, "b")
+    assert [p for _, _, p in merge.release({A: False, B: False}, now=61)] == ["b", "a"]
 
 
 def test_rejects_keep_their_partition_order() -> None:
