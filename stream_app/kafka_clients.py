@@ -194,3 +194,13 @@ def quiet_kafka_logs() -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.propagate = saved
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an error of a Kafka client, without repeating its class name."""
+    name = type(error).__name__
+    text = " ".join(str(error).split())
+    # kafka-python's errors already start with their class name.
+    if not text or text.startswith(name):
+        return text or name
+    return f"{name}: {text}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.kafka_clients import (
+    describe_error,
     make_admin,
     quiet_kafka_logs,
     refused_login,
@@ -57,18 +58,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 def _unreachable(settings: Settings, error: BaseException) -> TopicsError:
     return TopicsError(
-        f"cannot reach Kafka at {settings.bootstrap_servers}: {_describe(error)}; "
+        f"cannot reach Kafka at {settings.bootstrap_servers}: {describe_error(error)}; "
         "is it running? try `upsell-stream kafka start`"
     )
 
-
-def _describe(error: BaseException) -> str:
-    name = type(error).__name__
-    text = " ".join(str(error).split())
-    # kafka-python's errors already start with their class name.
-    if not text or text.startswith(name):
-        return text or name
-    return f"{name}: {text}"
 
 
 def _connect(settings: Settings, timeout_s: float) -> Any:
@@ -129,7 +122,7 @@ def _ensure(settings: Settings, admin: Any, wanted: list[TopicSpec], ready_timeo
         try:
             response = admin.create_topics(request, raise_errors=False)
         except KafkaError as error:
-            raise TopicsError(f"could not create topics: {_describe(error)}") from None
+            raise TopicsError(f"could not create topics: {describe_error(error)}") from None
         for result in response["topics"]:
             code = result["error_code"]
             # Another worker starting at the same moment may have created it first.
@@ -151,7 +144,7 @@ def _wait_ready(admin: Any, names: list[str], timeout_s: float) -> None:
         admin.wait_for_topics(names, timeout_ms=int(timeout_s * 1000))
     except KafkaError as error:
         raise TopicsError(
-            f"topics not usable after {timeout_s:.0f} s (no leader yet?): {_describe(error)}"
+            f"topics not usable after {timeout_s:.0f} s (no leader yet?): {describe_error(error)}"
         ) from None
 
 
@@ -174,7 +167,7 @@ def create_all(settings: Settings) -> int:
             print(f"upsell-stream topics: {error}", file=sys.stderr)
             return 1
         except Exception as error:  # one clear line instead of a trace
-            print(f"upsell-stream topics: {_describe(error)}", file=sys.stderr)
+            print(f"upsell-stream topics: {describe_error(error)}", file=sys.stderr)
             return 1
     for spec in specs:
         state = "created" if spec.name in created else "already there"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from stream_app.core.events import InvalidEvent, parse_ts
-from stream_app.kafka_clients import make_producer, quiet_kafka_logs
+from stream_app.kafka_clients import describe_error, make_producer, quiet_kafka_logs
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import (
     CHANNELS,
@@ -302,7 +302,7 @@ def _connect(settings: Settings) -> KafkaProducer:
         )
     except (KafkaError, OSError) as error:
         raise SimulateError(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {_describe(error)}; "
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {describe_error(error)}; "
             "is it running? try `upsell-stream kafka start`"
         ) from None
 
@@ -355,15 +355,6 @@ def _record_failure(
 
 def _send_failed(topic: str, error: BaseException) -> str:
     return (
-        f"could not send to {topic}: {_describe(error)} (is the broker up and the topic "
+        f"could not send to {topic}: {describe_error(error)} (is the broker up and the topic "
         "there? `upsell-stream topics create` creates it)"
     )
-
-
-def _describe(error: BaseException) -> str:
-    name = type(error).__name__
-    text = " ".join(str(error).split())
-    # kafka-python's errors already start with their class name.
-    if not text or text.startswith(name):
-        return text or name
-    return f"{name}: {text}"
