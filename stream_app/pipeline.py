@@ -205,6 +205,8 @@ class Pipeline:
         """With UPSELL_IDLE_ADVANCE: once no input arrived for that long, stream time
         moves with the wall clock, so that the windows of a quiet stream close."""
         idle_ms = self.settings.idle_advance_ms
+        if self.waiting_inputs:
+            return []  # records held for event-time order are input, not silence
         base, since = self._last_input
         if base is None:
             base = max((p.stream_time for p in self.partitions.values()
