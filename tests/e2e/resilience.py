@@ -3,15 +3,34 @@ the workers, reading each worker's metrics, and the outputs as a reader keeps th
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import socket
+import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.harness import Deployment, Labels, latest_by_key, read_topic
+from stream_app.core.events import parse_ts
+from stream_app.core.windows import rfc3339
+from tests.e2e.harness import (
+    CLI,
+    Deployment,
+    Labels,
+    free_port,
+    latest_by_key,
+    produce,
+    read_topic,
+    wait_until,
+)
+from tests.e2e.test_simulated_truth import assert_matches_truth
 
 # The worker's own bookkeeping (reads, lag, alert life cycle), which a replay or a
 # restart legitimately changes; every other series is a count of the stream.
@@ -27,6 +46,8 @@ class Simulator:
 
     service: Deployment
     args: tuple[str, ...]
+    # Settings for the simulator only (its UPSELL_GRACE sizes its settling tail).
+    env: dict[str, str] = field(default_factory=dict)
     truth: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     _thread: threading.Thread | None = None
@@ -38,8 +59,10 @@ class Simulator:
 
     def _run(self) -> None:
         truth_file = self.service.data_dir / f"{self.service.name}-truth.json"
-        result = self.service.cli("simulate", "--start", START, "--truth-file",
-                                  str(truth_file), *self.args, timeout=600)
+        result = subprocess.run(
+            [*CLI, "simulate", "--start", START, "--truth-file", str(truth_file), *self.args],
+            env={**self.service.env(), **self.env}, capture_output=True, text=True,
+            timeout=600, check=False)
         if result.returncode != 0:
             self.error = result.stderr[-2000:]
             return
@@ -64,10 +87,15 @@ def worker_metrics(port: int) -> dict[tuple[str, Labels], float]:
 
 
 def counts(samples: dict[tuple[str, Labels], float]) -> dict[tuple[str, Labels], float]:
-    """The series that count the stream; zero-valued ones dropped (absent means 0)."""
-    return {key: value for key, value in samples.items()
-            if key[0].startswith("upsell_") and not key[0].startswith(NOT_COUNTS)
-            and value != 0}
+    """The series that count the stream, zero-valued ones dropped (absent means 0), with
+    `topic` labels stripped of the deployment's name so that two deployments compare."""
+    return {(name, _unprefixed(labels)): value for (name, labels), value in samples.items()
+            if name.startswith("upsell_") and not name.startswith(NOT_COUNTS) and value != 0}
+
+
+def _unprefixed(labels: Labels) -> Labels:
+    return frozenset((label, value.partition(".")[2] if label == "topic" else value)
+                     for label, value in labels)
 
 
 def offers_counted(samples: dict[tuple[str, Labels], float]) -> float:
@@ -86,3 +114,99 @@ def outputs(topic: str) -> dict[str, dict[str, Any]]:
 
 def messages_sent(truth: dict[str, Any]) -> int:
     return int(sum(truth["messages_sent"].values()))
+
+
+def free_pair() -> int:
+    """A loopback port whose successor is free too (a local broker's controller takes it)."""
+    while True:
+        port = free_port()
+        if port < 65535 and _bindable(port + 1):
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class OwnBroker:
+    """A local broker of a test's own (to stop and start it, or to make it require SASL)."""
+
+    data_dir: Path
+    env: dict[str, str]
+    # Everything its commands printed, for tests that look for secrets.
+    printed: list[str] = field(default_factory=list)
+
+    def command(self, action: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*CLI, "kafka", action],
+            env={**os.environ, **self.env, "UPSELL_DATA_DIR": str(self.data_dir)},
+            capture_output=True, text=True, timeout=300, check=False)
+        self.printed += [result.stdout, result.stderr]
+        return result
+
+    def start(self) -> None:
+        started = self.command("start")
+        assert started.returncode == 0, started.stdout + started.stderr
+
+    @property
+    def log(self) -> str:
+        return (self.data_dir / "kafka" / "broker.log").read_text(errors="replace")
+
+
+@contextmanager
+def own_broker(data_dir: Path, **env: str) -> Iterator[OwnBroker]:
+    broker = OwnBroker(data_dir, {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_pair()}", **env})
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.command("stop")
+
+
+def wait_matches_truth(service: Deployment, truth: dict[str, Any], timeout: float) -> None:
+    """Until the workers' metrics equal the truth (for brokers the harness's lag check
+    does not reach: it reads the default test broker)."""
+    last: list[str] = []
+
+    def matches() -> bool:
+        try:
+            assert_matches_truth(service, truth)
+        except (AssertionError, requests.RequestException) as error:
+            last[:] = [str(error)[:2000]]
+            return False
+        return True
+
+    try:
+        wait_until(matches, timeout, "the metrics to equal the ground truth", every=2)
+    except AssertionError:
+        raise AssertionError(f"never matched the truth: {last}") from None
+
+
+CLOSING_AFTER_MS = 7 * 3_600_000
+
+
+def close_stream(service: Deployment, truth: dict[str, Any]) -> dict[str, Any]:
+    """Send one more offer, CLOSING_AFTER_MS after the stream's last event, and return the
+    truth with it counted.
+
+    It moves stream time past every window and every last-touch purchase's ts + grace, so
+    that a worker with a grace longer than the simulator's settling tail (see the
+    scale-out tests) decides everything the simulator's truth holds.
+    """
+    last = parse_ts(truth["last_ts"])
+    offer = {"event_id": "closing", "offer_id": "closing", "customer_id": "c-closing",
+             "channel": "email", "segment": "smb", "ts": last + CLOSING_AFTER_MS}
+    produce([(service.topics["offers"], b"c-closing", json.dumps(offer).encode())])
+    closed = copy.deepcopy(truth)
+    closed["offers_presented"]["email|smb"] = closed["offers_presented"].get("email|smb", 0) + 1
+    campaign = closed["campaign_offers_presented"]
+    campaign["__none__|__none__"] = campaign.get("__none__|__none__", 0) + 1
+    closed["offers"] += 1
+    closed["last_ts"] = rfc3339(last + CLOSING_AFTER_MS)
+    return closed

@@ -7,6 +7,7 @@ The e2e counterpart (tests/e2e/test_hostile_input.py) sends the corpus through t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -307,3 +308,23 @@ def test_any_valid_offers_keep_every_dimension_capped(values: list[tuple[str, in
     assert sum(partition.totals[OFFERS_TOTAL].values()) == len(values)
     restored = CustomerPartition.restore(partition.config, dict(driver.store))
     assert restored.totals.as_row() == partition.totals.as_row()
+
+
+# -- the corpus of tests/corpus (also sent through the worker by the e2e tests) ------------
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+
+
+def test_every_corpus_message_gets_the_reason_its_manifest_names() -> None:
+    manifest = json.loads((CORPUS / "manifest.json").read_text())
+    assert len(manifest["cases"]) >= 30
+    for case in manifest["cases"]:
+        parse = parse_offer if case["topic"] == "offers" else parse_purchase
+        raw = (CORPUS / case["file"]).read_bytes()
+        try:
+            check_outcome(parse, raw)
+            parse(raw)
+        except InvalidEvent as error:
+            assert error.reason == case["reason"], case
+        else:
+            assert case["reason"] is None, case
