@@ -2,8 +2,8 @@
 
 Each measurement runs in a fresh interpreter: offers go through the same steps as in the
 worker (encoded for the internal topic, decoded, applied to a CustomerPartition, a batch
-of 10,000 at a time, with the batch's changes written to a PartitionStore whose table keeps
-its in-memory copy as Faust's does, changelog sends dropped). The figure is the growth of
+of 10,000 at a time, with the batch's changes encoded by a PartitionStore configured as the
+worker's, its changelog records dropped). The figure is the growth of
 the process's RSS over the run, after a garbage collection: what the worker itself would
 hold, interpreter and allocator overhead included.
 """
@@ -33,6 +33,9 @@ class MemoryRun:
     keys: int
     rss_growth: int
     open_offers: int
+    # None: a new customer for nearly every offer (each offer adds a distinct customer to
+    # every window it counts in); a number: that many customers, all already counted.
+    customers: int | None = None
 
     @property
     def per_offer(self) -> float:
@@ -49,16 +52,16 @@ class _Table:
         pass
 
 
-def measure(offers: int, keys: int) -> MemoryRun:
+def measure(offers: int, keys: int, customers: int | None = None) -> MemoryRun:
     """Run in a child interpreter so that every figure starts from the same baseline."""
     code = ("import json,sys; from bench.memory import _child; "
-            f"print(json.dumps(_child({offers}, {keys})))")
+            f"print(json.dumps(_child({offers}, {keys}, {customers})))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, check=True)
     return MemoryRun(**json.loads(done.stdout))
 
 
-def _child(offers: int, keys: int) -> dict[str, int]:
+def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, int]:
     import os
 
     from stream_app.core.events import Offer
@@ -70,10 +73,11 @@ def _child(offers: int, keys: int) -> dict[str, int]:
 
     config = window_config(Settings())
     state = CustomerPartition(config)
-    store = PartitionStore(_Table())
+    store = PartitionStore(_Table(), keep_copy=False)
     channels = max(1, round(keys ** 0.5))
     segments = max(1, keys // channels)
-    customers = max(1, offers // 4)
+    # A customer comes back only after offers / 4 others: new in nearly every window.
+    customers = max(1, offers // 4) if customers is None else customers
     gap = GAP_MS
     gc.collect()
     before = rss_of(os.getpid())
@@ -93,10 +97,12 @@ def _child(offers: int, keys: int) -> dict[str, int]:
             state.apply(decode_forwarded(raw), n)
         state.take_partials()
         store.write(0, state.take_changes())
+        store.take_outbox()  # produced and dropped by the hot path in the worker
     gc.collect()
     grown = rss_of(os.getpid()) - before
     return {"offers": offers, "keys": channels * segments, "rss_growth": grown,
-            "open_offers": state.open_offers()}
+            "open_offers": state.open_offers(),
+            "customers": None if customers == max(1, offers // 4) else customers}
 
 
 if __name__ == "__main__":

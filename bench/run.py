@@ -21,12 +21,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.baselines import kafka_python, stock_faust
 from bench.common import ROOT, BenchError, Broker, Progress
 from bench.latency import LatencyRun, run_latency
 from bench.memory import MemoryRun, measure
+from bench.profile import top
 from bench.throughput import bare_consumer, preload, run_workers
 
-SECTIONS = ("throughput", "scale", "latency", "memory")
+SECTIONS = ("throughput", "baselines", "scale", "latency", "memory")
+# Baselines take minutes (a stock Faust agent reads about 5,000 events/s): not in --quick.
+QUICK_SECTIONS = ("throughput", "scale", "latency", "memory")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,8 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=str(ROOT / "var" / "bench"),
                         help="the broker's data, preloaded events and worker logs")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} "
+                             "(default all; --quick: all but baselines)")
     parser.add_argument("--loads", default="5000,10000,20000",
                         help="offered loads for the latency section, events/s")
     parser.add_argument("--profile", metavar="FILE",
@@ -56,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     events = args.events or (50_000 if args.quick else 1_000_000)
-    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    only = args.only or ",".join(QUICK_SECTIONS if args.quick else SECTIONS)
+    sections = [s.strip() for s in only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         print(f"bench/run.py: unknown sections {', '.join(sorted(unknown))}", file=sys.stderr)
@@ -70,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress("starting the local broker", force=True)
         broker.start()
-        if "throughput" in sections or "scale" in sections:
+        if {"throughput", "baselines", "scale"} & set(sections):
             _throughput(broker, events, args, sections, progress, results, report)
         if "latency" in sections:
             loads = [int(x) for x in args.loads.split(",") if x.strip()]
-            seconds = 5.0 if args.quick else 20.0
+            seconds = 4.0 if args.quick else 20.0
             runs = run_latency(broker, loads, seconds, args.seed, progress)
             results["latency"] = [asdict(run) for run in runs]
             report.extend(_latency_lines(runs))
@@ -107,15 +113,32 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
     timeout = max(300.0, dataset.messages / 1_000)
     bare = bare_consumer(broker, dataset, progress)
     progress.done(f"bare aiokafka consumer: {bare:,.0f} events/s")
+    results["bare_events_per_s"] = round(bare)
+    report.append(f"bare aiokafka getmany + json.loads   {bare:>10,.0f} events/s")
+    if "baselines" in sections:
+        python = kafka_python(broker, dataset, progress)
+        progress.done(f"kafka-python consumer: {python:,.0f} events/s")
+        agent_events = min(dataset.messages, 200_000)
+        agent = stock_faust(broker, dataset, agent_events, progress)
+        progress.done(f"stock Faust agent: {agent:,.0f} events/s")
+        results["kafka_python_events_per_s"] = round(python)
+        results["stock_faust_agent_events_per_s"] = round(agent)
+        report += [
+            f"kafka-python poll + json.loads       {python:>10,.0f} events/s   "
+            f"{python / bare:.2f} of the bare consumer",
+            f"stock Faust agent (async for), {agent_events // 1000}k {agent:>10,.0f} events/s   "
+            f"{agent / bare:.2f} of the bare consumer",
+        ]
+    if "throughput" not in sections and "scale" not in sections:
+        return
     profiler = _Profiler(args.profile) if args.profile else None
     one = run_workers(broker, dataset, 1, progress, timeout, profiler)
     if profiler is not None:
         profiler.finish()
+        report += ["py-spy profile of the one-worker run:", *top(Path(args.profile))]
     progress.done(f"one worker: {one.rate:,.0f} events/s, exact")
-    results["bare_events_per_s"] = round(bare)
     results["one_worker"] = asdict(one) | {"rate": round(one.rate)}
     report += [
-        f"bare aiokafka getmany + json.loads   {bare:>10,.0f} events/s",
         f"one worker, lag 0 and exact counts   {one.rate:>10,.0f} events/s   "
         f"{one.rate / bare:.2f} of the bare consumer (target 0.25, stretch 0.5)",
         f"  worker RSS at the end: {one.rss[0] / 2**20:,.0f} MiB "
@@ -141,21 +164,28 @@ def _latency_lines(runs: list[LatencyRun]) -> list[str]:
 
 
 def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRun]:
-    scale = 10 if quick else 1
-    plan = [(100_000 // scale, 10), (1_000_000 // scale, 10),
-            (100_000 // scale, 1_000), (100_000 // scale, 10_000)]
+    small, large = (10_000, 50_000) if quick else (100_000, 1_000_000)
+    plan: list[tuple[int, int, int | None]] = [
+        (small, 10, None), (large, 10, None), (small, 1_000, None), (small, 10_000, None),
+        (small, 10, 1_000), (large, 10, 1_000)]
     runs = []
-    for offers, keys in plan:
-        progress(f"memory: {offers:,} open offers over {keys:,} keys", force=True)
-        runs.append(measure(offers, keys))
+    for offers, keys, customers in plan:
+        who = "new customers" if customers is None else f"{customers:,} customers"
+        progress(f"memory: {offers:,} open offers over {keys:,} keys, {who}", force=True)
+        runs.append(measure(offers, keys, customers))
     progress.done("memory measured")
-    small, large = runs[0], runs[1]
-    slope = (large.rss_growth - small.rss_growth) / (large.offers - small.offers)
-    report.append("memory of one partition's state (RSS growth, pure core + store, no Kafka)")
+    report.append("memory of one partition's state (RSS growth; pure core + store, no Kafka)")
     for run in runs:
-        report.append(f"  {run.offers:>9,} open offers, {run.keys:>6,} (channel, segment) keys: "
-                      f"{run.rss_growth / 2**20:>7.1f} MiB, {run.per_offer:>5.0f} B/offer")
-    report.append(f"  marginal cost per open offer {slope:.0f} B (target under 1,024 B)")
+        who = "a new customer each" if run.customers is None else \
+            f"{run.customers:,} customers"
+        report.append(f"  {run.offers:>9,} open offers, {run.keys:>6,} (channel, segment) keys, "
+                      f"{who:>20}: {run.rss_growth / 2**20:>7.1f} MiB, "
+                      f"{run.per_offer:>5.0f} B/offer")
+    for label, first, second in (("new customers", runs[0], runs[1]),
+                                 ("1,000 customers", runs[4], runs[5])):
+        slope = (second.rss_growth - first.rss_growth) / (second.offers - first.offers)
+        report.append(f"  marginal cost per open offer, {label}: {slope:.0f} B "
+                      "(target under 1,024 B)")
     return runs
 
 

@@ -13,6 +13,7 @@ from stream_app.state_store import PartitionStore
 
 # Journal entries hold a whole batch's changes; leave room above Kafka's 1 MB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 def create_app(settings: Settings) -> PipelineApp:
@@ -32,6 +33,8 @@ def create_app(settings: Settings) -> PipelineApp:
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_max_records,
         producer_max_request_size=MAX_MESSAGE_BYTES,
+        # The hot path fills whole batches itself; under the brokers' default 1 MB limit.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_acks=-1,
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
@@ -46,9 +49,11 @@ def create_app(settings: Settings) -> PipelineApp:
     board_table = app.Table(
         "board-state", partitions=1, default=None, extra_topic_configs=state_config
     )
-    pipeline = app.pipeline = Pipeline(
-        settings, PartitionStore(partition_table), PartitionStore(board_table)
-    )
+    # The live state is the only in-memory copy (see PartitionStore).
+    partition_store = PartitionStore(partition_table, keep_copy=False)
+    board_store = PartitionStore(board_table, keep_copy=False)
+    app.stores = [partition_store, board_store]
+    pipeline = app.pipeline = Pipeline(settings, partition_store, board_store)
     for name in (*settings.input_topics, settings.topic_events, settings.topic_partials):
         app.topics.add(app.topic(name, key_serializer="raw", value_serializer="raw"))
 
@@ -66,6 +71,11 @@ def create_app(settings: Settings) -> PipelineApp:
         # partition before its next event arrives.
         for tp in app.consumer.assignment():
             pipeline.load(tp.topic, tp.partition)
+        # What recovery replayed for partitions whose state is live is a copy nobody reads.
+        for partition in pipeline.partitions:
+            partition_store.release(partition)
+        for partition in pipeline.boards:
+            board_store.release(partition)
 
     partition_table.on_recover(on_recovered)
     board_table.on_recover(on_recovered)

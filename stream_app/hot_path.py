@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app.pipeline import Output, Pipeline
+from stream_app.state_store import PartitionStore
+
+# topic, partition (None: by key), key, value, headers
+Record = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +31,15 @@ class PipelineApp(faust.App):
     """A Faust app that carries the pipeline its consumer hands batches to."""
 
     pipeline: Pipeline
+    # The state stores whose changelog records the hot path produces after each batch.
+    stores: list[PartitionStore]
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_lock = asyncio.Lock()
+        self._batch_sender: BatchSender | None = None
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         # Faust checks the assignment before flushing the producer; a rebalance during the
@@ -70,11 +77,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if inputs or pipeline.waiting_inputs:
                 # Also without new input: what waits may leave once time or lag allow.
                 await self._handle_inputs(pipeline, inputs)
+            staged = {tp: batch for tp, batch in records.items()
+                      if batch and tp not in inputs and pipeline.handles(tp.topic)}
+            if staged:
+                await self._handle_batches(pipeline, staged)
             for tp, batch in records.items():
-                if not batch or tp in inputs:
-                    continue
-                if pipeline.handles(tp.topic):
-                    await self._handle_batch(pipeline, tp, batch)
+                if not batch or tp in inputs or tp in staged:
                     continue
                 for record in batch:
                     await callback(self._to_message(tp, record))
@@ -88,8 +96,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             outputs = pipeline.validate(
                 {(tp.topic, tp.partition): batch for tp, batch in owned.items()},
                 behind={(tp.topic, tp.partition): self._behind(tp) for tp in input_tps})
-            await self._send(outputs)
-            await self.app.producer.flush()
+            sender = self._sender()
+            await sender.send(_output_records(outputs))
+            await sender.flush()
             # Records still waiting in the pipeline are not committed: a restart reads
             # them again.
             positions = pipeline.input_positions()
@@ -109,30 +118,44 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return None
         return bool(state.position < highwater)
 
-    async def _handle_batch(self, pipeline: Pipeline, tp: Any, batch: list[Any]) -> None:
+    async def _handle_batches(self, pipeline: Pipeline, batches: dict[Any, list[Any]]) -> None:
+        """One fetch of the internal topics: every partition's outputs, one flush, then
+        every partition's state, one flush and one commit (not one of each per partition)."""
         async with self._batch_lock:
-            if tp not in self.assignment():
+            owned = {tp: batch for tp, batch in batches.items() if tp in self.assignment()}
+            if not owned:
                 return
-            await self._send(pipeline.stage_of(tp.topic)(tp.partition, batch))
+            sender = self._sender()
+            for tp, batch in owned.items():
+                await sender.send(_output_records(
+                    pipeline.stage_of(tp.topic)(tp.partition, batch)))
             # The outputs are durable before the state that says they were made.
-            await self.app.producer.flush()
-            pipeline.persist(tp.topic, tp.partition)
-            await self._commit_batches({tp: batch})
+            await sender.flush()
+            for tp in owned:
+                pipeline.persist(tp.topic, tp.partition)
+            app = self.app
+            assert isinstance(app, PipelineApp)
+            for store in app.stores:
+                await sender.send((topic, partition, key, value, None)
+                                  for topic, partition, key, value in store.take_outbox())
+            await self._commit_batches(owned)
 
     async def send_outputs(self, outputs: list[Output]) -> None:
         """Produce outputs made outside a batch (idle ticks), between batches."""
         async with self._batch_lock:
-            await self._send(outputs)
-            await self.app.producer.flush()
+            sender = self._sender()
+            await sender.send(_output_records(outputs))
+            await sender.flush()
 
-    async def _send(self, outputs: list[Output]) -> None:
-        send = self.app.producer.send
-        for output in outputs:
-            await send(output.topic, output.key, output.value, output.partition, None,
-                       output.headers)
+    def _sender(self) -> BatchSender:
+        if self._batch_sender is None:
+            producer: Any = self.app.producer
+            self._batch_sender = BatchSender(producer._ensure_producer())
+        return self._batch_sender
 
     async def _commit_batches(self, batches: dict[Any, list[Any]]) -> None:
-        # _commit_offsets flushes the producer before it commits.
+        # Every output and state record is acknowledged before its input offset is committed.
+        await self._sender().flush()
         await self._commit_offsets({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
         lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
         for tp, batch in batches.items():
@@ -140,6 +163,68 @@ class BatchConsumer(faust_aiokafka.Consumer):
             highwater = self.highwater(tp)
             if highwater is not None and highwater >= 0:
                 lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
+
+
+def _output_records(outputs: list[Output]) -> Iterator[Record]:
+    for output in outputs:
+        yield output.topic, output.partition, output.key, output.value, output.headers
+
+
+class BatchSender:
+    """Produces records a whole batch per topic partition on aiokafka's producer.
+
+    One `send` per message through Faust (and even aiokafka's own `send`) costs several
+    times what building the batches does. Delivery failures are raised by `flush`, so
+    that nothing is committed after a lost output.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._pending: list[asyncio.Future[Any]] = []
+        self._known_topics: set[str] = set()
+
+    async def send(self, records: Iterable[Record]) -> None:
+        producer = self._producer
+        builders: dict[tuple[str, int], Any] = {}
+        for topic, partition, key, value, headers in records:
+            if topic not in self._known_topics:
+                await producer.client._wait_on_metadata(topic)
+                self._known_topics.add(topic)
+            if partition is None:
+                # aiokafka's own choice (murmur2 of the key), as its send would make it.
+                metadata = producer._metadata
+                if metadata.partitions_for_topic(topic) is None:
+                    # A metadata refresh (after a reconnect, say) can come back without the
+                    # topic for a moment: ask again, as aiokafka's send does every time.
+                    await producer.client._wait_on_metadata(topic)
+                partition = producer._partitioner(
+                    key, list(metadata.partitions_for_topic(topic) or ()),
+                    list(metadata.available_partitions_for_topic(topic) or ()))
+            builder = builders.get((topic, partition))
+            if builder is None:
+                builder = builders[(topic, partition)] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None,
+                              headers=headers or []) is None:
+                self._pending.append(
+                    await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[(topic, partition)] = producer.create_batch()
+                if builder.append(key=key, value=value, timestamp=None,
+                                  headers=headers or []) is None:
+                    raise ValueError(f"a record for {topic} is larger than a batch")
+        for (topic, partition), builder in builders.items():
+            if builder.record_count():
+                self._pending.append(
+                    await producer.send_batch(builder, topic, partition=partition))
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged; raise if one was not."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.wait(pending)
+        for future in pending:
+            error = future.exception()
+            if error is not None:
+                raise error
 
 
 class BatchTransport(faust_aiokafka.Transport):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_app.core.fastjson import dumps_key
 from stream_app.core.views import VIEW_BY_NAME, Key, View, rollups
 
 WindowKey = tuple[str, int]  # (window label, window start)
@@ -51,22 +52,43 @@ class WindowCounts:
         self._partials: set[tuple[_Slot, Key]] = set()
 
     def add(self, view: View, window: WindowKey, key: Key, field_name: str, amount: int) -> None:
-        index = view.index(field_name)
+        # Runs a dozen times per event: lookups hoisted out of the loop on purpose.
+        index = _field_index(view, field_name)
         slot = (view.name, *window)
+        cells = self._slots.get(slot)
+        if cells is None:
+            cells = self._slots[slot] = {}
+        changed, partials = self._changes.cells, self._partials
         for rolled in rollups(key):
-            self._cell(view, slot, rolled).sums[index] += amount
-            self._changed(slot, rolled)
+            cell = cells.get(rolled)
+            if cell is None:
+                cell = cells[rolled] = _Cell([0] * len(view.sums),
+                                             [set() for _ in view.distinct])
+            cell.sums[index] += amount
+            pair = (slot, rolled)
+            changed.add(pair)
+            partials.add(pair)
 
     def mark(self, view: View, window: WindowKey, key: Key, field_name: str,
              customer: str) -> None:
-        """Count a customer once in a distinct field of the key and its roll-ups."""
+        """Count a customer once in a distinct field of the key and its roll-ups.
+
+        A roll-up's members are the union of its keys' members, so a customer already
+        counted under the key is counted in its roll-ups too, and only the key's
+        membership is stored: `restore` adds the roll-ups back (a quarter of the entries).
+        """
         index = view.distinct.index(field_name)
         slot = (view.name, *window)
-        for rolled in rollups(key):
+        group = self._cell(view, slot, key).members[index]
+        if customer in group:
+            return
+        group.add(customer)
+        self._changes.members.append((slot, key, index, customer))
+        self._changed(slot, key)
+        for rolled in rollups(key)[1:]:
             group = self._cell(view, slot, rolled).members[index]
             if customer not in group:
                 group.add(customer)
-                self._changes.members.append((slot, rolled, index, customer))
                 self._changed(slot, rolled)
 
     def vector(self, view: View, window: WindowKey, key: Key) -> list[int] | None:
@@ -121,11 +143,14 @@ class WindowCounts:
         parts = json.loads(entry_key)
         view = VIEW_BY_NAME[parts[0]]
         slot = (parts[0], parts[1], parts[2])
-        cell = self._cell(view, slot, (parts[3], parts[4]))
+        key = (parts[3], parts[4])
         if len(parts) == 5:
-            cell.sums[:] = value
+            self._cell(view, slot, key).sums[:] = value
         else:
-            cell.members[parts[5]].add(parts[6])
+            # Also right for a roll-up's own entry, as versions before wrote them: its
+            # roll-ups are itself and (__all__, __all__), which hold the customer too.
+            for rolled in rollups(key):
+                self._cell(view, slot, rolled).members[parts[5]].add(parts[6])
 
     def forget_changes(self) -> None:
         self._changes = _Changes()
@@ -143,10 +168,20 @@ class WindowCounts:
         self._partials.add((slot, key))
 
 
+_FIELD_INDEX: dict[tuple[str, str], int] = {}
+
+
+def _field_index(view: View, field_name: str) -> int:
+    index = _FIELD_INDEX.get((view.name, field_name))
+    if index is None:
+        index = _FIELD_INDEX[(view.name, field_name)] = view.index(field_name)
+    return index
+
+
 # Entry keys are JSON lists, so that any character may appear in a dimension value.
 def _cell_key(prefix: str, slot: _Slot, key: Key) -> str:
-    return prefix + json.dumps([*slot, *key], separators=(",", ":"))
+    return prefix + dumps_key([*slot, *key])
 
 
 def _member_key(prefix: str, slot: _Slot, key: Key, index: int, customer: str) -> str:
-    return prefix + json.dumps([*slot, *key, index, customer], separators=(",", ":"))
+    return prefix + dumps_key([*slot, *key, index, customer])

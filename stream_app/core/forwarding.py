@@ -10,12 +10,12 @@ none of its events still see stream time move.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from stream_app.core.codec import event_from_row, event_to_row
 from stream_app.core.events import Event
+from stream_app.core.fastjson import dumps, loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +38,11 @@ def encode_forwarded(item: Forwarded) -> bytes:
         body.append(event_to_row(item.event))
     else:
         body.append(item.reject_reason)
-    return json.dumps(body, separators=(",", ":")).encode()
+    return dumps(body)
 
 
 def decode_forwarded(raw: bytes) -> Forwarded:
-    topic, partition, offset, stamp, payload = json.loads(raw)
+    topic, partition, offset, stamp, payload = loads(raw)
     if isinstance(payload, list):
         return Forwarded(topic, partition, offset, stamp, event=event_from_row(payload))
     return Forwarded(topic, partition, offset, stamp, reject_reason=payload)
