@@ -38,7 +38,7 @@ _PARTIALS_PER_MESSAGE = 2_000
 # of every input partition (a fetch brings up to 1 MB, some 5,000 records, of each), about
 # 0.5 KB each; and how long a partition whose lag is unknown may hold the others.
 _MAX_WAITING_INPUTS = 200_000
-_MAX_INPUT_WAIT_S = 3.0
+_MAX_INPUT_WAIT_S = 10.0
 # How long a caught-up input partition that just delivered holds the others back.
 _INPUT_IDLE_WAIT_S = 2.0
 
