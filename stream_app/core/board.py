@@ -110,11 +110,15 @@ class RatesBoard:
         if offset < self.next_offset:
             return
         self.next_offset = offset + 1
+        # The message's stream time is its partition's after these partials: they belong
+        # to windows that were open before it, so finality is judged without it (or a
+        # partition's last counts for a window would be dropped by its own message).
+        low_watermark = self.low_watermark
         if stream_time is not None and stream_time > self._stream_times.get(partition, -(2**62)):
             self._stream_times[partition] = stream_time
         for partial in partials:
             slot = (partial.view, partial.label, partial.start)
-            if self.config.is_final((partial.label, partial.start), self.low_watermark):
+            if self.config.is_final((partial.label, partial.start), low_watermark):
                 continue
             window = self._windows.setdefault(slot, _BoardWindow())
             held = window.by_partition.setdefault(partial.key, {})

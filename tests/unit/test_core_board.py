@@ -252,6 +252,18 @@ def test_a_lagging_partition_holds_windows_open() -> None:
     assert rows(wire.board.take_records())[(CS, "5m", T0, *EMAIL)] == ((3, 1, 3, 3, 1), True)
 
 
+def test_a_partition_s_last_counts_arrive_with_the_stream_time_that_finalizes_them() -> None:
+    # An idle tick moves every partition past a window's end + attribution + grace, and
+    # the partition holding the window's last counts sends them with that stream time.
+    wire = Wire(RatesBoard(BOARD, 2))
+    wire.send(1, FINAL, [])
+    wire.send(0, FINAL, [Partial(CS, "5m", T0, EMAIL, [1, 0, 0, 1, 0])])
+    assert rows(wire.board.take_records())[(CS, "5m", T0, *EMAIL)] == ((1, 0, 0, 1, 0), True)
+    # Once published final, the window is gone: later counts for it are late, ignored.
+    wire.send(0, FINAL, [Partial(CS, "5m", T0, EMAIL, [2, 0, 0, 2, 0])])
+    assert wire.board.take_records() == []
+
+
 def test_replayed_partials_change_no_counts() -> None:
     wire, feeds = two_partitions()
     advance(wire, feeds, CLOSES)
@@ -363,10 +375,11 @@ def test_records_are_sums_of_the_latest_partials_and_restore_changes_nothing(
     for i, (partition, stream_time, items, take) in enumerate(sent):
         if i == restart_at:
             restored = Wire(RatesBoard.restore(BOARD, 3, copy.deepcopy(store)))
+        before = original.board.low_watermark
         for wire in filter(None, (original, restored)):
             wire.send(partition, stream_time, items)
         for p in items:
-            if not BOARD.is_final((p.label, p.start), original.board.low_watermark):
+            if not BOARD.is_final((p.label, p.start), before):
                 latest.setdefault((p.view, p.label, p.start, p.key), {})[partition] = p.vector
         if take:
             records = original.board.take_records()
