@@ -23,6 +23,7 @@ from bench.common import (
     Progress,
     truth_mismatches,
 )
+from stream_app.core.durations import parse_duration_ms
 from stream_app.simulator.scenario import ScenarioConfig, Simulation, expected_messages_per_offer
 
 # Past this much the broker refuses a produce request by default (message.max.bytes, 1 MB).
@@ -30,7 +31,10 @@ _BATCH_BYTES = 900_000
 # Grace well beyond the event-time skew between partitions read in one fetch, so that every
 # last-touch purchase finds its offer already there, as the simulator intends (as in the e2e
 # test of the simulator's truth): then the counters must equal the truth exactly.
-WORKER_ENV = {"UPSELL_GRACE": "1h"}
+# The simulator's closing tail (settle_ms) must reach past the last last-touch purchase by
+# that same grace, or the workers never decide those purchases and never reach the truth.
+GRACE = "1h"
+WORKER_ENV = {"UPSELL_GRACE": GRACE}
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ def scenario(events: int, seed: int, offers_topic: str, purchases_topic: str,
     probe = ScenarioConfig(seed=seed)
     offers = max(1, round(events / expected_messages_per_offer(probe)))
     config = ScenarioConfig(seed=seed, offers=offers, customers=max(1_000, offers // 6),
-                            offers_topic=offers_topic, purchases_topic=purchases_topic)
+                            offers_topic=offers_topic, purchases_topic=purchases_topic,
+                            settle_ms=parse_duration_ms(GRACE))
     if start_ms is not None:
         from dataclasses import replace
 
@@ -77,7 +82,7 @@ def create_topics(broker: Broker, names: list[str]) -> None:
 
 def preload(broker: Broker, events: int, seed: int, progress: Progress) -> Dataset:
     """The simulator's stream in two input topics, made once per (events, seed) and reused."""
-    name = f"bench-in-{events}-s{seed}"
+    name = f"bench-in-{events}-s{seed}-g{GRACE}"
     offers_topic, purchases_topic = f"{name}.offers", f"{name}.purchases"
     marker = broker.data_dir / "preloaded" / f"{name}.truth.json"
     if marker.exists():
