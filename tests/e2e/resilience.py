@@ -89,7 +89,9 @@ def worker_metrics(port: int) -> dict[tuple[str, Labels], float]:
 def counts(samples: dict[tuple[str, Labels], float]) -> dict[tuple[str, Labels], float]:
     """The series that count the stream, zero-valued ones dropped (absent means 0), with
     `topic` labels stripped of the deployment's name so that two deployments compare."""
-    return {(name, _unprefixed(labels)): value for (name, labels), value in samples.items()
+    # Rounded: amounts are exact micro-units, but summing several workers' floats is not.
+    return {(name, _unprefixed(labels)): round(value, 6) for (name, labels), value
+            in samples.items()
             if name.startswith("upsell_") and not name.startswith(NOT_COUNTS) and value != 0}
 
 
@@ -185,7 +187,9 @@ def wait_matches_truth(service: Deployment, truth: dict[str, Any], timeout: floa
     try:
         wait_until(matches, timeout, "the metrics to equal the ground truth", every=2)
     except AssertionError:
-        raise AssertionError(f"never matched the truth: {last}") from None
+        late = {key: value for key, value in service.metrics().items()
+                if key[0] == "upsell_events_late_total"}
+        raise AssertionError(f"never matched the truth: {last}; late: {late}") from None
 
 
 CLOSING_AFTER_MS = 7 * 3_600_000
@@ -197,7 +201,8 @@ def close_stream(service: Deployment, truth: dict[str, Any]) -> dict[str, Any]:
 
     It moves stream time past every window and every last-touch purchase's ts + grace, so
     that a worker with a grace longer than the simulator's settling tail (see the
-    scale-out tests) decides everything the simulator's truth holds.
+    scale-out tests) decides everything the simulator's truth holds. Send it once the
+    workers have caught up: whatever comes after it is late.
     """
     last = parse_ts(truth["last_ts"])
     offer = {"event_id": "closing", "offer_id": "closing", "customer_id": "c-closing",
