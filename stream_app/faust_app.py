@@ -61,15 +61,21 @@ def create_app(settings: Settings) -> PipelineApp:
 
     async def on_revoked(sender: Any, /, *revoked_sets: Any, signal: Any, **_: Any) -> None:
         (revoked,) = revoked_sets
-        for tp in revoked:
-            pipeline.forget(tp.topic, tp.partition)
+        pipeline.forget_waiting_inputs((tp.topic, tp.partition) for tp in revoked)
+
+    async def on_assigned(sender: Any, /, *assigned_sets: Any, signal: Any, **_: Any) -> None:
+        (assigned,) = assigned_sets
+        pipeline.keep_only((tp.topic, tp.partition) for tp in assigned)
 
     app.on_partitions_revoked.connect(on_revoked)
+    app.on_partitions_assigned.connect(on_assigned)
 
     async def on_recovered() -> None:
         # Load state as soon as it is recovered, so /metrics shows the counts of an owned
         # partition before its next event arrives.
-        for tp in app.consumer.assignment():
+        assigned = app.consumer.assignment()
+        pipeline.keep_only((tp.topic, tp.partition) for tp in assigned)
+        for tp in assigned:
             pipeline.load(tp.topic, tp.partition)
         # What recovery replayed for partitions whose state is live is a copy nobody reads.
         for partition in pipeline.partitions:

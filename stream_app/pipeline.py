@@ -17,7 +17,7 @@ import logging
 import time
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -113,15 +113,26 @@ class Pipeline:
             self.settings.topic_partials,
         )
 
-    def forget(self, topic: str, partition: int) -> None:
-        """A partition was revoked: its state now belongs to another worker."""
-        self.lag.pop((topic, partition), None)
-        if topic in self._parsers:
-            self._merge.drop((topic, partition))
-        if topic == self.settings.topic_events:
-            self.partitions.pop(partition, None)
-        elif topic == self.settings.topic_partials:
-            self.boards.pop(partition, None)
+    def forget_waiting_inputs(self, revoked: Iterable[tuple[str, int]]) -> None:
+        """A rebalance began: input records held for event-time order were not committed,
+        and whoever owns their partitions next reads them again from the committed offset."""
+        for topic, partition in revoked:
+            if topic in self._parsers:
+                self._merge.drop((topic, partition))
+
+    def keep_only(self, assigned: Iterable[tuple[str, int]]) -> None:
+        """A rebalance ended: the state of partitions not assigned any more belongs to
+        another worker. Kept partitions keep their live state: an eager rebalance revokes
+        every partition first, and Faust then recovers a kept one only from where its
+        last recovery ended, so the table holds what was written since, not the state."""
+        owned = set(assigned)
+        for key in [key for key in self.lag if key not in owned]:
+            del self.lag[key]
+        for partition in [p for p in self.partitions
+                          if (self.settings.topic_events, p) not in owned]:
+            del self.partitions[partition]
+        for partition in [p for p in self.boards if (self.settings.topic_partials, p) not in owned]:
+            del self.boards[partition]
             self.detectors.pop(partition, None)
 
     def is_input(self, topic: str) -> bool:

@@ -1,0 +1,59 @@
+"""A rebalance and the pipeline's live state, without Kafka.
+
+Faust's eager rebalance revokes every partition and then assigns the new set; for a kept
+partition its recovery reads the changelog only from where the last recovery ended, so
+the table holds the entries written since, not the state. A kept partition must keep its
+live state; one that moved away is dropped, and reloaded from a full recovery if it
+comes back.
+"""
+
+from __future__ import annotations
+
+from stream_app.core.forwarding import Forwarded, encode_forwarded
+from stream_app.core.partition import CONVERSIONS_TOTAL
+from stream_app.pipeline import Pipeline
+from stream_app.settings import Settings
+from stream_app.state_store import PartitionStore
+from tests.unit.conftest import offer, purchase
+from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
+
+T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z
+SETTINGS = Settings(partitions=2)
+EVENTS = SETTINGS.topic_events
+OFFERS = SETTINGS.topic_offers
+
+
+def forwarded(offset: int, event: object) -> FakeRecord:
+    item = Forwarded(OFFERS, 0, offset, None, event)  # type: ignore[arg-type]
+    return FakeRecord(offset, None, encode_forwarded(item))
+
+
+def worker() -> tuple[Pipeline, FakeTable]:
+    table = FakeTable()
+    pipeline = Pipeline(SETTINGS, PartitionStore(table, keep_copy=False),
+                        PartitionStore(FakeTable(), keep_copy=False))
+    pipeline.attribute(0, [forwarded(0, offer("o1", "alice", T0, offer_id="A"))])
+    pipeline.persist_partition(0)
+    # What a recovery would have replayed is released once the state is live.
+    table.data.clear()
+    return pipeline, table
+
+
+def test_a_partition_kept_across_a_rebalance_keeps_its_open_offers() -> None:
+    pipeline, _ = worker()
+    every = [(EVENTS, 0), (EVENTS, 1), (OFFERS, 0)]
+    pipeline.forget_waiting_inputs(every)  # eager: everything is revoked first
+    pipeline.keep_only(every)
+    pipeline.load(EVENTS, 0)
+    # The purchase naming the offer, after the rebalance: it converts.
+    pipeline.attribute(0, [forwarded(1, purchase("p1", "alice", T0 + 1_000, offer_id="A"))])
+    state = pipeline.partitions[0]
+    assert state.open_offers() == 1
+    assert sum(state.totals[CONVERSIONS_TOTAL].values()) == 1
+
+
+def test_a_partition_assigned_elsewhere_is_dropped() -> None:
+    pipeline, _ = worker()
+    pipeline.forget_waiting_inputs([(EVENTS, 0), (OFFERS, 0)])
+    pipeline.keep_only([(EVENTS, 1)])
+    assert 0 not in pipeline.partitions
