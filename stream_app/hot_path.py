@@ -158,7 +158,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self._sender().flush()
         await self._commit_offsets({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
         lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
+        # A rebalance may have taken partitions away during the awaits: aiokafka knows
+        # no highwater for those.
+        assigned = self.assignment()
         for tp, batch in batches.items():
+            if tp not in assigned:
+                continue
             self._read_offset[tp] = batch[-1].offset
             highwater = self.highwater(tp)
             if highwater is not None and highwater >= 0:
