@@ -193,6 +193,10 @@ class BatchSender:
         builders: dict[tuple[str, int], Any] = {}
         for topic, partition, key, value, headers in records:
             if topic not in self._known_topics:
+                # Tracked explicitly: aiokafka asks for every topic's metadata only while
+                # it tracks none, and once another topic is added, one it found that way
+                # drops out of its metadata (unknown leaders, a metadata storm, no sends).
+                await producer.client.add_topic(topic)
                 await producer.client._wait_on_metadata(topic)
                 self._known_topics.add(topic)
             if partition is None:
