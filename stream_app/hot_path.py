@@ -137,17 +137,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def _behind(self, tp: Any) -> bool | None:
         """Whether Kafka holds records of this partition not handed to us yet (None: not
         known yet). aiokafka's position moves past what getmany returned."""
-        consumer = self._thread._ensure_consumer()
-        highwater = consumer.highwater(tp)
-        state = consumer._subscription.subscription.assignment.state_value(tp)
-        if highwater is None or state is None or not state.has_valid_position:
+        state = self._tp_state(tp)
+        if state is None or state.highwater is None or not state.has_valid_position:
             return None
-        return bool(state.position < highwater)
+        return bool(state.position < state.highwater)
+
+    def _tp_state(self, tp: Any) -> Any:
+        """aiokafka's state of a partition, None unless it is assigned. The consumer thread
+        changes the assignment during a rebalance, between any two lines of this one:
+        aiokafka's own highwater() asserts the partition is assigned (a worker crashed on
+        it in the two-worker benchmark), so read the state once and check it."""
+        subscription = self._thread._ensure_consumer()._subscription.subscription
+        if subscription is None or subscription.assignment is None:
+            return None
+        return subscription.assignment.state_value(tp)
 
     def _polled_at(self, tp: Any) -> int | None:
         """When a fetch of this partition last answered, records or not (None: never)."""
-        consumer = self._thread._ensure_consumer()
-        state = consumer._subscription.subscription.assignment.state_value(tp)
+        state = self._tp_state(tp)
         return None if state is None else state.timestamp
 
     def _polled_since_records(self, tp: Any) -> bool:
@@ -198,7 +205,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
         for tp, batch in batches.items():
             self._read_offset[tp] = batch[-1].offset
-            highwater = self.highwater(tp)
+            state = self._tp_state(tp)
+            highwater = None if state is None else state.highwater
             if highwater is not None and highwater >= 0:
                 lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
         if isinstance(self.app, PipelineApp):
