@@ -185,6 +185,9 @@ class Deployment:
     def rss_bytes(self) -> list[int]:
         return [rss_of(process.pid) for process in self.workers]
 
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds_of(process.pid) for process in self.workers)
+
     def metrics_text(self, index: int, timeout: float = 10) -> str:
         with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.ports[index]}/metrics", timeout=timeout) as response:
@@ -245,6 +248,14 @@ def rss_of(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far (Linux). On a shared
+    machine this moves far less than wall time: CPU per event compares runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$')

@@ -142,7 +142,8 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         f"one worker, lag 0 and exact counts   {one.rate:>10,.0f} events/s   "
         f"{one.rate / bare:.2f} of the bare consumer (target 0.25, stretch 0.5)",
         f"  worker RSS at the end: {one.rss[0] / 2**20:,.0f} MiB "
-        f"({one.total_seconds:.1f} s from launch to exact)",
+        f"({one.total_seconds:.1f} s from launch to exact); worker CPU "
+        f"{one.cpu_us_per_event:,.0f} us per event ({one.cpu_seconds:.1f} s)",
     ]
     if "scale" in sections:
         two = run_workers(broker, dataset, 2, progress, timeout)
@@ -150,7 +151,13 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         results["two_workers"] = asdict(two) | {"rate": round(two.rate)}
         report.append(
             f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
-            f"{two.rate / one.rate:.2f} x one worker (target 1.6)")
+            f"{two.rate / one.rate:.2f} x one worker (target 1.6); CPU "
+            f"{two.cpu_us_per_event:,.0f} us per event")
+        if two.timed_share < 0.5:
+            report.append(
+                f"  (not meaningful: the first worker had validated "
+                f"{1 - two.timed_share:.0%} of the events before both workers had "
+                "partitions; use more --events)")
 
 
 def _latency_lines(runs: list[LatencyRun]) -> list[str]:

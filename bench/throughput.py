@@ -193,10 +193,24 @@ class WorkerRun:
     seconds: float
     rss: list[int]
     total_seconds: float
+    # CPU seconds the workers used from the start of the clock to its end (all threads).
+    cpu_seconds: float = 0.0
+
+    # Events in the dataset: a worker that drained most of them before the whole group had
+    # its partitions leaves too few in the timed span for a meaningful rate.
+    total: int = 0
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def timed_share(self) -> float:
+        return self.events / self.total if self.total else 1.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds / max(1, self.events) * 1e6
 
 
 def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress,
@@ -229,6 +243,7 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
             progress(f"{count} worker(s): starting")
             time.sleep(0.05)
         started = time.monotonic()
+        cpu_before = deployment.cpu_seconds()
         validated_before = deployment.events_in()
         total = dataset.messages
         while True:
@@ -237,6 +252,7 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
             current = lag.lag()
             if current == 0:
                 finished = time.monotonic()
+                cpu_after = deployment.cpu_seconds()
                 problems = truth_mismatches(deployment, dataset.truth)
                 if not problems:
                     break
@@ -247,8 +263,8 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
                          f"lag {current:,} on all stages")
             time.sleep(0.1)
         rss = deployment.rss_bytes()
-        return WorkerRun(count, total - validated_before, finished - started, rss,
-                         finished - launched)
+        return WorkerRun(count, max(0, total - validated_before), finished - started, rss,
+                         finished - launched, cpu_after - cpu_before, total)
     finally:
         lag.close()
         deployment.stop()

@@ -26,6 +26,13 @@ Record = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, byte
 
 log = logging.getLogger(__name__)
 
+# How long the broker may hold a fetch that finds no new record (Faust sets 1,500 ms).
+# aiokafka keeps one fetch in flight per broker and leaves out the partitions whose records
+# are still buffered, so records written meanwhile to those partitions (the internal topics
+# this worker just produced to, the inputs it just drained) waited for that fetch to time
+# out: up to 1.5 s per stage of the pipeline. An idle worker now asks 10 times a second.
+FETCH_MAX_WAIT_MS = 100
+
 
 class PipelineApp(faust.App):
     """A Faust app that carries the pipeline its consumer hands batches to."""
@@ -35,11 +42,25 @@ class PipelineApp(faust.App):
     stores: list[PartitionStore]
 
 
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start(), which creates the fetcher.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch_lock = asyncio.Lock()
         self._batch_sender: BatchSender | None = None
+        # Per input partition: when a fetch of it last answered (aiokafka's clock), as of
+        # the moment its last records were handed to the pipeline.
+        self._polled_at_records: dict[Any, int | None] = {}
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         # Faust checks the assignment before flushing the producer; a rebalance during the
@@ -93,9 +114,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             assigned = self.assignment()
             owned = {tp: batch for tp, batch in inputs.items() if tp in assigned}
             input_tps = {tp for tp in assigned if pipeline.is_input(tp.topic)}
+            for tp in owned:
+                self._polled_at_records[tp] = self._polled_at(tp)
+            behind = {tp: self._behind(tp) for tp in input_tps}
             outputs = pipeline.validate(
                 {(tp.topic, tp.partition): batch for tp, batch in owned.items()},
-                behind={(tp.topic, tp.partition): self._behind(tp) for tp in input_tps})
+                behind={(tp.topic, tp.partition): value for tp, value in behind.items()},
+                quiet={(tp.topic, tp.partition) for tp, value in behind.items()
+                       if value is False and self._polled_since_records(tp)})
             sender = self._sender()
             await sender.send(_output_records(outputs))
             await sender.flush()
@@ -111,12 +137,31 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def _behind(self, tp: Any) -> bool | None:
         """Whether Kafka holds records of this partition not handed to us yet (None: not
         known yet). aiokafka's position moves past what getmany returned."""
-        consumer = self._thread._ensure_consumer()
-        highwater = consumer.highwater(tp)
-        state = consumer._subscription.subscription.assignment.state_value(tp)
-        if highwater is None or state is None or not state.has_valid_position:
+        state = self._tp_state(tp)
+        if state is None or state.highwater is None or not state.has_valid_position:
             return None
-        return bool(state.position < highwater)
+        return bool(state.position < state.highwater)
+
+    def _tp_state(self, tp: Any) -> Any:
+        """aiokafka's state of a partition, None unless it is assigned. The consumer thread
+        changes the assignment during a rebalance, between any two lines of this one:
+        aiokafka's own highwater() asserts the partition is assigned (a worker crashed on
+        it in the two-worker benchmark), so read the state once and check it."""
+        subscription = self._thread._ensure_consumer()._subscription.subscription
+        if subscription is None or subscription.assignment is None:
+            return None
+        return subscription.assignment.state_value(tp)
+
+    def _polled_at(self, tp: Any) -> int | None:
+        """When a fetch of this partition last answered, records or not (None: never)."""
+        state = self._tp_state(tp)
+        return None if state is None else state.timestamp
+
+    def _polled_since_records(self, tp: Any) -> bool:
+        """Whether a fetch of this caught-up partition answered after its last records were
+        handed over, with nothing new: its next record is a live arrival (core/merge.py)."""
+        polled = self._polled_at(tp)
+        return polled is not None and polled != self._polled_at_records.get(tp, polled)
 
     async def _handle_batches(self, pipeline: Pipeline, batches: dict[Any, list[Any]]) -> None:
         """One fetch of the internal topics: every partition's outputs, one flush, then
@@ -165,9 +210,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if tp not in assigned:
                 continue
             self._read_offset[tp] = batch[-1].offset
-            highwater = self.highwater(tp)
+            state = self._tp_state(tp)
+            highwater = None if state is None else state.highwater
             if highwater is not None and highwater >= 0:
                 lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
+        if isinstance(self.app, PipelineApp):
+            self.app.pipeline.touch()
 
 
 def _output_records(outputs: list[Output]) -> Iterator[Record]:

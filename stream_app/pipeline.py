@@ -17,7 +17,7 @@ import logging
 import time
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,7 +39,8 @@ _PARTIALS_PER_MESSAGE = 2_000
 # 0.5 KB each; and how long a partition whose lag is unknown may hold the others.
 _MAX_WAITING_INPUTS = 200_000
 _MAX_INPUT_WAIT_S = 10.0
-# How long a caught-up input partition that just delivered holds the others back.
+# How long a caught-up input partition that just delivered holds the others back at most,
+# when no fetch of it answers in between (one that answers empty ends the wait at once).
 _INPUT_IDLE_WAIT_S = 2.0
 
 
@@ -106,6 +107,12 @@ class Pipeline:
         self.events_in_by_topic: Counter[str] = Counter()
         # Records not yet read, per input or internal partition, as of its last batch.
         self.lag: dict[tuple[str, int], int] = {}
+        # Moves whenever something /metrics shows may have changed (web.ExpositionCache);
+        # who changes `lag` from outside calls `touch`.
+        self.version = 0
+
+    def touch(self) -> None:
+        self.version += 1
 
     def handles(self, topic: str) -> bool:
         return topic in self._parsers or topic in (
@@ -126,6 +133,7 @@ class Pipeline:
         every partition first, and Faust then recovers a kept one only from where its
         last recovery ended, so the table holds what was written since, not the state."""
         owned = set(assigned)
+        self.touch()
         for key in [key for key in self.lag if key not in owned]:
             del self.lag[key]
         for partition in [p for p in self.partitions
@@ -146,19 +154,23 @@ class Pipeline:
     # -- stage 1 ---------------------------------------------------------------------
     def validate(self, batches: dict[tuple[str, int], Sequence[Record]],
                  behind: Mapping[tuple[str, int], bool | None] | None = None,
-                 now: float | None = None) -> list[Output]:
+                 now: float | None = None,
+                 quiet: Container[tuple[str, int]] = ()) -> list[Output]:
         """Validate input records and forward what may leave, in event-time order.
 
         Records wait in an EventTimeMerge (core/merge.py) until no input partition that is
         still `behind` (records in Kafka not read yet) can deliver an older one, so that a
         backlog read a few partitions at a time does not push stream time ahead of the
-        others. Without `behind`, all records leave at once. Each source partition's items
-        leave in offset order, rejects included: the receiving stage counts an item once
-        by its source offset. Commit `input_positions()` once the outputs are flushed.
+        others; a caught-up partition that a fetch found empty since its last record
+        (`quiet`) holds nothing back. Without `behind`, all records leave at once. Each
+        source partition's items leave in offset order, rejects included: the receiving
+        stage counts an item once by its source offset. Commit `input_positions()` once
+        the outputs are flushed.
         """
         settings = self.settings
         merge = self._merge
         now = time.monotonic() if now is None else now
+        self.touch()
         for (topic, partition), records in batches.items():
             parse = self._parsers[topic]
             source = (topic, partition)
@@ -174,7 +186,7 @@ class Pipeline:
             self.events_in_by_topic[topic] += len(records)
         if behind is None:
             behind = {}  # nothing to wait for
-        released = merge.release(behind, now)
+        released = merge.release(behind, now, quiet)
         outputs: list[Output] = []
         stamp = self._stream_time
         for (topic, partition), offset, outcome in released:
@@ -257,6 +269,7 @@ class Pipeline:
 
     def load(self, topic: str, partition: int) -> None:
         """Rebuild a newly assigned partition's state from its recovered table entries."""
+        self.touch()
         if topic == self.settings.topic_events:
             self._partition(partition)
         elif topic == self.settings.topic_partials:
@@ -280,6 +293,7 @@ class Pipeline:
 
     # -- stage 2 ---------------------------------------------------------------------
     def attribute(self, partition: int, records: Sequence[Record]) -> list[Output]:
+        self.touch()
         state = self._partition(partition)
         for record in records:
             if record.value is not None:
@@ -300,6 +314,7 @@ class Pipeline:
 
     # -- stage 3 ---------------------------------------------------------------------
     def publish(self, partition: int, records: Sequence[Record]) -> list[Output]:
+        self.touch()
         board = self._board(partition)
         for record in records:
             if record.value is not None:

@@ -18,10 +18,21 @@ WindowKey = tuple[str, int]  # (window label, window start)
 _Slot = tuple[str, str, int]  # (view name, window label, window start)
 
 
-@dataclass(slots=True)
 class _Cell:
-    sums: list[int]
-    members: list[set[str]]
+    """One key's counts in one slot. Change tracking is two flags on the cell and two lists
+    of cells, not sets of (slot, key) tuples: `add` runs for 4 roll-ups of a dozen fields
+    per event, and building and hashing those tuples was a large share of the hot path."""
+
+    __slots__ = ("key", "members", "slot", "sums", "unpublished", "unsaved")
+
+    def __init__(self, slot: _Slot, key: Key, sums: int, distinct: int) -> None:
+        self.sums = [0] * sums
+        self.members: list[set[str]] = [set() for _ in range(distinct)]
+        self.slot = slot
+        self.key = key
+        # Listed in _Changes.cells / WindowCounts._partials since the last take.
+        self.unsaved = False
+        self.unpublished = False
 
     def vector(self) -> list[int]:
         return [*self.sums, *(len(group) for group in self.members)]
@@ -40,7 +51,7 @@ class Partial:
 
 @dataclass(slots=True)
 class _Changes:
-    cells: set[tuple[_Slot, Key]] = field(default_factory=set)
+    cells: list[_Cell] = field(default_factory=list)
     members: list[tuple[_Slot, Key, int, str]] = field(default_factory=list)
     dropped: list[tuple[_Slot, dict[Key, _Cell]]] = field(default_factory=list)
 
@@ -49,7 +60,7 @@ class WindowCounts:
     def __init__(self) -> None:
         self._slots: dict[_Slot, dict[Key, _Cell]] = {}
         self._changes = _Changes()
-        self._partials: set[tuple[_Slot, Key]] = set()
+        self._partials: list[_Cell] = []
 
     def add(self, view: View, window: WindowKey, key: Key, field_name: str, amount: int) -> None:
         # Runs a dozen times per event: lookups hoisted out of the loop on purpose.
@@ -58,16 +69,17 @@ class WindowCounts:
         cells = self._slots.get(slot)
         if cells is None:
             cells = self._slots[slot] = {}
-        changed, partials = self._changes.cells, self._partials
         for rolled in rollups(key):
             cell = cells.get(rolled)
             if cell is None:
-                cell = cells[rolled] = _Cell([0] * len(view.sums),
-                                             [set() for _ in view.distinct])
+                cell = cells[rolled] = _Cell(slot, rolled, len(view.sums), len(view.distinct))
             cell.sums[index] += amount
-            pair = (slot, rolled)
-            changed.add(pair)
-            partials.add(pair)
+            if not cell.unsaved:
+                cell.unsaved = True
+                self._changes.cells.append(cell)
+            if not cell.unpublished:
+                cell.unpublished = True
+                self._partials.append(cell)
 
     def mark(self, view: View, window: WindowKey, key: Key, field_name: str,
              customer: str) -> None:
@@ -79,17 +91,19 @@ class WindowCounts:
         """
         index = view.distinct.index(field_name)
         slot = (view.name, *window)
-        group = self._cell(view, slot, key).members[index]
+        cell = self._cell(view, slot, key)
+        group = cell.members[index]
         if customer in group:
             return
         group.add(customer)
         self._changes.members.append((slot, key, index, customer))
-        self._changed(slot, key)
+        self._changed(cell)
         for rolled in rollups(key)[1:]:
-            group = self._cell(view, slot, rolled).members[index]
+            cell = self._cell(view, slot, rolled)
+            group = cell.members[index]
             if customer not in group:
                 group.add(customer)
-                self._changed(slot, rolled)
+                self._changed(cell)
 
     def vector(self, view: View, window: WindowKey, key: Key) -> list[int] | None:
         cell = self._slots.get((view.name, *window), {}).get(key)
@@ -111,11 +125,11 @@ class WindowCounts:
 
     def take_partials(self) -> list[Partial]:
         partials = []
-        for slot, key in sorted(self._partials):
-            cell = self._slots.get(slot, {}).get(key)
-            if cell is not None:
-                partials.append(Partial(slot[0], slot[1], slot[2], key, cell.vector()))
-        self._partials.clear()
+        for cell in sorted(self._partials, key=_slot_and_key):
+            cell.unpublished = False
+            if self._slots.get(cell.slot, {}).get(cell.key) is cell:
+                partials.append(Partial(*cell.slot, cell.key, cell.vector()))
+        self._partials = []
         return partials
 
     # -- persistence -------------------------------------------------------------------
@@ -128,10 +142,10 @@ class WindowCounts:
                 for index, group in enumerate(dropped.members):
                     for customer in group:
                         changes[_member_key(prefix, slot, key, index, customer)] = None
-        for slot, key in self._changes.cells:
-            kept = self._slots.get(slot, {}).get(key)
-            if kept is not None:
-                changes[_cell_key(prefix, slot, key)] = list(kept.sums)
+        for cell in self._changes.cells:
+            cell.unsaved = False
+            if self._slots.get(cell.slot, {}).get(cell.key) is cell:
+                changes[_cell_key(prefix, cell.slot, cell.key)] = list(cell.sums)
         for slot, key, index, customer in self._changes.members:
             if slot in self._slots:
                 changes[_member_key(prefix, slot, key, index, customer)] = 1
@@ -153,19 +167,31 @@ class WindowCounts:
                 self._cell(view, slot, rolled).members[parts[5]].add(parts[6])
 
     def forget_changes(self) -> None:
+        for cell in self._changes.cells:
+            cell.unsaved = False
+        for cell in self._partials:
+            cell.unpublished = False
         self._changes = _Changes()
-        self._partials.clear()
+        self._partials = []
 
     def _cell(self, view: View, slot: _Slot, key: Key) -> _Cell:
         cells = self._slots.setdefault(slot, {})
         cell = cells.get(key)
         if cell is None:
-            cell = cells[key] = _Cell([0] * len(view.sums), [set() for _ in view.distinct])
+            cell = cells[key] = _Cell(slot, key, len(view.sums), len(view.distinct))
         return cell
 
-    def _changed(self, slot: _Slot, key: Key) -> None:
-        self._changes.cells.add((slot, key))
-        self._partials.add((slot, key))
+    def _changed(self, cell: _Cell) -> None:
+        if not cell.unsaved:
+            cell.unsaved = True
+            self._changes.cells.append(cell)
+        if not cell.unpublished:
+            cell.unpublished = True
+            self._partials.append(cell)
+
+
+def _slot_and_key(cell: _Cell) -> tuple[_Slot, Key]:
+    return cell.slot, cell.key
 
 
 _FIELD_INDEX: dict[tuple[str, str], int] = {}

@@ -7,10 +7,12 @@ stream time past the others' windows and make them late, and a last-touch purcha
 be decided before its offer arrived. So records wait here until every partition that is
 still behind (has records in Kafka not read yet) has shown how far it has got: a record
 leaves once no partition behind can still deliver an older one. A partition that has
-caught up holds the others back only while it is live, for `idle_wait_s` after its last
-record (as Kafka Streams' max.task.idle.ms): producers write every partition at about
-the same time, so its next record is probably on its way, while a quiet partition must
-not hold up the stream.
+caught up holds the others back only until a fetch of it answers with nothing new (it is
+`quiet`: its next record is written after that answer, a live arrival, as Kafka Streams
+treats an empty partition whose lag is 0), and at most `idle_wait_s` after its last
+record if no such answer comes (as max.task.idle.ms). Producers write every partition at
+about the same time, so the next record of a partition that just delivered is probably on
+its way; one fetch round tells. A live stream is held for a fetch round, not seconds.
 
 Each partition's records leave in offset order (its order key is the running largest ts,
 a reject taking the key of the record before it), so the receiving stage can count each
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -67,14 +69,15 @@ class EventTimeMerge(Generic[T]):
         waiting.next_offset = offset + 1
         self._waiting += 1
 
-    def release(self, behind: Mapping[Source, bool | None],
-                now: float) -> list[tuple[Source, int, T]]:
+    def release(self, behind: Mapping[Source, bool | None], now: float,
+                quiet: Container[Source] = ()) -> list[tuple[Source, int, T]]:
         """The records that may leave, in event-time order.
 
         `behind` says, for each partition read, whether Kafka holds records of it not read
-        yet (None: not known yet; taken as behind for `max_wait_s`).
+        yet (None: not known yet; taken as behind for `max_wait_s`). `quiet` names caught-up
+        partitions that a fetch found empty after their last record: they hold nothing back.
         """
-        bound = self._bound(behind, now)
+        bound = self._bound(behind, now, quiet)
         heads = [(waiting.items[0][0], source) for source, waiting in self._sources.items()
                  if waiting.items]
         heapq.heapify(heads)
@@ -94,7 +97,8 @@ class EventTimeMerge(Generic[T]):
         self._waiting -= len(released)
         return released
 
-    def _bound(self, behind: Mapping[Source, bool | None], now: float) -> int:
+    def _bound(self, behind: Mapping[Source, bool | None], now: float,
+               quiet: Container[Source]) -> int:
         bound = 2**63
         for source, is_behind in behind.items():
             waiting = self._sources.get(source)
@@ -106,7 +110,8 @@ class EventTimeMerge(Generic[T]):
                 self._unknown_since.pop(source, None)
             if is_behind is False:
                 live = (waiting is not None and waiting.arrived is not None
-                        and now - waiting.arrived < self.idle_wait_s)
+                        and now - waiting.arrived < self.idle_wait_s
+                        and source not in quiet)
                 if live:
                     assert waiting is not None
                     bound = min(bound, waiting.key)

@@ -48,7 +48,12 @@ class WindowConfig:
     max_label_values: int = DEFAULT_MAX_LABEL_VALUES
 
     def size_ms(self, label: str) -> int:
-        return dict(self.sizes)[label]
+        # A few sizes: a scan is cheaper than the dict this built on every call (several
+        # times per event).
+        for name, size in self.sizes:
+            if name == label:
+                return size
+        raise KeyError(label)
 
     def is_final(self, window: WindowKey, stream_time: int | None) -> bool:
         end = window[1] + self.size_ms(window[0])

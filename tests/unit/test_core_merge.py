@@ -53,6 +53,24 @@ def test_a_caught_up_partition_that_just_delivered_holds_the_others_for_a_while(
     assert [p for _, _, p in merge.release({A: False, B: False}, now=13)] == ["a400"]
 
 
+def test_a_caught_up_partition_found_empty_by_a_fetch_holds_nothing_back() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60,
+                                                idle_wait_s=2)
+    merge.add(B, 0, 100, "b100", now=10)
+    merge.add(A, 0, 100, "a100", now=10)
+    merge.add(A, 1, 400, "a400", now=10)
+    # No fetch of B answered since b100: B's next record may be on its way, older than a400.
+    out = merge.release({A: False, B: False}, now=10.01)
+    assert sorted(p for _, _, p in out) == ["a100", "b100"]
+    # A fetch of B answered with nothing: what B writes next is a live arrival, later than
+    # what A delivered before that answer. No need to wait out the idle wait.
+    out = merge.release({A: False, B: False}, now=10.02, quiet={B})
+    assert [p for _, _, p in out] == ["a400"]
+    # A quiet partition that is behind again (records written since) is waited for.
+    merge.add(A, 2, 500, "a500", now=10.03)
+    assert merge.release({A: False, B: True}, now=10.03, quiet={B}) == []
+
+
 def test_beyond_max_buffered_the_oldest_leave_anyway() -> None:
     merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=4, max_wait_s=60)
     for offset in range(5):

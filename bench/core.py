@@ -1,0 +1,114 @@
+"""The pure core's own speed, without Kafka: the ceiling of one worker.
+
+    python bench/core.py [EVENTS] [BATCH]
+
+The simulator's events (the same mix as bench/run.py) go through the worker's three
+stages as the hot path calls them, with nothing in between: `Pipeline.validate` of every
+input partition a batch at a time, `attribute` and `persist_partition` of every
+events-by-customer partition a batch at a time (changelog records encoded, then dropped),
+`publish` and `persist_board` of the window partials. Prints the CPU time per event of
+each stage: whatever the Kafka side costs comes on top, so events/s here bound a worker's.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiokafka.partitioner import murmur2
+
+from bench.throughput import GRACE, scenario
+from stream_app.pipeline import Pipeline
+from stream_app.settings import Settings
+from stream_app.simulator.scenario import Simulation
+from stream_app.state_store import PartitionStore
+
+PARTITIONS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class _Table:
+    """What PartitionStore needs of a Faust table."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+
+def _partition(key: bytes | None, fallback: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else fallback % PARTITIONS
+
+
+def run(events: int, batch: int) -> dict[str, float]:
+    settings = Settings.from_env({"UPSELL_GRACE": GRACE, "UPSELL_PARTITIONS": str(PARTITIONS)})
+    inputs: dict[tuple[str, int], list[_Record]] = defaultdict(list)
+    for n, message in enumerate(Simulation(scenario(events, 7, "offers", "purchases"))):
+        topic = settings.topic_offers if message.topic_kind == "offers" else \
+            settings.topic_purchases
+        records = inputs[(topic, _partition(message.key, n))]
+        records.append(_Record(len(records), message.key, message.value))
+    total = sum(len(records) for records in inputs.values())
+    pipeline = Pipeline(settings, PartitionStore(_Table(), keep_copy=False),
+                        PartitionStore(_Table(), keep_copy=False))
+    seconds: dict[str, float] = defaultdict(float)
+
+    internal: dict[int, list[_Record]] = defaultdict(list)
+    for start in range(0, max(len(records) for records in inputs.values()), batch):
+        started = time.process_time()
+        outputs = pipeline.validate({source: records[start:start + batch]
+                                     for source, records in inputs.items()})
+        seconds["validate"] += time.process_time() - started
+        for output in outputs:
+            if output.topic == settings.topic_events:
+                partition = output.partition if output.partition is not None else \
+                    _partition(output.key, 0)
+                queue = internal[partition]
+                queue.append(_Record(len(queue), output.key, output.value))
+
+    partials: list[_Record] = []
+    for start in range(0, max(len(queue) for queue in internal.values()), batch):
+        for partition, queue in internal.items():
+            if start >= len(queue):
+                continue
+            started = time.process_time()
+            outputs = pipeline.attribute(partition, queue[start:start + batch])
+            middle = time.process_time()
+            pipeline.persist_partition(partition)
+            pipeline._partition_store.take_outbox()
+            seconds["attribute"] += middle - started
+            seconds["persist"] += time.process_time() - middle
+            partials += [_Record(len(partials), o.key, o.value) for o in outputs]
+
+    started = time.process_time()
+    for start in range(0, len(partials), 50):
+        pipeline.publish(0, partials[start:start + 50])
+        pipeline.persist_board(0)
+        pipeline._board_store.take_outbox()
+    seconds["publish"] = time.process_time() - started
+    return {"events": total, **seconds}
+
+
+def main() -> None:
+    events = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000
+    figures = run(events, batch)
+    total = int(figures.pop("events"))
+    spent = sum(figures.values())
+    stages = ", ".join(f"{name} {value / total * 1e6:.0f}" for name, value in figures.items())
+    print(f"pure core, {total:,} events in batches of {batch:,}: {spent / total * 1e6:.0f} us "
+          f"CPU per event ({stages}), at most {total / spent:,.0f} events/s on one core")
+
+
+if __name__ == "__main__":
+    main()
