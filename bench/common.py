@@ -18,6 +18,9 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from tests.e2e import harness
+from tests.e2e.harness import free_port
+
 CLI = [sys.executable, "-m", "stream_app.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
@@ -56,23 +59,12 @@ class Progress:
         sys.stderr.flush()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    """The end-to-end tests' wait, failing the benchmark with a BenchError."""
+    try:
+        return harness.wait_until(check, timeout, what, every)
+    except AssertionError as error:
+        raise BenchError(str(error)) from None
 
 
 @dataclass

@@ -74,12 +74,7 @@ class WindowCounts:
             if cell is None:
                 cell = cells[rolled] = _Cell(slot, rolled, len(view.sums), len(view.distinct))
             cell.sums[index] += amount
-            if not cell.unsaved:
-                cell.unsaved = True
-                self._changes.cells.append(cell)
-            if not cell.unpublished:
-                cell.unpublished = True
-                self._partials.append(cell)
+            self._changed(cell)
 
     def mark(self, view: View, window: WindowKey, key: Key, field_name: str,
              customer: str) -> None:
