@@ -203,15 +203,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self._sender().flush()
         await self._commit_offsets({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
         lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
-        # A rebalance may have taken partitions away during the awaits: aiokafka knows
-        # no highwater for those.
-        assigned = self.assignment()
         for tp, batch in batches.items():
-            if tp not in assigned:
+            # None: a rebalance took the partition away during the awaits.
+            state = self._tp_state(tp)
+            if state is None:
                 continue
             self._read_offset[tp] = batch[-1].offset
-            state = self._tp_state(tp)
-            highwater = None if state is None else state.highwater
+            highwater = state.highwater
             if highwater is not None and highwater >= 0:
                 lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
         if isinstance(self.app, PipelineApp):
