@@ -203,13 +203,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self._sender().flush()
         await self._commit_offsets({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
         lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
+        # A rebalance may have taken partitions away during the awaits: aiokafka knows
+        # no highwater for those.
+        assigned = self.assignment()
         for tp, batch in batches.items():
-            # None: a rebalance took the partition away during the awaits.
-            state = self._tp_state(tp)
-            if state is None:
+            if tp not in assigned:
                 continue
             self._read_offset[tp] = batch[-1].offset
-            highwater = state.highwater
+            state = self._tp_state(tp)
+            highwater = None if state is None else state.highwater
             if highwater is not None and highwater >= 0:
                 lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
         if isinstance(self.app, PipelineApp):
