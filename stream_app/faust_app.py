@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
+
+import faust
+from faust.types import TP
 
 from stream_app.hot_path import BatchConsumer, BatchTransport, PipelineApp
 from stream_app.kafka_clients import faust_credentials
@@ -11,9 +16,32 @@ from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
 
+log = logging.getLogger(__name__)
+
 # Journal entries hold a whole batch's changes; leave room above Kafka's 1 MB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PRODUCER_BATCH_BYTES = 512 * 1024
+
+
+class StateTable(faust.Table):  # type: ignore[type-arg]
+    """A changelog-backed table whose partitions' state lives in the pipeline once loaded.
+
+    Faust's in-memory store persists nothing, so Faust resumes a changelog partition's
+    recovery from where the last one in this process ended, while it still holds that
+    offset. It forgets the offset when the partition is revoked, but not in a generation
+    whose recovery it skips because another rebalance began meanwhile ("rebalance again
+    generation id" in faust/tables/recovery.py): a partition that moved away then and came
+    back would resume mid-changelog, into a table whose earlier entries are gone
+    (PartitionStore.release). So a partition whose state is not live here is always read
+    from the changelog's start; a live one keeps Faust's offset, since what recovery
+    replays for it is dropped anyway.
+    """
+
+    holds_live_state: Callable[[int], bool] = staticmethod(lambda partition: False)
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        # -1: nothing of this partition is here, recover from the first record.
+        return None if self.holds_live_state(tp.partition) else -1
 
 
 def create_app(settings: Settings) -> PipelineApp:
@@ -40,6 +68,7 @@ def create_app(settings: Settings) -> PipelineApp:
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         table_standby_replicas=0,
         data_dir=str(settings.data_dir / "worker"),
+        Table=StateTable,
     )
     state_config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     partition_table = app.Table(
@@ -54,6 +83,9 @@ def create_app(settings: Settings) -> PipelineApp:
     board_store = PartitionStore(board_table, keep_copy=False)
     app.stores = [partition_store, board_store]
     pipeline = app.pipeline = Pipeline(settings, partition_store, board_store)
+    assert isinstance(partition_table, StateTable) and isinstance(board_table, StateTable)
+    partition_table.holds_live_state = lambda partition: partition in pipeline.partitions
+    board_table.holds_live_state = lambda partition: partition in pipeline.boards
     for name in (*settings.input_topics, settings.topic_events, settings.topic_partials):
         app.topics.add(app.topic(name, key_serializer="raw", value_serializer="raw"))
 
@@ -71,6 +103,16 @@ def create_app(settings: Settings) -> PipelineApp:
     app.on_partitions_assigned.connect(on_assigned)
 
     async def on_recovered() -> None:
+        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+        if recovery.signal_recovery_start.is_set():
+            # A newer rebalance interrupted this recovery. Faust swallows the RebalanceAgain
+            # it raises while waiting for the changelogs (`except Exception` around
+            # `_wait(signal_recovery_end.wait())` in faust/tables/recovery.py) and calls
+            # this as if the recovery were complete: the tables then hold part of the
+            # changelogs, and state loaded from them lost the rest (hundreds of offers in
+            # the scale-out tests). The newer recovery calls this again when it is done.
+            log.info("recovery interrupted by a rebalance: state is loaded after the next one")
+            return
         # Load state as soon as it is recovered, so /metrics shows the counts of an owned
         # partition before its next event arrives.
         assigned = app.consumer.assignment()

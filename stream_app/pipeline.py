@@ -26,7 +26,7 @@ from stream_app.core.drops import DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
 from stream_app.core.merge import EventTimeMerge
-from stream_app.core.partition import CustomerPartition, WindowConfig
+from stream_app.core.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
 from stream_app.core.views import CHANNEL_SEGMENT
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
@@ -136,8 +136,10 @@ class Pipeline:
         self.touch()
         for key in [key for key in self.lag if key not in owned]:
             del self.lag[key]
-        for partition in [p for p in self.partitions
-                          if (self.settings.topic_events, p) not in owned]:
+        gone = sorted(p for p in self.partitions if (self.settings.topic_events, p) not in owned)
+        if gone:
+            log.info("events-by-customer partitions %s moved away: their state is dropped", gone)
+        for partition in gone:
             del self.partitions[partition]
         for partition in [p for p in self.boards if (self.settings.topic_partials, p) not in owned]:
             del self.boards[partition]
@@ -275,11 +277,20 @@ class Pipeline:
         elif topic == self.settings.topic_partials:
             self._board(partition)
 
+    def has_state(self, topic: str, partition: int) -> bool:
+        """Whether the state of an internal partition is loaded (see `load`)."""
+        if topic == self.settings.topic_events:
+            return partition in self.partitions
+        return topic == self.settings.topic_partials and partition in self.boards
+
     def _partition(self, partition: int) -> CustomerPartition:
         state = self.partitions.get(partition)
         if state is None:
             state = CustomerPartition.restore(self.config, self._partition_store.load(partition))
             self.partitions[partition] = state
+            log.info("events-by-customer partition %d loaded: next offset %d, %d offers "
+                     "counted, %d open", partition, state.next_offset,
+                     sum(state.totals[OFFERS_TOTAL].values()), state.open_offers())
         return state
 
     def _board(self, partition: int) -> RatesBoard:

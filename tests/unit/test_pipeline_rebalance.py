@@ -57,3 +57,17 @@ def test_a_partition_assigned_elsewhere_is_dropped() -> None:
     pipeline.forget_waiting_inputs([(EVENTS, 0), (OFFERS, 0)])
     pipeline.keep_only([(EVENTS, 1)])
     assert 0 not in pipeline.partitions
+
+
+def test_state_counts_as_there_from_its_load_until_its_partition_moves_away() -> None:
+    # The hot path reads records of a partition only while this says its state is there.
+    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
+                        PartitionStore(FakeTable(), keep_copy=False))
+    partials = SETTINGS.topic_partials
+    assert not pipeline.has_state(EVENTS, 1) and not pipeline.has_state(partials, 0)
+    pipeline.load(EVENTS, 1)
+    pipeline.load(partials, 0)
+    assert pipeline.has_state(EVENTS, 1) and pipeline.has_state(partials, 0)
+    assert not pipeline.has_state(EVENTS, 0) and not pipeline.has_state(OFFERS, 1)
+    pipeline.keep_only([(partials, 0)])
+    assert not pipeline.has_state(EVENTS, 1) and pipeline.has_state(partials, 0)
