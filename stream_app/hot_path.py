@@ -170,14 +170,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
             assigned = self.assignment()
             owned = {tp: batch for tp, batch in batches.items()
                      if tp in assigned and pipeline.has_state(tp.topic, tp.partition)}
-            for tp, batch in batches.items():
-                if tp in assigned and tp not in owned:
-                    # Fetched before a rebalance whose recovery has not loaded this
-                    # partition's state yet: a state rebuilt now from a half-replayed
-                    # changelog would pass for the whole one. Read the records again later.
-                    log.info("%s: records from offset %d wait for the state to be recovered",
-                             tp, batch[0].offset)
-                    await self.seek(tp, batch[0].offset)
+            unloaded = {tp: batch[0].offset for tp, batch in batches.items()
+                        if tp in assigned and tp not in owned}
+            if unloaded:
+                # Fetched before a rebalance whose recovery has not loaded these partitions'
+                # state yet: a state rebuilt now from a half-replayed changelog would pass
+                # for the whole one. Read the records again later (seek_wait runs on the
+                # consumer's own thread, as aiokafka needs).
+                log.info("records wait for their partitions' state to be recovered: %s",
+                         unloaded)
+                await self.seek_wait(unloaded)
             if not owned:
                 return
             sender = self._sender()
