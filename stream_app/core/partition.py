@@ -37,6 +37,16 @@ _LABEL = "l|"
 
 UPSELL = "upsell"
 OTHER = "other"
+# What a purchase of each kind counts in the purchases view: its two sums, its distinct
+# buyers.
+_PURCHASE_FIELDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    kind: (f"{kind}_purchases", f"{kind}_amount_micros",
+           ("buyers_any", "buyers_upsell") if kind == UPSELL else ("buyers_any",))
+    for kind in (UPSELL, OTHER)
+}
+_ONE_OFFER = (("offers", 1),)
+_TARGETED = ("customers_targeted",)
+_UPSOLD = ("customers_upsold",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +186,7 @@ class CustomerPartition:
         for view in OFFER_VIEWS:
             key = offer_key(view, offer)
             for window in windows:
-                self._counts.add(view, window, key, "offers", 1)
-                self._counts.mark(view, window, key, "customers_targeted", offer.customer_id)
+                self._counts.count(view, window, key, _ONE_OFFER, _TARGETED, offer.customer_id)
         labels = tuple(label for label, _ in windows)
         self._count(self._attribution.add_offer(offer, labels))
 
@@ -195,18 +204,16 @@ class CustomerPartition:
 
     def _count_purchase(self, purchase: Purchase, labels: tuple[str, ...], kind: str) -> None:
         key = purchase_key(purchase)
+        purchases, amount_micros, buyers = _PURCHASE_FIELDS[kind]
         self.totals[PURCHASES_TOTAL][(kind, *key)] += 1
         self.totals[PURCHASE_AMOUNT_TOTAL][(kind, *key)] += purchase.amount_micros
         for label in labels:
             window = (label, window_start(purchase.ts, self.config.size_ms(label)))
             if self.config.is_final(window, self.stream_time):
                 continue
-            self._counts.add(PURCHASES, window, key, f"{kind}_purchases", 1)
-            self._counts.add(PURCHASES, window, key, f"{kind}_amount_micros",
-                             purchase.amount_micros)
-            self._counts.mark(PURCHASES, window, key, "buyers_any", purchase.customer_id)
-            if kind == UPSELL:
-                self._counts.mark(PURCHASES, window, key, "buyers_upsell", purchase.customer_id)
+            self._counts.count(PURCHASES, window, key,
+                               ((purchases, 1), (amount_micros, purchase.amount_micros)),
+                               buyers, purchase.customer_id)
 
     def _count(self, conversions: list[Conversion]) -> None:
         for conversion in conversions:
@@ -225,9 +232,9 @@ class CustomerPartition:
                     continue
                 for view in OFFER_VIEWS:
                     key = offer_key(view, offer)
-                    self._counts.add(view, window, key, "conversions", 1)
-                    self._counts.add(view, window, key, "revenue_micros", amount)
-                    self._counts.mark(view, window, key, "customers_upsold", offer.customer_id)
+                    self._counts.count(view, window, key,
+                                       (("conversions", 1), ("revenue_micros", amount)),
+                                       _UPSOLD, offer.customer_id)
             labels = self._undecided.pop(purchase.event_id, None)
             if labels is not None:
                 self._changed_undecided.add(purchase.event_id)
