@@ -83,12 +83,13 @@ class WindowCounts:
             family = families[key] = tuple(
                 self._cell(view, slot, rolled) for rolled in rollups(key))
         joined: list[_Cell] = []  # the cells a customer was new to
+        positions = _positions(view)
         for field_name, amount in sums:
-            index = _field_index(view, field_name)
+            index = positions[field_name]
             for cell in family:
                 cell.sums[index] += amount
         for field_name in distinct:
-            index = _field_index(view, field_name) - len(view.sums)
+            index = positions[field_name] - len(view.sums)
             if customer in family[0].members[index]:
                 continue
             self._changes.members.append((slot, key, index, customer))
@@ -188,14 +189,15 @@ def _slot_and_key(cell: _Cell) -> tuple[_Slot, Key]:
     return cell.slot, cell.key
 
 
-_FIELD_INDEX: dict[tuple[str, str], int] = {}
+_POSITIONS: dict[str, dict[str, int]] = {}
 
 
-def _field_index(view: View, field_name: str) -> int:
-    index = _FIELD_INDEX.get((view.name, field_name))
-    if index is None:
-        index = _FIELD_INDEX[(view.name, field_name)] = view.index(field_name)
-    return index
+def _positions(view: View) -> dict[str, int]:
+    """Each field's position in the view's vector."""
+    positions = _POSITIONS.get(view.name)
+    if positions is None:
+        positions = _POSITIONS[view.name] = {name: i for i, name in enumerate(view.fields)}
+    return positions
 
 
 # Entry keys are JSON lists, so that any character may appear in a dimension value.

@@ -57,13 +57,14 @@ class WindowConfig:
     # UPSELL_MAX_LABEL_VALUES: values admitted per dimension and partition (labels.py).
     max_label_values: int = DEFAULT_MAX_LABEL_VALUES
 
+    _size_by_label: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Looked up several times per event.
+        object.__setattr__(self, "_size_by_label", dict(self.sizes))
+
     def size_ms(self, label: str) -> int:
-        # A few sizes: a scan is cheaper than the dict this built on every call (several
-        # times per event).
-        for name, size in self.sizes:
-            if name == label:
-                return size
-        raise KeyError(label)
+        return self._size_by_label[label]
 
     def is_final(self, window: WindowKey, stream_time: int | None) -> bool:
         end = window[1] + self.size_ms(window[0])
@@ -287,9 +288,8 @@ class CustomerPartition:
             kept = self._attribution.offer(ref)
             entry = _OFFER + json.dumps(ref, separators=(",", ":"))
             changes[entry] = None if kept is None else _offer_row(kept)
-        pending = {p.event_id: p for p in self._attribution.pending_purchases()}
         for event_id in attribution_changes.purchases:
-            purchase = pending.get(event_id)
+            purchase = self._attribution.pending_purchase(event_id)
             changes[_PENDING + event_id] = None if purchase is None else event_to_row(purchase)
         attribution_changes.offers.clear()
         attribution_changes.purchases.clear()
