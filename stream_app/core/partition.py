@@ -20,6 +20,7 @@ from stream_app.core.codec import event_from_row, event_to_row
 from stream_app.core.cohorts import Partial, WindowCounts, WindowKey
 from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.events import Offer, Purchase
+from stream_app.core.fastjson import dumps_key
 from stream_app.core.forwarding import Forwarded
 from stream_app.core.labels import DEFAULT_MAX_LABEL_VALUES, LabelCap
 from stream_app.core.views import CAMPAIGN, CHANNEL_SEGMENT, OFFER_VIEWS, PURCHASES, Key, View
@@ -286,7 +287,7 @@ class CustomerPartition:
         attribution_changes = self._attribution.changes
         for ref in attribution_changes.offers:
             kept = self._attribution.offer(ref)
-            entry = _OFFER + json.dumps(ref, separators=(",", ":"))
+            entry = _OFFER + dumps_key(ref)
             changes[entry] = None if kept is None else _offer_row(kept)
         for event_id in attribution_changes.purchases:
             purchase = self._attribution.pending_purchase(event_id)
@@ -354,7 +355,7 @@ class CustomerPartition:
 
 def _label_key(dimension: str, value: str) -> str:
     # A JSON list, so that any character may appear in the value.
-    return _LABEL + json.dumps([dimension, value], separators=(",", ":"))
+    return _LABEL + dumps_key([dimension, value])
 
 
 def _offer_row(kept: OpenOffer) -> list[Any]:
