@@ -8,6 +8,7 @@ input partition a batch at a time, `attribute` and `persist_partition` of every
 events-by-customer partition a batch at a time (changelog records encoded, then dropped),
 `publish` and `persist_board` of the window partials. Prints the CPU time per event of
 each stage: whatever the Kafka side costs comes on top, so events/s here bound a worker's.
+The garbage collector runs with the worker's thresholds (stream_app/gc_tuning.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka.partitioner import murmur2
 
 from bench.throughput import GRACE, scenario
+from stream_app.gc_tuning import tune_collector
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import Simulation
@@ -102,6 +104,7 @@ def run(events: int, batch: int) -> dict[str, float]:
 def main() -> None:
     events = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000
+    tune_collector()  # as the worker does
     figures = run(events, batch)
     total = int(figures.pop("events"))
     spent = sum(figures.values())

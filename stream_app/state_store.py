@@ -97,37 +97,40 @@ class PartitionStore:
         topic, out = self._topic(), self.outbox
         data = self._table.data if self._keep_copy else None
         sequence = self._sequence[partition] = self._sequence.get(partition, 0) + 1
-        encoded: list[tuple[str, bytes, bytes | None]] = []
-        for key, value in changes.items():
-            stored_key = f"{partition}|{key}"
-            if value is None:
-                encoded.append((key, _dumps(stored_key), None))
-                if data is not None:
-                    data.pop(stored_key, None)
-            else:
-                encoded.append((key, _dumps(stored_key), _dumps(value)))
-                if data is not None:
-                    data[stored_key] = value
+        prefix = f"{partition}|"
         # The journal's chunks are spliced from the entries' encodings: each value is
         # encoded once. An entry's key inside a chunk is its stored key without the
         # `<partition>|` prefix (digits and a bar: never escaped).
-        skip = len(f"{partition}|") + 1
+        skip = len(prefix) + 1
+        entries: list[ChangelogRecord] = []
         chunks: list[list[bytes]] = [[]]
         size = 0
-        for _, stored, raw in encoded:
+        for key, value in changes.items():
+            stored_key = prefix + key
+            encoded_key = _dumps(stored_key)
+            if value is None:
+                raw = None
+                piece = b'"%s:null' % encoded_key[skip:]
+                if data is not None:
+                    data.pop(stored_key, None)
+            else:
+                raw = _dumps(value)
+                piece = b'"%s:%s' % (encoded_key[skip:], raw)
+                if data is not None:
+                    data[stored_key] = value
+            entries.append((topic, partition, encoded_key, raw))
             if size > CHUNK_BYTES:
                 chunks.append([])
                 size = 0
-            piece = b'"' + stored[skip:] + b":" + (b"null" if raw is None else raw)
             chunks[-1].append(piece)
             size += len(piece)
         count = len(chunks)
         for index, pieces in enumerate(chunks):
-            chunk_key = f"{partition}|{_CHUNK_PREFIX}{index}"
+            chunk_key = f"{prefix}{_CHUNK_PREFIX}{index}"
             raw_chunk = b"[%d,%d,{%s}]" % (sequence, count, b",".join(pieces))
             out.append((topic, partition, _dumps(chunk_key), raw_chunk))
         # The in-memory copy keeps no chunks: it holds complete batches only.
-        out.extend((topic, partition, key, raw) for _, key, raw in encoded)
+        out.extend(entries)
 
     def take_outbox(self) -> list[ChangelogRecord]:
         records, self.outbox = self.outbox, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from stream_app.faust_app import create_app
+from stream_app.gc_tuning import tune_collector
 from stream_app.metrics import build_registry
 from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
@@ -19,6 +20,7 @@ def run(settings: Settings) -> int:
         return 1
     import faust
 
+    tune_collector()
     app = create_app(settings)
     register(app, app.pipeline, build_registry(app.pipeline))
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

@@ -70,8 +70,8 @@ class Attribution:
     def open_offers(self) -> Iterable[OpenOffer]:
         return self._offers.values()
 
-    def pending_purchases(self) -> Iterable[Purchase]:
-        return self._pending.values()
+    def pending_purchase(self, event_id: str) -> Purchase | None:
+        return self._pending.get(event_id)
 
     def __len__(self) -> int:
         return len(self._offers) + len(self._pending)

@@ -21,6 +21,7 @@ from typing import Any
 
 from stream_app.core.bands import Bands
 from stream_app.core.cohorts import Partial, WindowKey
+from stream_app.core.fastjson import dumps, dumps_key, loads
 from stream_app.core.partition import META_KEY, WindowConfig
 from stream_app.core.rates import figures
 from stream_app.core.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
@@ -75,11 +76,11 @@ class WindowRecord:
 
 def encode_partials(partition: int, stream_time: int | None, partials: Iterable[Partial]) -> bytes:
     rows = [[p.view, p.label, p.start, *p.key, *p.vector] for p in partials]
-    return json.dumps([partition, stream_time, rows], separators=(",", ":")).encode()
+    return dumps([partition, stream_time, rows])
 
 
 def decode_partials(raw: bytes) -> tuple[int, int | None, list[Partial]]:
-    partition, stream_time, rows = json.loads(raw)
+    partition, stream_time, rows = loads(raw)
     partials = [Partial(row[0], row[1], row[2], (row[3], row[4]), row[5:]) for row in rows]
     return partition, stream_time, partials
 
@@ -177,7 +178,7 @@ class RatesBoard:
         changes: dict[str, Any] = {}
         for slot in self._changed_windows:
             window = self._windows.get(slot)
-            entry = _WINDOW + json.dumps(slot, separators=(",", ":"))
+            entry = _WINDOW + dumps_key(slot)
             changes[entry] = None if window is None else [
                 window.announced,
                 [[*key, partition, vector]

@@ -7,7 +7,7 @@ customer counts once in each roll-up and the rates board only has to add partiti
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ _Slot = tuple[str, str, int]  # (view name, window label, window start)
 
 class _Cell:
     """One key's counts in one slot. Change tracking is two flags on the cell and two lists
-    of cells, not sets of (slot, key) tuples: `add` runs for 4 roll-ups of a dozen fields
+    of cells, not sets of (slot, key) tuples: `count` runs for 4 roll-ups a few times
     per event, and building and hashing those tuples was a large share of the hot path."""
 
     __slots__ = ("key", "members", "slot", "sums", "unpublished", "unsaved")
@@ -59,46 +59,53 @@ class _Changes:
 class WindowCounts:
     def __init__(self) -> None:
         self._slots: dict[_Slot, dict[Key, _Cell]] = {}
+        # Per slot, each counted key's cell and its roll-ups' cells, in rollups() order.
+        self._families: dict[_Slot, dict[Key, tuple[_Cell, ...]]] = {}
         self._changes = _Changes()
         self._partials: list[_Cell] = []
 
-    def add(self, view: View, window: WindowKey, key: Key, field_name: str, amount: int) -> None:
-        # Runs a dozen times per event: lookups hoisted out of the loop on purpose.
-        index = _field_index(view, field_name)
-        slot = (view.name, *window)
-        cells = self._slots.get(slot)
-        if cells is None:
-            cells = self._slots[slot] = {}
-        for rolled in rollups(key):
-            cell = cells.get(rolled)
-            if cell is None:
-                cell = cells[rolled] = _Cell(slot, rolled, len(view.sums), len(view.distinct))
-            cell.sums[index] += amount
-            self._changed(cell)
-
-    def mark(self, view: View, window: WindowKey, key: Key, field_name: str,
-             customer: str) -> None:
-        """Count a customer once in a distinct field of the key and its roll-ups.
+    def count(self, view: View, window: WindowKey, key: Key,
+              sums: Sequence[tuple[str, int]], distinct: Sequence[str], customer: str) -> None:
+        """Add the amounts to sum fields and count `customer` once in distinct fields, of
+        the key and its roll-ups.
 
         A roll-up's members are the union of its keys' members, so a customer already
         counted under the key is counted in its roll-ups too, and only the key's
         membership is stored: `restore` adds the roll-ups back (a quarter of the entries).
         """
-        index = view.distinct.index(field_name)
+        # Runs a few times per event for 4 cells each: one lookup finds all four.
         slot = (view.name, *window)
-        cell = self._cell(view, slot, key)
-        group = cell.members[index]
-        if customer in group:
-            return
-        group.add(customer)
-        self._changes.members.append((slot, key, index, customer))
-        self._changed(cell)
-        for rolled in rollups(key)[1:]:
-            cell = self._cell(view, slot, rolled)
-            group = cell.members[index]
-            if customer not in group:
-                group.add(customer)
-                self._changed(cell)
+        families = self._families.get(slot)
+        if families is None:
+            families = self._families[slot] = {}
+        family = families.get(key)
+        if family is None:
+            family = families[key] = tuple(
+                self._cell(view, slot, rolled) for rolled in rollups(key))
+        joined: list[_Cell] = []  # the cells a customer was new to
+        positions = _positions(view)
+        for field_name, amount in sums:
+            index = positions[field_name]
+            for cell in family:
+                cell.sums[index] += amount
+        for field_name in distinct:
+            index = positions[field_name] - len(view.sums)
+            if customer in family[0].members[index]:
+                continue
+            self._changes.members.append((slot, key, index, customer))
+            if not sums:
+                joined += [cell for cell in family if customer not in cell.members[index]]
+            for cell in family:
+                cell.members[index].add(customer)
+        cells, partials = self._changes.cells, self._partials
+        # A sum changes all four cells, a new member those it was new to.
+        for cell in family if sums else joined:
+            if not cell.unsaved:
+                cell.unsaved = True
+                cells.append(cell)
+            if not cell.unpublished:
+                cell.unpublished = True
+                partials.append(cell)
 
     def vector(self, view: View, window: WindowKey, key: Key) -> list[int] | None:
         cell = self._slots.get((view.name, *window), {}).get(key)
@@ -115,6 +122,7 @@ class WindowCounts:
     def drop(self, view_name: str, window: WindowKey) -> None:
         slot = (view_name, *window)
         cells = self._slots.pop(slot, None)
+        self._families.pop(slot, None)
         if cells is not None:
             self._changes.dropped.append((slot, cells))
 
@@ -176,27 +184,20 @@ class WindowCounts:
             cell = cells[key] = _Cell(slot, key, len(view.sums), len(view.distinct))
         return cell
 
-    def _changed(self, cell: _Cell) -> None:
-        if not cell.unsaved:
-            cell.unsaved = True
-            self._changes.cells.append(cell)
-        if not cell.unpublished:
-            cell.unpublished = True
-            self._partials.append(cell)
-
 
 def _slot_and_key(cell: _Cell) -> tuple[_Slot, Key]:
     return cell.slot, cell.key
 
 
-_FIELD_INDEX: dict[tuple[str, str], int] = {}
+_POSITIONS: dict[str, dict[str, int]] = {}
 
 
-def _field_index(view: View, field_name: str) -> int:
-    index = _FIELD_INDEX.get((view.name, field_name))
-    if index is None:
-        index = _FIELD_INDEX[(view.name, field_name)] = view.index(field_name)
-    return index
+def _positions(view: View) -> dict[str, int]:
+    """Each field's position in the view's vector."""
+    positions = _POSITIONS.get(view.name)
+    if positions is None:
+        positions = _POSITIONS[view.name] = {name: i for i, name in enumerate(view.fields)}
+    return positions
 
 
 # Entry keys are JSON lists, so that any character may appear in a dimension value.

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
+import orjson
+
 _T = TypeVar("_T")
 
 # Reasons, in the order they are checked: a message is rejected for the first that applies.
@@ -164,20 +166,45 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# orjson reads an integer beyond 64 bits as a float where the standard library keeps it
+# exact, and a field holding one would then be rejected for another reason. Such a float
+# is at least 2**63 in magnitude; a document with a float that large takes the standard
+# library's way.
+_LARGEST_EXACT: Final = 9.2e18
+
+
 def _load_object(raw: bytes | None) -> Mapping[str, Any]:
     if raw is None:
         raise InvalidEvent(NOT_JSON, "the message has no value")
+    document = _decode(raw)
+    if not isinstance(document, dict):
+        raise InvalidEvent(NOT_OBJECT, f"the JSON value is a {type(document).__name__}")
+    return document
+
+
+def _decode(raw: bytes) -> Any:
+    # orjson is several times faster. What it refuses (invalid UTF-8, NaN, lone surrogates,
+    # deep nesting, 1e400), and any other value than an object, goes to the standard
+    # library, whose verdict and messages decide.
     try:
-        document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if isinstance(document, dict):
+            for value in document.values():
+                if type(value) is float and not -_LARGEST_EXACT < value < _LARGEST_EXACT:
+                    break
+            else:
+                return document
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as error:
         raise InvalidEvent(NOT_JSON, f"not UTF-8 at byte {error.start}") from None
     except RecursionError:
         raise InvalidEvent(NOT_JSON, "nested too deeply") from None
     except ValueError as error:
         raise InvalidEvent(NOT_JSON, str(error)[:200]) from None
-    if not isinstance(document, dict):
-        raise InvalidEvent(NOT_OBJECT, f"the JSON value is a {type(document).__name__}")
-    return document
 
 
 def _require_present(fields: Mapping[str, Any], name: str) -> None:

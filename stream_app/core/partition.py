@@ -20,6 +20,7 @@ from stream_app.core.codec import event_from_row, event_to_row
 from stream_app.core.cohorts import Partial, WindowCounts, WindowKey
 from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.events import Offer, Purchase
+from stream_app.core.fastjson import dumps_key
 from stream_app.core.forwarding import Forwarded
 from stream_app.core.labels import DEFAULT_MAX_LABEL_VALUES, LabelCap
 from stream_app.core.views import CAMPAIGN, CHANNEL_SEGMENT, OFFER_VIEWS, PURCHASES, Key, View
@@ -37,6 +38,16 @@ _LABEL = "l|"
 
 UPSELL = "upsell"
 OTHER = "other"
+# What a purchase of each kind counts in the purchases view: its two sums, its distinct
+# buyers.
+_PURCHASE_FIELDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    kind: (f"{kind}_purchases", f"{kind}_amount_micros",
+           ("buyers_any", "buyers_upsell") if kind == UPSELL else ("buyers_any",))
+    for kind in (UPSELL, OTHER)
+}
+_ONE_OFFER = (("offers", 1),)
+_TARGETED = ("customers_targeted",)
+_UPSOLD = ("customers_upsold",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +58,14 @@ class WindowConfig:
     # UPSELL_MAX_LABEL_VALUES: values admitted per dimension and partition (labels.py).
     max_label_values: int = DEFAULT_MAX_LABEL_VALUES
 
+    _size_by_label: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Looked up several times per event.
+        object.__setattr__(self, "_size_by_label", dict(self.sizes))
+
     def size_ms(self, label: str) -> int:
-        # A few sizes: a scan is cheaper than the dict this built on every call (several
-        # times per event).
-        for name, size in self.sizes:
-            if name == label:
-                return size
-        raise KeyError(label)
+        return self._size_by_label[label]
 
     def is_final(self, window: WindowKey, stream_time: int | None) -> bool:
         end = window[1] + self.size_ms(window[0])
@@ -176,8 +188,7 @@ class CustomerPartition:
         for view in OFFER_VIEWS:
             key = offer_key(view, offer)
             for window in windows:
-                self._counts.add(view, window, key, "offers", 1)
-                self._counts.mark(view, window, key, "customers_targeted", offer.customer_id)
+                self._counts.count(view, window, key, _ONE_OFFER, _TARGETED, offer.customer_id)
         labels = tuple(label for label, _ in windows)
         self._count(self._attribution.add_offer(offer, labels))
 
@@ -195,18 +206,16 @@ class CustomerPartition:
 
     def _count_purchase(self, purchase: Purchase, labels: tuple[str, ...], kind: str) -> None:
         key = purchase_key(purchase)
+        purchases, amount_micros, buyers = _PURCHASE_FIELDS[kind]
         self.totals[PURCHASES_TOTAL][(kind, *key)] += 1
         self.totals[PURCHASE_AMOUNT_TOTAL][(kind, *key)] += purchase.amount_micros
         for label in labels:
             window = (label, window_start(purchase.ts, self.config.size_ms(label)))
             if self.config.is_final(window, self.stream_time):
                 continue
-            self._counts.add(PURCHASES, window, key, f"{kind}_purchases", 1)
-            self._counts.add(PURCHASES, window, key, f"{kind}_amount_micros",
-                             purchase.amount_micros)
-            self._counts.mark(PURCHASES, window, key, "buyers_any", purchase.customer_id)
-            if kind == UPSELL:
-                self._counts.mark(PURCHASES, window, key, "buyers_upsell", purchase.customer_id)
+            self._counts.count(PURCHASES, window, key,
+                               ((purchases, 1), (amount_micros, purchase.amount_micros)),
+                               buyers, purchase.customer_id)
 
     def _count(self, conversions: list[Conversion]) -> None:
         for conversion in conversions:
@@ -225,9 +234,9 @@ class CustomerPartition:
                     continue
                 for view in OFFER_VIEWS:
                     key = offer_key(view, offer)
-                    self._counts.add(view, window, key, "conversions", 1)
-                    self._counts.add(view, window, key, "revenue_micros", amount)
-                    self._counts.mark(view, window, key, "customers_upsold", offer.customer_id)
+                    self._counts.count(view, window, key,
+                                       (("conversions", 1), ("revenue_micros", amount)),
+                                       _UPSOLD, offer.customer_id)
             labels = self._undecided.pop(purchase.event_id, None)
             if labels is not None:
                 self._changed_undecided.add(purchase.event_id)
@@ -278,11 +287,10 @@ class CustomerPartition:
         attribution_changes = self._attribution.changes
         for ref in attribution_changes.offers:
             kept = self._attribution.offer(ref)
-            entry = _OFFER + json.dumps(ref, separators=(",", ":"))
+            entry = _OFFER + dumps_key(ref)
             changes[entry] = None if kept is None else _offer_row(kept)
-        pending = {p.event_id: p for p in self._attribution.pending_purchases()}
         for event_id in attribution_changes.purchases:
-            purchase = pending.get(event_id)
+            purchase = self._attribution.pending_purchase(event_id)
             changes[_PENDING + event_id] = None if purchase is None else event_to_row(purchase)
         attribution_changes.offers.clear()
         attribution_changes.purchases.clear()
@@ -347,7 +355,7 @@ class CustomerPartition:
 
 def _label_key(dimension: str, value: str) -> str:
     # A JSON list, so that any character may appear in the value.
-    return _LABEL + json.dumps([dimension, value], separators=(",", ":"))
+    return _LABEL + dumps_key([dimension, value])
 
 
 def _offer_row(kept: OpenOffer) -> list[Any]:
