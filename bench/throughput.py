@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,17 +197,9 @@ class WorkerRun:
     # CPU seconds the workers used from the start of the clock to its end (all threads).
     cpu_seconds: float = 0.0
 
-    # Events in the dataset: a worker that drained most of them before the whole group had
-    # its partitions leaves too few in the timed span for a meaningful rate.
-    total: int = 0
-
     @property
     def rate(self) -> float:
         return self.events / self.seconds
-
-    @property
-    def timed_share(self) -> float:
-        return self.events / self.total if self.total else 1.0
 
     @property
     def cpu_us_per_event(self) -> float:
@@ -217,13 +210,19 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
                 timeout: float, profile: Any = None) -> WorkerRun:
     """Drain the dataset with `count` workers of a new group until lag 0 and exact counts.
 
-    The clock starts once every worker owns partitions (so a rebalance after one worker
-    alone started is not counted) and the rate is over the events the workers validated
-    from then on; it stops when the group has committed everything on every stage and its
-    counters equal the simulator's truth.
+    The workers read input topics of their own, empty until every worker owns partitions:
+    then the preloaded events are copied in, partition for partition, and the clock starts.
+    (On the preloaded topics themselves, the first worker to join drained a short dataset
+    alone before the second had partitions.) The clock stops when the group has committed
+    everything on every stage and its counters equal the simulator's truth.
     """
-    deployment = Deployment(broker, dataset.offers_topic, dataset.purchases_topic,
-                            extra_env=dict(WORKER_ENV))
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    deployment = Deployment(broker, f"{name}.offers", f"{name}.purchases",
+                            extra_env=dict(WORKER_ENV), name=name)
+    targets = {dataset.offers_topic: deployment.offers_topic,
+               dataset.purchases_topic: deployment.purchases_topic}
+    truth = _renamed(dataset.truth, targets)
+    create_topics(broker, list(targets.values()))
     launched = time.monotonic()
     lag = LagReader(deployment)
     try:
@@ -244,7 +243,8 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
             time.sleep(0.05)
         started = time.monotonic()
         cpu_before = deployment.cpu_seconds()
-        validated_before = deployment.events_in()
+        progress(f"{count} worker(s): copying the {dataset.messages:,} events into their topics")
+        asyncio.run(_copy(broker, targets))
         total = dataset.messages
         while True:
             if time.monotonic() > deadline:
@@ -253,7 +253,7 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
             if current == 0:
                 finished = time.monotonic()
                 cpu_after = deployment.cpu_seconds()
-                problems = truth_mismatches(deployment, dataset.truth)
+                problems = truth_mismatches(deployment, truth)
                 if not problems:
                     break
                 progress(f"{count} worker(s): lag 0, waiting for {', '.join(problems)}")
@@ -263,11 +263,57 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
                          f"lag {current:,} on all stages")
             time.sleep(0.1)
         rss = deployment.rss_bytes()
-        return WorkerRun(count, max(0, total - validated_before), finished - started, rss,
-                         finished - launched, cpu_after - cpu_before, total)
+        return WorkerRun(count, total, finished - started, rss, finished - launched,
+                         cpu_after - cpu_before)
     finally:
         lag.close()
         deployment.stop()
+
+
+async def _copy(broker: Broker, targets: dict[str, str]) -> None:
+    """Every record of the source topics, in order, into the same partition of its target."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=1,
+                                max_request_size=_BATCH_BYTES + 100_000,
+                                max_batch_size=_BATCH_BYTES)
+    await consumer.start()
+    await producer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for topic in targets for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        left = {tp for tp in partitions if ends[tp] > 0}
+        pending: list[asyncio.Future[Any]] = []
+        while left:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, records in fetched.items():
+                target = targets[tp.topic]
+                batch = producer.create_batch()
+                for record in records:
+                    if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                        pending.append(await producer.send_batch(batch, target,
+                                                                 partition=tp.partition))
+                        batch = producer.create_batch()
+                        batch.append(key=record.key, value=record.value, timestamp=None)
+                if batch.record_count():
+                    pending.append(await producer.send_batch(batch, target,
+                                                             partition=tp.partition))
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        await asyncio.gather(*pending)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _renamed(truth: dict[str, Any], topics: dict[str, str]) -> dict[str, Any]:
+    """The truth with its counts by input topic under the topics the workers read."""
+    by_topic = ("messages_sent", "duplicates", "rejected")
+    return {key: ({topics.get(topic, topic): value for topic, value in truth[key].items()}
+                  if key in by_topic else value)
+            for key, value in truth.items()}
 
 
 def dataset_dir(broker: Broker) -> Path:
