@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -210,11 +212,15 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
                 timeout: float, profile: Any = None) -> WorkerRun:
     """Drain the dataset with `count` workers of a new group until lag 0 and exact counts.
 
-    The workers read input topics of their own, empty until every worker owns partitions:
-    then the preloaded events are copied in, partition for partition, and the clock starts.
-    (On the preloaded topics themselves, the first worker to join drained a short dataset
-    alone before the second had partitions.) The clock stops when the group has committed
-    everything on every stage and its counters equal the simulator's truth.
+    The workers read input topics of their own, empty until every worker owns partitions.
+    Then the workers are stopped (SIGSTOP), the preloaded events are copied in, partition
+    for partition, and the workers go on (SIGCONT) with the clock started: they find every
+    event in Kafka at once, as after a preload. (On the preloaded topics themselves, the
+    first worker to join drained a short dataset alone before the second had partitions;
+    events copied in while the workers ran came partition by partition, hours of event
+    time apart, and a worker took the partitions that had caught up for live ones, so
+    their records arrived late.) The clock stops when the group has committed everything
+    on every stage and its counters equal the simulator's truth.
     """
     name = f"bench-{uuid.uuid4().hex[:8]}"
     deployment = Deployment(broker, f"{name}.offers", f"{name}.purchases",
@@ -241,10 +247,16 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
                 raise BenchError(f"{count} worker(s) did not get partitions in {timeout:.0f} s")
             progress(f"{count} worker(s): starting")
             time.sleep(0.05)
+        progress(f"{count} worker(s): copying the {dataset.messages:,} events into their topics")
+        for worker in deployment.workers:
+            os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            asyncio.run(_copy(broker, targets))
+        finally:
+            for worker in deployment.workers:
+                os.kill(worker.pid, signal.SIGCONT)
         started = time.monotonic()
         cpu_before = deployment.cpu_seconds()
-        progress(f"{count} worker(s): copying the {dataset.messages:,} events into their topics")
-        asyncio.run(_copy(broker, targets))
         total = dataset.messages
         while True:
             if time.monotonic() > deadline:
