@@ -33,8 +33,10 @@ def dumps_key(value: Any) -> str:
         raw = orjson.dumps(value)
     except orjson.JSONEncodeError:
         return json.dumps(value, separators=(",", ":"))
-    # json.dumps escapes non-ASCII characters, orjson writes them as UTF-8.
-    return raw.decode() if raw.isascii() else json.dumps(value, separators=(",", ":"))
+    # json.dumps escapes non-ASCII characters and DEL, orjson writes them as they are.
+    if raw.isascii() and b"\x7f" not in raw:
+        return raw.decode()
+    return json.dumps(value, separators=(",", ":"))
 
 
 def loads(raw: bytes | str) -> Any:
