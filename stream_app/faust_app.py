@@ -84,8 +84,8 @@ def create_app(settings: Settings) -> PipelineApp:
     app.stores = [partition_store, board_store]
     pipeline = app.pipeline = Pipeline(settings, partition_store, board_store)
     assert isinstance(partition_table, StateTable) and isinstance(board_table, StateTable)
-    partition_table.holds_live_state = lambda partition: partition in pipeline.partitions
-    board_table.holds_live_state = lambda partition: partition in pipeline.boards
+    partition_table.holds_live_state = lambda p: pipeline.has_state(settings.topic_events, p)
+    board_table.holds_live_state = lambda p: pipeline.has_state(settings.topic_partials, p)
     for name in (*settings.input_topics, settings.topic_events, settings.topic_partials):
         app.topics.add(app.topic(name, key_serializer="raw", value_serializer="raw"))
 
