@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app.pipeline import Output, Pipeline
@@ -131,8 +132,25 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self._commit_offsets({
                 tp: positions[(tp.topic, tp.partition)] for tp in input_tps
                 if (tp.topic, tp.partition) in positions})
+            rewinds, pipeline.rewinds = pipeline.rewinds, {}
             for tp, batch in owned.items():
-                self._read_offset[tp] = batch[-1].offset
+                if (tp.topic, tp.partition) not in rewinds:
+                    self._read_offset[tp] = batch[-1].offset
+        if rewinds:
+            await self._seek_assigned({tp: rewinds[(tp.topic, tp.partition)]
+                                       for tp in owned if (tp.topic, tp.partition) in rewinds})
+
+    async def _seek_assigned(self, offsets: Mapping[Any, int]) -> None:
+        """Seek partitions that are still assigned; one that is not any more is read from
+        its committed offset by whoever owns it next, or by this worker after the
+        rebalance (aiokafka resets every position then)."""
+        for tp, offset in offsets.items():
+            if tp not in self.assignment():
+                continue
+            try:
+                await self.seek_wait({tp: offset})
+            except IllegalStateError:
+                log.info("%s was revoked before it could be read again from %d", tp, offset)
 
     def _behind(self, tp: Any) -> bool | None:
         """Whether Kafka holds records of this partition not handed to us yet (None: not
@@ -179,7 +197,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 # consumer's own thread, as aiokafka needs).
                 log.info("records wait for their partitions' state to be recovered: %s",
                          unloaded)
-                await self.seek_wait(unloaded)
+                await self._seek_assigned(unloaded)
             if not owned:
                 return
             sender = self._sender()

@@ -90,6 +90,8 @@ class Pipeline:
             settings.topic_offers: parse_offer,
             settings.topic_purchases: parse_purchase,
         }
+        # Input partitions to read again from an offset, and drop the batch of (validate).
+        self.rewinds: dict[tuple[str, int], int] = {}
         # The largest ts this worker has validated: the stamp of what it forwards next.
         self._stream_time: int | None = None
         # UPSELL_IDLE_ADVANCE: stream time and the wall clock when the last input arrived.
@@ -122,10 +124,11 @@ class Pipeline:
 
     def forget_waiting_inputs(self, revoked: Iterable[tuple[str, int]]) -> None:
         """A rebalance began: input records held for event-time order were not committed,
-        and whoever owns their partitions next reads them again from the committed offset."""
+        and whoever owns their partitions next reads them again from the committed offset
+        (see EventTimeMerge.rewind)."""
         for topic, partition in revoked:
             if topic in self._parsers:
-                self._merge.drop((topic, partition))
+                self._merge.rewind((topic, partition))
 
     def keep_only(self, assigned: Iterable[tuple[str, int]]) -> None:
         """A rebalance ended: the state of partitions not assigned any more belongs to
@@ -136,6 +139,9 @@ class Pipeline:
         self.touch()
         for key in [key for key in self.lag if key not in owned]:
             del self.lag[key]
+        for source in self._merge.sources():
+            if source not in owned:
+                self._merge.forget(source)
         gone = sorted(p for p in self.partitions if (self.settings.topic_events, p) not in owned)
         if gone:
             log.info("events-by-customer partitions %s moved away: their state is dropped", gone)
@@ -167,7 +173,8 @@ class Pipeline:
         (`quiet`) holds nothing back. Without `behind`, all records leave at once. Each
         source partition's items leave in offset order, rejects included: the receiving
         stage counts an item once by its source offset. Commit `input_positions()` once
-        the outputs are flushed.
+        the outputs are flushed. A batch that would skip records after a rebalance is
+        not taken: seek its partition to the offset `rewinds` names.
         """
         settings = self.settings
         merge = self._merge
@@ -176,6 +183,14 @@ class Pipeline:
         for (topic, partition), records in batches.items():
             parse = self._parsers[topic]
             source = (topic, partition)
+            if not records:
+                continue
+            rewind_to = merge.admit(source, records[0].offset, records[-1].offset)
+            if rewind_to is not None:
+                log.info("input %s[%d]: a batch from offset %d is read again from %d",
+                         topic, partition, records[0].offset, rewind_to)
+                self.rewinds[source] = rewind_to
+                continue
             for record in records:
                 try:
                     event = parse(record.value)

@@ -41,6 +41,10 @@ class _Waiting(Generic[T]):
     key: int = _LOWEST
     next_offset: int | None = None
     arrived: float | None = None  # when its last record was read
+    # After a rewind: the offset its next record must have (see `admit`), and whether a
+    # seek back to it was asked for already.
+    resume_at: int | None = None
+    sought: bool = False
 
 
 class EventTimeMerge(Generic[T]):
@@ -62,6 +66,8 @@ class EventTimeMerge(Generic[T]):
         waiting = self._sources.get(source)
         if waiting is None:
             waiting = self._sources[source] = _Waiting()
+        elif waiting.next_offset is not None and offset < waiting.next_offset:
+            return  # read again after a seek back: it waits here or has left already
         waiting.arrived = now
         if ts is not None and ts > waiting.key:
             waiting.key = ts
@@ -124,6 +130,9 @@ class EventTimeMerge(Generic[T]):
             bound = min(bound, waiting.items[-1][0])
         return bound
 
+    def sources(self) -> list[Source]:
+        return list(self._sources)
+
     def positions(self) -> dict[Source, int]:
         """Per partition, the offset to resume from: the first record still waiting, or
         the one after the last record read. Committing these loses nothing."""
@@ -135,9 +144,46 @@ class EventTimeMerge(Generic[T]):
                 positions[source] = waiting.next_offset
         return positions
 
-    def drop(self, source: Source) -> None:
-        """A partition was revoked: its waiting records will be read again by its new owner."""
+    def admit(self, source: Source, first_offset: int, last_offset: int) -> int | None:
+        """Check a fetched batch of `source`, offsets `first_offset`..`last_offset`, before
+        its records are added: the offset to read `source` again from when the batch
+        would skip records after a `rewind`; None when it may be added.
+
+        A batch fetched before a rebalance can be handled after it, when `rewind` has
+        dropped the records before it: added, it would be forwarded, and its offset
+        committed, past records that are never forwarded (the receiving stage counts a
+        source's items once by offset). The batch is dropped and its partition read again
+        from the rewind point. Once only: offsets may legitimately jump (transaction
+        markers, retention), so the batch that follows the seek back is taken.
+        """
+        waiting = self._sources.get(source)
+        if waiting is None or waiting.resume_at is None:
+            return None
+        resume_at = waiting.resume_at
+        if first_offset > resume_at and not waiting.sought:
+            waiting.sought = True
+            return resume_at
+        if last_offset >= resume_at:
+            waiting.resume_at = None
+            waiting.sought = False
+        return None
+
+    def rewind(self, source: Source) -> None:
+        """A rebalance began, and `source` may stay here: its waiting records are dropped
+        (they were not committed; whoever owns it next reads them again), and its next
+        record must be the first of them (see `admit`)."""
         self._unknown_since.pop(source, None)
-        waiting = self._sources.pop(source, None)
-        if waiting is not None:
+        waiting = self._sources.get(source)
+        if waiting is None:
+            return
+        if waiting.items:
+            waiting.next_offset = waiting.items[0][1]
             self._waiting -= len(waiting.items)
+            waiting.items.clear()
+        waiting.resume_at = waiting.next_offset
+        waiting.sought = False
+
+    def forget(self, source: Source) -> None:
+        """`source` is owned elsewhere now: its new owner reads from the committed offset."""
+        self.rewind(source)
+        self._sources.pop(source, None)

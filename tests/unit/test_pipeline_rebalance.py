@@ -9,9 +9,11 @@ comes back.
 
 from __future__ import annotations
 
-from stream_app.core.forwarding import Forwarded, encode_forwarded
+import json
+
+from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
 from stream_app.core.partition import CONVERSIONS_TOTAL
-from stream_app.pipeline import Pipeline
+from stream_app.pipeline import Output, Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
 from tests.unit.conftest import offer, purchase
@@ -71,3 +73,46 @@ def test_state_counts_as_there_from_its_load_until_its_partition_moves_away() ->
     assert not pipeline.has_state(EVENTS, 0) and not pipeline.has_state(OFFERS, 1)
     pipeline.keep_only([(partials, 0)])
     assert not pipeline.has_state(EVENTS, 1) and pipeline.has_state(partials, 0)
+
+
+def offer_record(offset: int) -> FakeRecord:
+    value = {"event_id": f"e{offset}", "offer_id": f"o{offset}", "customer_id": "c1",
+             "channel": "email", "segment": "smb", "ts": T0 + offset}
+    return FakeRecord(offset, b"c1", json.dumps(value).encode())
+
+
+def forwarded_offsets(outputs: list[Output]) -> list[int]:
+    return [decode_forwarded(o.value).source_offset for o in outputs
+            if o.topic == EVENTS and o.value is not None
+            and not decode_forwarded(o.value).is_tick]
+
+
+def test_a_batch_fetched_before_a_rebalance_is_read_again_from_what_was_held() -> None:
+    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
+                        PartitionStore(FakeTable(), keep_copy=False))
+    source = (OFFERS, 0)
+    purchases = (SETTINGS.topic_purchases, 0)
+    sent = forwarded_offsets(pipeline.validate({source: [offer_record(0)]}))
+    # Held: the purchases partition is behind.
+    sent += forwarded_offsets(pipeline.validate(
+        {source: [offer_record(1), offer_record(2)]}, behind={source: False, purchases: True},
+        now=0.0))
+    assert sent == [0]
+    pipeline.forget_waiting_inputs([source, purchases])
+    pipeline.keep_only([source, purchases])
+    assert pipeline.input_positions() == {source: 1}
+    # Offsets 3-4, fetched before the rebalance, would skip the dropped 1-2.
+    assert pipeline.validate({source: [offer_record(3), offer_record(4)]}) == []
+    assert pipeline.rewinds == {source: 1}
+    sent += forwarded_offsets(pipeline.validate({source: [offer_record(o) for o in range(5)]}))
+    assert sent == [0, 1, 2, 3, 4]
+    assert pipeline.input_positions() == {source: 5}
+
+
+def test_an_input_partition_owned_elsewhere_is_forgotten() -> None:
+    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
+                        PartitionStore(FakeTable(), keep_copy=False))
+    pipeline.validate({(OFFERS, 0): [offer_record(0)], (OFFERS, 1): [offer_record(0)]})
+    pipeline.forget_waiting_inputs([(OFFERS, 0), (OFFERS, 1)])
+    pipeline.keep_only([(OFFERS, 1)])
+    assert pipeline.input_positions() == {(OFFERS, 1): 1}
