@@ -82,7 +82,8 @@ class Deployment:
             "UPSELL_TOPIC_ALERTS": topics["alerts"],
             "UPSELL_TOPIC_DEADLETTER": topics["deadletter"],
             "UPSELL_TOPIC_KPIS": topics["kpis"],
-            "UPSELL_LOG_LEVEL": "warn",
+            # Workers' logs stay in the test's data dir; info shows rebalances in detail.
+            "UPSELL_LOG_LEVEL": os.environ.get("UPSELL_TEST_LOG_LEVEL", "warn"),
         }
         env.update(self.extra_env)
         return env
