@@ -27,6 +27,7 @@ from bench.common import (
     truth_mismatches,
 )
 from stream_app.core.durations import parse_duration_ms
+from stream_app.hot_path import BatchSender, Record
 from stream_app.simulator.scenario import ScenarioConfig, Simulation, expected_messages_per_offer
 
 # Past this much the broker refuses a produce request by default (message.max.bytes, 1 MB).
@@ -113,45 +114,38 @@ def preload(broker: Broker, events: int, seed: int, progress: Progress) -> Datas
 
 async def _produce_all(broker: Broker, simulation: Simulation, progress: Progress,
                        started: float) -> int:
-    # Whole batches per partition, keyed as the simulator keys them (murmur2, as Kafka's
-    # own clients): several times faster than one send per message.
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=1,
-                                max_request_size=_BATCH_BYTES + 100_000,
-                                max_batch_size=_BATCH_BYTES)
+    # Keyed as the simulator keys them (murmur2, as Kafka's own clients).
+    producer = _producer(broker)
     await producer.start()
     try:
-        batches: dict[tuple[str, int], Any] = {}
-        pending: list[asyncio.Future[Any]] = []
+        sender = BatchSender(producer)
         sent = 0
         config = simulation.config
+        records: list[Record] = []
         for message in simulation:
             topic = config.offers_topic if message.topic_kind == "offers" else \
                 config.purchases_topic
             key = message.key
             partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else sent % PARTITIONS
-            batch = batches.get((topic, partition))
-            if batch is None:
-                batch = batches[(topic, partition)] = producer.create_batch()
-            if batch.append(key=key, value=message.value, timestamp=None) is None:
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = batches[(topic, partition)] = producer.create_batch()
-                batch.append(key=key, value=message.value, timestamp=None)
+            records.append((topic, partition, key, message.value, None))
             sent += 1
             if sent % 10_000 == 0:
+                await sender.send(records)
+                records = []
                 elapsed = time.monotonic() - started
                 progress(f"preload: {sent:,} events generated and sent "
                          f"({sent / elapsed:,.0f}/s; generated once, then reused)")
-                done = [future for future in pending if future.done()]
-                for future in done:
-                    future.result()
-                pending = [future for future in pending if not future.done()]
-        for (topic, partition), batch in batches.items():
-            if batch.record_count():
-                pending.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
+        await sender.send(records)
+        await sender.flush()
         return sent
     finally:
         await producer.stop()
+
+
+def _producer(broker: Broker) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=1,
+                            max_request_size=_BATCH_BYTES + 100_000,
+                            max_batch_size=_BATCH_BYTES)
 
 
 def bare_consumer(broker: Broker, dataset: Dataset, progress: Progress) -> float:
@@ -286,35 +280,24 @@ async def _copy(broker: Broker, targets: dict[str, str]) -> None:
     """Every record of the source topics, in order, into the same partition of its target."""
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=1,
-                                max_request_size=_BATCH_BYTES + 100_000,
-                                max_batch_size=_BATCH_BYTES)
+    producer = _producer(broker)
     await consumer.start()
     await producer.start()
     try:
+        sender = BatchSender(producer)
         partitions = [TopicPartition(topic, p) for topic in targets for p in range(PARTITIONS)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
         left = {tp for tp in partitions if ends[tp] > 0}
-        pending: list[asyncio.Future[Any]] = []
         while left:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for tp, records in fetched.items():
-                target = targets[tp.topic]
-                batch = producer.create_batch()
-                for record in records:
-                    if batch.append(key=record.key, value=record.value, timestamp=None) is None:
-                        pending.append(await producer.send_batch(batch, target,
-                                                                 partition=tp.partition))
-                        batch = producer.create_batch()
-                        batch.append(key=record.key, value=record.value, timestamp=None)
-                if batch.record_count():
-                    pending.append(await producer.send_batch(batch, target,
-                                                             partition=tp.partition))
+                await sender.send((targets[tp.topic], tp.partition, record.key, record.value,
+                                   None) for record in records)
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
-        await asyncio.gather(*pending)
+        await sender.flush()
     finally:
         await consumer.stop()
         await producer.stop()
