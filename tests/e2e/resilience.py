@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +20,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.core.events import parse_ts
+from stream_app.core.forwarding import decode_forwarded
+from stream_app.core.partition import CustomerPartition
 from stream_app.core.windows import rfc3339
+from stream_app.pipeline import window_config
+from stream_app.settings import Settings
+from stream_app.state_store import PartitionStore
 from tests.e2e.harness import (
     CLI,
     Deployment,
@@ -189,7 +195,62 @@ def wait_matches_truth(service: Deployment, truth: dict[str, Any], timeout: floa
     except AssertionError:
         late = {key: value for key, value in service.metrics().items()
                 if key[0] == "upsell_events_late_total"}
-        raise AssertionError(f"never matched the truth: {last}; late: {late}") from None
+        raise AssertionError(f"never matched the truth: {last}; late: {late}\n"
+                             f"{state_divergence(service)}") from None
+
+
+def assert_exact(service: Deployment, truth: dict[str, Any]) -> None:
+    """assert_matches_truth; when it fails, also where the state went wrong."""
+    try:
+        assert_matches_truth(service, truth)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{state_divergence(service)}") from None
+
+
+@dataclass
+class _Table:
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def state_divergence(service: Deployment) -> str:
+    """Per partition of customers, whether its state as the changelog holds it equals a
+    replay of the partition's records from the start. A replay counts each record once,
+    whoever forwarded it: when it matches the truth and the changelog does not, the state
+    was lost in a hand-over between workers, not upstream."""
+    settings = Settings.from_env(service.env())
+    config = window_config(settings)
+    events = _by_partition(read_topic(settings.topic_events))
+    changelog = _by_partition(read_topic(f"{settings.app_id}-partition-state-changelog"))
+    findings = []
+    for partition in range(settings.partitions):
+        replayed = CustomerPartition(config)
+        for record in events.get(partition, []):
+            if record.value is not None:
+                replayed.apply(decode_forwarded(record.value), record.offset)
+        table = _Table()
+        for record in changelog.get(partition, []):
+            key = json.loads(record.key)
+            if record.value is None:
+                table.data.pop(key, None)
+            else:
+                table.data[key] = json.loads(record.value)
+        kept = CustomerPartition.restore(config, PartitionStore(table).load(partition))
+        for name, counter in replayed.totals.counters.items():
+            held = kept.totals.counters.get(name, Counter())
+            differing = {key: (held[key], counter[key]) for key in {*held, *counter}
+                         if held[key] != counter[key]}
+            if differing:
+                findings.append(f"partition {partition} ({kept.next_offset} records in its "
+                                f"state, {replayed.next_offset} read): {name} (state, "
+                                f"replay): {differing}")
+    return "\n".join(findings) or "every partition's state equals a replay of its records"
+
+
+def _by_partition(records: list[Any]) -> dict[int, list[Any]]:
+    partitions: dict[int, list[Any]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        partitions.setdefault(record.partition, []).append(record)
+    return partitions
 
 
 CLOSING_AFTER_MS = 7 * 3_600_000

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from tests.e2e.harness import Deployment, deployment, wait_until
 from tests.e2e.resilience import (
     Simulator,
+    assert_exact,
     close_stream,
     counts,
     messages_sent,
@@ -37,7 +37,6 @@ from tests.e2e.resilience import (
     wait_matches_truth,
     worker_metrics,
 )
-from tests.e2e.test_simulated_truth import assert_matches_truth
 
 ENV = {"UPSELL_GRACE": "6h", "UPSELL_SESSION_TIMEOUT": "6s"}
 SIMULATOR_ENV = {"UPSELL_GRACE": "1m"}
@@ -63,10 +62,6 @@ def wait_owned_by(service: Deployment, ports: list[int]) -> dict[int, list[int]]
     return result
 
 
-# Known failure, issue 4 open: the final clean-clone CI run of this session failed this
-# test once (the detail was not kept); the CI runs of 415d888, 73bf852 and a8ca0df and 4
-# looped local runs were exact. Runs every time; XPASS when exact.
-@pytest.mark.xfail(strict=False, reason="intermittent after a mid-run rebalance (issue 4)")
 def test_two_then_three_workers_equal_one(data_dir: Path) -> None:
     began = time.monotonic()
     with deployment(data_dir, extra_env=ENV, partitions=PARTITIONS) as group, \
@@ -92,7 +87,7 @@ def test_two_then_three_workers_equal_one(data_dir: Path) -> None:
         group.wait_caught_up(timeout=120)
         # Exact sums: had a worker kept exporting a partition it gave up, its stale counts
         # would come on top of the new owner's.
-        assert_matches_truth(group, truth)
+        assert_exact(group, truth)
         assert all(offers_counted(worker_metrics(port)) > 0 for port in group.worker_ports)
 
         alone_truth = alone_simulator.join()
@@ -106,7 +101,6 @@ def test_two_then_three_workers_equal_one(data_dir: Path) -> None:
               f"{before} / {after}; {time.monotonic() - began:.0f} s")
 
 
-@pytest.mark.xfail(strict=False, reason="intermittent after a mid-run rebalance (issue 4)")
 def test_a_killed_worker_hands_its_partitions_over_and_the_sum_stays_exact(
         data_dir: Path) -> None:
     began = time.monotonic()
@@ -135,10 +129,6 @@ def test_a_killed_worker_hands_its_partitions_over_and_the_sum_stays_exact(
               f"{time.monotonic() - began:.0f} s")
 
 
-# Known failure, issue 4 open: the clean-clone CI run of a8ca0df lost 1 of 4,001 offers in
-# this test (4 local runs and 2 CI runs before were exact). Not diagnosed yet; the test
-# runs every time and reports XPASS when exact.
-@pytest.mark.xfail(strict=False, reason="1 offer of 4,001 lost once under churn (issue 4)")
 def test_workers_joining_and_leaving_keep_the_sum_exact(data_dir: Path) -> None:
     """Partitions move back and forth: a worker joins and leaves again, several times,
     while the stream runs. Rebalances then come in bursts, and a recovery that a newer
