@@ -5,14 +5,15 @@ large share of the hot path. It refuses what the standard library accepts in two
 that validated input can still contain: lone UTF-16 surrogates (`"\\ud800"` is valid JSON
 but not UTF-8) and integers beyond 64 bits; those records take the standard library's path.
 Reading, orjson takes an integer beyond 64 bits for a float (an amount near the 1e15
-limit is 1e21 micro-units): a text with a run of 19 digits is read by the standard
-library, which keeps it exact.
+limit is 1e21 micro-units), so such a record starts with a space (valid JSON, which
+orjson never writes) and `loads` hands it to the standard library, which keeps it exact.
+Faust's own table serializer reads stored state with orjson: there, such an amount comes
+back as a float after a restart.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -26,8 +27,12 @@ def dumps(value: Any) -> bytes:
         # joining with an empty piece makes one (a single piece would be returned as it
         # is) at a third of the cost of bytes(memoryview(...)).
         return b"".join((orjson.dumps(value), b""))
-    except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+    except orjson.JSONEncodeError as error:
+        text = json.dumps(value, separators=(",", ":")).encode()
+        return b" " + text if _BEYOND_64_BITS in str(error) else text
+
+
+_BEYOND_64_BITS = "64-bit"
 
 
 def dumps_key(value: Any) -> str:
@@ -42,16 +47,10 @@ def dumps_key(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-# The shortest integers beyond 64 bits have 19 digits; ids and timestamps have fewer.
-_LONG_DIGITS = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
-
-
 def loads(raw: bytes | str) -> Any:
-    long_digits = _LONG_DIGITS_BYTES if isinstance(raw, bytes) else _LONG_DIGITS
-    if long_digits.search(raw) is None:  # type: ignore[arg-type]
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
+    if raw[:1] in (b" ", " "):
+        return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
