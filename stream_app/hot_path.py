@@ -236,9 +236,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if not owned:
                 return
             sender = self._sender()
+            # One send for every partition's outputs: aiokafka holds one batch per topic
+            # partition and one request in flight per broker, so a second batch for the same
+            # partition (every attribute sends its partials to partials partition 0) waited
+            # for the produce request before it: a broker round trip per fetched partition,
+            # about a quarter of each batch's time in a latency trace at 1,000 events/s.
+            outputs: list[Output] = []
             for tp, batch in owned.items():
-                await sender.send(_output_records(
-                    pipeline.stage_of(tp.topic)(tp.partition, batch)))
+                outputs.extend(pipeline.stage_of(tp.topic)(tp.partition, batch))
+            await sender.send(_output_records(outputs))
             # The outputs are durable before the state that says they were made.
             await sender.flush()
             for tp in owned:
