@@ -19,7 +19,7 @@ from sys import intern
 from typing import Any
 
 from stream_app.core.fastjson import dumps_key
-from stream_app.core.views import ALL, VIEW_BY_NAME, Key, View, rollups
+from stream_app.core.views import VIEW_BY_NAME, Key, View, rollups
 
 WindowKey = tuple[str, int]  # (window label, window start)
 _Slot = tuple[str, str, int]  # (view name, window label, window start)
@@ -136,8 +136,8 @@ class WindowCounts:
             if own in others:
                 return ()
             members[customer] = (*others, own)
-            new_to = [cell for cell in family
-                      if not any(_rolls_up(cell.key, other.key) for other in others)]
+            counted = _rolled_up(self._slots[slot], others)
+            new_to = [cell for cell in family if cell not in counted]
         for cell in new_to:
             cell.distinct[index] += 1
         return new_to
@@ -229,20 +229,17 @@ class WindowCounts:
         return cell
 
 
-def _rolls_up(rolled: Key, key: Key) -> bool:
-    """Whether a customer counted under `key` counts in the cell of `rolled` too."""
-    return (rolled[0] == ALL or rolled[0] == key[0]) and (rolled[1] == ALL or rolled[1] == key[1])
+def _rolled_up(cells: dict[Key, _Cell], held: tuple[_Cell, ...]) -> set[_Cell]:
+    """The cells that count a customer counted under the `held` key cells."""
+    return {cells[rolled] for own in held for rolled in rollups(own.key)}
 
 
 def _groups(cells: dict[Key, _Cell], members: dict[str, _Held]) -> dict[_Cell, list[str]]:
     """The members of each cell of a slot, from each customer's key cells."""
     groups: dict[_Cell, list[str]] = {}
     for customer, held in members.items():
-        seen: set[Key] = set()
-        for own in held if isinstance(held, tuple) else (held,):
-            seen.update(rollups(own.key))
-        for rolled in seen:
-            groups.setdefault(cells[rolled], []).append(customer)
+        for cell in _rolled_up(cells, held if isinstance(held, tuple) else (held,)):
+            groups.setdefault(cell, []).append(customer)
     return groups
 
 
