@@ -2,6 +2,12 @@
 
 Every count is made for the key and its three roll-ups at once, so that a distinct
 customer counts once in each roll-up and the rates board only has to add partitions up.
+
+Distinct customers are held once per slot and field, each with the keys it was counted
+under, not in a set per cell: a cell's members are those of the keys it rolls up, so its
+count is kept as a number and its members are worked out only when the slot is dropped.
+A set per cell held every new customer four times (the key and its three roll-ups), the
+largest share of the memory per open offer.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from stream_app.core.fastjson import dumps_key
@@ -23,11 +30,12 @@ class _Cell:
     of cells, not sets of (slot, key) tuples: `count` runs for 4 roll-ups a few times
     per event, and building and hashing those tuples was a large share of the hot path."""
 
-    __slots__ = ("key", "members", "slot", "sums", "unpublished", "unsaved")
+    __slots__ = ("distinct", "key", "slot", "sums", "unpublished", "unsaved")
 
     def __init__(self, slot: _Slot, key: Key, sums: int, distinct: int) -> None:
         self.sums = [0] * sums
-        self.members: list[set[str]] = [set() for _ in range(distinct)]
+        # Per distinct field, how many customers counted under a key this cell rolls up.
+        self.distinct = [0] * distinct
         self.slot = slot
         self.key = key
         # Listed in _Changes.cells / WindowCounts._partials since the last take.
@@ -35,7 +43,14 @@ class _Cell:
         self.unpublished = False
 
     def vector(self) -> list[int]:
-        return [*self.sums, *(len(group) for group in self.members)]
+        return [*self.sums, *self.distinct]
+
+
+# The key cells a customer was counted under in one slot and field: one cell (nearly
+# always), or a tuple of them, so that no container is allocated per customer.
+_Held = _Cell | tuple[_Cell, ...]
+# Per slot, per distinct field: each counted customer's key cells.
+_Members = list[dict[str, _Held]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +68,13 @@ class Partial:
 class _Changes:
     cells: list[_Cell] = field(default_factory=list)
     members: list[tuple[_Slot, Key, int, str]] = field(default_factory=list)
-    dropped: list[tuple[_Slot, dict[Key, _Cell]]] = field(default_factory=list)
+    dropped: list[tuple[_Slot, dict[Key, _Cell], _Members]] = field(default_factory=list)
 
 
 class WindowCounts:
     def __init__(self) -> None:
         self._slots: dict[_Slot, dict[Key, _Cell]] = {}
+        self._members: dict[_Slot, _Members] = {}
         # Per slot, each counted key's cell and its roll-ups' cells, in rollups() order.
         self._families: dict[_Slot, dict[Key, tuple[_Cell, ...]]] = {}
         self._changes = _Changes()
@@ -80,8 +96,7 @@ class WindowCounts:
             families = self._families[slot] = {}
         family = families.get(key)
         if family is None:
-            family = families[key] = tuple(
-                self._cell(view, slot, rolled) for rolled in rollups(key))
+            family = families[key] = self._family(view, slot, key)
         joined: list[_Cell] = []  # the cells a customer was new to
         positions = _positions(view)
         for field_name, amount in sums:
@@ -90,13 +105,12 @@ class WindowCounts:
                 cell.sums[index] += amount
         for field_name in distinct:
             index = positions[field_name] - len(view.sums)
-            if customer in family[0].members[index]:
+            new_to = self._join(slot, family, index, customer)
+            if not new_to:
                 continue
             self._changes.members.append((slot, key, index, customer))
             if not sums:
-                joined += [cell for cell in family if customer not in cell.members[index]]
-            for cell in family:
-                cell.members[index].add(customer)
+                joined += new_to
         cells, partials = self._changes.cells, self._partials
         # A sum changes all four cells, a new member those it was new to.
         for cell in family if sums else joined:
@@ -106,6 +120,27 @@ class WindowCounts:
             if not cell.unpublished:
                 cell.unpublished = True
                 partials.append(cell)
+
+    def _join(self, slot: _Slot, family: tuple[_Cell, ...], index: int,
+              customer: str) -> Sequence[_Cell]:
+        """Count `customer` under the family's key (its first cell); returns the cells of
+        the family it was new to, none if it was counted under the key already."""
+        members = self._members[slot][index]
+        own = family[0]
+        held = members.get(customer)
+        if held is None:
+            members[customer] = own
+            new_to: Sequence[_Cell] = family
+        else:
+            others = held if isinstance(held, tuple) else (held,)
+            if own in others:
+                return ()
+            members[customer] = (*others, own)
+            counted = _rolled_up(self._slots[slot], others)
+            new_to = [cell for cell in family if cell not in counted]
+        for cell in new_to:
+            cell.distinct[index] += 1
+        return new_to
 
     def vector(self, view: View, window: WindowKey, key: Key) -> list[int] | None:
         cell = self._slots.get((view.name, *window), {}).get(key)
@@ -122,9 +157,10 @@ class WindowCounts:
     def drop(self, view_name: str, window: WindowKey) -> None:
         slot = (view_name, *window)
         cells = self._slots.pop(slot, None)
+        members = self._members.pop(slot, [])
         self._families.pop(slot, None)
         if cells is not None:
-            self._changes.dropped.append((slot, cells))
+            self._changes.dropped.append((slot, cells, members))
 
     def take_partials(self) -> list[Partial]:
         partials = []
@@ -139,11 +175,12 @@ class WindowCounts:
     def take_changes(self, prefix: str) -> dict[str, Any]:
         """Store entries: one per changed cell's sums, one per distinct member."""
         changes: dict[str, Any] = {}
-        for slot, cells in self._changes.dropped:
+        for slot, cells, members in self._changes.dropped:
+            groups = [_groups(cells, held) for held in members]
             for key, dropped in cells.items():
                 changes[_cell_key(prefix, slot, key)] = None
-                for index, group in enumerate(dropped.members):
-                    for customer in group:
+                for index, by_cell in enumerate(groups):
+                    for customer in by_cell.get(dropped, ()):
                         changes[_member_key(prefix, slot, key, index, customer)] = None
         for cell in self._changes.cells:
             cell.unsaved = False
@@ -166,8 +203,7 @@ class WindowCounts:
         else:
             # Also right for a roll-up's own entry, as versions before wrote them: its
             # roll-ups are itself and (__all__, __all__), which hold the customer too.
-            for rolled in rollups(key):
-                self._cell(view, slot, rolled).members[parts[5]].add(parts[6])
+            self._join(slot, self._family(view, slot, key), parts[5], intern(parts[6]))
 
     def forget_changes(self) -> None:
         for cell in self._changes.cells:
@@ -177,12 +213,34 @@ class WindowCounts:
         self._changes = _Changes()
         self._partials = []
 
+    def _family(self, view: View, slot: _Slot, key: Key) -> tuple[_Cell, ...]:
+        """The key's cell, then those of its roll-ups, each once (a roll-up's own key, as
+        restored from versions before, is its own roll-up)."""
+        return tuple({rolled: self._cell(view, slot, rolled) for rolled in rollups(key)}.values())
+
     def _cell(self, view: View, slot: _Slot, key: Key) -> _Cell:
-        cells = self._slots.setdefault(slot, {})
+        cells = self._slots.get(slot)
+        if cells is None:
+            cells = self._slots[slot] = {}
+            self._members[slot] = [{} for _ in view.distinct]
         cell = cells.get(key)
         if cell is None:
             cell = cells[key] = _Cell(slot, key, len(view.sums), len(view.distinct))
         return cell
+
+
+def _rolled_up(cells: dict[Key, _Cell], held: tuple[_Cell, ...]) -> set[_Cell]:
+    """The cells that count a customer counted under the `held` key cells."""
+    return {cells[rolled] for own in held for rolled in rollups(own.key)}
+
+
+def _groups(cells: dict[Key, _Cell], members: dict[str, _Held]) -> dict[_Cell, list[str]]:
+    """The members of each cell of a slot, from each customer's key cells."""
+    groups: dict[_Cell, list[str]] = {}
+    for customer, held in members.items():
+        for cell in _rolled_up(cells, held if isinstance(held, tuple) else (held,)):
+            groups.setdefault(cell, []).append(customer)
+    return groups
 
 
 def _slot_and_key(cell: _Cell) -> tuple[_Slot, Key]:

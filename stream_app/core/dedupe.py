@@ -15,6 +15,8 @@ class EventIdMemory:
     def __init__(self, horizon_ms: int) -> None:
         self._horizon_ms = horizon_ms
         self._seen: dict[str, int] = {}
+        # (ts, event_id): the ts object is the one in _seen, where ts + horizon would be
+        # one more int per remembered event.
         self._expiry: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
@@ -31,15 +33,15 @@ class EventIdMemory:
 
     def remember(self, event_id: str, ts: int) -> None:
         self._seen[event_id] = ts
-        heapq.heappush(self._expiry, (ts + self._horizon_ms, event_id))
+        heapq.heappush(self._expiry, (ts, event_id))
 
     def forget_expired(self, stream_time: int) -> list[str]:
         """Drop ids whose memory ran out; returns them so their stored copies can go too."""
         gone: list[str] = []
-        while self._expiry and self._expiry[0][0] < stream_time:
-            expires_at, event_id = heapq.heappop(self._expiry)
+        while self._expiry and self._expiry[0][0] + self._horizon_ms < stream_time:
+            remembered_ts, event_id = heapq.heappop(self._expiry)
             ts = self._seen.get(event_id)
-            if ts is not None and ts + self._horizon_ms == expires_at:
+            if ts is not None and ts == remembered_ts:
                 del self._seen[event_id]
                 gone.append(event_id)
         return gone

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,12 +190,12 @@ class CustomerPartition:
             key = offer_key(view, offer)
             for window in windows:
                 self._counts.count(view, window, key, _ONE_OFFER, _TARGETED, offer.customer_id)
-        labels = tuple(label for label, _ in windows)
+        labels = _shared_labels(label for label, _ in windows)
         self._count(self._attribution.add_offer(offer, labels))
 
     def _purchase(self, purchase: Purchase, windows: list[WindowKey]) -> None:
         conversions = self._attribution.add_purchase(purchase)
-        labels = tuple(label for label, _ in windows)
+        labels = _shared_labels(label for label, _ in windows)
         if purchase.is_upsell or conversions:
             self._count_purchase(purchase, labels, UPSELL)
         elif self._attribution.is_waiting(purchase):
@@ -339,7 +340,7 @@ class CustomerPartition:
                 assert isinstance(restored, Purchase)
                 partition._attribution.restore_pending(restored)
             elif key.startswith(_UNDECIDED):
-                partition._undecided[key[len(_UNDECIDED) :]] = tuple(value)
+                partition._undecided[key[len(_UNDECIDED) :]] = _shared_labels(value)
             elif key.startswith(_WINDOW):
                 partition._counts.restore(key[len(_WINDOW) :], value)
             elif key.startswith(_LABEL):
@@ -351,6 +352,17 @@ class CustomerPartition:
 
     def admitted_labels(self, dimension: str) -> frozenset[str]:
         return self._labels.admitted(dimension)
+
+
+# Every kept offer and undecided purchase holds the labels of the windows it was counted
+# in; there are only as many distinct tuples as subsets of the window sizes, so they are
+# shared instead of one tuple per event (64 bytes per open offer).
+_LABEL_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared_labels(labels: Iterable[str]) -> tuple[str, ...]:
+    made = tuple(labels)
+    return _LABEL_TUPLES.setdefault(made, made)
 
 
 def _label_key(dimension: str, value: str) -> str:
@@ -365,4 +377,4 @@ def _offer_row(kept: OpenOffer) -> list[Any]:
 def _offer_from_row(row: list[Any]) -> OpenOffer:
     offer = event_from_row(row[0])
     assert isinstance(offer, Offer)
-    return OpenOffer(offer, tuple(row[1]), row[2])
+    return OpenOffer(offer, _shared_labels(row[1]), row[2])
