@@ -37,6 +37,7 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.e2e.test_simulated_truth import assert_matches_truth
+from tests.unit.test_pipeline_drops import FakeTable
 
 # The worker's own bookkeeping (reads, lag, alert life cycle), which a replay or a
 # restart legitimately changes; every other series is a count of the stream.
@@ -207,11 +208,6 @@ def assert_exact(service: Deployment, truth: dict[str, Any]) -> None:
         raise AssertionError(f"{error}\n{state_divergence(service)}") from None
 
 
-@dataclass
-class _Table:
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 def state_divergence(service: Deployment) -> str:
     """Per partition of customers, whether its state as the changelog holds it equals a
     replay of the partition's records from the start. A replay counts each record once,
@@ -227,7 +223,7 @@ def state_divergence(service: Deployment) -> str:
         for record in events.get(partition, []):
             if record.value is not None:
                 replayed.apply(decode_forwarded(record.value), record.offset)
-        table = _Table()
+        table = FakeTable()
         for record in changelog.get(partition, []):
             key = json.loads(record.key)
             if record.value is None:
