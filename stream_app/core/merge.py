@@ -185,5 +185,7 @@ class EventTimeMerge(Generic[T]):
 
     def forget(self, source: Source) -> None:
         """`source` is owned elsewhere now: its new owner reads from the committed offset."""
-        self.rewind(source)
-        self._sources.pop(source, None)
+        self._unknown_since.pop(source, None)
+        waiting = self._sources.pop(source, None)
+        if waiting is not None:
+            self._waiting -= len(waiting.items)
