@@ -167,13 +167,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self._commit_offsets({
                 tp: positions[(tp.topic, tp.partition)] for tp in input_tps
                 if (tp.topic, tp.partition) in positions})
-            rewinds, pipeline.rewinds = pipeline.rewinds, {}
+            rewinds = pipeline.take_rewinds()
+            seeks = {tp: rewinds[(tp.topic, tp.partition)] for tp in owned
+                     if (tp.topic, tp.partition) in rewinds}
             for tp, batch in owned.items():
-                if (tp.topic, tp.partition) not in rewinds:
+                if tp not in seeks:
                     self._read_offset[tp] = batch[-1].offset
-        if rewinds:
-            await self._seek_assigned({tp: rewinds[(tp.topic, tp.partition)]
-                                       for tp in owned if (tp.topic, tp.partition) in rewinds})
+        if seeks:
+            await self._seek_assigned(seeks)
 
     async def _seek_assigned(self, offsets: Mapping[Any, int]) -> None:
         """Seek partitions that are still assigned; one that is not any more is read from

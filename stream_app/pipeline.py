@@ -91,7 +91,7 @@ class Pipeline:
             settings.topic_purchases: parse_purchase,
         }
         # Input partitions to read again from an offset, and drop the batch of (validate).
-        self.rewinds: dict[tuple[str, int], int] = {}
+        self._rewinds: dict[tuple[str, int], int] = {}
         # The largest ts this worker has validated: the stamp of what it forwards next.
         self._stream_time: int | None = None
         # UPSELL_IDLE_ADVANCE: stream time and the wall clock when the last input arrived.
@@ -174,7 +174,7 @@ class Pipeline:
         source partition's items leave in offset order, rejects included: the receiving
         stage counts an item once by its source offset. Commit `input_positions()` once
         the outputs are flushed. A batch that would skip records after a rebalance is
-        not taken: seek its partition to the offset `rewinds` names.
+        not taken: seek its partition to the offset `take_rewinds` names.
         """
         settings = self.settings
         merge = self._merge
@@ -189,7 +189,7 @@ class Pipeline:
             if rewind_to is not None:
                 log.info("input %s[%d]: a batch from offset %d is read again from %d",
                          topic, partition, records[0].offset, rewind_to)
-                self.rewinds[source] = rewind_to
+                self._rewinds[source] = rewind_to
                 continue
             for record in records:
                 try:
@@ -225,6 +225,11 @@ class Pipeline:
         if batches:
             self._last_input = (self._stream_time, time.monotonic())
         return outputs
+
+    def take_rewinds(self) -> dict[tuple[str, int], int]:
+        """The input partitions whose last batch was not taken, and where to read again."""
+        rewinds, self._rewinds = self._rewinds, {}
+        return rewinds
 
     @property
     def waiting_inputs(self) -> int:

@@ -103,7 +103,7 @@ def test_a_batch_fetched_before_a_rebalance_is_read_again_from_what_was_held() -
     assert pipeline.input_positions() == {source: 1}
     # Offsets 3-4, fetched before the rebalance, would skip the dropped 1-2.
     assert pipeline.validate({source: [offer_record(3), offer_record(4)]}) == []
-    assert pipeline.rewinds == {source: 1}
+    assert pipeline.take_rewinds() == {source: 1}
     sent += forwarded_offsets(pipeline.validate({source: [offer_record(o) for o in range(5)]}))
     assert sent == [0, 1, 2, 3, 4]
     assert pipeline.input_positions() == {source: 5}
