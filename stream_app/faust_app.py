@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # Journal entries hold a whole batch's changes; leave room above Kafka's 1 MB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PRODUCER_BATCH_BYTES = 512 * 1024
+# Faust names a table's changelog topic `<app id>-<table name>-changelog`.
+PARTITION_TABLE = "partition-state"
 
 
 class StateTable(faust.Table):  # type: ignore[type-arg]
@@ -72,7 +74,7 @@ def create_app(settings: Settings) -> PipelineApp:
     )
     state_config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     partition_table = app.Table(
-        "partition-state", partitions=settings.partitions, default=None,
+        PARTITION_TABLE, partitions=settings.partitions, default=None,
         extra_topic_configs=state_config,
     )
     board_table = app.Table(

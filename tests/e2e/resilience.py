@@ -23,6 +23,7 @@ from stream_app.core.events import parse_ts
 from stream_app.core.forwarding import decode_forwarded
 from stream_app.core.partition import CustomerPartition
 from stream_app.core.windows import rfc3339
+from stream_app.faust_app import PARTITION_TABLE
 from stream_app.pipeline import window_config
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
@@ -216,7 +217,7 @@ def state_divergence(service: Deployment) -> str:
     settings = Settings.from_env(service.env())
     config = window_config(settings)
     events = _by_partition(read_topic(settings.topic_events))
-    changelog = _by_partition(read_topic(f"{settings.app_id}-partition-state-changelog"))
+    changelog = _by_partition(read_topic(f"{settings.app_id}-{PARTITION_TABLE}-changelog"))
     findings = []
     for partition in range(settings.partitions):
         replayed = CustomerPartition(config)
