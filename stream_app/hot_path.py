@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
@@ -303,34 +303,33 @@ class BatchSender:
     that nothing is committed after a lost output.
     """
 
+    # Keys whose partition is remembered, per topic: the customers of the validated events
+    # come back again and again, and aiokafka's murmur2 is pure Python (2-3 % of a
+    # worker's CPU). Bounded so that a stream of ever new customers cannot grow it.
+    KEY_PARTITIONS_HELD = 50_000
+
     def __init__(self, producer: Any) -> None:
         self._producer = producer
         self._pending: list[asyncio.Future[Any]] = []
         self._known_topics: set[str] = set()
+        # Per topic: the partitions the remembered choices were made among, and the choices.
+        self._key_partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
 
     async def send(self, records: Iterable[Record]) -> None:
         producer = self._producer
         builders: dict[tuple[str, int], Any] = {}
+        # Per topic, resolved once per call: where a record without a partition goes.
+        choosers: dict[str, Callable[[bytes | None], int]] = {}
         for topic, partition, key, value, headers in records:
-            if topic not in self._known_topics:
-                # Tracked explicitly: aiokafka asks for every topic's metadata only while
-                # it tracks none, and once another topic is added, one it found that way
-                # drops out of its metadata (unknown leaders, a metadata storm, no sends).
-                await producer.client.add_topic(topic)
-                await producer.client._wait_on_metadata(topic)
-                self._known_topics.add(topic)
             if partition is None:
-                # aiokafka's own choice (murmur2 of the key), as its send would make it.
-                metadata = producer._metadata
-                if metadata.partitions_for_topic(topic) is None:
-                    # A metadata refresh (after a reconnect, say) can come back without the
-                    # topic for a moment: ask again, as aiokafka's send does every time.
-                    await producer.client._wait_on_metadata(topic)
-                partition = producer._partitioner(
-                    key, list(metadata.partitions_for_topic(topic) or ()),
-                    list(metadata.available_partitions_for_topic(topic) or ()))
+                choose = choosers.get(topic)
+                if choose is None:
+                    choose = choosers[topic] = await self._chooser(topic)
+                partition = choose(key)
             builder = builders.get((topic, partition))
             if builder is None:
+                if topic not in self._known_topics:
+                    await self._track(topic)
                 builder = builders[(topic, partition)] = producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None,
                               headers=headers or []) is None:
@@ -344,6 +343,46 @@ class BatchSender:
             if builder.record_count():
                 self._pending.append(
                     await producer.send_batch(builder, topic, partition=partition))
+
+    async def _track(self, topic: str) -> None:
+        # Tracked explicitly: aiokafka asks for every topic's metadata only while it tracks
+        # none, and once another topic is added, one it found that way drops out of its
+        # metadata (unknown leaders, a metadata storm, no sends).
+        producer = self._producer
+        await producer.client.add_topic(topic)
+        await producer.client._wait_on_metadata(topic)
+        self._known_topics.add(topic)
+
+    async def _chooser(self, topic: str) -> Callable[[bytes | None], int]:
+        """aiokafka's own choice of partition for a key (murmur2 of the key), as its send
+        would make it, remembered per key while the topic's partitions stay the same."""
+        producer = self._producer
+        if topic not in self._known_topics:
+            await self._track(topic)
+        metadata = producer._metadata
+        if metadata.partitions_for_topic(topic) is None:
+            # A metadata refresh (after a reconnect, say) can come back without the topic
+            # for a moment: ask again, as aiokafka's send does every time.
+            await producer.client._wait_on_metadata(topic)
+        every = list(metadata.partitions_for_topic(topic) or ())
+        available = list(metadata.available_partitions_for_topic(topic) or ())
+        partitioner = producer._partitioner
+        held = self._key_partitions.get(topic)
+        if held is None or held[0] != every:
+            held = self._key_partitions[topic] = (every, {})
+        chosen = held[1]
+
+        def choose(key: bytes | None) -> int:
+            if key is None:  # a random partition: nothing to remember
+                return int(partitioner(key, every, available))
+            partition = chosen.get(key)
+            if partition is None:
+                if len(chosen) >= self.KEY_PARTITIONS_HELD:
+                    chosen.clear()
+                partition = chosen[key] = partitioner(key, every, available)
+            return partition
+
+        return choose
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged; raise if one was not."""

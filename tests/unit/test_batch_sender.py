@@ -1,0 +1,109 @@
+"""BatchSender routes every record where aiokafka's own send would, a batch per partition,
+also once the partition of a key is remembered or the topic's partitions change."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from stream_app.hot_path import BatchSender, Record
+
+
+class FakeBatch:
+    def __init__(self, room: int) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+        self.room = room
+
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None,
+               headers: list[Any]) -> object | None:
+        if len(self.records) >= self.room:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.topics: set[str] = set()
+
+    async def add_topic(self, topic: str) -> None:
+        self.topics.add(topic)
+
+    async def _wait_on_metadata(self, topic: str) -> None:
+        pass
+
+
+class FakeMetadata:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+
+class FakeProducer:
+    def __init__(self, partitions: int, room: int = 1000) -> None:
+        self.client = FakeClient()
+        self._metadata = FakeMetadata(partitions)
+        self._partitioner = DefaultPartitioner()
+        self.room = room
+        self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.room)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+        self.sent.append((topic, partition, batch.records))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def routed(producer: FakeProducer) -> dict[tuple[str, bytes | None, bytes | None], int]:
+    return {(topic, key, value): partition
+            for topic, partition, records in producer.sent for key, value in records}
+
+
+def expected(key: bytes, partitions: int) -> int:
+    return int(DefaultPartitioner()(key, list(range(partitions)), list(range(partitions))))
+
+
+def test_keys_go_where_aiokafka_sends_them_whatever_is_remembered() -> None:
+    producer = FakeProducer(partitions=6, room=7)
+    sender = BatchSender(producer)
+    sender.KEY_PARTITIONS_HELD = 10  # cleared several times below
+    keys = [f"customer-{n % 25}".encode() for n in range(200)]
+    records: list[Record] = [("events", None, key, b"%d" % n, None)
+                             for n, key in enumerate(keys)]
+    records.append(("partials", 0, None, b"pinned", None))
+
+    async def run() -> None:
+        await sender.send(records[:90])
+        await sender.send(records[90:])
+        await sender.flush()
+        producer._metadata.partitions = 9  # partitions added: choices made again
+        await sender.send([("events", None, key, b"later", None) for key in keys[:25]])
+
+    asyncio.run(run())
+    where = routed(producer)
+    assert len(where) == len(records) + 25
+    for n, key in enumerate(keys):
+        assert where[("events", key, b"%d" % n)] == expected(key, 6)
+    for key in keys[:25]:
+        assert where[("events", key, b"later")] == expected(key, 9)
+    assert where[("partials", None, b"pinned")] == 0
+    assert producer.client.topics == {"events", "partials"}
+    # Full batches were sent as they filled, in order within each partition.
+    assert all(0 < len(batch) <= 7 for _, _, batch in producer.sent)
+    numbers = [int(value) for topic, partition, batch in producer.sent
+               if topic == "events" and partition == expected(keys[0], 6)
+               for _, value in batch if value is not None and value != b"later"]
+    assert numbers == sorted(numbers)
