@@ -139,6 +139,8 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
     progress.done(f"one worker: {one.rate:,.0f} events/s, exact")
     results["one_worker"] = asdict(one) | {"rate": round(one.rate)}
     report += [
+        f"aiokafka consume + produce (a copy)   {one.copy_rate:>10,.0f} events/s   "
+        f"{one.copy_rate / bare:.2f} of the bare consumer (the floor of forwarding a record)",
         f"one worker, lag 0 and exact counts   {one.rate:>10,.0f} events/s   "
         f"{one.rate / bare:.2f} of the bare consumer (target 0.25, stretch 0.5)",
         f"  worker RSS at the end: {one.rss[0] / 2**20:,.0f} MiB "

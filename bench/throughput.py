@@ -192,10 +192,17 @@ class WorkerRun:
     total_seconds: float
     # CPU seconds the workers used from the start of the clock to its end (all threads).
     cpu_seconds: float = 0.0
+    # How long copying the events into the workers' topics took: consume and produce each
+    # record once, with nothing in between (the floor of any stage that forwards records).
+    copy_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def copy_rate(self) -> float:
+        return self.events / self.copy_seconds if self.copy_seconds else 0.0
 
     @property
     def cpu_us_per_event(self) -> float:
@@ -244,9 +251,11 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
         progress(f"{count} worker(s): copying the {dataset.messages:,} events into their topics")
         for worker in deployment.workers:
             os.kill(worker.pid, signal.SIGSTOP)
+        copy_started = time.monotonic()
         try:
             asyncio.run(_copy(broker, targets))
         finally:
+            copy_seconds = time.monotonic() - copy_started
             for worker in deployment.workers:
                 os.kill(worker.pid, signal.SIGCONT)
         started = time.monotonic()
@@ -270,7 +279,7 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
             time.sleep(0.1)
         rss = deployment.rss_bytes()
         return WorkerRun(count, total, finished - started, rss, finished - launched,
-                         cpu_after - cpu_before)
+                         cpu_after - cpu_before, copy_seconds)
     finally:
         lag.close()
         deployment.stop()
