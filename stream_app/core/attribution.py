@@ -16,6 +16,7 @@ due by then are decided, so what is kept never depends on how the log was cut in
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -50,14 +51,21 @@ class Attribution:
     def __init__(self, attribution_ms: int, grace_ms: int) -> None:
         self._attribution_ms = attribution_ms
         self._grace_ms = grace_ms
-        # Keyed by (customer_id, offer_id): a customer's result comes from that customer's
-        # events alone, as it must when customers are spread over partitions.
-        self._offers: dict[OfferRef, OpenOffer] = {}
-        self._offers_by_customer: dict[str, list[OpenOffer]] = {}
+        # customer_id -> offer_id -> kept offer: a customer's result comes from that
+        # customer's events alone, as it must when customers are spread over partitions.
+        # One dict per customer is both the index by (customer_id, offer_id) and the
+        # customer's offers for last touch, without a key tuple per offer.
+        self._offers: dict[str, dict[str, OpenOffer]] = {}
+        self._offer_count = 0
         self._waiting_for_offer: dict[OfferRef, list[Purchase]] = {}
         self._last_touch_due: list[tuple[int, int, str, Purchase]] = []
         self._pending: dict[str, Purchase] = {}
-        self._offer_expiry: list[tuple[int, str, str]] = []
+        # Every kept offer waits here to be forgotten once its ts + attribution window +
+        # grace is behind stream time: those kept in ts order (none below the one before,
+        # nearly all of them) in a deque, 8 bytes each where a heap entry is a 3-tuple
+        # (72 bytes with its slot); the others in a heap.
+        self._offers_in_order: deque[Offer] = deque()
+        self._offers_late: list[tuple[int, str, str]] = []
         self._waiting_expiry: list[tuple[int, str]] = []
         # Purchases that named an offer which can no longer convert for them.
         self.given_up: list[Purchase] = []
@@ -65,21 +73,24 @@ class Attribution:
 
     # -- reading -------------------------------------------------------------------
     def offer(self, ref: OfferRef) -> OpenOffer | None:
-        return self._offers.get(ref)
+        offers = self._offers.get(ref[0])
+        return None if offers is None else offers.get(ref[1])
 
     def open_offers(self) -> Iterable[OpenOffer]:
-        return self._offers.values()
+        for offers in self._offers.values():
+            yield from offers.values()
 
     def pending_purchase(self, event_id: str) -> Purchase | None:
         return self._pending.get(event_id)
 
     def __len__(self) -> int:
-        return len(self._offers) + len(self._pending)
+        return self._offer_count + len(self._pending)
 
     # -- events --------------------------------------------------------------------
     def add_offer(self, offer: Offer, windows: tuple[str, ...]) -> list[Conversion]:
         """Keep an offer; returns the conversion if a purchase naming it was waiting."""
-        if _ref(offer) in self._offers:
+        offers = self._offers.get(offer.customer_id)
+        if offers is not None and offer.offer_id in offers:
             # offer_id is unique per presentation: a second one can't be told apart by id.
             return []
         kept = OpenOffer(offer, windows)
@@ -98,7 +109,8 @@ class Attribution:
     def add_purchase(self, purchase: Purchase) -> list[Conversion]:
         """Attribute a purchase; last-touch ones wait in line until `advance` decides them."""
         if purchase.offer_id is not None:
-            kept = self._offers.get((purchase.customer_id, purchase.offer_id))
+            offers = self._offers.get(purchase.customer_id)
+            kept = None if offers is None else offers.get(purchase.offer_id)
             if kept is None:
                 self._keep_pending(purchase)
             elif self._matches(kept, purchase):
@@ -134,16 +146,11 @@ class Attribution:
 
     def _expire(self, stream_time: int) -> None:
         horizon = self._attribution_ms + self._grace_ms
-        while self._offer_expiry and self._offer_expiry[0][0] + horizon < stream_time:
-            _, customer_id, offer_id = heapq.heappop(self._offer_expiry)
-            kept = self._offers.pop((customer_id, offer_id), None)
-            if kept is None:
-                continue
-            siblings = self._offers_by_customer[kept.offer.customer_id]
-            siblings.remove(kept)
-            if not siblings:
-                del self._offers_by_customer[kept.offer.customer_id]
-            self.changes.offers.add((customer_id, offer_id))
+        cutoff = stream_time - horizon  # ts + horizon < stream_time
+        in_order = self._offers_in_order
+        late = self._offers_late
+        if (in_order and in_order[0].ts < cutoff) or (late and late[0][0] < cutoff):
+            self._expire_offers(cutoff)
         while self._waiting_expiry and self._waiting_expiry[0][0] + horizon < stream_time:
             _, event_id = heapq.heappop(self._waiting_expiry)
             purchase = self._pending.get(event_id)
@@ -151,6 +158,26 @@ class Attribution:
                 self._drop_pending(purchase)
                 self.given_up.append(purchase)
 
+    def _expire_offers(self, cutoff: int) -> None:
+        """Forget the offers whose ts < cutoff, in (ts, customer_id, offer_id) order."""
+        due: list[tuple[int, str, str]] = []
+        in_order = self._offers_in_order
+        while in_order and in_order[0].ts < cutoff:
+            offer = in_order.popleft()
+            due.append((offer.ts, offer.customer_id, offer.offer_id))
+        late = self._offers_late
+        while late and late[0][0] < cutoff:
+            due.append(heapq.heappop(late))
+        if len(due) > 1:
+            due.sort()
+        for _, customer_id, offer_id in due:
+            offers = self._offers.get(customer_id)
+            if offers is None or offers.pop(offer_id, None) is None:
+                continue
+            self._offer_count -= 1
+            if not offers:
+                del self._offers[customer_id]
+            self.changes.offers.add((customer_id, offer_id))
 
     # -- restore -------------------------------------------------------------------
     def restore_offer(self, kept: OpenOffer) -> None:
@@ -172,7 +199,7 @@ class Attribution:
 
     def _last_touch_offer(self, purchase: Purchase) -> OpenOffer | None:
         best: OpenOffer | None = None
-        for kept in self._offers_by_customer.get(purchase.customer_id, ()):
+        for kept in self._offers.get(purchase.customer_id, _NO_OFFERS).values():
             if self._matches(kept, purchase) and (
                 best is None
                 or (kept.offer.ts, kept.offer.offer_id) > (best.offer.ts, best.offer.offer_id)
@@ -187,9 +214,17 @@ class Attribution:
 
     def _keep_offer(self, kept: OpenOffer) -> None:
         offer = kept.offer
-        self._offers[_ref(offer)] = kept
-        self._offers_by_customer.setdefault(offer.customer_id, []).append(kept)
-        heapq.heappush(self._offer_expiry, (offer.ts, offer.customer_id, offer.offer_id))
+        offers = self._offers.get(offer.customer_id)
+        if offers is None:
+            offers = self._offers[offer.customer_id] = {}
+        if offer.offer_id not in offers:
+            self._offer_count += 1
+        offers[offer.offer_id] = kept
+        in_order = self._offers_in_order
+        if not in_order or offer.ts >= in_order[-1].ts:
+            in_order.append(offer)
+        else:
+            heapq.heappush(self._offers_late, (offer.ts, offer.customer_id, offer.offer_id))
         self.changes.offers.add(_ref(offer))
 
     def _keep_pending(self, purchase: Purchase) -> None:
@@ -214,6 +249,9 @@ class Attribution:
                 waiting.remove(purchase)
                 if not waiting:
                     del self._waiting_for_offer[_waiting_ref(purchase)]
+
+
+_NO_OFFERS: dict[str, OpenOffer] = {}
 
 
 def _ref(offer: Offer) -> OfferRef:

@@ -9,7 +9,10 @@ here: 5m and 1h, attribution 7 days, grace 60 s.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from stream_app.core.attribution import Attribution, OfferRef, _Changes
 from stream_app.core.events import Event
 from stream_app.core.partition import (
     CONVERSIONS_TOTAL,
@@ -374,3 +377,57 @@ def test_in_order_result_does_not_depend_on_unrelated_customers() -> None:
     # p2 (ts p1.ts + 120 s) passes p1's ts + grace itself: p1 is decided before p2 applies.
     feed = _unrelated_event_between(with_unrelated=False)
     assert revenue(feed) == {SMS: 10}
+
+
+# -- when an offer is forgotten -------------------------------------------------------
+
+
+class _LoggedSet(set[OfferRef]):
+    """The changed offers, with the order they were marked in (the store writes in it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[OfferRef] = []
+
+    def add(self, ref: OfferRef) -> None:
+        self.log.append(ref)
+        super().add(ref)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("offer"), st.sampled_from("abc"), st.sampled_from("XYZW"),
+              st.integers(0, 50)),
+    st.tuples(st.just("advance"), st.just(""), st.just(""), st.integers(0, 20)),
+), max_size=60))
+def test_offers_are_forgotten_once_past_ts_plus_window_plus_grace_in_ts_customer_id_order(
+    steps: list[tuple[str, str, str, int]],
+) -> None:
+    """Whatever order the offers arrive in (in ts order, or below an earlier one's ts)."""
+    attribution = Attribution(attribution_ms=20, grace_ms=5)
+    changed = _LoggedSet()
+    attribution.changes = _Changes(offers=changed)
+    model: dict[OfferRef, int] = {}
+    expected: list[OfferRef] = []
+    stream_time = 0
+    for step, customer, offer_id, n in steps:
+        if step == "offer":
+            event = offer(f"e-{customer}-{offer_id}-{n}", customer, n, offer_id=offer_id)
+            attribution.add_offer(event, ())
+            if (customer, offer_id) not in model:
+                model[(customer, offer_id)] = n
+                expected.append((customer, offer_id))
+        else:
+            stream_time += n
+            attribution.advance(stream_time)
+            for ts, ref in sorted((ts, ref) for ref, ts in model.items()):
+                if ts + 25 < stream_time:
+                    del model[ref]
+                    expected.append(ref)
+        assert changed.log == expected
+        assert len(attribution) == len(model)
+        assert {(k.offer.customer_id, k.offer.offer_id): k.offer.ts
+                for k in attribution.open_offers()} == model
+        for ref in [(c, o) for c in "abc" for o in "XYZW"]:
+            kept = attribution.offer(ref)
+            assert (kept is not None) == (ref in model)
