@@ -18,13 +18,13 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stream_app.core.board import RatesBoard, decode_partials, encode_partials
 from stream_app.core.drops import DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
+from stream_app.core.immutable import immutable
 from stream_app.core.merge import EventTimeMerge
 from stream_app.core.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
 from stream_app.core.views import CHANNEL_SEGMENT
@@ -58,7 +58,7 @@ class Record(Protocol):
 Send = Callable[..., Awaitable[Any]]
 
 
-@dataclass(frozen=True)
+@immutable
 class Output:
     """A message to produce; `partition` None lets the producer hash the key."""
 

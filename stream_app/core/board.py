@@ -22,6 +22,7 @@ from typing import Any
 from stream_app.core.bands import Bands
 from stream_app.core.cohorts import Partial, WindowKey
 from stream_app.core.fastjson import dumps, dumps_key, loads
+from stream_app.core.immutable import immutable
 from stream_app.core.partition import META_KEY, WindowConfig
 from stream_app.core.rates import figures
 from stream_app.core.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
@@ -42,7 +43,7 @@ class _BoardWindow:
         return [sum(column) for column in zip(*parts, strict=True)]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class WindowRecord:
     view: View
     label: str

@@ -19,6 +19,7 @@ from sys import intern
 from typing import Any
 
 from stream_app.core.fastjson import dumps_key
+from stream_app.core.immutable import immutable
 from stream_app.core.views import VIEW_BY_NAME, Key, View, rollups
 
 WindowKey = tuple[str, int]  # (window label, window start)
@@ -53,7 +54,7 @@ _Held = _Cell | tuple[_Cell, ...]
 _Members = list[dict[str, _Held]]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Partial:
     """One partition's current vector of one key of one view in one window."""
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import orjson
+
+from stream_app.core.immutable import immutable
 
 _T = TypeVar("_T")
 
@@ -45,7 +46,7 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Offer:
     """An upsell offer presented to a customer."""
 
@@ -62,7 +63,7 @@ class Offer:
     offered_price: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Purchase:
     """A purchase; `offer_id` names the offer it accepts when the storefront knows it."""
 

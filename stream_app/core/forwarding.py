@@ -10,15 +10,15 @@ none of its events still see stream time move.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from stream_app.core.codec import event_from_row, event_to_row
 from stream_app.core.events import Event
 from stream_app.core.fastjson import dumps, loads
+from stream_app.core.immutable import immutable
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Forwarded:
     source_topic: str
     source_partition: int

@@ -7,6 +7,7 @@ The e2e counterpart (tests/e2e/test_hostile_input.py) sends the corpus through t
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def check_outcome(parse: Any, raw: bytes) -> Event | None:
 
 
 def vars_of(event: Event) -> list[Any]:
-    return [getattr(event, name) for name in event.__slots__]
+    return [getattr(event, field.name) for field in fields(event)]
 
 
 @settings(max_examples=300, deadline=None)
