@@ -16,11 +16,11 @@ due by then are decided, so what is kept never depends on how the log was cut in
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from stream_app.core.events import Offer, Purchase
+from stream_app.core.expiry import ExpiryQueue
 
 
 @dataclass(slots=True)
@@ -61,11 +61,8 @@ class Attribution:
         self._last_touch_due: list[tuple[int, int, str, Purchase]] = []
         self._pending: dict[str, Purchase] = {}
         # Every kept offer waits here to be forgotten once its ts + attribution window +
-        # grace is behind stream time: those kept in ts order (none below the one before,
-        # nearly all of them) in a deque, 8 bytes each where a heap entry is a 3-tuple
-        # (72 bytes with its slot); the others in a heap.
-        self._offers_in_order: deque[Offer] = deque()
-        self._offers_late: list[tuple[int, str, str]] = []
+        # grace is behind stream time.
+        self._offer_expiry: ExpiryQueue[Offer] = ExpiryQueue(_ref)
         self._waiting_expiry: list[tuple[int, str]] = []
         # Purchases that named an offer which can no longer convert for them.
         self.given_up: list[Purchase] = []
@@ -146,11 +143,9 @@ class Attribution:
 
     def _expire(self, stream_time: int) -> None:
         horizon = self._attribution_ms + self._grace_ms
-        cutoff = stream_time - horizon  # ts + horizon < stream_time
-        in_order = self._offers_in_order
-        late = self._offers_late
-        if (in_order and in_order[0].ts < cutoff) or (late and late[0][0] < cutoff):
-            self._expire_offers(cutoff)
+        # Those whose ts + horizon < stream_time, in (ts, customer_id, offer_id) order.
+        for _, offer in self._offer_expiry.take_due(stream_time - horizon):
+            self._forget_offer(offer.customer_id, offer.offer_id)
         while self._waiting_expiry and self._waiting_expiry[0][0] + horizon < stream_time:
             _, event_id = heapq.heappop(self._waiting_expiry)
             purchase = self._pending.get(event_id)
@@ -158,26 +153,14 @@ class Attribution:
                 self._drop_pending(purchase)
                 self.given_up.append(purchase)
 
-    def _expire_offers(self, cutoff: int) -> None:
-        """Forget the offers whose ts < cutoff, in (ts, customer_id, offer_id) order."""
-        due: list[tuple[int, str, str]] = []
-        in_order = self._offers_in_order
-        while in_order and in_order[0].ts < cutoff:
-            offer = in_order.popleft()
-            due.append((offer.ts, offer.customer_id, offer.offer_id))
-        late = self._offers_late
-        while late and late[0][0] < cutoff:
-            due.append(heapq.heappop(late))
-        if len(due) > 1:
-            due.sort()
-        for _, customer_id, offer_id in due:
-            offers = self._offers.get(customer_id)
-            if offers is None or offers.pop(offer_id, None) is None:
-                continue
-            self._offer_count -= 1
-            if not offers:
-                del self._offers[customer_id]
-            self.changes.offers.add((customer_id, offer_id))
+    def _forget_offer(self, customer_id: str, offer_id: str) -> None:
+        offers = self._offers.get(customer_id)
+        if offers is None or offers.pop(offer_id, None) is None:
+            return
+        self._offer_count -= 1
+        if not offers:
+            del self._offers[customer_id]
+        self.changes.offers.add((customer_id, offer_id))
 
     # -- restore -------------------------------------------------------------------
     def restore_offer(self, kept: OpenOffer) -> None:
@@ -220,11 +203,7 @@ class Attribution:
         if offer.offer_id not in offers:
             self._offer_count += 1
         offers[offer.offer_id] = kept
-        in_order = self._offers_in_order
-        if not in_order or offer.ts >= in_order[-1].ts:
-            in_order.append(offer)
-        else:
-            heapq.heappush(self._offers_late, (offer.ts, offer.customer_id, offer.offer_id))
+        self._offer_expiry.push(offer.ts, offer)
         self.changes.offers.add(_ref(offer))
 
     def _keep_pending(self, purchase: Purchase) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import heapq
-from collections import deque
+from stream_app.core.expiry import ExpiryQueue
 
 
 class EventIdMemory:
@@ -16,13 +15,8 @@ class EventIdMemory:
     def __init__(self, horizon_ms: int) -> None:
         self._horizon_ms = horizon_ms
         self._seen: dict[str, int] = {}
-        # Every remembered (ts, event_id) waits here to be checked once ts + horizon is
-        # behind stream time. Those remembered in ts order (none below the one before,
-        # nearly all of them) wait in two deques side by side, 16 bytes each where a heap
-        # entry is a 2-tuple (72 bytes with its slot); the others wait in a heap.
-        self._in_order_ids: deque[str] = deque()
-        self._in_order_ts: deque[int] = deque()
-        self._late: list[tuple[int, str]] = []
+        # Every remembered (ts, event_id) is checked once ts + horizon is behind stream time.
+        self._expiry: ExpiryQueue[str] = ExpiryQueue(_itself)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -38,12 +32,7 @@ class EventIdMemory:
 
     def remember(self, event_id: str, ts: int) -> None:
         self._seen[event_id] = ts
-        in_order_ts = self._in_order_ts
-        if not in_order_ts or ts >= in_order_ts[-1]:
-            in_order_ts.append(ts)
-            self._in_order_ids.append(event_id)
-        else:
-            heapq.heappush(self._late, (ts, event_id))
+        self._expiry.push(ts, event_id)
 
     def forget_expired(self, stream_time: int) -> list[str]:
         """Drop ids whose memory ran out; returns them so their stored copies can go too,
@@ -51,29 +40,19 @@ class EventIdMemory:
 
         An id goes when an entry of its current ts comes up (an older entry of an id
         remembered again is stale): every id whose ts + horizon < stream_time, and only
-        those, whatever queue its entries are in.
+        those.
         """
-        cutoff = stream_time - self._horizon_ms  # ts + horizon < stream_time
-        in_order_ts = self._in_order_ts
-        late = self._late
-        if not ((in_order_ts and in_order_ts[0] < cutoff) or (late and late[0][0] < cutoff)):
-            return []
         seen = self._seen
-        gone: list[tuple[int, str]] = []
-        in_order_ids = self._in_order_ids
-        while in_order_ts and in_order_ts[0] < cutoff:
-            remembered_ts = in_order_ts.popleft()
-            event_id = in_order_ids.popleft()
+        gone: list[str] = []
+        for remembered_ts, event_id in self._expiry.take_due(stream_time - self._horizon_ms):
             if seen.get(event_id) == remembered_ts:
                 del seen[event_id]
-                gone.append((remembered_ts, event_id))
-        while late and late[0][0] < cutoff:
-            remembered_ts, event_id = heapq.heappop(late)
-            if seen.get(event_id) == remembered_ts:
-                del seen[event_id]
-                gone.append((remembered_ts, event_id))
-        gone.sort()
-        return [event_id for _, event_id in gone]
+                gone.append(event_id)
+        return gone
 
     def ts_of(self, event_id: str) -> int | None:
         return self._seen.get(event_id)
+
+
+def _itself(event_id: str) -> str:
+    return event_id
