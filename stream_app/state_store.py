@@ -7,6 +7,12 @@ give exactly the state after the last journaled batch, even if the worker died h
 through writing a batch. The state carries the input offset it reflects, so the batch
 after it is read again and applied once.
 
+A worker can stop after a batch's journal landed and before all of its entries did; the
+state is then loaded from that journal. The entries it holds are written again, as
+entries, ahead of the next batch's journal, which overwrites it: without them, the
+changelog would keep that batch's changes nowhere (an open offer lost, so a conversion,
+in the SIGTERM restart test).
+
 The journal is cut into chunks (keys `<partition>|journal|<i>`, each holding the batch's
 sequence number, the number of chunks and a part of the changes), so that no message
 grows with the batch. A journal whose chunks did not all land is ignored: then none of
@@ -50,6 +56,9 @@ class PartitionStore:
         self._table = table
         self._keep_copy = keep_copy
         self._sequence: dict[int, int] = {}
+        # Per partition: the changes of the journal its state was loaded from, whose
+        # entries may not all have landed (written again by the next `write`).
+        self._unsettled: dict[int, dict[str, Any]] = {}
         # Encoded changelog records waiting for the hot path to produce them, in order.
         self.outbox: list[ChangelogRecord] = []
 
@@ -66,9 +75,10 @@ class PartitionStore:
         }
         if not self._keep_copy:
             self.release(partition)
+        journal: dict[str, Any] = {}
         legacy = entries.pop(JOURNAL_KEY, None)
         if legacy is not None:
-            entries.update(legacy)
+            journal.update(legacy)
         chunks = {int(key[len(_CHUNK_PREFIX) :]): entries.pop(key)
                   for key in [k for k in entries if k.startswith(_CHUNK_PREFIX)]}
         chunks = {index: chunk for index, chunk in chunks.items() if chunk is not None}
@@ -78,7 +88,15 @@ class PartitionStore:
             count = next(chunk[1] for chunk in chunks.values() if chunk[0] == latest)
             if all(index in chunks and chunks[index][0] == latest for index in range(count)):
                 for index in range(count):
-                    entries.update(chunks[index][2])
+                    journal.update(chunks[index][2])
+        entries.update(journal)
+        unsettled = dict(journal)
+        if legacy is not None:
+            # Its batch is older than every entry written since: gone with the next write.
+            unsettled[JOURNAL_KEY] = None
+        self._unsettled.pop(partition, None)
+        if unsettled:
+            self._unsettled[partition] = unsettled
         return {key: value for key, value in entries.items() if value is not None}
 
     def release(self, partition: int) -> None:
@@ -98,6 +116,10 @@ class PartitionStore:
         data = self._table.data if self._keep_copy else None
         sequence = self._sequence[partition] = self._sequence.get(partition, 0) + 1
         prefix = f"{partition}|"
+        # Before this batch's journal overwrites the one the state was loaded from.
+        for key, value in self._unsettled.pop(partition, {}).items():
+            out.append((topic, partition, _dumps(prefix + key),
+                        None if value is None else _dumps(value)))
         # The journal's chunks are spliced from the entries' encodings: each value is
         # encoded once. An entry's key inside a chunk is its stored key without the
         # `<partition>|` prefix (digits and a bar: never escaped).

@@ -1,0 +1,200 @@
+"""PartitionStore: what a worker that stops anywhere in a batch's changelog records loads
+when it starts again, alone and under a customer partition fed the simulator's stream."""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from stream_app import state_store
+from stream_app.core.forwarding import decode_forwarded
+from stream_app.core.partition import CustomerPartition
+from stream_app.pipeline import Pipeline
+from stream_app.settings import Settings
+from stream_app.simulator.scenario import ScenarioConfig, Simulation
+from stream_app.state_store import ChangelogRecord, PartitionStore
+from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
+
+Changes = dict[str, Any]
+PARTITIONS = 6
+
+
+class Changelog:
+    """A changelog partition as Faust's table holds it after a recovery: the latest value
+    of each key that landed (a tombstone removes the key)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Any] = {}
+
+    def land(self, records: list[ChangelogRecord]) -> None:
+        for _, _, key, value in records:
+            if value is None:
+                self.latest.pop(json.loads(key), None)
+            else:
+                self.latest[json.loads(key)] = json.loads(value)
+
+    def restart(self) -> PartitionStore:
+        """A new worker's store, recovered from what landed."""
+        table = FakeTable()
+        table.data = dict(self.latest)
+        return PartitionStore(table, keep_copy=False)
+
+
+def _applied(state: Changes, changes: Changes) -> Changes:
+    after = dict(state)
+    for key, value in changes.items():
+        if value is None:
+            after.pop(key, None)
+        else:
+            after[key] = value
+    return after
+
+
+def _journal_end(records: list[ChangelogRecord]) -> int:
+    """How many of a write's records must land for its whole journal to be there."""
+    chunks = [i for i, (_, _, key, _) in enumerate(records) if b"|journal|" in key]
+    return chunks[-1] + 1 if chunks else 0
+
+
+batch_changes = st.dictionaries(st.sampled_from("abcdefgh"),
+                                st.one_of(st.none(), st.integers(0, 9)), max_size=6)
+# None: every record of the write lands; a fraction: the worker stops after that share.
+stop_after = st.one_of(st.none(), st.floats(0, 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(batch_changes, stop_after), min_size=1, max_size=10))
+@example([({"a": 1}, None), ({"b": 2, "c": 3}, 0.5), ({"d": 4}, None), ({}, 0.0)])
+def test_a_restart_loads_the_state_after_the_last_batch_whose_journal_landed(
+        batches: list[tuple[Changes, float | None]]) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        # Small chunks, so that journals of several chunks land in part.
+        patch.setattr(state_store, "CHUNK_BYTES", 12)
+        _write_and_stop(batches)
+
+
+def _write_and_stop(batches: list[tuple[Changes, float | None]]) -> None:
+    changelog = Changelog()
+    store = PartitionStore(FakeTable(), keep_copy=False)
+    live: Changes = {}
+    durable: Changes = {}
+    for changes, stop in batches:
+        after = _applied(live, changes)
+        store.write(0, changes)
+        records = store.take_outbox()
+        landed = len(records) if stop is None else int(stop * len(records))
+        changelog.land(records[:landed])
+        if landed >= _journal_end(records):
+            durable = after
+        if stop is None:
+            live = after
+            continue
+        store = changelog.restart()
+        live = store.load(0)
+        assert live == durable
+
+
+def test_the_journal_loaded_is_written_again_before_the_next_one() -> None:
+    """The case the SIGTERM restart test hit: a batch's journal landed and only some of
+    its entries; the next batch's journal overwrote it."""
+    changelog = Changelog()
+    store = PartitionStore(FakeTable(), keep_copy=False)
+    store.write(0, {"a": 1})
+    changelog.land(store.take_outbox())
+    store.write(0, {"b": 2, "c": 3})
+    records = store.take_outbox()
+    changelog.land(records[:_journal_end(records) + 1])  # the journal and entry b
+    store = changelog.restart()
+    assert store.load(0) == {"a": 1, "b": 2, "c": 3}
+    store.write(0, {"d": 4})
+    changelog.land(store.take_outbox())
+    assert changelog.restart().load(0) == {"a": 1, "b": 2, "c": 3, "d": 4}
+
+
+def test_a_journal_of_the_single_entry_format_goes_with_the_next_write() -> None:
+    table = FakeTable()
+    table.data = {"0|a": 1, "0|journal": {"a": 2, "b": 3}}
+    store = PartitionStore(table, keep_copy=False)
+    assert store.load(0) == {"a": 2, "b": 3}
+    store.write(0, {"a": 4})
+    changelog = Changelog()
+    changelog.latest = {"0|a": 1, "0|journal": {"a": 2, "b": 3}}
+    changelog.land(store.take_outbox())
+    assert "0|journal" not in changelog.latest
+    assert changelog.restart().load(0) == {"a": 4, "b": 3}
+
+
+def _customer_logs(offers: int) -> tuple[Pipeline, dict[int, list[FakeRecord]]]:
+    """The simulator's stream through the validating stage: the records of each partition
+    of customers (grace 1 h, as the SIGTERM restart test runs)."""
+    settings = Settings.from_env({"UPSELL_GRACE": "1h", "UPSELL_PARTITIONS": str(PARTITIONS)})
+    config = ScenarioConfig(offers=offers, customers=400, seed=11,
+                            settle_ms=settings.grace_ms, offers_topic=settings.topic_offers,
+                            purchases_topic=settings.topic_purchases)
+    inputs: dict[tuple[str, int], list[FakeRecord]] = defaultdict(list)
+    for message in Simulation(config):
+        topic = (settings.topic_offers if message.topic_kind == "offers"
+                 else settings.topic_purchases)
+        records = inputs[(topic, _partition_of(message.key))]
+        records.append(FakeRecord(len(records), message.key, message.value))
+    pipeline = Pipeline(settings, PartitionStore(FakeTable()), PartitionStore(FakeTable()))
+    logs: dict[int, list[FakeRecord]] = defaultdict(list)
+    longest = max(len(records) for records in inputs.values())
+    for start in range(0, longest, 300):
+        for output in pipeline.validate({source: records[start:start + 300]
+                                         for source, records in inputs.items()}):
+            if output.topic == settings.topic_events:
+                partition = (output.partition if output.partition is not None
+                             else _partition_of(output.key))
+                log = logs[partition]
+                log.append(FakeRecord(len(log), output.key, output.value))
+    return pipeline, logs
+
+
+def _apply(state: CustomerPartition, record: FakeRecord) -> None:
+    assert record.value is not None
+    state.apply(decode_forwarded(record.value), record.offset)
+
+
+def _partition_of(key: bytes | None) -> int:
+    # Any fixed map from customer to partition does (a malformed message may have no key).
+    return 0 if key is None else zlib.crc32(key) % PARTITIONS
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped(
+        seed: int) -> None:
+    pipeline, logs = _customer_logs(offers=1_500)
+    rng = random.Random(seed)
+    for partition, log in logs.items():
+        never_stopped = CustomerPartition(pipeline.config)
+        for record in log:
+            _apply(never_stopped, record)
+        changelog = Changelog()
+        store = PartitionStore(FakeTable(), keep_copy=False)
+        state = CustomerPartition(pipeline.config)
+        while state.next_offset < len(log):
+            for record in log[state.next_offset:state.next_offset + rng.randint(1, 800)]:
+                _apply(state, record)
+            store.write(partition, state.take_changes())
+            records = store.take_outbox()
+            if rng.random() < 0.7:
+                changelog.land(records)
+                continue
+            changelog.land(records[:rng.randint(0, len(records))])
+            store = changelog.restart()
+            state = CustomerPartition.restore(pipeline.config, store.load(partition))
+        assert state.totals.as_row() == never_stopped.totals.as_row(), partition
+        # And the whole state the changelog holds: open offers, remembered ids, windows.
+        store.write(partition, state.take_changes())
+        changelog.land(store.take_outbox())
+        expected = {key: value for key, value in never_stopped.take_changes().items()
+                    if value is not None}
+        assert changelog.restart().load(partition) == json.loads(json.dumps(expected))
