@@ -206,7 +206,8 @@ def assert_exact(service: Deployment, truth: dict[str, Any]) -> None:
     try:
         assert_matches_truth(service, truth)
     except AssertionError as error:
-        raise AssertionError(f"{error}\n{state_divergence(service)}") from None
+        raise AssertionError(f"{error}\n{state_divergence(service)}\n"
+                             f"{forwarding_gaps(service)}") from None
 
 
 def state_divergence(service: Deployment) -> str:
@@ -241,6 +242,40 @@ def state_divergence(service: Deployment) -> str:
                                 f"state, {replayed.next_offset} read): {name} (state, "
                                 f"replay): {differing}")
     return "\n".join(findings) or "every partition's state equals a replay of its records"
+
+
+def forwarding_gaps(service: Deployment) -> str:
+    """Input records that never reached the partitions of customers: every input record,
+    valid or rejected, is forwarded once with its source offset. Gaps here mean the loss
+    happened before the attributing stage, whatever its state says."""
+    settings = Settings.from_env(service.env())
+    forwarded: dict[tuple[str, int], set[int]] = {}
+    for record in read_topic(settings.topic_events):
+        if record.value is None:
+            continue
+        item = decode_forwarded(record.value)
+        if not item.is_tick:
+            forwarded.setdefault((item.source_topic, item.source_partition), set()).add(
+                item.source_offset)
+    findings = []
+    for topic in settings.input_topics:
+        for partition, records in _by_partition(read_topic(topic)).items():
+            offsets = {record.offset for record in records}
+            missing = sorted(offsets - forwarded.get((topic, partition), set()))
+            if missing:
+                findings.append(f"{topic}[{partition}]: {len(missing)} of {len(offsets)} "
+                                f"records never forwarded, offsets {_ranges(missing)}")
+    return "\n".join(findings) or "every input record was forwarded"
+
+
+def _ranges(offsets: list[int]) -> str:
+    spans: list[list[int]] = []
+    for offset in offsets:
+        if spans and offset == spans[-1][1] + 1:
+            spans[-1][1] = offset
+        else:
+            spans.append([offset, offset])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
 
 
 def _by_partition(records: list[Any]) -> dict[int, list[Any]]:

@@ -127,7 +127,10 @@ def test_worker_stopped_mid_stream_and_restarted_ends_exact(data_dir: Path) -> N
         producer.join(timeout=900)
         assert outcome, "the simulator did not finish"
         service.wait_caught_up(timeout=600)
-        assert_matches_truth(service, outcome)
+        # Imported here: resilience imports this module.
+        from tests.e2e.resilience import assert_exact
+
+        assert_exact(service, outcome)
 
 
 def _offers_seen(service: Deployment) -> float:
