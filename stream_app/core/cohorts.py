@@ -8,6 +8,10 @@ under, not in a set per cell: a cell's members are those of the keys it rolls up
 count is kept as a number and its members are worked out only when the slot is dropped.
 A set per cell held every new customer four times (the key and its three roll-ups), the
 largest share of the memory per open offer.
+
+Stored, a customer's memberships in one window (every view, every distinct field) are one
+entry, rewritten when one is added: one entry per membership was most of the changelog's
+records, about 4 per event.
 """
 
 from __future__ import annotations
@@ -65,10 +69,15 @@ class Partial:
     vector: list[int]
 
 
+# A customer in one window: (window label, window start, customer).
+_Group = tuple[str, int, str]
+
+
 @dataclass(slots=True)
 class _Changes:
     cells: list[_Cell] = field(default_factory=list)
-    members: list[tuple[_Slot, Key, int, str]] = field(default_factory=list)
+    # A customer's new membership in a slot (its window's entry is written again).
+    members: list[tuple[_Slot, str]] = field(default_factory=list)
     dropped: list[tuple[_Slot, dict[Key, _Cell], _Members]] = field(default_factory=list)
 
 
@@ -80,6 +89,9 @@ class WindowCounts:
         self._families: dict[_Slot, dict[Key, tuple[_Cell, ...]]] = {}
         self._changes = _Changes()
         self._partials: list[_Cell] = []
+        # Entries of one membership each, as versions before wrote them, restored: written
+        # again as their customer's window entry, and deleted (see take_changes).
+        self._migrated: dict[str, _Group] = {}
 
     def count(self, view: View, window: WindowKey, key: Key,
               sums: Sequence[tuple[str, int]], distinct: Sequence[str], customer: str) -> None:
@@ -109,7 +121,7 @@ class WindowCounts:
             new_to = self._join(slot, family, index, customer)
             if not new_to:
                 continue
-            self._changes.members.append((slot, key, index, customer))
+            self._changes.members.append((slot, customer))
             if not sums:
                 joined += new_to
         cells, partials = self._changes.cells, self._partials
@@ -174,37 +186,74 @@ class WindowCounts:
 
     # -- persistence -------------------------------------------------------------------
     def take_changes(self, prefix: str) -> dict[str, Any]:
-        """Store entries: one per changed cell's sums, one per distinct member."""
+        """Store entries: one per changed cell's sums, and one per customer and window
+        whose memberships changed, holding all of them (None once there are none)."""
         changes: dict[str, Any] = {}
+        # Ordered, so that the same changes give the same records in the same order.
+        groups: dict[_Group, None] = {}
         for slot, cells, members in self._changes.dropped:
-            groups = [_groups(cells, held) for held in members]
-            for key, dropped in cells.items():
+            for key in cells:
                 changes[_cell_key(prefix, slot, key)] = None
-                for index, by_cell in enumerate(groups):
-                    for customer in by_cell.get(dropped, ()):
-                        changes[_member_key(prefix, slot, key, index, customer)] = None
+            for held_by in members:
+                for customer in held_by:
+                    groups[(slot[1], slot[2], customer)] = None
         for cell in self._changes.cells:
             cell.unsaved = False
             if self._slots.get(cell.slot, {}).get(cell.key) is cell:
                 changes[_cell_key(prefix, cell.slot, cell.key)] = list(cell.sums)
-        for slot, key, index, customer in self._changes.members:
-            if slot in self._slots:
-                changes[_member_key(prefix, slot, key, index, customer)] = 1
+        for slot, customer in self._changes.members:
+            groups[(slot[1], slot[2], customer)] = None
+        for old_key, group in self._migrated.items():
+            changes[prefix + old_key] = None
+            groups[group] = None
+        self._migrated = {}
+        for group in groups:
+            changes[_group_key(prefix, group)] = self._memberships(group) or None
         self._changes = _Changes()
         return changes
+
+    def _memberships(self, group: _Group) -> list[list[Any]]:
+        """Every key a customer was counted under in a window: [view, field, *key] rows
+        (the field is the distinct field's position among the view's distinct fields)."""
+        label, start, customer = group
+        rows: list[list[Any]] = []
+        for view_name in VIEW_BY_NAME:
+            members = self._members.get((view_name, label, start))
+            if members is None:
+                continue
+            for index, held_by in enumerate(members):
+                held = held_by.get(customer)
+                if held is None:
+                    continue
+                for cell in held if isinstance(held, tuple) else (held,):
+                    rows.append([view_name, index, *cell.key])
+        return rows
 
     def restore(self, entry_key: str, value: Any) -> None:
         """Take back one entry written by take_changes (without its prefix)."""
         parts = json.loads(entry_key)
-        view = VIEW_BY_NAME[parts[0]]
-        slot = (parts[0], parts[1], parts[2])
-        key = (parts[3], parts[4])
+        if len(parts) == 3:
+            label, start, customer = parts
+            customer = intern(customer)
+            for view_name, index, first, second in value:
+                self._restore_member(view_name, label, start, (first, second), index, customer)
+            return
+        view_name, label, start, first, second = parts[:5]
         if len(parts) == 5:
-            self._cell(view, slot, key).sums[:] = value
-        else:
-            # Also right for a roll-up's own entry, as versions before wrote them: its
-            # roll-ups are itself and (__all__, __all__), which hold the customer too.
-            self._join(slot, self._family(view, slot, key), parts[5], intern(parts[6]))
+            self._cell(VIEW_BY_NAME[view_name], (view_name, label, start),
+                       (first, second)).sums[:] = value
+            return
+        # One membership per entry, as versions before wrote them.
+        customer = intern(parts[6])
+        self._restore_member(view_name, label, start, (first, second), parts[5], customer)
+        self._migrated[entry_key] = (label, start, customer)
+
+    def _restore_member(self, view_name: str, label: str, start: int, key: Key, index: int,
+                        customer: str) -> None:
+        # Also right for a roll-up's own key, as versions before could store it: its
+        # roll-ups are itself and (__all__, __all__), which hold the customer too.
+        slot = (view_name, label, start)
+        self._join(slot, self._family(VIEW_BY_NAME[view_name], slot, key), index, customer)
 
     def forget_changes(self) -> None:
         for cell in self._changes.cells:
@@ -235,15 +284,6 @@ def _rolled_up(cells: dict[Key, _Cell], held: tuple[_Cell, ...]) -> set[_Cell]:
     return {cells[rolled] for own in held for rolled in rollups(own.key)}
 
 
-def _groups(cells: dict[Key, _Cell], members: dict[str, _Held]) -> dict[_Cell, list[str]]:
-    """The members of each cell of a slot, from each customer's key cells."""
-    groups: dict[_Cell, list[str]] = {}
-    for customer, held in members.items():
-        for cell in _rolled_up(cells, held if isinstance(held, tuple) else (held,)):
-            groups.setdefault(cell, []).append(customer)
-    return groups
-
-
 def _slot_and_key(cell: _Cell) -> tuple[_Slot, Key]:
     return cell.slot, cell.key
 
@@ -264,5 +304,5 @@ def _cell_key(prefix: str, slot: _Slot, key: Key) -> str:
     return prefix + dumps_key([*slot, *key])
 
 
-def _member_key(prefix: str, slot: _Slot, key: Key, index: int, customer: str) -> str:
-    return prefix + dumps_key([*slot, *key, index, customer])
+def _group_key(prefix: str, group: _Group) -> str:
+    return prefix + dumps_key(list(group))

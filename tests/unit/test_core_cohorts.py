@@ -1,0 +1,101 @@
+"""WindowCounts' store entries: a customer's memberships in a window are one entry, and
+entries of one membership each, as versions before wrote them, restore and are replaced."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from stream_app.core.cohorts import WindowCounts
+from stream_app.core.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES
+
+START = 1_795_305_600_000
+FIVE_MINUTES = ("5m", START)
+TARGETED = ("customers_targeted",)
+ONE_OFFER = (("offers", 1),)
+
+
+def _counted() -> WindowCounts:
+    counts = WindowCounts()
+    counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("email", "smb"), ONE_OFFER, TARGETED, "alice")
+    counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("sms", "smb"), ONE_OFFER, TARGETED, "alice")
+    counts.count(CAMPAIGN, FIVE_MINUTES, ("bundle", "tv"), ONE_OFFER, TARGETED, "alice")
+    counts.count(PURCHASES, FIVE_MINUTES, ("member", "tv"), (("upsell_purchases", 1),),
+                 ("buyers_any",), "alice")
+    counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("email", "smb"), ONE_OFFER, TARGETED, "bob")
+    return counts
+
+
+def _state(counts: WindowCounts) -> dict[str, dict[tuple[str, str], list[int]]]:
+    return {view.name: counts.cells(view, FIVE_MINUTES)
+            for view in (CHANNEL_SEGMENT, CAMPAIGN, PURCHASES)}
+
+
+def _restored(entries: dict[str, Any]) -> WindowCounts:
+    counts = WindowCounts()
+    for key, value in entries.items():
+        if value is not None:
+            counts.restore(key, value)
+    counts.forget_changes()
+    return counts
+
+
+def test_a_customers_memberships_in_a_window_are_one_entry() -> None:
+    changes = _counted().take_changes("")
+    groups = {key: value for key, value in changes.items() if len(json.loads(key)) == 3}
+    assert groups == {
+        '["5m",1795305600000,"alice"]': [
+            ["channel_segment", 0, "email", "smb"], ["channel_segment", 0, "sms", "smb"],
+            ["campaign", 0, "bundle", "tv"], ["purchases", 0, "member", "tv"]],
+        '["5m",1795305600000,"bob"]': [["channel_segment", 0, "email", "smb"]],
+    }
+    # The rest are the cells' sums: the keys counted and their roll-ups.
+    assert all(len(json.loads(key)) == 5 for key in changes.keys() - groups.keys())
+    restored = _restored(changes)
+    assert _state(restored) == _state(_counted())
+    assert restored.cells(CHANNEL_SEGMENT, FIVE_MINUTES)[(ALL, "smb")] == [3, 0, 0, 2, 0]
+
+
+def test_a_membership_added_later_rewrites_the_customers_entry_whole() -> None:
+    counts = _counted()
+    entries = counts.take_changes("")
+    counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("push", "smb"), ONE_OFFER, TARGETED, "bob")
+    changes = counts.take_changes("")
+    assert changes['["5m",1795305600000,"bob"]'] == [
+        ["channel_segment", 0, "email", "smb"], ["channel_segment", 0, "push", "smb"]]
+    assert '["5m",1795305600000,"alice"]' not in changes
+    entries.update(changes)
+    assert _state(_restored(entries)) == _state(counts)
+
+
+def test_a_dropped_window_deletes_its_entries() -> None:
+    counts = _counted()
+    entries = counts.take_changes("")
+    for view in (CHANNEL_SEGMENT, CAMPAIGN, PURCHASES):
+        counts.drop(view.name, FIVE_MINUTES)
+    changes = counts.take_changes("")
+    assert changes.keys() == entries.keys()
+    assert set(changes.values()) == {None}
+
+
+def test_entries_of_one_membership_each_restore_and_are_replaced() -> None:
+    """Versions before wrote [view, label, start, *key, field, customer] = 1 per member."""
+    current = _counted().take_changes("")
+    old = {key: value for key, value in current.items() if len(json.loads(key)) == 5}
+    for key, rows in current.items():
+        parts = json.loads(key)
+        if len(parts) == 3:
+            label, start, customer = parts
+            for view, index, first, second in rows:
+                old[json.dumps([view, label, start, first, second, index, customer],
+                               separators=(",", ":"))] = 1
+    restored = _restored(old)
+    assert _state(restored) == _state(_counted())
+    changes = restored.take_changes("")
+    # Each old entry is deleted and its customer's window entry written.
+    assert {key for key, value in changes.items() if value is None} == {
+        key for key in old if len(json.loads(key)) == 7}
+    migrated = {key: value for key, value in changes.items() if value is not None}
+    assert migrated.keys() == current.keys() - old.keys()
+    assert _state(_restored({**old, **changes})) == _state(_counted())
+    assert restored.take_changes("") == {}
