@@ -64,6 +64,8 @@ def run(events: int, batch: int) -> dict[str, float]:
     pipeline = Pipeline(settings, PartitionStore(_Table(), keep_copy=False),
                         PartitionStore(_Table(), keep_copy=False))
     seconds: dict[str, float] = defaultdict(float)
+    # What the customer partitions write to their changelog (keys and values).
+    changelog: dict[str, int] = defaultdict(int)
 
     internal: dict[int, list[_Record]] = defaultdict(list)
     for start in range(0, max(len(records) for records in inputs.values()), batch):
@@ -87,9 +89,11 @@ def run(events: int, batch: int) -> dict[str, float]:
             outputs = pipeline.attribute(partition, queue[start:start + batch])
             middle = time.process_time()
             pipeline.persist_partition(partition)
-            pipeline._partition_store.take_outbox()
+            written = pipeline._partition_store.take_outbox()
             seconds["attribute"] += middle - started
             seconds["persist"] += time.process_time() - middle
+            changelog["records"] += len(written)
+            changelog["bytes"] += sum(len(key) + len(value or b"") for _, _, key, value in written)
             partials += [_Record(len(partials), o.key, o.value) for o in outputs]
 
     started = time.process_time()
@@ -98,7 +102,8 @@ def run(events: int, batch: int) -> dict[str, float]:
         pipeline.persist_board(0)
         pipeline._board_store.take_outbox()
     seconds["publish"] = time.process_time() - started
-    return {"events": total, **seconds}
+    return {"events": total, **seconds, **{f"changelog {name}": float(value)
+                                             for name, value in changelog.items()}}
 
 
 def main() -> None:
@@ -107,10 +112,13 @@ def main() -> None:
     tune_collector()  # as the worker does
     figures = run(events, batch)
     total = int(figures.pop("events"))
+    records, size = figures.pop("changelog records"), figures.pop("changelog bytes")
     spent = sum(figures.values())
     stages = ", ".join(f"{name} {value / total * 1e6:.0f}" for name, value in figures.items())
     print(f"pure core, {total:,} events in batches of {batch:,}: {spent / total * 1e6:.0f} us "
-          f"CPU per event ({stages}), at most {total / spent:,.0f} events/s on one core")
+          f"CPU per event ({stages}), at most {total / spent:,.0f} events/s on one core; "
+          f"the customer partitions' changelog: {records / total:.2f} records, "
+          f"{size / total:,.0f} bytes per event")
 
 
 if __name__ == "__main__":
