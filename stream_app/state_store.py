@@ -120,6 +120,11 @@ class PartitionStore:
         for key, value in self._unsettled.pop(partition, {}).items():
             out.append((topic, partition, _dumps(prefix + key),
                         None if value is None else _dumps(value)))
+            if data is not None:
+                if value is None:
+                    data.pop(prefix + key, None)
+                else:
+                    data[prefix + key] = value
         # The journal's chunks are spliced from the entries' encodings: each value is
         # encoded once. An entry's key inside a chunk is its stored key without the
         # `<partition>|` prefix (digits and a bar: never escaped).
