@@ -43,13 +43,10 @@ class MemoryRun:
 
 
 class _Table:
-    """What PartitionStore needs of a Faust table: its data, and a changelog to send to."""
+    """What PartitionStore needs of a Faust table: its data."""
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
-
-    def send_changelog(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 def measure(offers: int, keys: int, customers: int | None = None) -> MemoryRun:

@@ -31,13 +31,10 @@ SETTINGS = Settings(
 
 
 class FakeTable:
-    """The part of a Faust table PartitionStore uses: data and send_changelog."""
+    """The part of a Faust table PartitionStore uses: its data."""
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
-
-    def send_changelog(self, partition: int, key: str, value: Any, **_: Any) -> None:
-        pass
 
 
 @dataclass(frozen=True)
