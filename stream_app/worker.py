@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+from typing import Any
+
+import faust
 
 from stream_app.faust_app import create_app
 from stream_app.gc_tuning import tune_collector
@@ -11,6 +16,34 @@ from stream_app.settings import Settings
 from stream_app.topics import ensure_topics
 from stream_app.web import register
 
+# A stop still under way by then is stuck. With Kafka unreachable, aiokafka's fetcher
+# raises CancelledError while the consumer thread closes it, that thread dies, and Faust's
+# worker waits for it for good. Under Kubernetes' default grace period of 30 s, so that
+# the worker ends itself, saying why, before it is killed.
+STOP_TIMEOUT_S = 20.0
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with a deadline on stopping after SIGINT or SIGTERM."""
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        # mode's Worker calls this for every stop signal; the first one starts the stop.
+        if not self._signal_stop_time:
+            deadline = threading.Timer(STOP_TIMEOUT_S, _stop_now)
+            deadline.daemon = True
+            deadline.start()
+        super()._schedule_shutdown(signal)
+
+
+def _stop_now() -> None:
+    # Sound at any moment: outputs and state are flushed before offsets are committed, so
+    # a worker ended anywhere restarts exact (tests/e2e/test_crash_kill9.py).
+    print(f"upsell-stream worker: still stopping {STOP_TIMEOUT_S:.0f} s after the signal "
+          "(is Kafka reachable?); exiting now. Nothing committed is lost: a restart "
+          "resumes from the committed offsets and the changelog.", file=sys.stderr,
+          flush=True)
+    os._exit(1)
+
 
 def run(settings: Settings) -> int:
     try:
@@ -18,10 +51,8 @@ def run(settings: Settings) -> int:
     except Exception as error:  # one clear line instead of a trace
         print(f"upsell-stream worker: {error}", file=sys.stderr)
         return 1
-    import faust
-
     tune_collector()
     app = create_app(settings)
     register(app, app.pipeline, build_registry(app.pipeline))
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops
