@@ -159,7 +159,7 @@ class ExpositionCache:
     MAX_DELAY_S = 0.25
 
     def __init__(self, pipeline: Pipeline, registry: CollectorRegistry,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._pipeline = pipeline
         self._registry = registry
         self._clock = clock
@@ -168,13 +168,13 @@ class ExpositionCache:
         self._rendered_at = 0.0
         self._next_render_at = 0.0
 
-    def render(self, now: float) -> bytes:
+    def render(self) -> bytes:
         version = self._pipeline.version
+        now = self._clock()
         stale = now - self._rendered_at >= self.MAX_AGE_S
         if stale or (version != self._version and now >= self._next_render_at):
-            started = self._clock()
             self._text = generate_latest(self._registry)
-            took = self._clock() - started
+            took = self._clock() - now
             self._version, self._rendered_at = version, now
             self._next_render_at = now + min(self.RENDER_SPACING * took, self.MAX_DELAY_S)
         return self._text
@@ -188,7 +188,7 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) ->
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(cache.render(time.monotonic()), content_type=_EXPOSITION_TYPE)
+        return web.bytes(cache.render(), content_type=_EXPOSITION_TYPE)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

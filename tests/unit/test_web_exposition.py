@@ -43,16 +43,16 @@ def cache(cost: float) -> tuple[ExpositionCache, FakePipeline, CountingCollector
 
 def test_the_text_is_served_again_until_the_pipeline_changes() -> None:
     exposition, pipeline, _, clock = cache(0.0)
-    first = exposition.render(clock[0])
+    first = exposition.render()
     assert b"renders_total 1.0" in first
     clock[0] += 0.01
-    assert exposition.render(clock[0]) == first
+    assert exposition.render() == first
     pipeline.version += 1
     clock[0] += 0.01
-    assert b"renders_total 2.0" in exposition.render(clock[0])
+    assert b"renders_total 2.0" in exposition.render()
     # Never older than MAX_AGE_S, changed or not.
     clock[0] += ExpositionCache.MAX_AGE_S
-    assert b"renders_total 3.0" in exposition.render(clock[0])
+    assert b"renders_total 3.0" in exposition.render()
 
 
 def test_rendering_takes_at_most_a_share_of_the_loop_however_often_it_is_scraped() -> None:
@@ -61,7 +61,7 @@ def test_rendering_takes_at_most_a_share_of_the_loop_however_often_it_is_scraped
     served = []
     while clock[0] < scraped_at + 10:
         pipeline.version += 1  # a change before every scrape
-        served.append(exposition.render(clock[0]))
+        served.append(exposition.render())
         clock[0] += 0.01
     # 10 s of scrapes every 10 ms, each render 50 ms: without the spacing they would all
     # render, back to back.
@@ -71,7 +71,7 @@ def test_rendering_takes_at_most_a_share_of_the_loop_however_often_it_is_scraped
     # A change is shown at most RENDER_SPACING renders' time after it.
     pipeline.version += 1
     changed_at = clock[0]
-    while b"renders_total %d.0" % (collector.renders + 1) not in exposition.render(clock[0]):
+    while b"renders_total %d.0" % (collector.renders + 1) not in exposition.render():
         clock[0] += 0.01
     assert clock[0] - changed_at <= ExpositionCache.RENDER_SPACING * 0.05 + 0.01
 
@@ -80,12 +80,13 @@ def test_rendering_takes_at_most_a_share_of_the_loop_however_often_it_is_scraped
 def test_a_scrape_long_enough_after_a_change_shows_it_however_slow_rendering_is() -> None:
     exposition, pipeline, collector, clock = cache(0.2)  # 4 x 0.2 s would be 0.8 s
     start = clock[0]
-    exposition.render(start)
+    exposition.render()
     delay = ExpositionCache.MAX_DELAY_S
     for n in range(2, 5):
         pipeline.version += 1
-        changed_at = start + (n - 2) * delay + 0.001
-        served = exposition.render(changed_at)  # spaced: the text before the change
+        changed_at = clock[0] = start + (n - 2) * delay + 0.001
+        served = exposition.render()  # spaced: the text before the change
         assert b"renders_total %d.0" % (n - 1) in served
-        assert b"renders_total %d.0" % n in exposition.render(changed_at + delay)
+        clock[0] = changed_at + delay
+        assert b"renders_total %d.0" % n in exposition.render()
     assert collector.renders == 4
