@@ -132,7 +132,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 return
             # Synchronous: the guards above hold until its last record is applied.
             if apply_changelog_batch(recovery, tp, batch):
-                self._read_offset[tp] = batch[-1].offset
+                # Faust's recovery loop gets the last record too: it skips it as read and
+                # ends the recovery if nothing is left (stream_app/recovery.py).
+                if not await self._hand_over(tp, batch[-1:], generation):
+                    return  # a rebalance began: the next recovery seeks its partitions
                 continue
             handed = await self._hand_over(tp, batch, generation)
             if handed < len(batch):

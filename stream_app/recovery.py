@@ -8,11 +8,16 @@ worker had processed since the changelog was last compacted (docs/benchmarks.md)
 
 `apply_changelog_batch` does what that path does to a table of in-memory store, for a
 whole partition batch at once: records at or below the offset the recovery has already
-read are skipped, the others are applied in log order (a tombstone deletes its key), the
-recovery's offset of the partition moves to the last one, and once no active partition
-has records left the recovery is ended and its waiter woken, as `_slurp_changelogs` does.
-Keys and values are read by `fastjson.loads`, which keeps integers beyond 64 bits exact
-where Faust's orjson codec made them floats.
+read are skipped, the others are applied in log order (a tombstone deletes its key), and
+the recovery's offset of the partition moves to the last one. Keys and values are read by
+`fastjson.loads`, which keeps integers beyond 64 bits exact where Faust's orjson codec made
+them floats.
+
+Ending the recovery stays with `_slurp_changelogs`: the caller hands it the batch's last
+record too, which it skips as read and then finds nothing left. It pulses the end signal
+(set, then cleared on its next turn) for the waiter already waiting; a signal set here
+and left set ended the next recovery before it read anything (the scale-out test's
+workers loaded empty states).
 
 The caller keeps the guards of Faust's consumer loop (flow active, same generation as the
 fetch) and calls this synchronously: no rebalance can start between the check and the
@@ -72,7 +77,4 @@ def apply_changelog_batch(recovery: Any, tp: Any, records: Sequence[Any]) -> boo
         offsets[tp] = seen
     recovery._active_events_received_at[tp] = now
     recovery._last_flush_at = now
-    if recovery.in_recovery and not recovery.need_recovery():
-        recovery._set_recovery_ended()
-        recovery.signal_recovery_end.set()
     return True

@@ -1,6 +1,6 @@
 """Changelog recovery a batch at a time (stream_app/recovery.py) on Faust's own Recovery
 and in-memory tables, no broker: the tables end exactly as Faust's per-record path leaves
-them, and the recovery ends when every active partition is read."""
+them, and nothing is left to recover once every active partition is read."""
 
 from __future__ import annotations
 
@@ -115,16 +115,16 @@ def test_batches_leave_the_table_as_faust_record_by_record(
     assert recovery.active_offsets[tps[1]] == records[-1].offset
 
 
-def test_recovery_ends_once_every_active_partition_is_read() -> None:
+def test_nothing_left_to_recover_once_every_active_partition_is_read() -> None:
+    """What Faust's recovery loop checks, on the record handed to it after each batch."""
     recovery, _, tps = recovering()
     recovery.active_highwaters.update({tps[0]: 4, tps[1]: 2})
-    recovery._set_recovery_started()
     entry = dumps("0|a")
     apply_changelog_batch(recovery, tps[0], [Record(n, entry, b"1") for n in range(5)])
     apply_changelog_batch(recovery, tps[1], [Record(0, entry, b"1"), Record(1, entry, None)])
-    assert recovery.in_recovery and not recovery.signal_recovery_end.is_set()
+    assert recovery.need_recovery()
     apply_changelog_batch(recovery, tps[1], [Record(2, dumps("1|a"), b"2")])
-    assert not recovery.in_recovery and recovery.signal_recovery_end.is_set()
+    assert not recovery.need_recovery()
 
 
 def test_integers_beyond_64_bits_come_back_exact() -> None:
