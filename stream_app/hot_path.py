@@ -80,6 +80,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await super().wait_empty()
 
     async def _drain_messages(self, fetcher: Any) -> None:
+        try:
+            await self._drain(fetcher)
+        except asyncio.CancelledError:
+            # Faust's own loop ends quietly when the worker stops: its Fetcher takes a
+            # cancellation during a rebalance for one to restart from and crashes (it has
+            # no supervisor), so a worker stopped then exited with an error.
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    async def _drain(self, fetcher: Any) -> None:
         app = self.app
         assert isinstance(app, PipelineApp), "BatchTransport serves PipelineApp only"
         pipeline = app.pipeline

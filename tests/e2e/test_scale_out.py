@@ -146,7 +146,8 @@ def test_workers_joining_and_leaving_keep_the_sum_exact(data_dir: Path) -> None:
         while simulator.running or moves < 4:
             group.start_worker()
             wait_owned_by(group, group.worker_ports)
-            group.stop_worker()
+            # Often still in the rebalance's recovery: the worker stops cleanly all the same.
+            assert group.stop_worker() == 0, "a worker stopped with SIGTERM exited with an error"
             wait_owned_by(group, group.worker_ports)
             moves += 1
         truth = simulator.join()
