@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> PipelineApp:
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         table_standby_replicas=0,
-        data_dir=str(settings.data_dir / "worker"),
+        datadir=str(settings.data_dir / "worker"),
         Table=StateTable,
     )
     state_config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}

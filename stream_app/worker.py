@@ -53,6 +53,13 @@ def run(settings: Settings) -> int:
         return 1
     tune_collector()
     app = create_app(settings)
+    try:
+        # Faust makes only the last level of its directory (UPSELL_DATA_DIR/worker).
+        app.conf.datadir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"upsell-stream worker: cannot create {app.conf.datadir}: {error}",
+              file=sys.stderr)
+        return 1
     register(app, app.pipeline, build_registry(app.pipeline))
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops

@@ -107,6 +107,9 @@ def test_simulator_run_matches_ground_truth(data_dir: Path) -> None:
         assert sum(truth["messages_sent"].values()) >= 50_000
         service.wait_caught_up(timeout=600)
         assert_matches_truth(service, truth)
+        # Everything the worker writes is under UPSELL_DATA_DIR, nothing in its working
+        # directory (Faust's own default was `<app id>-data` there).
+        assert not (Path.cwd() / f"{service.name}-data").exists()
 
 
 def test_worker_stopped_mid_stream_and_restarted_ends_exact(data_dir: Path) -> None:
