@@ -16,13 +16,12 @@ records, about 4 per event.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
 
-from stream_app.core.fastjson import dumps_key
+from stream_app.core.fastjson import dumps_key, loads
 from stream_app.core.immutable import immutable
 from stream_app.core.views import VIEW_BY_NAME, Key, View, rollups
 
@@ -104,12 +103,7 @@ class WindowCounts:
         """
         # Runs a few times per event for 4 cells each: one lookup finds all four.
         slot = (view.name, *window)
-        families = self._families.get(slot)
-        if families is None:
-            families = self._families[slot] = {}
-        family = families.get(key)
-        if family is None:
-            family = families[key] = self._family(view, slot, key)
+        family = self._family(view, slot, key)
         joined: list[_Cell] = []  # the cells a customer was new to
         positions = _positions(view)
         for field_name, amount in sums:
@@ -231,7 +225,7 @@ class WindowCounts:
 
     def restore(self, entry_key: str, value: Any) -> None:
         """Take back one entry written by take_changes (without its prefix)."""
-        parts = json.loads(entry_key)
+        parts = loads(entry_key)
         if len(parts) == 3:
             label, start, customer = parts
             customer = intern(customer)
@@ -265,8 +259,15 @@ class WindowCounts:
 
     def _family(self, view: View, slot: _Slot, key: Key) -> tuple[_Cell, ...]:
         """The key's cell, then those of its roll-ups, each once (a roll-up's own key, as
-        restored from versions before, is its own roll-up)."""
-        return tuple({rolled: self._cell(view, slot, rolled) for rolled in rollups(key)}.values())
+        restored from versions before, is its own roll-up); made once per slot and key."""
+        families = self._families.get(slot)
+        if families is None:
+            families = self._families[slot] = {}
+        family = families.get(key)
+        if family is None:
+            family = families[key] = tuple(
+                {rolled: self._cell(view, slot, rolled) for rolled in rollups(key)}.values())
+        return family
 
     def _cell(self, view: View, slot: _Slot, key: Key) -> _Cell:
         cells = self._slots.get(slot)
