@@ -137,9 +137,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         for tp, batch in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation:
-                log.info("a rebalance began: %d records of %s from offset %d on are "
-                         "dropped, and read again by the next recovery", len(batch), tp,
-                         batch[0].offset)
+                _log_dropped(tp, batch)
                 return
             # Synchronous: the guards above hold until its last record is applied.
             if apply_changelog_batch(recovery, tp, batch):
@@ -150,9 +148,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 continue
             handed = await self._hand_over(tp, batch, generation)
             if handed < len(batch):
-                log.info("a rebalance began: %d records of %s from offset %d on are dropped, "
-                         "and read again by the next recovery", len(batch) - handed, tp,
-                         batch[handed].offset)
+                _log_dropped(tp, batch[handed:])
                 return
 
     async def _hand_over(self, tp: Any, batch: list[Any], generation: int) -> int:
@@ -315,6 +311,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
         if isinstance(self.app, PipelineApp):
             self.app.pipeline.touch()
+
+
+def _log_dropped(tp: Any, records: list[Any]) -> None:
+    log.info("a rebalance began: %d records of %s from offset %d on are dropped, and read "
+             "again by the next recovery", len(records), tp, records[0].offset)
 
 
 def _output_records(outputs: list[Output]) -> Iterator[Record]:
