@@ -131,9 +131,6 @@ class PartitionStore:
         skip = len(prefix) + 1
         entries: list[ChangelogRecord] = []
         chunks: list[list[bytes]] = [[]]
-        # Chunks holding an integer beyond 64 bits start with a space, as such a value
-        # does (fastjson): read back exact.
-        beyond_64_bits: set[int] = set()
         size = 0
         for key, value in changes.items():
             stored_key = prefix + key
@@ -154,14 +151,10 @@ class PartitionStore:
                 size = 0
             chunks[-1].append(piece)
             size += len(piece)
-            if raw is not None and raw[:1] == b" ":
-                beyond_64_bits.add(len(chunks) - 1)
         count = len(chunks)
         for index, pieces in enumerate(chunks):
             chunk_key = f"{prefix}{_CHUNK_PREFIX}{index}"
             raw_chunk = b"[%d,%d,{%s}]" % (sequence, count, b",".join(pieces))
-            if index in beyond_64_bits:
-                raw_chunk = b" " + raw_chunk
             out.append((topic, partition, _dumps(chunk_key), raw_chunk))
         # The in-memory copy keeps no chunks: it holds complete batches only.
         out.extend(entries)

@@ -7,9 +7,8 @@ but not UTF-8) and integers beyond 64 bits; those records take the standard libr
 Reading, orjson takes an integer beyond 64 bits for a float (an amount near the 1e15
 limit is 1e21 micro-units), so such a record starts with a space (valid JSON, which
 orjson never writes) and `loads` hands it to the standard library, which keeps it exact.
-A restarted worker reads its stored state with `loads` too (stream_app/recovery.py), and
-a journal chunk holding such a value starts with a space as well (state_store.py), so it
-stays exact across restarts.
+Faust's own table serializer reads stored state with orjson: there, such an amount comes
+back as a float after a restart.
 """
 
 from __future__ import annotations
