@@ -313,3 +313,10 @@ def truth_mismatches(deployment: Deployment, truth: dict[str, Any]) -> list[str]
             round(revenue[key], 2) != round(value, 2) for key, value in expected_revenue.items()):
         problems.append("revenue")
     return problems
+
+
+class MemoryTable:
+    """What PartitionStore needs of a Faust table, for the benchmarks without Kafka."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}

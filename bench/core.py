@@ -18,12 +18,12 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka.partitioner import murmur2
 
+from bench.common import MemoryTable
 from bench.throughput import GRACE, scenario
 from stream_app.gc_tuning import tune_collector
 from stream_app.pipeline import Pipeline
@@ -41,13 +41,6 @@ class _Record:
     value: bytes | None
 
 
-class _Table:
-    """What PartitionStore needs of a Faust table."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-
 def _partition(key: bytes | None, fallback: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else fallback % PARTITIONS
 
@@ -61,8 +54,8 @@ def run(events: int, batch: int) -> dict[str, float]:
         records = inputs[(topic, _partition(message.key, n))]
         records.append(_Record(len(records), message.key, message.value))
     total = sum(len(records) for records in inputs.values())
-    pipeline = Pipeline(settings, PartitionStore(_Table(), keep_copy=False),
-                        PartitionStore(_Table(), keep_copy=False))
+    pipeline = Pipeline(settings, PartitionStore(MemoryTable(), keep_copy=False),
+                        PartitionStore(MemoryTable(), keep_copy=False))
     seconds: dict[str, float] = defaultdict(float)
     # What the customer partitions write to their changelog (keys and values).
     changelog: dict[str, int] = defaultdict(int)

@@ -15,9 +15,8 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
 
-from bench.common import ROOT, rss_of
+from bench.common import ROOT, MemoryTable, rss_of
 
 BATCH = 10_000
 # One offer every 0.5 s of event time: a million offers span 5.8 days, inside the 7-day
@@ -42,13 +41,6 @@ class MemoryRun:
         return self.rss_growth / max(1, self.offers)
 
 
-class _Table:
-    """What PartitionStore needs of a Faust table: its data."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-
 def measure(offers: int, keys: int, customers: int | None = None) -> MemoryRun:
     """Run in a child interpreter so that every figure starts from the same baseline."""
     code = ("import json,sys; from bench.memory import _child; "
@@ -70,7 +62,7 @@ def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, in
 
     config = window_config(Settings())
     state = CustomerPartition(config)
-    store = PartitionStore(_Table(), keep_copy=False)
+    store = PartitionStore(MemoryTable(), keep_copy=False)
     channels = max(1, round(keys ** 0.5))
     segments = max(1, keys // channels)
     # A customer comes back only after offers / 4 others: new in nearly every window.
