@@ -12,7 +12,6 @@ imply are flushed, so a replay re-sends outputs rather than losing them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import zlib
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 from stream_app.core.board import RatesBoard, decode_partials, encode_partials
 from stream_app.core.drops import DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
+from stream_app.core.fastjson import dumps
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
 from stream_app.core.immutable import immutable
 from stream_app.core.merge import EventTimeMerge
@@ -355,7 +355,7 @@ class Pipeline:
         # Before take_records, which forgets the windows that became final.
         alerts = [
             Output(self.settings.topic_alerts, alert.topic_key.encode(),
-                   json.dumps(alert.as_json(now_ms), separators=(",", ":")).encode())
+                   dumps(alert.as_json(now_ms)))
             for alert in self.detectors[partition].take_alerts(board)
         ]
         return [
@@ -363,7 +363,7 @@ class Pipeline:
                 self.settings.topic_rates if record.view is CHANNEL_SEGMENT
                 else self.settings.topic_kpis,
                 record.topic_key.encode(),
-                json.dumps(record.as_json(self.bands, now_ms), separators=(",", ":")).encode(),
+                dumps(record.as_json(self.bands, now_ms)),
             )
             for record in board.take_records()
         ] + alerts
