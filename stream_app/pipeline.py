@@ -107,6 +107,9 @@ class Pipeline:
             idle_wait_s=_INPUT_IDLE_WAIT_S)
         # The same by input topic, for the throughput metric.
         self.events_in_by_topic: Counter[str] = Counter()
+        # Records that left the merge early because too many waited, not logged yet.
+        self._forced_unreported = 0
+        self._forced_reported_at = float("-inf")
         # Records not yet read, per input or internal partition, as of its last batch.
         self.lag: dict[tuple[str, int], int] = {}
         # Moves whenever something /metrics shows may have changed (web.ExpositionCache);
@@ -204,6 +207,7 @@ class Pipeline:
         if behind is None:
             behind = {}  # nothing to wait for
         released = merge.release(behind, now, quiet)
+        self._report_order_breaks(now)
         outputs: list[Output] = []
         stamp = self._stream_time
         for (topic, partition), offset, outcome in released:
@@ -225,6 +229,23 @@ class Pipeline:
         if batches:
             self._last_input = (self._stream_time, time.monotonic())
         return outputs
+
+    def _report_order_breaks(self, now: float) -> None:
+        """Warn when input records left without waiting for every partition behind: the
+        records of those partitions can then count as late (core/merge.py)."""
+        merge = self._merge
+        abandoned, forced = merge.take_order_breaks()
+        if abandoned:
+            log.warning("input partitions %s: no fetch told their lag within %.0f s; the "
+                        "others' records leave without waiting for theirs, which may then "
+                        "count as late", sorted(abandoned), merge.max_wait_s)
+        # Once a minute at most: an overflow lasts for many batches.
+        self._forced_unreported += forced
+        if self._forced_unreported and now - self._forced_reported_at >= 60:
+            log.warning("%d input records left before older ones of partitions still "
+                        "behind: more than %d waited for those", self._forced_unreported,
+                        merge.max_buffered)
+            self._forced_unreported, self._forced_reported_at = 0, now
 
     def take_rewinds(self) -> dict[tuple[str, int], int]:
         """The input partitions whose last batch was not taken, and where to read again."""

@@ -55,6 +55,12 @@ class EventTimeMerge(Generic[T]):
         self._sources: dict[Source, _Waiting[T]] = {}
         self._waiting = 0
         self._unknown_since: dict[Source, float] = {}
+        # Partitions no longer waited for (lag unknown for max_wait_s), and those of them
+        # not reported yet; records that left only because too many waited, since the
+        # last report (take_order_breaks).
+        self._abandoned: set[Source] = set()
+        self._newly_abandoned: list[Source] = []
+        self._forced = 0
 
     def __len__(self) -> int:
         return self._waiting
@@ -92,6 +98,8 @@ class EventTimeMerge(Generic[T]):
         # gracefully rather than memory growing.
         keep = self.max_buffered // 2 if self._waiting > self.max_buffered else self._waiting
         while heads and (heads[0][0] <= bound or self._waiting - len(released) > keep):
+            if heads[0][0] > bound:
+                self._forced += 1
             _, source = heads[0]
             items = self._sources[source].items
             _, offset, payload = items.popleft()
@@ -111,9 +119,14 @@ class EventTimeMerge(Generic[T]):
             if is_behind is None:
                 first_unknown = self._unknown_since.setdefault(source, now)
                 if now - first_unknown >= self.max_wait_s:
-                    continue  # its lag never became known: do not wait for it forever
+                    # Its lag never became known: do not wait for it forever.
+                    if source not in self._abandoned:
+                        self._abandoned.add(source)
+                        self._newly_abandoned.append(source)
+                    continue
             else:
                 self._unknown_since.pop(source, None)
+                self._abandoned.discard(source)
             if is_behind is False:
                 live = (waiting is not None and waiting.arrived is not None
                         and now - waiting.arrived < self.idle_wait_s
@@ -129,6 +142,15 @@ class EventTimeMerge(Generic[T]):
             # Its records so far are waiting here; the next one is at least this late.
             bound = min(bound, waiting.items[-1][0])
         return bound
+
+    def take_order_breaks(self) -> tuple[list[Source], int]:
+        """What let records leave without waiting, since the last call: the partitions
+        whose lag stayed unknown for `max_wait_s` (each once per such wait), and how many
+        records left only because more than `max_buffered` waited. Records of partitions
+        not waited for can then come later than `stream time - grace`: counted late."""
+        abandoned, self._newly_abandoned = self._newly_abandoned, []
+        forced, self._forced = self._forced, 0
+        return abandoned, forced
 
     def sources(self) -> list[Source]:
         return list(self._sources)
@@ -173,6 +195,7 @@ class EventTimeMerge(Generic[T]):
         (they were not committed; whoever owns it next reads them again), and its next
         record must be the first of them (see `admit`)."""
         self._unknown_since.pop(source, None)
+        self._abandoned.discard(source)
         waiting = self._sources.get(source)
         if waiting is None:
             return
@@ -186,6 +209,7 @@ class EventTimeMerge(Generic[T]):
     def forget(self, source: Source) -> None:
         """`source` is owned elsewhere now: its new owner reads from the committed offset."""
         self._unknown_since.pop(source, None)
+        self._abandoned.discard(source)
         waiting = self._sources.pop(source, None)
         if waiting is not None:
             self._waiting -= len(waiting.items)

@@ -39,6 +39,22 @@ def test_unknown_lag_counts_as_behind_until_the_wait_runs_out() -> None:
     assert [p for _, _, p in merge.release({A: False, B: None}, now=13)] == ["a"]
 
 
+def test_a_partition_no_longer_waited_for_is_reported_once_per_wait() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=3)
+    merge.add(A, 0, 10, "a")
+    merge.release({A: False, B: None}, now=10)
+    assert merge.take_order_breaks() == ([], 0)
+    merge.release({A: False, B: None}, now=13)
+    assert merge.take_order_breaks() == ([B], 0)
+    merge.release({A: False, B: None}, now=20)
+    assert merge.take_order_breaks() == ([], 0)
+    # Its lag became known, then unknown again (a rebalance): a new wait, a new report.
+    merge.release({A: False, B: True}, now=21)
+    merge.release({A: False, B: None}, now=22)
+    merge.release({A: False, B: None}, now=25)
+    assert merge.take_order_breaks() == ([B], 0)
+
+
 def test_a_caught_up_partition_that_just_delivered_holds_the_others_for_a_while() -> None:
     merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60,
                                                 idle_wait_s=2)
@@ -79,6 +95,7 @@ def test_beyond_max_buffered_the_oldest_leave_anyway() -> None:
         merge.add(A, offset, offset, offset)
     # B lags and has delivered nothing: without the bound all five would wait.
     assert [p for _, _, p in merge.release({A: False, B: True}, now=0)] == [0, 1, 2]
+    assert merge.take_order_breaks() == ([], 3)
     assert len(merge) == 2
     assert merge.release({A: False, B: True}, now=100) == []  # no time limit for a lag
 
@@ -90,6 +107,7 @@ def test_a_known_lag_waits_however_long() -> None:
     assert merge.release({A: False, B: True}, now=60) == []
     merge.add(B, 0, 5, "b")
     assert [p for _, _, p in merge.release({A: False, B: False}, now=61)] == ["b", "a"]
+    assert merge.take_order_breaks() == ([], 0)  # in order: nothing to report
 
 
 def test_rejects_keep_their_partition_order() -> None:

@@ -10,6 +10,9 @@ comes back.
 from __future__ import annotations
 
 import json
+import logging
+
+import pytest
 
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
 from stream_app.core.partition import CONVERSIONS_TOTAL
@@ -116,3 +119,19 @@ def test_an_input_partition_owned_elsewhere_is_forgotten() -> None:
     pipeline.forget_waiting_inputs([(OFFERS, 0), (OFFERS, 1)])
     pipeline.keep_only([(OFFERS, 1)])
     assert pipeline.input_positions() == {(OFFERS, 1): 1}
+
+
+def test_records_leaving_without_waiting_for_a_partition_are_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Records of a partition not waited for may count as late: operators are told."""
+    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
+                        PartitionStore(FakeTable(), keep_copy=False))
+    source, purchases = (OFFERS, 0), (SETTINGS.topic_purchases, 0)
+    caplog.set_level(logging.WARNING, logger="stream_app.pipeline")
+    held = pipeline.validate({source: [offer_record(0)]},
+                             behind={source: False, purchases: None}, now=100.0)
+    assert held == [] and caplog.messages == []
+    released = pipeline.validate({}, behind={source: False, purchases: None}, now=110.0)
+    assert forwarded_offsets(released) == [0]
+    assert len(caplog.messages) == 1
+    assert str([purchases]) in caplog.messages[0] and "late" in caplog.messages[0]
