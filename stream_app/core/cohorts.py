@@ -34,7 +34,7 @@ class _Cell:
     of cells, not sets of (slot, key) tuples: `count` runs for 4 roll-ups a few times
     per event, and building and hashing those tuples was a large share of the hot path."""
 
-    __slots__ = ("distinct", "key", "rows", "slot", "sums", "unpublished", "unsaved")
+    __slots__ = ("distinct", "key", "slot", "sums", "unpublished", "unsaved")
 
     def __init__(self, slot: _Slot, key: Key, sums: int, distinct: int) -> None:
         self.sums = [0] * sums
@@ -42,23 +42,12 @@ class _Cell:
         self.distinct = [0] * distinct
         self.slot = slot
         self.key = key
-        # Per distinct field, the stored row of a membership under this key (see
-        # WindowCounts._memberships): made once, shared by every member's entry. Only
-        # for cells that members are counted under: roll-ups have none of their own.
-        self.rows: tuple[tuple[Any, ...], ...] | None = None
         # Listed in _Changes.cells / WindowCounts._partials since the last take.
         self.unsaved = False
         self.unpublished = False
 
     def vector(self) -> list[int]:
         return [*self.sums, *self.distinct]
-
-    def row(self, index: int) -> tuple[Any, ...]:
-        rows = self.rows
-        if rows is None:
-            rows = self.rows = tuple((self.slot[0], field_index, *self.key)
-                                     for field_index in range(len(self.distinct)))
-        return rows[index]
 
 
 # The key cells a customer was counted under in one slot and field: one cell (nearly
@@ -217,13 +206,11 @@ class WindowCounts:
         self._changes = _Changes()
         return changes
 
-    def _memberships(self, group: _Group) -> list[tuple[Any, ...]]:
-        """Every key a customer was counted under in a window: (view, field, *key) rows
-        (the field is the distinct field's position among the view's distinct fields).
-        An active customer's entry is written again and again, with up to tens of rows:
-        the rows are the cells' own, not made anew each time."""
+    def _memberships(self, group: _Group) -> list[list[Any]]:
+        """Every key a customer was counted under in a window: [view, field, *key] rows
+        (the field is the distinct field's position among the view's distinct fields)."""
         label, start, customer = group
-        rows: list[tuple[Any, ...]] = []
+        rows: list[list[Any]] = []
         for view_name in VIEW_BY_NAME:
             members = self._members.get((view_name, label, start))
             if members is None:
@@ -232,10 +219,8 @@ class WindowCounts:
                 held = held_by.get(customer)
                 if held is None:
                     continue
-                if isinstance(held, tuple):
-                    rows += [cell.row(index) for cell in held]
-                else:
-                    rows.append(held.row(index))
+                for cell in held if isinstance(held, tuple) else (held,):
+                    rows.append([view_name, index, *cell.key])
         return rows
 
     def restore(self, entry_key: str, value: Any) -> None:
