@@ -125,8 +125,7 @@ class EventTimeMerge(Generic[T]):
                         self._newly_abandoned.append(source)
                     continue
             else:
-                self._unknown_since.pop(source, None)
-                self._abandoned.discard(source)
+                self._lag_known(source)
             if is_behind is False:
                 live = (waiting is not None and waiting.arrived is not None
                         and now - waiting.arrived < self.idle_wait_s
@@ -142,6 +141,12 @@ class EventTimeMerge(Generic[T]):
             # Its records so far are waiting here; the next one is at least this late.
             bound = min(bound, waiting.items[-1][0])
         return bound
+
+    def _lag_known(self, source: Source) -> None:
+        """End the wait for `source`'s lag (known now, or to be asked again from scratch):
+        a later unknown lag is a new wait, timed and reported anew."""
+        self._unknown_since.pop(source, None)
+        self._abandoned.discard(source)
 
     def take_order_breaks(self) -> tuple[list[Source], int]:
         """What let records leave without waiting, since the last call: the partitions
@@ -194,8 +199,7 @@ class EventTimeMerge(Generic[T]):
         """A rebalance began, and `source` may stay here: its waiting records are dropped
         (they were not committed; whoever owns it next reads them again), and its next
         record must be the first of them (see `admit`)."""
-        self._unknown_since.pop(source, None)
-        self._abandoned.discard(source)
+        self._lag_known(source)
         waiting = self._sources.get(source)
         if waiting is None:
             return
@@ -208,8 +212,7 @@ class EventTimeMerge(Generic[T]):
 
     def forget(self, source: Source) -> None:
         """`source` is owned elsewhere now: its new owner reads from the committed offset."""
-        self._unknown_since.pop(source, None)
-        self._abandoned.discard(source)
+        self._lag_known(source)
         waiting = self._sources.pop(source, None)
         if waiting is not None:
             self._waiting -= len(waiting.items)
