@@ -13,6 +13,8 @@ The garbage collector runs with the worker's thresholds (stream_app/gc_tuning.py
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka.partitioner import murmur2
 
-from bench.common import MemoryTable
+from bench.common import ROOT, MemoryTable
 from bench.throughput import GRACE, scenario
 from stream_app.gc_tuning import tune_collector
 from stream_app.pipeline import Pipeline
@@ -99,19 +101,54 @@ def run(events: int, batch: int) -> dict[str, float]:
                                              for name, value in changelog.items()}}
 
 
-def main() -> None:
-    events = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
-    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000
-    tune_collector()  # as the worker does
+@dataclass(frozen=True)
+class CoreRun:
+    events: int
+    batch: int
+    cpu_seconds: float
+    # CPU seconds per stage: validate, attribute, persist, publish.
+    stages: dict[str, float]
+    changelog_records: int
+    changelog_bytes: int
+
+    @property
+    def rate(self) -> float:
+        """Events per CPU second: the most one core running the core alone can do."""
+        return self.events / self.cpu_seconds
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{name} {value / self.events * 1e6:.0f}"
+                           for name, value in self.stages.items())
+        return (f"pure core, {self.events:,} events in batches of {self.batch:,}: "
+                f"{self.cpu_seconds / self.events * 1e6:.0f} us CPU per event ({stages}), "
+                f"at most {self.rate:,.0f} events/s on one core; the customer partitions' "
+                f"changelog: {self.changelog_records / self.events:.2f} records, "
+                f"{self.changelog_bytes / self.events:,.0f} bytes per event")
+
+
+def timed(events: int, batch: int) -> CoreRun:
+    """`run` with the worker's collector thresholds, as its own process sees them."""
+    tune_collector()
     figures = run(events, batch)
     total = int(figures.pop("events"))
     records, size = figures.pop("changelog records"), figures.pop("changelog bytes")
-    spent = sum(figures.values())
-    stages = ", ".join(f"{name} {value / total * 1e6:.0f}" for name, value in figures.items())
-    print(f"pure core, {total:,} events in batches of {batch:,}: {spent / total * 1e6:.0f} us "
-          f"CPU per event ({stages}), at most {total / spent:,.0f} events/s on one core; "
-          f"the customer partitions' changelog: {records / total:.2f} records, "
-          f"{size / total:,.0f} bytes per event")
+    return CoreRun(total, batch, sum(figures.values()), figures, int(records), int(size))
+
+
+def measure(events: int, batch: int) -> CoreRun:
+    """`timed` in a child interpreter, so that neither the collector's thresholds nor the
+    caller's heap are shared with it."""
+    code = ("import json,dataclasses,sys; from bench.core import timed; "
+            f"print(json.dumps(dataclasses.asdict(timed({events}, {batch}))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    return CoreRun(**json.loads(done.stdout))
+
+
+def main() -> None:
+    events = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000
+    print(timed(events, batch).summary())
 
 
 if __name__ == "__main__":

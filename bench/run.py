@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baselines import kafka_python, stock_faust
 from bench.common import ROOT, BenchError, Broker, Progress
+from bench.core import measure as measure_core
 from bench.latency import LatencyRun, run_latency
 from bench.memory import MemoryRun, measure
 from bench.profile import top
@@ -146,6 +147,16 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         f"  worker RSS at the end: {one.rss[0] / 2**20:,.0f} MiB "
         f"({one.total_seconds:.1f} s from launch to exact); worker CPU "
         f"{one.cpu_us_per_event:,.0f} us per event ({one.cpu_seconds:.1f} s)",
+    ]
+    # The worker's ceiling whatever Kafka costs: its pure core alone, on the simulator's
+    # events, in batches the size of a drain's (bench/core.py).
+    core = measure_core(20_000 if args.quick else 100_000, 2_000)
+    progress.done(f"pure core alone: {core.rate:,.0f} events/s")
+    results["pure_core"] = asdict(core) | {"rate": round(core.rate)}
+    report += [
+        f"pure core alone, no Kafka            {core.rate:>10,.0f} events/s   "
+        f"{core.rate / bare:.2f} of the bare consumer (the most a worker could reach)",
+        f"  {core.summary()}",
     ]
     if "scale" in sections:
         two = run_workers(broker, dataset, 2, progress, timeout)
