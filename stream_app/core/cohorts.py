@@ -16,7 +16,7 @@ records, about 4 per event.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
@@ -143,7 +143,11 @@ class WindowCounts:
             if own in others:
                 return ()
             members[customer] = (*others, own)
-            counted = _rolled_up(self._slots[slot], others)
+            # Every held key was counted through its family, so the families already
+            # name the cells the customer is counted in.
+            families = self._families[slot]
+            counted: Container[_Cell] = families[others[0].key] if len(others) == 1 else \
+                {cell for other in others for cell in families[other.key]}
             new_to = [cell for cell in family if cell not in counted]
         for cell in new_to:
             cell.distinct[index] += 1
@@ -278,11 +282,6 @@ class WindowCounts:
         if cell is None:
             cell = cells[key] = _Cell(slot, key, len(view.sums), len(view.distinct))
         return cell
-
-
-def _rolled_up(cells: dict[Key, _Cell], held: tuple[_Cell, ...]) -> set[_Cell]:
-    """The cells that count a customer counted under the `held` key cells."""
-    return {cells[rolled] for own in held for rolled in rollups(own.key)}
 
 
 def _slot_and_key(cell: _Cell) -> tuple[_Slot, Key]:
