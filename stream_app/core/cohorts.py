@@ -16,14 +16,14 @@ records, about 4 per event.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
 
 from stream_app.core.fastjson import dumps_key, loads
 from stream_app.core.immutable import immutable
-from stream_app.core.views import VIEW_BY_NAME, Key, View, rollups
+from stream_app.core.views import VIEW_BY_NAME, VIEWS, Key, View, rollups
 
 WindowKey = tuple[str, int]  # (window label, window start)
 _Slot = tuple[str, str, int]  # (view name, window label, window start)
@@ -103,16 +103,18 @@ class WindowCounts:
         """
         # Runs a few times per event for 4 cells each: one lookup finds all four.
         slot = (view.name, *window)
-        family = self._family(view, slot, key)
+        families = self._families.get(slot)
+        family = None if families is None else families.get(key)
+        if family is None:
+            family = self._family(view, slot, key)
         joined: list[_Cell] = []  # the cells a customer was new to
-        positions = _positions(view)
+        sum_index, distinct_index = _SUM_INDEX[view.name], _DISTINCT_INDEX[view.name]
         for field_name, amount in sums:
-            index = positions[field_name]
+            index = sum_index[field_name]
             for cell in family:
                 cell.sums[index] += amount
         for field_name in distinct:
-            index = positions[field_name] - len(view.sums)
-            new_to = self._join(slot, family, index, customer)
+            new_to = self._join(slot, family, distinct_index[field_name], customer)
             if not new_to:
                 continue
             self._changes.members.append((slot, customer))
@@ -146,9 +148,10 @@ class WindowCounts:
             # Every held key was counted through its family, so the families already
             # name the cells the customer is counted in.
             families = self._families[slot]
-            counted: Container[_Cell] = families[others[0].key] if len(others) == 1 else \
-                {cell for other in others for cell in families[other.key]}
-            new_to = [cell for cell in family if cell not in counted]
+            new_to = family
+            for other in others:
+                counted = families[other.key]
+                new_to = [cell for cell in new_to if cell not in counted]
         for cell in new_to:
             cell.distinct[index] += 1
         return new_to
@@ -288,15 +291,10 @@ def _slot_and_key(cell: _Cell) -> tuple[_Slot, Key]:
     return cell.slot, cell.key
 
 
-_POSITIONS: dict[str, dict[str, int]] = {}
-
-
-def _positions(view: View) -> dict[str, int]:
-    """Each field's position in the view's vector."""
-    positions = _POSITIONS.get(view.name)
-    if positions is None:
-        positions = _POSITIONS[view.name] = {name: i for i, name in enumerate(view.fields)}
-    return positions
+# Each field's position in a view's sums, and among its distinct fields.
+_SUM_INDEX = {view.name: {name: i for i, name in enumerate(view.sums)} for view in VIEWS}
+_DISTINCT_INDEX = {view.name: {name: i for i, name in enumerate(view.distinct)}
+                   for view in VIEWS}
 
 
 # Entry keys are JSON lists, so that any character may appear in a dimension value.
