@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
 from stream_app.core.board import RatesBoard
@@ -21,6 +21,7 @@ from stream_app.core.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOT
 from stream_app.core.rates import figures
 from stream_app.core.views import VIEW_BY_NAME, View
 from stream_app.core.windows import is_closed, rfc3339, window_start
+from stream_app.exposition import ExpositionWriter
 from stream_app.pipeline import Pipeline
 
 # aiohttp takes the charset apart from the content type.
@@ -161,7 +162,7 @@ class ExpositionCache:
     def __init__(self, pipeline: Pipeline, registry: CollectorRegistry,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._pipeline = pipeline
-        self._registry = registry
+        self._writer = ExpositionWriter(registry)
         self._clock = clock
         self._text = b""
         self._version = -1
@@ -173,7 +174,7 @@ class ExpositionCache:
         now = self._clock()
         stale = now - self._rendered_at >= self.MAX_AGE_S
         if stale or (version != self._version and now >= self._next_render_at):
-            self._text = generate_latest(self._registry)
+            self._text = self._writer.render()
             took = self._clock() - now
             self._version, self._rendered_at = version, now
             self._next_render_at = now + min(self.RENDER_SPACING * took, self.MAX_DELAY_S)
