@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, S
 from typing import Any, Protocol
 
 from stream_app.core.board import RatesBoard, decode_partials, encode_partials
+from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.drops import DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.fastjson import dumps
@@ -92,8 +93,13 @@ class Pipeline:
         }
         # Input partitions to read again from an offset, and drop the batch of (validate).
         self._rewinds: dict[tuple[str, int], int] = {}
-        # The largest ts this worker has validated: the stamp of what it forwards next.
+        # The largest ts of the events this worker forwarded that were not duplicates:
+        # the stamp of what it forwards next.
         self._stream_time: int | None = None
+        # The event_ids forwarded, so that a duplicate does not move the stamp (the
+        # attributing stage decides what counts as a duplicate; this only keeps a
+        # duplicate's ts out of stream time).
+        self._forwarded_ids = EventIdMemory(settings.attribution_window_ms)
         # UPSELL_IDLE_ADVANCE: stream time and the wall clock when the last input arrived.
         self._last_input: tuple[int | None, float] = (None, time.monotonic())
         self.partitions: dict[int, CustomerPartition] = {}
@@ -210,6 +216,7 @@ class Pipeline:
         self._report_order_breaks(now)
         outputs: list[Output] = []
         stamp = self._stream_time
+        forwarded_ids = self._forwarded_ids
         for (topic, partition), offset, outcome in released:
             if isinstance(outcome, tuple):
                 record, invalid = outcome
@@ -221,10 +228,14 @@ class Pipeline:
                 event.customer_id.encode(),
                 encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
             ))
+            if forwarded_ids.is_duplicate(event.event_id, stamp):
+                continue
+            forwarded_ids.remember(event.event_id, event.ts)
             if stamp is None or event.ts > stamp:
                 stamp = event.ts
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
+            forwarded_ids.forget_expired(stamp)
             outputs.extend(self._ticks(stamp))
         if batches:
             self._last_input = (self._stream_time, time.monotonic())
@@ -351,13 +362,16 @@ class Pipeline:
             if record.value is not None:
                 state.apply(decode_forwarded(record.value), record.offset)
         partials = state.take_partials()
-        outputs = [
+        starts = range(0, max(len(partials), 1), _PARTIALS_PER_MESSAGE)
+        # Only the last message moves the board's stream time: the board judges a
+        # message's partials by the stream time before it, and this batch's partials
+        # belong to windows that were not final before this batch.
+        return [
             Output(self.settings.topic_partials, None,
-                   encode_partials(partition, state.stream_time,
+                   encode_partials(partition, state.stream_time if i == starts[-1] else None,
                                    partials[i : i + _PARTIALS_PER_MESSAGE]), partition=0)
-            for i in range(0, max(len(partials), 1), _PARTIALS_PER_MESSAGE)
+            for i in starts
         ]
-        return outputs
 
     def persist_partition(self, partition: int) -> None:
         state = self.partitions.get(partition)

@@ -34,8 +34,21 @@ class OpenOffer:
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
+    """`due`: the stream time whose passing decided it (a last-touch purchase's ts +
+    grace); None when it was decided by an event's arrival."""
+
     offer: OpenOffer
     purchase: Purchase
+    due: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GivenUp:
+    """A purchase that named an offer which can no longer convert for it; `due` as in
+    Conversion."""
+
+    purchase: Purchase
+    due: int | None = None
 
 
 OfferRef = tuple[str, str]  # (customer_id, offer_id)
@@ -65,7 +78,7 @@ class Attribution:
         self._offer_expiry: ExpiryQueue[Offer] = ExpiryQueue(_ref)
         self._waiting_expiry: list[tuple[int, str]] = []
         # Purchases that named an offer which can no longer convert for them.
-        self.given_up: list[Purchase] = []
+        self.given_up: list[GivenUp] = []
         self.changes = _Changes()
 
     # -- reading -------------------------------------------------------------------
@@ -100,7 +113,7 @@ class Attribution:
             if not conversions and self._matches(kept, purchase):
                 conversions.append(self._convert(kept, purchase))
             else:
-                self.given_up.append(purchase)
+                self.given_up.append(GivenUp(purchase))
         return conversions
 
     def add_purchase(self, purchase: Purchase) -> list[Conversion]:
@@ -124,17 +137,17 @@ class Attribution:
         conversions: list[Conversion] = []
         due = self._last_touch_due
         while due and stream_time > due[0][0]:
-            purchase = heapq.heappop(due)[3]
+            due_at, _, _, purchase = heapq.heappop(due)
             if self._pending.get(purchase.event_id) is not purchase:
                 continue
             self._drop_pending(purchase)
             chosen = self._last_touch_offer(purchase)
             if chosen is not None:
-                conversions.append(self._convert(chosen, purchase))
+                conversions.append(self._convert(chosen, purchase, due_at))
         self._expire(stream_time)
         return conversions
 
-    def take_given_up(self) -> list[Purchase]:
+    def take_given_up(self) -> list[GivenUp]:
         given_up, self.given_up = self.given_up, []
         return given_up
 
@@ -147,11 +160,11 @@ class Attribution:
         for _, offer in self._offer_expiry.take_due(stream_time - horizon):
             self._forget_offer(offer.customer_id, offer.offer_id)
         while self._waiting_expiry and self._waiting_expiry[0][0] + horizon < stream_time:
-            _, event_id = heapq.heappop(self._waiting_expiry)
+            ts, event_id = heapq.heappop(self._waiting_expiry)
             purchase = self._pending.get(event_id)
             if purchase is not None and purchase.offer_id is not None:
                 self._drop_pending(purchase)
-                self.given_up.append(purchase)
+                self.given_up.append(GivenUp(purchase, ts + horizon))
 
     def _forget_offer(self, customer_id: str, offer_id: str) -> None:
         offers = self._offers.get(customer_id)
@@ -190,10 +203,11 @@ class Attribution:
                 best = kept
         return best
 
-    def _convert(self, kept: OpenOffer, purchase: Purchase) -> Conversion:
+    def _convert(self, kept: OpenOffer, purchase: Purchase,
+                 due: int | None = None) -> Conversion:
         kept.converted_by = purchase.event_id
         self.changes.offers.add(_ref(kept.offer))
-        return Conversion(kept, purchase)
+        return Conversion(kept, purchase, due)
 
     def _keep_offer(self, kept: OpenOffer) -> None:
         offer = kept.offer

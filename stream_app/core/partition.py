@@ -181,7 +181,8 @@ class CustomerPartition:
             self._present(event, windows)
         else:
             self._purchase(event, windows)
-        self._settle()
+        # A purchase that arrived after its ts + grace is due at once: as of now.
+        self._settle(self.stream_time)
 
     def _present(self, offer: Offer, windows: list[WindowKey]) -> None:
         self.totals[OFFERS_TOTAL][offer_key(CHANNEL_SEGMENT, offer)] += 1
@@ -191,34 +192,38 @@ class CustomerPartition:
             for window in windows:
                 self._counts.count(view, window, key, _ONE_OFFER, _TARGETED, offer.customer_id)
         labels = _shared_labels(label for label, _ in windows)
-        self._count(self._attribution.add_offer(offer, labels))
+        self._count(self._attribution.add_offer(offer, labels), self.stream_time)
 
     def _purchase(self, purchase: Purchase, windows: list[WindowKey]) -> None:
         conversions = self._attribution.add_purchase(purchase)
         labels = _shared_labels(label for label, _ in windows)
+        now = self.stream_time
         if purchase.is_upsell or conversions:
-            self._count_purchase(purchase, labels, UPSELL)
+            self._count_purchase(purchase, labels, UPSELL, now)
         elif self._attribution.is_waiting(purchase):
             self._undecided[purchase.event_id] = labels
             self._changed_undecided.add(purchase.event_id)
         else:
-            self._count_purchase(purchase, labels, OTHER)
-        self._count(conversions)
+            self._count_purchase(purchase, labels, OTHER, now)
+        self._count(conversions, now)
 
-    def _count_purchase(self, purchase: Purchase, labels: tuple[str, ...], kind: str) -> None:
+    def _count_purchase(self, purchase: Purchase, labels: tuple[str, ...], kind: str,
+                        decided_at: int | None) -> None:
         key = purchase_key(purchase)
         purchases, amount_micros, buyers = _PURCHASE_FIELDS[kind]
         self.totals[PURCHASES_TOTAL][(kind, *key)] += 1
         self.totals[PURCHASE_AMOUNT_TOTAL][(kind, *key)] += purchase.amount_micros
         for label in labels:
             window = (label, window_start(purchase.ts, self.config.size_ms(label)))
-            if self.config.is_final(window, self.stream_time):
+            if self.config.is_final(window, decided_at):
                 continue
             self._counts.count(PURCHASES, window, key,
                                ((purchases, 1), (amount_micros, purchase.amount_micros)),
                                buyers, purchase.customer_id)
 
-    def _count(self, conversions: list[Conversion]) -> None:
+    def _count(self, conversions: Iterable[Conversion], decided_at: int | None) -> None:
+        """Count conversions decided when stream time was `decided_at`: they change only
+        the windows that were not final by then."""
         for conversion in conversions:
             offer = conversion.offer.offer
             purchase = conversion.purchase
@@ -231,7 +236,7 @@ class CustomerPartition:
             self.totals[CAMPAIGN_REVENUE_TOTAL][campaign] += amount
             for label in conversion.offer.windows:
                 window = (label, window_start(offer.ts, self.config.size_ms(label)))
-                if self.config.is_final(window, self.stream_time):
+                if self.config.is_final(window, decided_at):
                     continue
                 for view in OFFER_VIEWS:
                     key = offer_key(view, offer)
@@ -241,7 +246,7 @@ class CustomerPartition:
             labels = self._undecided.pop(purchase.event_id, None)
             if labels is not None:
                 self._changed_undecided.add(purchase.event_id)
-                self._count_purchase(purchase, labels, UPSELL)
+                self._count_purchase(purchase, labels, UPSELL, decided_at)
 
     def _open_windows(self, ts: int) -> list[WindowKey]:
         windows = []
@@ -254,18 +259,26 @@ class CustomerPartition:
     def _advance(self, moment: int | None) -> None:
         if moment is None or (self.stream_time is not None and moment <= self.stream_time):
             return
-        self.stream_time = moment
-        self._settle()
+        since, self.stream_time = self.stream_time, moment
+        self._settle(since)
 
-    def _settle(self) -> None:
+    def _settle(self, since: int | None) -> None:
         """Decide the last-touch purchases now due (one that arrived late is due at once)
-        and count the purchases that gave up waiting for their offer as `other`."""
-        self._count(self._attribution.advance(self.stream_time))
-        for purchase in self._attribution.take_given_up():
-            labels = self._undecided.pop(purchase.event_id, None)
+        and count the purchases that gave up waiting for their offer as `other`.
+
+        Stream time just moved from `since`: each decision is taken as of the stream time
+        at which it fell due on the way, not as of where stream time ended, so a jump of
+        hours counts a conversion in the windows that were not final yet when it was due.
+        """
+        now = self.stream_time
+        for conversion in self._attribution.advance(now):
+            self._count((conversion,), _due_moment(conversion.due, since, now))
+        for given_up in self._attribution.take_given_up():
+            labels = self._undecided.pop(given_up.purchase.event_id, None)
             if labels is not None:
-                self._changed_undecided.add(purchase.event_id)
-                self._count_purchase(purchase, labels, OTHER)
+                self._changed_undecided.add(given_up.purchase.event_id)
+                self._count_purchase(given_up.purchase, labels, OTHER,
+                                     _due_moment(given_up.due, since, now))
 
     # -- reading ---------------------------------------------------------------------
     def window_vectors(self, view: View, window: WindowKey) -> dict[Key, list[int]]:
@@ -352,6 +365,17 @@ class CustomerPartition:
 
     def admitted_labels(self, dimension: str) -> frozenset[str]:
         return self._labels.admitted(dimension)
+
+
+def _due_moment(due: int | None, since: int | None, now: int | None) -> int | None:
+    """The stream time at which a decision due once stream time passes `due` was taken,
+    for stream time that moved from `since` to `now` through every value in between."""
+    if due is None or now is None:
+        return now
+    moment = due + 1
+    if since is not None:
+        moment = max(moment, since)
+    return min(moment, now)
 
 
 # Every kept offer and undecided purchase holds the labels of the windows it was counted
