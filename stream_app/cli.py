@@ -65,10 +65,14 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        return _run(args, Settings.from_env())
     except SettingsError as error:
+        # A malformed setting: one line naming the variable, never a traceback.
         print(f"upsell-stream: {error}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "kafka":
         from stream_app import local_kafka
 

@@ -58,6 +58,13 @@ def create_app(settings: Settings) -> PipelineApp:
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
+        # Faust's own pages would show table contents, partition assignment, the cluster's
+        # worker URLs and internals on the metrics port; the service serves only its own.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",

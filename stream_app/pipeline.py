@@ -21,14 +21,14 @@ from typing import Any, Protocol
 
 from stream_app.core.board import RatesBoard, decode_partials, encode_partials
 from stream_app.core.dedupe import EventIdMemory
-from stream_app.core.drops import DropDetector
+from stream_app.core.drops import FIRED, DropAlert, DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.fastjson import dumps
 from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
 from stream_app.core.immutable import immutable
 from stream_app.core.merge import EventTimeMerge
 from stream_app.core.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
-from stream_app.core.views import CHANNEL_SEGMENT
+from stream_app.core.views import CHANNEL_SEGMENT, Key
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
 
@@ -70,6 +70,21 @@ class Output:
     headers: list[tuple[str, bytes]] | None = None
 
 
+@immutable
+class ActiveAlert:
+    """A rate-drop alert that fired and has not resolved yet, for the live page.
+
+    `fired` is the alert as this process published it, with `fired_at_ms` its emitted_at;
+    None for one that fired before the worker (re)started, known only from the detector's
+    restored state.
+    """
+
+    label: str
+    key: Key
+    fired: DropAlert | None
+    fired_at_ms: int | None
+
+
 def window_config(settings: Settings) -> WindowConfig:
     return WindowConfig(
         sizes=tuple((size.label, size.ms) for size in settings.windows),
@@ -106,6 +121,8 @@ class Pipeline:
         self.boards: dict[int, RatesBoard] = {}
         # Rate-drop detection beside each board, persisted with it.
         self.detectors: dict[int, DropDetector] = {}
+        # The fired alert of every series whose drop is active, as published: (alert, ms).
+        self._fired_alerts: dict[tuple[str, Key], tuple[DropAlert, int]] = {}
         self.events_in = 0
         # Input records waiting for the other input partitions to catch up (validate).
         self._merge: EventTimeMerge[Event | tuple[Record, InvalidEvent]] = EventTimeMerge(
@@ -388,10 +405,16 @@ class Pipeline:
                 board.apply(source, stream_time, partials, record.offset)
         now_ms = int(time.time() * 1000)
         # Before take_records, which forgets the windows that became final.
+        taken = self.detectors[partition].take_alerts(board)
+        for alert in taken:
+            if alert.state == FIRED:
+                self._fired_alerts[(alert.label, alert.key)] = (alert, now_ms)
+            else:
+                self._fired_alerts.pop((alert.label, alert.key), None)
         alerts = [
             Output(self.settings.topic_alerts, alert.topic_key.encode(),
                    dumps(alert.as_json(now_ms)))
-            for alert in self.detectors[partition].take_alerts(board)
+            for alert in taken
         ]
         return [
             Output(
@@ -402,6 +425,16 @@ class Pipeline:
             )
             for record in board.take_records()
         ] + alerts
+
+    def active_alerts(self) -> list[ActiveAlert]:
+        """Every rate-drop alert that fired and has not resolved, by window, then key."""
+        active = []
+        for detector in list(self.detectors.values()):
+            for label, key, firing in detector.active():
+                if firing:
+                    fired, fired_at_ms = self._fired_alerts.get((label, key), (None, None))
+                    active.append(ActiveAlert(label, key, fired, fired_at_ms))
+        return active
 
     def persist_board(self, partition: int) -> None:
         board = self.boards.get(partition)

@@ -7,6 +7,7 @@ os.environ.  A bad value stops the program at start with one line naming the var
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,58 @@ from stream_app.core.labels import DEFAULT_MAX_LABEL_VALUES
 
 class SettingsError(ValueError):
     """A setting with a value the service cannot use."""
+
+
+# Numbers in ASCII only: str.isdigit, int, float and the regex \d also take other
+# scripts' digits ("²" passes isdigit and then fails int).
+_WHOLE = re.compile(r"[0-9]{1,10}")
+_DECIMAL = re.compile(r"(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?")
+MAX_WHOLE = 2**31 - 1  # Kafka's int32 settings
+# Longer durations put window ends and expiries past what timestamps can hold.
+MAX_DURATION_MS = 3650 * 86_400_000
+# Kafka's legal topic characters; the app id prefixes internal topics (up to ~30 more).
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_MAX_APP_ID = 200
+# One host[:port] of KAFKA_BOOTSTRAP_SERVERS: a name, IPv4 or [IPv6] address.
+_BROKER = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
+_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+
+
+def parse_whole(name: str, raw: str, low: int = 1, high: int = MAX_WHOLE) -> int:
+    """A whole number in ASCII digits from low to high, or SettingsError naming `name`."""
+    if _WHOLE.fullmatch(raw) is None or not low <= int(raw) <= high:
+        what = "a positive whole number" if low == 1 else "a whole number"
+        raise SettingsError(f"{name}: {_shown(raw)} is not {what} from {low} to {high}")
+    return int(raw)
+
+
+def parse_decimal(name: str, raw: str, low: float, high: float, what: str) -> float:
+    """A decimal number (ASCII, e.g. 0.2 or 1e-4) within [low, high], or SettingsError."""
+    value = float(raw) if _DECIMAL.fullmatch(raw) else float("nan")
+    if not low <= value <= high:
+        raise SettingsError(f"{name}: {_shown(raw)} is not {what}")
+    return value
+
+
+def parse_duration_setting(name: str, raw: str, also: str = "") -> int:
+    """A duration as in core/durations.py, in ASCII, at most MAX_DURATION_MS; `also` names
+    what else the variable accepts, for the message."""
+    try:
+        if not raw.isascii() or len(raw) > 40:
+            raise DurationError(f"{_shown(raw)} is not a duration: write a whole number and a "
+                                "unit (ms, s, m, h, d), e.g. 5m")
+        value = parse_duration_ms(raw)
+    except DurationError as error:
+        raise SettingsError(f"{name}: {error}{also}") from None
+    if value > MAX_DURATION_MS:
+        raise SettingsError(f"{name}: {_shown(raw)} is longer than "
+                            f"{format_duration(MAX_DURATION_MS)}{also}")
+    return value
+
+
+def _shown(raw: str) -> str:
+    """A value quoted on one line and cut short, for an error message."""
+    return repr(raw if len(raw) <= 40 else raw[:40] + "…")
 
 
 @dataclass(frozen=True)
@@ -122,37 +175,37 @@ class Settings:
             return value or default
 
         def duration(name: str, default_ms: int) -> int:
-            raw = text(name, format_duration(default_ms))
-            try:
-                return parse_duration_ms(raw)
-            except DurationError as error:
-                raise SettingsError(f"{name}: {error}") from None
+            return parse_duration_setting(name, text(name, format_duration(default_ms)))
 
         def positive_int(name: str, default: int) -> int:
-            raw = text(name, str(default))
-            if not raw.isdigit() or int(raw) <= 0:
-                raise SettingsError(f"{name}: {raw!r} is not a positive whole number")
-            return int(raw)
+            return parse_whole(name, text(name, str(default)))
 
-        port = positive_int("UPSELL_WEB_PORT", defaults.web_port)
-        if port > 65535:
-            raise SettingsError(f"UPSELL_WEB_PORT: {port} is not a TCP port")
+        def topic(name: str, default: str) -> str:
+            value = text(name, default)
+            if _TOPIC.fullmatch(value) is None or value in (".", ".."):
+                raise SettingsError(f"{name}: {_shown(value)} is not a Kafka topic name "
+                                    "(up to 249 of A-Z a-z 0-9 . _ -)")
+            return value
+
+        port = parse_whole("UPSELL_WEB_PORT", text("UPSELL_WEB_PORT", str(defaults.web_port)),
+                           high=65535)
         grace_ms = duration("UPSELL_GRACE", defaults.grace_ms)
         attribution_ms = duration("UPSELL_ATTRIBUTION_WINDOW", defaults.attribution_window_ms)
         return cls(
-            bootstrap_servers=text("KAFKA_BOOTSTRAP_SERVERS", defaults.bootstrap_servers),
-            app_id=text("UPSELL_APP_ID", defaults.app_id),
-            web_host=text("UPSELL_WEB_HOST", defaults.web_host),
+            bootstrap_servers=_parse_bootstrap(text("KAFKA_BOOTSTRAP_SERVERS",
+                                                    defaults.bootstrap_servers)),
+            app_id=_parse_app_id(text("UPSELL_APP_ID", defaults.app_id)),
+            web_host=_parse_web_host(text("UPSELL_WEB_HOST", defaults.web_host)),
             web_port=port,
             windows=_parse_windows(text("UPSELL_WINDOWS", "5m,1h,1d")),
             attribution_window_ms=attribution_ms,
             grace_ms=grace_ms,
-            topic_offers=text("UPSELL_TOPIC_OFFERS", defaults.topic_offers),
-            topic_purchases=text("UPSELL_TOPIC_PURCHASES", defaults.topic_purchases),
-            topic_rates=text("UPSELL_TOPIC_RATES", defaults.topic_rates),
-            topic_alerts=text("UPSELL_TOPIC_ALERTS", defaults.topic_alerts),
-            topic_deadletter=text("UPSELL_TOPIC_DEADLETTER", defaults.topic_deadletter),
-            topic_kpis=text("UPSELL_TOPIC_KPIS", defaults.topic_kpis),
+            topic_offers=topic("UPSELL_TOPIC_OFFERS", defaults.topic_offers),
+            topic_purchases=topic("UPSELL_TOPIC_PURCHASES", defaults.topic_purchases),
+            topic_rates=topic("UPSELL_TOPIC_RATES", defaults.topic_rates),
+            topic_alerts=topic("UPSELL_TOPIC_ALERTS", defaults.topic_alerts),
+            topic_deadletter=topic("UPSELL_TOPIC_DEADLETTER", defaults.topic_deadletter),
+            topic_kpis=topic("UPSELL_TOPIC_KPIS", defaults.topic_kpis),
             data_dir=Path(text("UPSELL_DATA_DIR", str(defaults.data_dir))),
             cache_dir=_cache_dir(env, defaults.cache_dir),
             partitions=positive_int("UPSELL_PARTITIONS", defaults.partitions),
@@ -171,6 +224,28 @@ class Settings:
         )
 
 
+def _parse_bootstrap(raw: str) -> str:
+    for part in raw.split(","):
+        match = _BROKER.fullmatch(part.strip())
+        if match is None or (match["port"] is not None and not 1 <= int(match["port"]) <= 65535):
+            raise SettingsError(f"KAFKA_BOOTSTRAP_SERVERS: {_shown(part.strip())} is not "
+                                "host:port (a comma-separated list of them)")
+    return raw
+
+
+def _parse_app_id(raw: str) -> str:
+    if _TOPIC.fullmatch(raw) is None or len(raw) > _MAX_APP_ID:
+        raise SettingsError(f"UPSELL_APP_ID: {_shown(raw)} is not up to {_MAX_APP_ID} of "
+                            "A-Z a-z 0-9 . _ - (it prefixes the internal topics' names)")
+    return raw
+
+
+def _parse_web_host(raw: str) -> str:
+    if _HOST.fullmatch(raw) is None:
+        raise SettingsError(f"UPSELL_WEB_HOST: {_shown(raw)} is not a host name or IP address")
+    return raw
+
+
 def _parse_session_timeout(value_ms: int) -> int:
     # The broker's default bounds are 6 s to 30 min; Faust wants it below its 90 s
     # request timeout.
@@ -184,14 +259,14 @@ def _parse_bands(env: Mapping[str, str], name: str, default: tuple[float, ...],
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    what = (f"a list of {len(names) - 1} increasing rates within [0, 1] "
+            f"(lower bounds of {', '.join(names[1:])})")
+    bounds = tuple(parse_decimal(name, part.strip(), 0.0, 1.0, what)
+                   for part in raw.strip("[]").split(","))
     try:
-        bounds = tuple(float(part) for part in raw.strip("[]").split(","))
         BandScale(name, names, bounds)
     except ValueError as error:
-        raise SettingsError(
-            f"{name}: {raw!r} is not a list of {len(names) - 1} increasing rates within [0, 1] "
-            f"(lower bounds of {', '.join(names[1:])}): {error}"
-        ) from None
+        raise SettingsError(f"{name}: {_shown(raw)} is not {what}: {error}") from None
     return bounds
 
 
@@ -209,10 +284,7 @@ def _parse_idle_advance(env: Mapping[str, str]) -> int | None:
     raw = env.get("UPSELL_IDLE_ADVANCE", "").strip()
     if not raw or raw.lower() == "off":
         return None
-    try:
-        value = parse_duration_ms(raw)
-    except DurationError as error:
-        raise SettingsError(f"UPSELL_IDLE_ADVANCE: {error} (or off)") from None
+    value = parse_duration_setting("UPSELL_IDLE_ADVANCE", raw, " (or off)")
     if value <= 0:
         raise SettingsError("UPSELL_IDLE_ADVANCE: must be longer than 0 (or off)")
     return value
@@ -224,15 +296,7 @@ def _parse_drops(env: Mapping[str, str], positive_int: Callable[[str, int], int]
 
     def share(name: str, default: float, low: float, high: float, what: str) -> float:
         raw = env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            value = float("nan")
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: {raw!r} is not {what}")
-        return value
+        return parse_decimal(name, raw, low, high, what) if raw else default
 
     significance = share("UPSELL_DROP_SIGNIFICANCE", defaults.significance, 1e-12, 0.5,
                          "a significance level above 0 and at most 0.5, e.g. 0.0001")
@@ -260,10 +324,7 @@ def _parse_windows(raw: str) -> tuple[WindowSize, ...]:
     sizes: list[WindowSize] = []
     for part in raw.split(","):
         label = part.strip()
-        try:
-            ms = parse_duration_ms(label)
-        except DurationError as error:
-            raise SettingsError(f"UPSELL_WINDOWS: {error}") from None
+        ms = parse_duration_setting("UPSELL_WINDOWS", label)
         if ms <= 0:
             raise SettingsError(f"UPSELL_WINDOWS: window size {label!r} must be longer than 0")
         if any(size.ms == ms for size in sizes):

@@ -6,9 +6,10 @@ that the output topics and the metrics use, so all three always agree.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -17,17 +18,30 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
 from stream_app.core.board import RatesBoard
+from stream_app.core.drops import FIRED
 from stream_app.core.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOTAL
 from stream_app.core.rates import figures
 from stream_app.core.views import VIEW_BY_NAME, View
 from stream_app.core.windows import is_closed, rfc3339, window_start
 from stream_app.exposition import ExpositionWriter
-from stream_app.pipeline import Pipeline
+from stream_app.pipeline import ActiveAlert, Pipeline
 
 # aiohttp takes the charset apart from the content type.
 _EXPOSITION_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
 RECENT_WINDOWS = 12
+MAX_WINDOWS = 500
 _PARAMETERS = ("view", "window", "windows")
+_WINDOW_COUNT = re.compile(r"[1-9][0-9]{0,2}")
+# The page and its assets: only the page's own files run or load, nothing inline, no
+# framing; producer values are rendered as text (app.js), this is the second line of
+# defence. nosniff: a browser never runs a JSON answer as a script.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class BadRequest(ValueError):
@@ -48,23 +62,39 @@ class Throughput:
         return (count - first) / (now - first_at) if now > first_at else None
 
 
-def parse_query(query: Mapping[str, str], pipeline: Pipeline) -> tuple[View, str, int]:
-    unknown = sorted(set(query) - set(_PARAMETERS))
-    if unknown:
-        raise BadRequest(f"unknown parameter(s) {', '.join(unknown)}; "
-                         f"the API takes {', '.join(_PARAMETERS)}")
+def parse_query(pairs: Iterable[tuple[str, str]],
+                window_labels: Sequence[str]) -> tuple[View, str, int]:
+    """The view, window size and number of windows a query asks for, or BadRequest.
+
+    Strict: only the known parameters, each at most once, a known view and size, and the
+    number of windows in ASCII digits (str.isdigit and int accept other scripts' digits).
+    """
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in _PARAMETERS:
+            raise BadRequest(f"unknown parameter {_shown(name)}; "
+                             f"the API takes {', '.join(_PARAMETERS)}")
+        if name in query:
+            raise BadRequest(f"parameter {name} is given more than once")
+        query[name] = value
     view_name = query.get("view", "channel_segment")
     view = VIEW_BY_NAME.get(view_name)
     if view is None:
-        raise BadRequest(f"view {view_name!r} is not one of {', '.join(VIEW_BY_NAME)}")
-    labels = [size.label for size in pipeline.settings.windows]
-    label = query.get("window", labels[0])
-    if label not in labels:
-        raise BadRequest(f"window {label!r} is not a configured size ({', '.join(labels)})")
+        raise BadRequest(f"view {_shown(view_name)} is not one of {', '.join(VIEW_BY_NAME)}")
+    label = query.get("window", window_labels[0])
+    if label not in window_labels:
+        raise BadRequest(f"window {_shown(label)} is not a configured size "
+                         f"({', '.join(window_labels)})")
     count = query.get("windows", str(RECENT_WINDOWS))
-    if not count.isdigit() or not 1 <= int(count) <= 500:
-        raise BadRequest(f"windows {count!r} must be a whole number from 1 to 500")
+    if _WINDOW_COUNT.fullmatch(count) is None or int(count) > MAX_WINDOWS:
+        raise BadRequest(f"windows {_shown(count)} must be a whole number from 1 to "
+                         f"{MAX_WINDOWS}")
     return view, label, int(count)
+
+
+def _shown(value: str) -> str:
+    """A query value quoted on one line, cut short: error messages echo what was sent."""
+    return repr(value if len(value) <= 40 else value[:40] + "…")
 
 
 def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str,
@@ -97,16 +127,20 @@ def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str
         "dimensions": list(view.dimensions),
         "stream_time": None if stream_time is None else rfc3339(stream_time),
         "windows": windows,
-        "alerts": active_alerts(pipeline),
+        "alerts": [alert_document(alert) for alert in pipeline.active_alerts()],
         "bands": {scale.scale: scale.lower_bounds()
                   for scale in (pipeline.bands.campaign, pipeline.bands.loyalty)},
         "health": health,
     }
 
 
-def active_alerts(pipeline: Pipeline) -> list[dict[str, Any]]:
-    alerts = getattr(pipeline, "active_alerts", None)
-    return list(alerts()) if callable(alerts) else []
+def alert_document(alert: ActiveAlert) -> dict[str, Any]:
+    """The fired record of the alerts topic; its series alone when it fired before the
+    worker started (the rates and reason are then unknown here)."""
+    if alert.fired is not None and alert.fired_at_ms is not None:
+        return alert.fired.as_json(alert.fired_at_ms)
+    return {"state": FIRED, "window": alert.label, "channel": alert.key[0],
+            "segment": alert.key[1]}
 
 
 def health_figures(pipeline: Pipeline, throughput: Throughput) -> dict[str, Any]:
@@ -198,25 +232,30 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) ->
 
     @app.page("/api/rates")
     async def api_rates(web: Any, request: Any) -> Any:
+        labels = [size.label for size in pipeline.settings.windows]
         try:
-            view, label, count = parse_query(dict(request.query), pipeline)
+            view, label, count = parse_query(request.query.items(), labels)
         except BadRequest as error:
-            return web.json({"error": str(error)}, status=400)
+            return web.json({"error": str(error)}, status=400, headers=dict(SECURITY_HEADERS))
         boards = list(pipeline.boards.values())
         if not boards:
             return web.json({"error": "this worker does not hold the rates board now; "
-                                      "ask another worker of the group"}, status=503)
+                                      "ask another worker of the group"}, status=503,
+                            headers=dict(SECURITY_HEADERS))
         document = rates_document(pipeline, boards[0], view, label, count,
                                   health_figures(pipeline, throughput))
-        return web.json(document)
+        return web.json(document, headers=dict(SECURITY_HEADERS))
 
     @app.page("/")
     async def index(web: Any, request: Any) -> Any:
-        return web.bytes(page_file("index.html"), content_type="text/html")
+        return web.bytes(page_file("index.html"), content_type="text/html",
+                         headers=dict(SECURITY_HEADERS))
 
     @app.page("/static/{name}")
     async def static(web: Any, request: Any, name: str) -> Any:
         content_type = _STATIC_TYPES.get(name)
         if content_type is None:
-            return web.json({"error": f"no file {name!r}"}, status=404)
-        return web.bytes(page_file(name), content_type=content_type)
+            return web.json({"error": f"no file {_shown(name)}"}, status=404,
+                            headers=dict(SECURITY_HEADERS))
+        return web.bytes(page_file(name), content_type=content_type,
+                         headers=dict(SECURITY_HEADERS))

@@ -1,6 +1,8 @@
 "use strict";
 // The live page: reads /api/rates every 2 s and draws tiles, a grid, charts and tables.
 // No build step and no library: charts are inline SVG.
+// Every value is set as text or as an attribute through the DOM, never parsed as markup:
+// channel, segment, campaign_type, product_line and the alerts' fields come from producers.
 
 const ALL = "__all__";
 const COLORS = ["#2f80ed", "#eb5757", "#27ae60", "#f2994a", "#9b51e0", "#56ccf2", "#6fcf97",
@@ -8,7 +10,29 @@ const COLORS = ["#2f80ed", "#eb5757", "#27ae60", "#f2994a", "#9b51e0", "#56ccf2"
 const $ = (id) => document.getElementById(id);
 const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
 const money = (v) => (v === null || v === undefined ? "–" : v.toFixed(2));
+const SVG = "http://www.w3.org/2000/svg";
 let windowLabel = new URLSearchParams(location.search).get("window");
+
+// An element with attributes (set as values, never parsed) and children (nodes or text).
+function element(tag, attributes = {}, ...children) {
+  return build(document.createElement(tag), attributes, children);
+}
+
+function svgElement(tag, attributes = {}, ...children) {
+  return build(document.createElementNS(SVG, tag), attributes, children);
+}
+
+function build(node, attributes, children) {
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function headRow(...names) {
+  return element("thead", {}, element("tr", {}, ...names.map((name) => element("th", {}, name))));
+}
 
 async function view(name) {
   const query = new URLSearchParams({ view: name });
@@ -32,8 +56,8 @@ function tile(name, kpi, value, band, text) {
   el.className = "tile" + (band ? " band-" + band : "");
   el.dataset.kpi = kpi;
   el.dataset.value = value === null || value === undefined ? "" : String(value);
-  el.innerHTML = `<div class="name">${name}</div><div class="value">${text}</div>` +
-    `<div class="band">${band || "&nbsp;"}</div>`;
+  el.append(element("div", { class: "name" }, name), element("div", { class: "value" }, text),
+            element("div", { class: "band" }, band || "\u00a0"));
   return el;
 }
 
@@ -60,12 +84,11 @@ function drawGrid(rates) {
   const channels = [...new Set(rows.map((r) => r.channel))].sort();
   const segments = [...new Set(rows.map((r) => r.segment))].sort();
   const table = document.createElement("table");
-  table.innerHTML = "<thead><tr><th>channel \\ segment</th>" +
-    segments.map((s) => `<th>${s}</th>`).join("") + "</tr></thead>";
+  table.append(headRow("channel \\ segment", ...segments));
   const body = document.createElement("tbody");
   for (const channel of channels) {
     const tr = document.createElement("tr");
-    tr.innerHTML = `<th>${channel}</th>`;
+    tr.append(element("th", {}, channel));
     for (const segment of segments) {
       const row = rows.find((r) => r.channel === channel && r.segment === segment);
       const td = document.createElement("td");
@@ -102,40 +125,45 @@ function drawChart(target, doc, pick, rateName) {
   const x = (i) => (windows.length > 1 ? pad + (i * (width - 2 * pad)) / (windows.length - 1)
                                        : width / 2);
   const y = (v) => height - pad - (v / top) * (height - 2 * pad);
-  let svg = `<svg viewBox="0 0 ${width} ${height}" role="img" data-series="${series.size}">`;
+  const svg = svgElement("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
+                                  "data-series": series.size });
   for (const t of [0, top / 2, top]) {
-    svg += `<line x1="${pad}" x2="${width - pad}" y1="${y(t)}" y2="${y(t)}" stroke="#d9e2ec"/>` +
-      `<text x="2" y="${y(t) + 4}" font-size="10" fill="#627d98">${pct(t)}</text>`;
+    svg.append(
+      svgElement("line", { x1: pad, x2: width - pad, y1: y(t), y2: y(t), stroke: "#d9e2ec" }),
+      svgElement("text", { x: 2, y: y(t) + 4, "font-size": 10, fill: "#627d98" }, pct(t)));
   }
-  let legend = '<div class="legend">';
+  const legend = element("div", { class: "legend" });
   [...series.keys()].sort().forEach((name, n) => {
     const color = COLORS[n % COLORS.length];
     const points = series.get(name).map(([i, v]) => `${x(i)},${y(v)}`).join(" ");
-    svg += `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"` +
-      ` data-name="${name}"/>`;
+    svg.append(svgElement("polyline", { fill: "none", stroke: color, "stroke-width": 2, points,
+                                        "data-name": name },
+                          svgElement("title", {}, name)));
     series.get(name).forEach(([i, v]) => {
-      svg += `<circle cx="${x(i)}" cy="${y(v)}" r="2.5" fill="${color}"/>`;
+      svg.append(svgElement("circle", { cx: x(i), cy: y(v), r: 2.5, fill: color },
+                            svgElement("title", {}, `${name}: ${pct(v)}`)));
     });
-    legend += `<span><i style="background:${color}"></i>${name}</span>`;
+    const swatch = element("i");
+    swatch.style.background = color;  // CSSOM, which the Content-Security-Policy allows
+    legend.append(element("span", { "data-name": name }, swatch, name));
   });
-  svg += "</svg>";
-  $(target).innerHTML = svg + legend + "</div>";
+  $(target).replaceChildren(svg, legend);
 }
 
 function drawPurchases(doc) {
   const rows = current(doc).rows.filter((r) => r.loyalty === ALL || r.product_line === ALL);
   const table = document.createElement("table");
-  table.innerHTML = "<thead><tr><th>loyalty</th><th>product line</th><th>purchases</th>" +
-    "<th>upsell</th><th>transaction rate</th><th>revenue share</th><th>AOV uplift</th>" +
-    "<th>buyer rate</th></tr></thead>";
+  table.append(headRow("loyalty", "product line", "purchases", "upsell", "transaction rate",
+                       "revenue share", "AOV uplift", "buyer rate"));
   const body = document.createElement("tbody");
   for (const r of rows) {
-    const tr = document.createElement("tr");
-    tr.innerHTML = `<td>${r.loyalty}</td><td>${r.product_line}</td><td>${r.purchases}</td>` +
-      `<td>${r.upsell_purchases}</td>` +
-      `<td class="rate ${r.band ? "band-" + r.band : ""}">${pct(r.transaction_rate)}</td>` +
-      `<td>${pct(r.revenue_share)}</td><td>${money(r.aov_uplift)}</td><td>${pct(r.buyer_rate)}</td>`;
-    body.appendChild(tr);
+    body.append(element("tr", { "data-loyalty": r.loyalty, "data-product-line": r.product_line },
+      element("td", {}, r.loyalty), element("td", {}, r.product_line),
+      element("td", {}, r.purchases), element("td", {}, r.upsell_purchases),
+      element("td", { class: "rate" + (r.band ? " band-" + r.band : "") },
+              pct(r.transaction_rate)),
+      element("td", {}, pct(r.revenue_share)), element("td", {}, money(r.aov_uplift)),
+      element("td", {}, pct(r.buyer_rate))));
   }
   table.appendChild(body);
   $("purchases").replaceChildren(table);
@@ -144,12 +172,15 @@ function drawPurchases(doc) {
 function drawAlerts(alerts) {
   const list = $("alerts");
   if (!alerts.length) {
-    list.innerHTML = '<li class="none">No rate drop detected.</li>';
+    list.replaceChildren(element("li", { class: "none" }, "No rate drop detected."));
     return;
   }
-  list.innerHTML = alerts.map((a) =>
-    `<li><b>${a.channel} / ${a.segment}</b> (${a.window}): ${pct(a.observed_rate)} ` +
-    `vs baseline ${pct(a.baseline_rate)}</li>`).join("");
+  list.replaceChildren(...alerts.map((a) => element("li",
+    { class: "alert", "data-window": a.window, "data-channel": a.channel,
+      "data-segment": a.segment, title: a.reason || "" },
+    element("b", {}, `${a.channel} / ${a.segment}`),
+    ` (${a.window}${a.window_start ? ", window of " + a.window_start : ""}): ` +
+    `${pct(a.observed_rate)} vs baseline ${pct(a.baseline_rate)}`)));
 }
 
 function drawHealth(health) {
@@ -157,8 +188,8 @@ function drawHealth(health) {
                   Math.round(health.events_per_second)],
                  ["events read", health.events_in], ["rejected", health.rejected],
                  ["late", health.late], ["duplicates", health.duplicates], ["lag", health.lag]];
-  $("health").innerHTML = items.map(([k, v]) => `<dt>${k}</dt><dd data-health="${k}">${v}</dd>`)
-    .join("");
+  $("health").replaceChildren(...items.flatMap(([k, v]) =>
+    [element("dt", {}, k), element("dd", { "data-health": k }, v)]));
 }
 
 function drawControls(doc) {

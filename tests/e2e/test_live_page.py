@@ -22,8 +22,9 @@ from tests.e2e.harness import (
     read_topic,
     wait_until,
 )
-from tests.e2e.test_scripted_kpis import LATE, OFFERS, PURCHASES, Z1
-from tests.e2e.test_scripted_rates import family, phase
+from tests.e2e.test_drop_alerting import DROPPED, WORKER_ENV, in_stream_alerts, simulator
+from tests.e2e.test_scripted_kpis import LATE, OFFERS, PURCHASES, Z1, Offer, Purchase
+from tests.e2e.test_scripted_rates import at, family, phase
 
 ENV = {"UPSELL_WINDOWS": "5m,1h", "UPSELL_GRACE": "1m", "UPSELL_ATTRIBUTION_WINDOW": "1h"}
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -62,6 +63,17 @@ def test_api_equals_metrics_and_output_records(data_dir: Path) -> None:
         assert bad.status_code == 400 and "colour" in bad.json()["error"]
         assert requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
                             params={"window": "7m"}, timeout=10).status_code == 400
+        for query in ({"windows": "\u00b2"}, {"windows": "-1"}, {"windows": ""},
+                      {"windows": "9" * 5000}, {"view": "<b>"}):
+            answer = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
+                                  params=query, timeout=10)
+            assert answer.status_code == 400, (query, answer.text)
+            assert "\n" not in answer.json()["error"]
+        # Faust's own pages (tables' contents, the cluster's routes, internals) are off.
+        for path in ("/table/", "/table/partition-state/", "/router/", "/graph/",
+                     "/performance/", "/stats/", "/assignment/"):
+            answer = requests.get(f"http://127.0.0.1:{service.web_port}{path}", timeout=10)
+            assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
 
         # The current window against the gauges of /metrics.
         rates = api(service, view="channel_segment", window="1h")
@@ -110,6 +122,8 @@ def browser() -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    # The console, to see that the Content-Security-Policy blocks nothing of the page.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--window-size=1300,1900"):
@@ -164,6 +178,146 @@ def test_live_page_in_a_real_browser_shows_the_metrics(data_dir: Path) -> None:
                 shutil.copy(ARTIFACTS / "live-page.png", DOCS / "live-page.png")
         finally:
             driver.quit()
+
+
+TITLE = "upsell-stream · live upsell rates"
+# Markup in every dimension a producer names; each would run or draw if parsed.
+CHANNEL = """<img src=x onerror="document.title='PWNED'">"""
+SEGMENT = "<script>window.pwned=1</script>"
+CAMPAIGN_TYPE = """"><svg onload="window.pwned=2"><img src=x onerror="window.pwned=3">"""
+PRODUCT_LINE = "<b>bold</b> &amp; <iframe src=\"javascript:window.pwned=4\"></iframe>"
+HOSTILE_OFFERS = [
+    Offer("h1", "cH1", CHANNEL, SEGMENT, CAMPAIGN_TYPE, PRODUCT_LINE, at(1)),
+    Offer("h2", "cH2", CHANNEL, "smb", CAMPAIGN_TYPE, "pro", at(2)),
+    Offer("h3", "cH3", "email", SEGMENT, "email_offer", PRODUCT_LINE, at(3)),
+]
+HOSTILE_PURCHASE = Purchase("hp1", "cH1", at(4), 25.0, True,
+                            {"offer_id": "h1", "product_line": PRODUCT_LINE})
+
+
+def security_headers_of(url: str) -> dict[str, str]:
+    headers = requests.get(url, timeout=10).headers
+    return {name: headers.get(name, "") for name in
+            ("Content-Security-Policy", "X-Content-Type-Options")}
+
+
+def csp_reports(driver: Any) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser")
+            if "Content Security Policy" in entry["message"]]
+
+
+def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    with deployment(data_dir, extra_env=ENV) as service:
+        assert service.cli("topics", "create").returncode == 0
+        service.start_worker()
+        offers, purchases = service.topics["offers"], service.topics["purchases"]
+        phase(service, [o.message(offers) for o in HOSTILE_OFFERS])
+        phase(service, [HOSTILE_PURCHASE.message(purchases)])
+        base = f"http://127.0.0.1:{service.web_port}"
+        for path in ("/", "/static/app.js", "/static/style.css", "/api/rates"):
+            headers = security_headers_of(base + path)
+            assert "script-src 'self'" in headers["Content-Security-Policy"], path
+            assert "object-src 'none'" in headers["Content-Security-Policy"], path
+            assert headers["X-Content-Type-Options"] == "nosniff", path
+        driver = browser()
+        try:
+            driver.get(f"{base}/?window=1h")
+            wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]"),
+                       30, "the page to draw the grid")
+
+            def text(node: Any) -> str:
+                return str(node.get_property("textContent"))
+
+            # The grid: the channel as a row heading, the segment as a column heading.
+            grid = driver.find_element(By.ID, "grid")
+            assert CHANNEL in [text(th) for th in grid.find_elements(By.CSS_SELECTOR, "tbody th")]
+            assert SEGMENT in [text(th) for th in grid.find_elements(By.CSS_SELECTOR, "thead th")]
+            cells = {(c.get_attribute("data-channel"), c.get_attribute("data-segment")):
+                     c.get_attribute("data-rate")
+                     for c in grid.find_elements(By.CSS_SELECTOR, "td[data-channel]")}
+            assert float(cells[(CHANNEL, SEGMENT)]) == 1.0  # h1, converted by hp1
+            assert float(cells[(CHANNEL, "smb")]) == 0.0
+            # Charts' legends and lines: the campaign types, product lines and channels.
+            for chart, name in (("chart-channel", CHANNEL), ("chart-campaign", CAMPAIGN_TYPE),
+                                ("chart-product", PRODUCT_LINE)):
+                legend = driver.find_elements(By.CSS_SELECTOR, f"#{chart} .legend span")
+                assert name in [text(span) for span in legend], chart
+                lines = driver.find_elements(By.CSS_SELECTOR, f"#{chart} polyline")
+                assert name in [line.get_attribute("data-name") for line in lines], chart
+            # The purchases table: the product line in its cell.
+            rows = driver.find_elements(By.CSS_SELECTOR, "#purchases tbody tr")
+            assert PRODUCT_LINE in [text(row.find_elements(By.TAG_NAME, "td")[1])
+                                    for row in rows]
+
+            # Nothing parsed, nothing run.
+            assert driver.title == TITLE
+            assert driver.execute_script("return typeof window.pwned") == "undefined"
+            for tag in ("img", "iframe", "b", "object", "embed"):
+                assert driver.find_elements(By.TAG_NAME, tag) == [], tag
+            # The only svg elements are the three charts, and nothing has a handler.
+            assert len(driver.find_elements(By.CSS_SELECTOR, "svg")) == 3
+            assert driver.find_elements(By.CSS_SELECTOR, "[onerror], [onload]") == []
+            assert [s.get_attribute("src") for s in
+                    driver.find_elements(By.TAG_NAME, "script")] == [f"{base}/static/app.js"]
+            assert csp_reports(driver) == []
+        finally:
+            driver.quit()
+
+
+def alerts_in_api(service: Deployment) -> list[dict[str, Any]]:
+    """The active alerts; none while the worker has not loaded the rates board yet (503)."""
+    response = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates", timeout=10)
+    if response.status_code == 503:
+        return []
+    response.raise_for_status()
+    alerts: list[dict[str, Any]] = response.json()["alerts"]
+    return alerts
+
+
+def test_a_rate_drop_shows_on_the_alert_panel(data_dir: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    with deployment(data_dir, partitions=2, extra_env=WORKER_ENV) as service:
+        assert service.cli("topics", "create").returncode == 0
+        service.start_worker()
+        with simulator(service) as sim:
+            def dropped_in_api() -> list[dict[str, Any]]:
+                assert sim.poll() in (None, 0), "the simulator failed"
+                return [a for a in alerts_in_api(service) if a["channel"] == DROPPED]
+
+            wait_until(dropped_in_api, 420, f"an active alert for {DROPPED} in /api/rates",
+                       every=1)
+            driver = browser()
+            try:
+                driver.get(f"http://127.0.0.1:{service.web_port}/")
+
+                def panel_equals_api() -> set[tuple[str, str, str]] | None:
+                    shown = {(li.get_attribute("data-window"), li.get_attribute("data-channel"),
+                              li.get_attribute("data-segment"))
+                             for li in driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")}
+                    listed = {(a["window"], a["channel"], a["segment"])
+                              for a in alerts_in_api(service)}
+                    return shown if shown and shown == listed else None
+
+                shown = wait_until(panel_equals_api, 60, "the alert panel to show the API's")
+                first = driver.find_element(By.CSS_SELECTOR,
+                                            f'#alerts li.alert[data-channel="{DROPPED}"]')
+                assert first.find_element(By.TAG_NAME, "b").text.startswith(f"{DROPPED} / ")
+                assert "vs baseline" in first.text
+                assert csp_reports(driver) == []
+            finally:
+                driver.quit()
+            active = alerts_in_api(service)
+        fired = [r for r in in_stream_alerts(service) if r["state"] == "fired"]
+
+    # What the panel showed is what fired on the alerts topic, and only the dropped channel.
+    assert {channel for _, channel, _ in shown} <= {DROPPED, "__all__"}, shown
+    assert {(r["window"], r["channel"], r["segment"]) for r in fired} >= shown
+    for alert in active:
+        assert alert in fired, alert  # the fired record as published, field for field
+        assert alert["observed_rate"] < alert["baseline_rate"] * 0.7
 
 
 def _processes_mentioning(text: str) -> list[int]:
