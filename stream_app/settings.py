@@ -86,6 +86,8 @@ class Settings:
     # How long the group waits for a silent worker before its partitions move: the
     # fail-over time after a crash (Faust's default is 60 s).
     session_timeout_ms: int = 30_000
+    # UPSELL_MAX_FUTURE: how far past the wall clock a ts may be (None: off).
+    max_future_ms: int | None = 3_600_000
 
     @property
     def topic_events(self) -> str:
@@ -168,7 +170,20 @@ class Settings:
             max_label_values=positive_int("UPSELL_MAX_LABEL_VALUES", defaults.max_label_values),
             session_timeout_ms=_parse_session_timeout(
                 duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
+            max_future_ms=_duration_or_off(env, "UPSELL_MAX_FUTURE", defaults.max_future_ms),
         )
+
+
+def _duration_or_off(env: Mapping[str, str], name: str, default_ms: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default_ms
+    if raw.lower() == "off":
+        return None
+    try:
+        return parse_duration_ms(raw)
+    except DurationError as error:
+        raise SettingsError(f"{name}: {error} (or off)") from None
 
 
 def _parse_session_timeout(value_ms: int) -> int:

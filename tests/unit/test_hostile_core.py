@@ -7,6 +7,7 @@ The e2e counterpart (tests/e2e/test_hostile_input.py) sends the corpus through t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream_app.core.events import (
+    FUTURE_TS,
+    MAX_VALUE_CHARS,
     MISSING_FIELD,
     REJECT_REASONS,
+    TOO_LONG,
     WRONG_TYPE,
     Event,
     InvalidEvent,
@@ -77,6 +81,7 @@ def check_outcome(parse: Any, raw: bytes) -> Event | None:
     for value in vars_of(event):
         if isinstance(value, str):
             value.encode("utf-8")  # usable as a Kafka key, label and topic text
+            assert len(value) <= MAX_VALUE_CHARS
     assert MIN_TS <= event.ts <= MAX_TS
     rfc3339(event.ts)
     return event
@@ -107,9 +112,9 @@ def valid_offer(**overrides: Any) -> dict[str, Any]:
             "segment": "smb", "ts": T0, **overrides}
 
 
-def reason(raw: bytes) -> str | None:
+def reason(raw: bytes, latest_ts: int | None = None) -> str | None:
     try:
-        parse_offer(raw)
+        parse_offer(raw, latest_ts)
     except InvalidEvent as error:
         return error.reason
     return None
@@ -135,11 +140,14 @@ def test_hostile_values_get_their_reasons() -> None:
     assert reason(doc(segment="\ud800")) == WRONG_TYPE
     assert reason(doc(segment=17)) == WRONG_TYPE
     assert reason(doc(segment="")) == MISSING_FIELD
+    assert reason(doc(segment="x" * 1_000_000)) == TOO_LONG
+    assert reason(doc(customer_id="x" * 257)) == TOO_LONG
+    assert reason(doc(ts=MAX_TS), latest_ts=T0) == FUTURE_TS
     # Valid, however odd: the windows and the published records must cope.
     assert reason(doc(ts="1969-07-20T20:17:00Z")) is None
     assert reason(doc(ts=MAX_TS)) is None
     assert reason(doc(ts=MIN_TS)) is None
-    assert reason(doc(segment="x" * 1_000_000)) is None
+    assert reason(doc(segment="x" * 256)) is None
     assert reason(doc(padding="p" * 1_000_000)) is None
 
 
@@ -319,13 +327,18 @@ CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 def test_every_corpus_message_gets_the_reason_its_manifest_names() -> None:
     manifest = json.loads((CORPUS / "manifest.json").read_text())
     assert len(manifest["cases"]) >= 30
+    # As the worker validates with the default UPSELL_MAX_FUTURE of 1h.
+    latest_ts = int(time.time() * 1000) + 3_600_000
+    reasons = set()
     for case in manifest["cases"]:
         parse = parse_offer if case["topic"] == "offers" else parse_purchase
         raw = (CORPUS / case["file"]).read_bytes()
+        reasons.add(case["reason"])
         try:
             check_outcome(parse, raw)
-            parse(raw)
+            parse(raw, latest_ts)
         except InvalidEvent as error:
             assert error.reason == case["reason"], case
         else:
             assert case["reason"] is None, case
+    assert reasons == {*REJECT_REASONS, None}
