@@ -38,7 +38,8 @@ _BATCH_BYTES = 900_000
 # The simulator's closing tail (settle_ms) must reach past the last last-touch purchase by
 # that same grace, or the workers never decide those purchases and never reach the truth.
 GRACE = "1h"
-WORKER_ENV = {"UPSELL_GRACE": GRACE}
+# The simulated streams run ahead of the wall clock (an event-second per offer).
+WORKER_ENV = {"UPSELL_GRACE": GRACE, "UPSELL_MAX_FUTURE": "off"}
 # Well past the longest a broker holds a worker's fetch (hot_path.FETCH_MAX_WAIT_MS).
 _FETCHES_ANSWERED_S = 1.0
 

@@ -102,7 +102,7 @@ class Pipeline:
         self.bands = settings.band_scales
         self._partition_store = partition_store
         self._board_store = board_store
-        self._parsers: dict[str, Callable[[bytes | None], Event]] = {
+        self._parsers: dict[str, Callable[[bytes | None, int | None], Event]] = {
             settings.topic_offers: parse_offer,
             settings.topic_purchases: parse_purchase,
         }
@@ -189,7 +189,8 @@ class Pipeline:
     def validate(self, batches: dict[tuple[str, int], Sequence[Record]],
                  behind: Mapping[tuple[str, int], bool | None] | None = None,
                  now: float | None = None,
-                 quiet: Container[tuple[str, int]] = ()) -> list[Output]:
+                 quiet: Container[tuple[str, int]] = (),
+                 wall_clock: float | None = None) -> list[Output]:
         """Validate input records and forward what may leave, in event-time order.
 
         Records wait in an EventTimeMerge (core/merge.py) until no input partition that is
@@ -200,11 +201,13 @@ class Pipeline:
         source partition's items leave in offset order, rejects included: the receiving
         stage counts an item once by its source offset. Commit `input_positions()` once
         the outputs are flushed. A batch that would skip records after a rebalance is
-        not taken: seek its partition to the offset `take_rewinds` names.
+        not taken: seek its partition to the offset `take_rewinds` names. `wall_clock`
+        (epoch seconds, default now) bounds the ts accepted (UPSELL_MAX_FUTURE).
         """
         settings = self.settings
         merge = self._merge
         now = time.monotonic() if now is None else now
+        latest_ts = self._latest_ts(time.time() if wall_clock is None else wall_clock)
         self.touch()
         for (topic, partition), records in batches.items():
             parse = self._parsers[topic]
@@ -219,7 +222,7 @@ class Pipeline:
                 continue
             for record in records:
                 try:
-                    event = parse(record.value)
+                    event = parse(record.value, latest_ts)
                 except InvalidEvent as error:
                     # A reject keeps its record: the dead-letter copy is the original.
                     merge.add(source, record.offset, None, (record, error), now)
@@ -257,6 +260,10 @@ class Pipeline:
         if batches:
             self._last_input = (self._stream_time, time.monotonic())
         return outputs
+
+    def _latest_ts(self, wall_clock: float) -> int | None:
+        max_future_ms = self.settings.max_future_ms
+        return None if max_future_ms is None else int(wall_clock * 1000) + max_future_ms
 
     def _report_order_breaks(self, now: float) -> None:
         """Warn when input records left without waiting for every partition behind: the

@@ -139,6 +139,8 @@ class Settings:
     # How long the group waits for a silent worker before its partitions move: the
     # fail-over time after a crash (Faust's default is 60 s).
     session_timeout_ms: int = 30_000
+    # UPSELL_MAX_FUTURE: how far past the wall clock a ts may be (None: off).
+    max_future_ms: int | None = 3_600_000
 
     @property
     def topic_events(self) -> str:
@@ -221,6 +223,7 @@ class Settings:
             max_label_values=positive_int("UPSELL_MAX_LABEL_VALUES", defaults.max_label_values),
             session_timeout_ms=_parse_session_timeout(
                 duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
+            max_future_ms=_duration_or_off(env, "UPSELL_MAX_FUTURE", defaults.max_future_ms),
         )
 
 
@@ -244,6 +247,15 @@ def _parse_web_host(raw: str) -> str:
     if _HOST.fullmatch(raw) is None:
         raise SettingsError(f"UPSELL_WEB_HOST: {_shown(raw)} is not a host name or IP address")
     return raw
+
+
+def _duration_or_off(env: Mapping[str, str], name: str, default_ms: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default_ms
+    if raw.lower() == "off":
+        return None
+    return parse_duration_setting(name, raw, " (or off)")
 
 
 def _parse_session_timeout(value_ms: int) -> int:
@@ -281,10 +293,9 @@ def _parse_log_level(env: Mapping[str, str]) -> str:
 
 
 def _parse_idle_advance(env: Mapping[str, str]) -> int | None:
-    raw = env.get("UPSELL_IDLE_ADVANCE", "").strip()
-    if not raw or raw.lower() == "off":
+    value = _duration_or_off(env, "UPSELL_IDLE_ADVANCE", None)
+    if value is None:
         return None
-    value = parse_duration_setting("UPSELL_IDLE_ADVANCE", raw, " (or off)")
     if value <= 0:
         raise SettingsError("UPSELL_IDLE_ADVANCE: must be longer than 0 (or off)")
     return value

@@ -25,6 +25,7 @@ from stream_app.core.fastjson import dumps, dumps_key, loads
 from stream_app.core.immutable import immutable
 from stream_app.core.partition import META_KEY, WindowConfig
 from stream_app.core.rates import figures
+from stream_app.core.topic_keys import topic_key
 from stream_app.core.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
 from stream_app.core.windows import is_closed, rfc3339, window_start
 
@@ -55,9 +56,11 @@ class WindowRecord:
 
     @property
     def topic_key(self) -> str:
-        """Rates topic: `<window>|<start>|<channel>|<segment>`; KPI topic: view first."""
-        body = f"{self.label}|{rfc3339(self.start)}|{self.key[0]}|{self.key[1]}"
-        return body if self.view is CHANNEL_SEGMENT else f"{self.view.name}|{body}"
+        """Rates topic: `<window>|<start>|<channel>|<segment>`; KPI topic: view first
+        (values encoded by topic_keys.py)."""
+        values = (self.label, rfc3339(self.start), *self.key)
+        return topic_key(*values) if self.view is CHANNEL_SEGMENT else topic_key(
+            self.view.name, *values)
 
     def as_json(self, bands: Bands, emitted_at_ms: int) -> dict[str, Any]:
         first, second = self.view.dimensions

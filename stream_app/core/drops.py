@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from stream_app.core.durations import format_duration
 from stream_app.core.proportions import Comparison, Sample, compare
+from stream_app.core.topic_keys import topic_key
 from stream_app.core.views import CHANNEL_SEGMENT, Key
 from stream_app.core.windows import passes, rfc3339
 
@@ -109,8 +110,9 @@ class DropAlert:
 
     @property
     def topic_key(self) -> str:
-        """`<window>|<channel>|<segment>`: one key per alerting series, fired then resolved."""
-        return f"{self.label}|{self.key[0]}|{self.key[1]}"
+        """`<window>|<channel>|<segment>` (encoded by topic_keys.py): one key per alerting
+        series, fired then resolved."""
+        return topic_key(self.label, *self.key)
 
     @property
     def reason(self) -> str:

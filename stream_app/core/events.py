@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from stream_app.core.immutable import immutable
+from stream_app.core.windows import rfc3339
 
 _T = TypeVar("_T")
 
@@ -24,7 +25,13 @@ MISSING_FIELD: Final = "missing_field"
 WRONG_TYPE: Final = "wrong_type"
 NEGATIVE_AMOUNT: Final = "negative_amount"
 BAD_TS: Final = "bad_ts"
-REJECT_REASONS: Final = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, NEGATIVE_AMOUNT, BAD_TS)
+TOO_LONG: Final = "too_long"
+FUTURE_TS: Final = "future_ts"
+REJECT_REASONS: Final = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, TOO_LONG,
+                         NEGATIVE_AMOUNT, BAD_TS, FUTURE_TS)
+
+# The longest identifier or dimension value accepted, in characters (not bytes).
+MAX_VALUE_CHARS: Final = 256
 
 # Amounts are kept as integer micro-units so that sums are exact and add up across workers.
 MICROS_PER_UNIT: Final = 1_000_000
@@ -86,8 +93,12 @@ class Purchase:
 Event = Offer | Purchase
 
 
-def parse_offer(raw: bytes | None) -> Offer:
-    """Validate one message of the offers topic; raises InvalidEvent."""
+def parse_offer(raw: bytes | None, latest_ts: int | None = None) -> Offer:
+    """Validate one message of the offers topic; raises InvalidEvent.
+
+    `latest_ts` is the largest ts accepted (the wall clock + UPSELL_MAX_FUTURE, given by
+    the caller: validation reads no clock); None accepts any.
+    """
     fields = _load_object(raw)
     return Offer(
         event_id=_required_str(fields, "event_id"),
@@ -95,7 +106,7 @@ def parse_offer(raw: bytes | None) -> Offer:
         customer_id=_required_str(fields, "customer_id"),
         channel=_required_str(fields, "channel"),
         segment=_required_str(fields, "segment"),
-        ts=_required_ts(fields),
+        ts=_required_ts(fields, latest_ts),
         campaign_id=_optional(fields, "campaign_id", _as_str),
         campaign_type=_optional(fields, "campaign_type", _as_str),
         product_line=_optional(fields, "product_line", _as_str),
@@ -104,8 +115,8 @@ def parse_offer(raw: bytes | None) -> Offer:
     )
 
 
-def parse_purchase(raw: bytes | None) -> Purchase:
-    """Validate one message of the purchases topic; raises InvalidEvent."""
+def parse_purchase(raw: bytes | None, latest_ts: int | None = None) -> Purchase:
+    """Validate one message of the purchases topic; raises InvalidEvent (see parse_offer)."""
     fields = _load_object(raw)
     event_id = _required_str(fields, "event_id")
     order_id = _required_str(fields, "order_id")
@@ -123,7 +134,7 @@ def parse_purchase(raw: bytes | None) -> Purchase:
         event_id=event_id,
         order_id=order_id,
         customer_id=customer_id,
-        ts=_required_ts(fields),
+        ts=_required_ts(fields, latest_ts),
         amount_micros=round(amount * MICROS_PER_UNIT),
         offer_id=offer_id,
         is_upsell=(offer_id is not None) if is_upsell is None else is_upsell,
@@ -221,9 +232,13 @@ def _required_str(fields: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _required_ts(fields: Mapping[str, Any]) -> int:
+def _required_ts(fields: Mapping[str, Any], latest_ts: int | None) -> int:
     _require_present(fields, "ts")
-    return parse_ts(fields["ts"])
+    ts = parse_ts(fields["ts"])
+    if latest_ts is not None and ts > latest_ts:
+        raise InvalidEvent(FUTURE_TS, f"ts {rfc3339(ts)} is after {rfc3339(latest_ts)}, the "
+                                      "wall clock + UPSELL_MAX_FUTURE")
+    return ts
 
 
 def _optional(
@@ -243,6 +258,11 @@ def _optional_non_negative(fields: Mapping[str, Any], name: str) -> float | None
 def _as_str(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidEvent(WRONG_TYPE, f"{name} must be a string, not {type(value).__name__}")
+    if len(value) > MAX_VALUE_CHARS:
+        # Every string field is an identifier or a dimension value: a key, a label or
+        # part of a topic key downstream.
+        raise InvalidEvent(TOO_LONG, f"{name} has {len(value)} characters, more than "
+                                     f"{MAX_VALUE_CHARS}")
     if not value.isascii():
         try:
             value.encode("utf-8")

@@ -136,7 +136,7 @@ class CustomerPartition:
         self._memory = EventIdMemory(config.attribution_ms)
         self._attribution = Attribution(config.attribution_ms, config.grace_ms)
         self._counts = WindowCounts()
-        self._labels = LabelCap(config.max_label_values)
+        self._labels = LabelCap(config.max_label_values, config.attribution_ms)
         # Purchases that name an offer not here yet and are not upsells by themselves:
         # whether they are upsell transactions waits on the offer; the window labels
         # they are counted in were fixed on arrival.
@@ -168,7 +168,7 @@ class CustomerPartition:
         self._memory.remember(event.event_id, event.ts)
         self._remembered.add(event.event_id)
         # Before anything is counted: totals, windows and kept events see labels only.
-        event, overflowed = self._labels.cap(event)
+        event, overflowed = self._labels.cap(event, self.stream_time)
         for dimension in overflowed:
             self.totals[LABEL_OVERFLOW_TOTAL][(dimension,)] += 1
         windows = self._open_windows(event.ts)
@@ -313,8 +313,9 @@ class CustomerPartition:
             changes[_UNDECIDED + event_id] = None if labels is None else list(labels)
         self._changed_undecided.clear()
         changes.update(self._counts.take_changes(_WINDOW))
-        for dimension, value in self._labels.take_new():
-            changes[_label_key(dimension, value)] = 1
+        self._labels.forget_unused(self.stream_time)
+        for dimension, value, last_use in self._labels.take_changes():
+            changes[_label_key(dimension, value)] = last_use
         changes[META_KEY] = [
             self.next_offset,
             self.stream_time,
@@ -336,6 +337,7 @@ class CustomerPartition:
     def restore(cls, config: WindowConfig, entries: dict[str, Any]) -> CustomerPartition:
         """Rebuild from the store entries that `take_changes` wrote."""
         partition = cls(config)
+        labels: list[tuple[str, str, int]] = []
         meta = entries.get(META_KEY)
         if meta is not None:
             partition.next_offset, partition.stream_time, watermarks, totals = meta
@@ -358,7 +360,8 @@ class CustomerPartition:
                 partition._counts.restore(key[len(_WINDOW) :], value)
             elif key.startswith(_LABEL):
                 dimension, label = json.loads(key[len(_LABEL) :])
-                partition._labels.restore([(dimension, label)])
+                labels.append((dimension, label, value))
+        partition._labels.restore(labels)
         partition._remembered.clear()
         partition._counts.forget_changes()
         return partition
@@ -390,7 +393,8 @@ def _shared_labels(labels: Iterable[str]) -> tuple[str, ...]:
 
 
 def _label_key(dimension: str, value: str) -> str:
-    # A JSON list, so that any character may appear in the value.
+    # A JSON list, so that any character may appear in the value; the entry holds the
+    # value's recorded last use (labels.py), and is deleted when the value leaves.
     return _LABEL + dumps_key([dimension, value])
 
 

@@ -115,6 +115,11 @@ def parse_options(args: argparse.Namespace, settings: Settings, now_ms: int) -> 
         else:
             offers = DEFAULT_COUNT if args.count is None else args.count
         config = replace(config, offers=offers)
+        if args.start is None:
+            # The worker rejects events too far ahead of the wall clock (UPSELL_MAX_FUTURE),
+            # and a stream runs ahead of it: it ends at about now instead.
+            span_ms = offers * config.offer_gap_ms + config.max_delay_ms + config.settle_ms
+            config = replace(config, start_ms=parse_start(None, max(0, now_ms - span_ms)))
     except ScenarioError as error:
         raise OptionError(str(error)) from None
     return SimulateOptions(config, rate, truth_file,
@@ -134,7 +139,7 @@ def warnings_for(options: SimulateOptions) -> list[str]:
 
 
 def parse_start(text: str | None, now_ms: int) -> int:
-    """Event time of the first offer: the given RFC 3339 time, or now to the minute."""
+    """Event time of the first offer: the given RFC 3339 time, or `now_ms` to the minute."""
     if text is None:
         return now_ms - now_ms % 60_000
     try:

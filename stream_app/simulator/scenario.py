@@ -169,7 +169,9 @@ OFFER_REQUIRED_STRINGS: Final = ("event_id", "offer_id", "customer_id", "channel
 PURCHASE_REQUIRED: Final = ("event_id", "order_id", "customer_id", "ts", "amount")
 PURCHASE_REQUIRED_STRINGS: Final = ("event_id", "order_id", "customer_id")
 OFFER_REJECT_REASONS: Final = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, BAD_TS)
-PURCHASE_REJECT_REASONS: Final = REJECT_REASONS
+# The defects it makes; never too_long or future_ts, limits of the worker's settings.
+PURCHASE_REJECT_REASONS: Final = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, NEGATIVE_AMOUNT,
+                                   BAD_TS)
 BAD_TS_TEXTS: Final = (
     "yesterday",
     "2026-11-22",

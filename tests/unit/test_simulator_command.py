@@ -117,7 +117,10 @@ def test_defaults() -> None:
     config = options.config
     assert config.offers == 10_000
     assert config.seed == 1
-    assert config.start_ms == NOW_MS - 23_456
+    # The stream ends at about now: 10,000 offers a second apart, then 30 min of
+    # conversions and 1 min of grace.
+    start_ms = NOW_MS - 10_000 * 1_000 - 30 * 60_000 - 60_000
+    assert config.start_ms == start_ms - start_ms % 60_000
     assert config.offer_gap_ms == 1_000
     assert config.drop is None
     assert (config.offers_topic, config.purchases_topic) == ("upsell.offers", "upsell.purchases")
