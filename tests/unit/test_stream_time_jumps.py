@@ -176,9 +176,10 @@ def test_a_jump_gives_the_records_of_stream_time_moving_through_every_value(
 # -- the worker's stages in process ---------------------------------------------------------
 
 
-def _settings(grace_ms: int = 30 * MINUTE) -> Settings:
+def _settings(grace_ms: int = 30 * MINUTE, partitions: int = 2) -> Settings:
     return Settings(windows=(WindowSize("10m", 10 * MINUTE), WindowSize("1h", HOUR)),
-                    grace_ms=grace_ms, attribution_window_ms=15 * MINUTE, partitions=2)
+                    grace_ms=grace_ms, attribution_window_ms=15 * MINUTE,
+                    partitions=partitions)
 
 
 def _offer(event_id: str, customer: str, ts: int, **fields: Any) -> dict[str, Any]:
@@ -186,10 +187,11 @@ def _offer(event_id: str, customer: str, ts: int, **fields: Any) -> dict[str, An
             "channel": "email", "segment": "smb", "ts": ts, **fields}
 
 
-def test_a_last_touch_purchase_learned_hours_later_counts_in_its_windows() -> None:
+def test_a_last_touch_purchase_learned_hours_later_counts_in_its_windows(
+        partitions: int = 2) -> None:
     """Issue 18: offer at T+21m, last-touch purchase at T+23m (due at T+53m), then the
     next event at T+5h: the 10m and 1h records end final with the conversion."""
-    settings_ = _settings()
+    settings_ = _settings(partitions=partitions)
     worker = InProcessWorker(settings_)
     worker.send(settings_.topic_offers, _offer("o1", "c1", T0 + 21 * MINUTE))
     worker.send(settings_.topic_purchases, {
@@ -218,3 +220,11 @@ def test_a_duplicate_stamped_later_does_not_move_stream_time() -> None:
     assert sum(sum(p.totals[LATE_TOTAL].values()) for p in partitions) == 0
     assert sum(sum(p.totals["duplicates"].values()) for p in partitions) == 1
     assert sum(sum(p.totals["offers"].values()) for p in partitions) == 2
+
+
+def test_a_batch_s_partials_over_several_messages_all_count(monkeypatch: Any) -> None:
+    """Only a batch's last partials message moves the board's stream time: a first message
+    carrying the jump would make the board drop the next ones' partials as final."""
+    monkeypatch.setattr("stream_app.pipeline._PARTIALS_PER_MESSAGE", 1)
+    # One partition: the board's low watermark is that partition's stream time.
+    test_a_last_touch_purchase_learned_hours_later_counts_in_its_windows(partitions=1)
