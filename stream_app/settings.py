@@ -86,6 +86,9 @@ class Settings:
     # How long the group waits for a silent worker before its partitions move: the
     # fail-over time after a crash (Faust's default is 60 s).
     session_timeout_ms: int = 30_000
+    # Replicas of every topic the service creates; None: min(3, brokers in the cluster),
+    # resolved when topics are created (stream_app/topics.py).
+    replication_factor: int | None = None
 
     @property
     def topic_events(self) -> str:
@@ -168,7 +171,21 @@ class Settings:
             max_label_values=positive_int("UPSELL_MAX_LABEL_VALUES", defaults.max_label_values),
             session_timeout_ms=_parse_session_timeout(
                 duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
+            replication_factor=_parse_replication_factor(env),
         )
+
+
+def _parse_replication_factor(env: Mapping[str, str]) -> int | None:
+    raw = env.get("UPSELL_REPLICATION_FACTOR", "").strip()
+    if not raw:
+        return None
+    # isascii: str.isdigit() also takes digits such as '²' that int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise SettingsError(
+            f"UPSELL_REPLICATION_FACTOR: {raw!r} is not a positive whole number of replicas "
+            "(leave it empty for min(3, brokers in the cluster))"
+        )
+    return int(raw)
 
 
 def _parse_session_timeout(value_ms: int) -> int:
