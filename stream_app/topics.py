@@ -45,9 +45,10 @@ def replication_factor(configured: int | None, brokers: int) -> int:
 
 def durability_config(replicas: int) -> dict[str, str]:
     """Topic configs that make acks=all mean "on more than one broker" once there are
-    replicas: a write is acknowledged by all in-sync replicas but one at least, so that
-    one broker's loss loses no acknowledged record and leaves the topic writable."""
-    return {"min.insync.replicas": str(replicas - 1)} if replicas > 1 else {}
+    replicas: a write is acknowledged by all in-sync replicas, at least RF - 1 of them, so
+    that one broker's loss loses no acknowledged record and leaves the topic writable.
+    Explicit for one replica too: a cluster's default min.insync.replicas may be higher."""
+    return {"min.insync.replicas": str(max(1, replicas - 1))}
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
