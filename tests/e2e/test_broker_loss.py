@@ -71,7 +71,7 @@ def replicas_of(bootstrap: list[str], prefix: str) -> dict[str, set[int]]:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         names = [name for name in admin.list_topics() if name.startswith(prefix)]
-        return {topic["name"]: {len(p["replicas"]) for p in topic["partitions"]}
+        return {topic["name"]: {len(p["replica_nodes"]) for p in topic["partitions"]}
                 for topic in admin.describe_topics(names)}
     finally:
         admin.close()
