@@ -4,7 +4,7 @@ The broker is a plain Java classpath that Maven downloads once per user into the
 directory; every data directory then holds one broker's configuration, data, logs and pid
 (`--brokers N`: N of them, in kafka/node-1 .. node-N, one combined broker and controller
 each). Exit codes: 0 done, 1 failed (status: some brokers of a cluster down), 2 unusable
-address, 3 (status) not running.
+address or broker count, 3 (status) not running.
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ class LocalKafkaError(Exception):
     """Why the local broker could not be started or stopped, in one line."""
 
 
-class AddressError(LocalKafkaError):
+class UsageError(LocalKafkaError):
+    """The command asks for what no local broker can be (exit code 2)."""
+
+
+class AddressError(UsageError):
     """KAFKA_BOOTSTRAP_SERVERS names no address a local broker may listen on."""
 
 
@@ -161,7 +165,7 @@ class Layout:
 
     def __post_init__(self) -> None:
         if not 1 <= self.size <= MAX_BROKERS:
-            raise LocalKafkaError(f"--brokers takes 1 to {MAX_BROKERS}, not {self.size}")
+            raise UsageError(f"--brokers takes 1 to {MAX_BROKERS}, not {self.size}")
         last = self.address(self.size).controller_port
         if last > 65535:
             raise AddressError(
@@ -860,7 +864,7 @@ def run(action: str, settings: Settings, brokers: int = 1) -> int:
         return commands[action]()
     except LocalKafkaError as error:
         print(f"upsell-stream kafka: {error}", file=sys.stderr)
-        return 2 if isinstance(error, AddressError) else 1
+        return 2 if isinstance(error, UsageError) else 1
     except KeyboardInterrupt:
         print("upsell-stream kafka: interrupted", file=sys.stderr)
         return 130

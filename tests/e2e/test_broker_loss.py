@@ -14,10 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from tests.e2e.harness import CLI, deployment, free_port, wait_until
 from tests.e2e.resilience import Simulator, _bindable, offers_counted, wait_matches_truth
+
+pytestmark = pytest.mark.timeout(600)
 
 BROKERS = 3
 # The group notices a lost member, and the cluster a lost broker, within seconds.

@@ -223,3 +223,13 @@ def test_status_of_a_data_dir_without_a_broker(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out == "not running\n"
     assert run("stop", settings) == 0
     assert capsys.readouterr().out == "not running\n"
+
+
+def test_an_impossible_broker_count_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
+                                                          tmp_path: Path) -> None:
+    settings = Settings(bootstrap_servers="127.0.0.1:19192", data_dir=tmp_path)
+    assert run("start", settings, 10) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "upsell-stream kafka: --brokers takes 1 to 9, not 10\n"
+    assert not (tmp_path / "kafka").exists()
