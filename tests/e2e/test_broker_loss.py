@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from tests.e2e.harness import CLI, deployment, free_port, wait_until
 from tests.e2e.resilience import Simulator, _bindable, offers_counted, wait_matches_truth
@@ -69,12 +70,24 @@ def own_cluster(data_dir: Path) -> Iterator[Cluster]:
         cluster.command("stop")
 
 
-def replicas_of(bootstrap: list[str], prefix: str) -> dict[str, set[int]]:
-    """Per topic whose name starts with prefix: the replica counts of its partitions."""
+def topic_configs(admin: KafkaAdminClient, names: list[str],
+                  keys: list[str]) -> dict[str, dict[str, str]]:
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, keys) for name in names],
+        config_filter="all")
+    return {name: {key: entry["value"] for key, entry in entries.items()}
+            for name, entries in described["topic"].items()}
+
+
+def durability_of(bootstrap: list[str], prefix: str) -> dict[str, tuple[set[int], str]]:
+    """Per topic whose name starts with prefix: the replica counts of its partitions and
+    its min.insync.replicas."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         names = [name for name in admin.list_topics() if name.startswith(prefix)]
-        return {topic["name"]: {len(p["replica_nodes"]) for p in topic["partitions"]}
+        min_isr = topic_configs(admin, names, ["min.insync.replicas"])
+        return {topic["name"]: ({len(p["replica_nodes"]) for p in topic["partitions"]},
+                                min_isr[topic["name"]]["min.insync.replicas"])
                 for topic in admin.describe_topics(names)}
     finally:
         admin.close()
@@ -111,10 +124,12 @@ def test_the_worker_counts_exact_through_the_loss_of_one_broker_of_three(
             wait_matches_truth(service, truth, timeout=150)
             assert worker.poll() is None, "the worker died with the broker"
 
-            # Every topic the worker and its Faust tables created, changelogs included.
-            replicas = replicas_of(cluster.bootstrap[:1], service.name)
-            assert f"{service.name}-partition-state-changelog" in replicas
-            assert replicas == {name: {BROKERS} for name in replicas}
+            # Every topic the worker and Faust created, changelogs included.
+            durability = durability_of(cluster.bootstrap[:1], service.name)
+            assert {f"{service.name}-partition-state-changelog",
+                    f"{service.name}-board-state-changelog",
+                    service.topics["rates"]} <= durability.keys()
+            assert durability == {name: ({BROKERS}, "2") for name in durability}
             rejected = sum(n for reasons in truth["rejected"].values() for n in reasons.values())
             assert rejected > 0, "the simulator sent no malformed message to compare with"
             assert record_count(cluster.bootstrap[:1], service.topics["deadletter"]) == rejected

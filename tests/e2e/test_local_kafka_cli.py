@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.admin import KafkaAdminClient
 
 from stream_app.kafka_clients import make_producer
 from stream_app.settings import Settings
 from stream_app.topics import topic_specs
 from tests.e2e.harness import free_port, wait_until
 from tests.e2e.resilience import free_pair
-from tests.e2e.test_broker_loss import free_port_run
+from tests.e2e.test_broker_loss import free_port_run, topic_configs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -53,15 +53,6 @@ def java_processes_naming(path: Path) -> list[int]:
                 any(str(path).encode() in arg for arg in args):
             found.append(int(entry.name))
     return found
-
-
-def topic_configs(admin: KafkaAdminClient, names: list[str],
-                  keys: list[str]) -> dict[str, dict[str, str]]:
-    described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, keys) for name in names],
-        config_filter="all")
-    return {name: {key: entry["value"] for key, entry in entries.items()}
-            for name, entries in described["topic"].items()}
 
 
 @pytest.fixture
