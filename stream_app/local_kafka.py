@@ -607,23 +607,29 @@ def _format_storage(java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser |
                 "formatted, so use a fresh UPSELL_DATA_DIR for a broker with SASL"
             )
         return
-    def call(*args: str) -> str:
-        command = _java_command(java, libs, paths, "kafka.tools.StorageTool", *args)
-        result = subprocess.run(command, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=180, check=False)
-        if result.returncode != 0:
-            last = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
-            raise LocalKafkaError(f"formatting {paths.log_dir} failed: {last[-1][:300]}")
-        return result.stdout.strip()
-
     if cluster_id is None:
-        cluster_id = call("random-uuid").splitlines()[-1].strip()
+        cluster_id = _random_cluster_id(java, libs, paths)
     users = [] if sasl is None else [
         # On the format step's command line for its few seconds: StorageTool takes users
         # no other way.
         "--add-scram", f'{sasl.mechanism}=[name={sasl.name},password="{sasl.password.value}"]']
-    call("format", "-t", cluster_id, "-c", str(paths.properties), *users)
+    _storage_tool(java, libs, paths, "format", "-t", cluster_id, "-c", str(paths.properties),
+                  *users)
     paths.scram_users.write_text("" if sasl is None else sasl.listing + "\n")
+
+
+def _storage_tool(java: str, libs: Path, paths: BrokerPaths, *args: str) -> str:
+    command = _java_command(java, libs, paths, "kafka.tools.StorageTool", *args)
+    result = subprocess.run(command, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=180, check=False)
+    if result.returncode != 0:
+        last = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
+        raise LocalKafkaError(f"formatting {paths.log_dir} failed: {last[-1][:300]}")
+    return result.stdout.strip()
+
+
+def _random_cluster_id(java: str, libs: Path, paths: BrokerPaths) -> str:
+    return _storage_tool(java, libs, paths, "random-uuid").splitlines()[-1].strip()
 
 
 def formatted_cluster_id(meta_properties: str) -> str | None:
@@ -787,16 +793,6 @@ def start(settings: Settings, brokers: int = 1) -> int:
     print(f"started {what} (pid {', '.join(map(str, every))}) on {_describe(layout)} in "
           f"{time.monotonic() - began:.1f} s; data and logs in {root.root}")
     return 0
-
-
-def _random_cluster_id(java: str, libs: Path, paths: BrokerPaths) -> str:
-    command = _java_command(java, libs, paths, "kafka.tools.StorageTool", "random-uuid")
-    result = subprocess.run(command, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=180, check=False)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        raise LocalKafkaError(f"StorageTool random-uuid failed (exit {result.returncode})")
-    return lines[-1].strip()
 
 
 def stop(settings: Settings) -> int:
