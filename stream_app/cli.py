@@ -17,8 +17,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker for development")
+    kafka = commands.add_parser(
+        "kafka", help="a local Kafka broker (or cluster) for development",
+        description="A local KRaft Kafka on loopback at KAFKA_BOOTSTRAP_SERVERS (one host:port)"
+        ", data and logs under UPSELL_DATA_DIR/kafka. Each broker takes two ports: its own "
+        "and its controller's (port + 1). With --brokers N, broker k of N listens on "
+        "port + 2(k - 1) (controller: the next port), its files in kafka/node-k; "
+        "`stop` and `status` handle whatever runs there.")
     kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument(
+        "--brokers", type=int, default=1, metavar="N",
+        help="start: a cluster of N combined broker+controller nodes (e.g. 3: ports P, P+2, "
+        "P+4 for clients; Kafka's own topics on min(3, N) replicas, min ISR one less)")
 
     commands.add_parser("worker", help="run the stream processor")
 
@@ -76,7 +86,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "kafka":
         from stream_app import local_kafka
 
-        return local_kafka.run(args.action, settings)
+        return local_kafka.run(args.action, settings, args.brokers)
     if args.command == "topics":
         from stream_app import topics
 

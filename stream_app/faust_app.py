@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream_app.hot_path import BatchConsumer, BatchTransport, PipelineApp
@@ -15,6 +16,7 @@ from stream_app.kafka_clients import faust_credentials
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
+from stream_app.topics import durability_config, replication_factor
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,35 @@ class StateTable(faust.Table):  # type: ignore[type-arg]
         return None if self.holds_live_state(tp.partition) else -1
 
 
+class DurableProducer(faust_aiokafka.Producer):
+    """Faust's producer, idempotent, and creating topics replicated as the service's own.
+
+    Every output, internal and changelog record goes through this producer (the hot path
+    sends its batches on it too). Idempotent: a batch retried after a lost answer, or after
+    its partition's leader moved, is written once and in order, so a later batch can never
+    land before an earlier one that failed (a gap the source-offset watermarks would skip).
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+    async def create_topic(self, topic: str, partitions: int, replication: int, *,
+                           config: Mapping[str, Any] | None = None, **options: Any) -> None:
+        # Faust declares the tables' changelogs and its leader topic with
+        # topic_replication_factor, a number fixed before the cluster is known.
+        app = self.transport.app
+        assert isinstance(app, PipelineApp)
+        brokers = len(self._ensure_producer().client.cluster.brokers())
+        replicas = replication_factor(app.pipeline.settings.replication_factor, brokers)
+        await super().create_topic(topic, partitions, replicas,
+                                   config={**(config or {}), **durability_config(replicas)},
+                                   **options)
+
+
+class DurableTransport(BatchTransport):
+    Producer = DurableProducer
+
+
 def create_app(settings: Settings) -> PipelineApp:
     app = PipelineApp(
         settings.app_id,
@@ -66,7 +97,8 @@ def create_app(settings: Settings) -> PipelineApp:
         web_graph_enabled=False,
         web_metrics_enabled=False,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # Only a fallback: DurableProducer.create_topic resolves it from the cluster.
+        topic_replication_factor=settings.replication_factor or 1,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_max_records,
         producer_max_request_size=MAX_MESSAGE_BYTES,
@@ -98,7 +130,7 @@ def create_app(settings: Settings) -> PipelineApp:
     for name in (*settings.input_topics, settings.topic_events, settings.topic_partials):
         app.topics.add(app.topic(name, key_serializer="raw", value_serializer="raw"))
 
-    app.transport = BatchTransport(app.conf.broker_consumer, app)
+    app.transport = DurableTransport(app.conf.broker_consumer, app)
 
     async def on_revoked(sender: Any, /, *revoked_sets: Any, signal: Any, **_: Any) -> None:
         (revoked,) = revoked_sets

@@ -96,10 +96,15 @@ def faust_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
+# Written once and in order however often a batch is retried, acknowledged by every
+# in-sync replica; explicit, so that an override that would silently weaken it raises.
+DURABLE_PRODUCER = {"acks": "all", "enable_idempotence": True}
+
+
 def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
     from kafka import KafkaProducer
 
-    return KafkaProducer(**{**kafka_python_config(settings), **overrides})
+    return KafkaProducer(**{**kafka_python_config(settings), **DURABLE_PRODUCER, **overrides})
 
 
 def make_admin(settings: Settings, **overrides: object) -> KafkaAdminClient:

@@ -1,8 +1,10 @@
-"""`upsell-stream kafka start|stop|status`: a local single-node Kafka (KRaft) for development.
+"""`upsell-stream kafka start|stop|status`: a local Kafka (KRaft) for development.
 
 The broker is a plain Java classpath that Maven downloads once per user into the cache
-directory; every data directory then holds one broker's configuration, data, logs and pid.
-Exit codes: 0 done, 1 failed, 2 unusable address, 3 (status) not running.
+directory; every data directory then holds one broker's configuration, data, logs and pid
+(`--brokers N`: N of them, in kafka/node-1 .. node-N, one combined broker and controller
+each). Exit codes: 0 done, 1 failed (status: some brokers of a cluster down), 2 unusable
+address or broker count, 3 (status) not running.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ class LocalKafkaError(Exception):
     """Why the local broker could not be started or stopped, in one line."""
 
 
-class AddressError(LocalKafkaError):
+class UsageError(LocalKafkaError):
+    """The command asks for what no local broker can be (exit code 2)."""
+
+
+class AddressError(UsageError):
     """KAFKA_BOOTSTRAP_SERVERS names no address a local broker may listen on."""
 
 
@@ -145,15 +151,58 @@ def parse_loopback_address(bootstrap: str) -> Address:
     return Address(host, port)
 
 
-def server_properties(address: Address, log_dir: Path, sasl: ScramUser | None = None) -> str:
+MAX_BROKERS = 9
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the nodes of a local cluster listen. Node k (1 .. size) takes port
+    first.port + 2 (k - 1) for clients and the port after it for its controller, so the
+    first node is where KAFKA_BOOTSTRAP_SERVERS points, as with a single broker."""
+
+    first: Address
+    size: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.size <= MAX_BROKERS:
+            raise UsageError(f"--brokers takes 1 to {MAX_BROKERS}, not {self.size}")
+        last = self.address(self.size).controller_port
+        if last > 65535:
+            raise AddressError(
+                f"KAFKA_BOOTSTRAP_SERVERS: {self.size} brokers from port {self.first.port} "
+                f"need ports up to {last}; pick a lower port"
+            )
+
+    @property
+    def node_ids(self) -> range:
+        return range(1, self.size + 1)
+
+    def address(self, node_id: int) -> Address:
+        return Address(self.first.host, self.first.port + 2 * (node_id - 1))
+
+    @property
+    def voters(self) -> str:
+        return ",".join(f"{node}@{self.address(node).netloc(self.address(node).controller_port)}"
+                        for node in self.node_ids)
+
+    @property
+    def replication(self) -> int:
+        """Of Kafka's own topics (group offsets, transactions): as the service's default."""
+        return min(3, self.size)
+
+
+def server_properties(address: Address, log_dir: Path, sasl: ScramUser | None = None,
+                      layout: Layout | None = None, node_id: int = 1) -> str:
+    """One node's properties; `address` is the node's own, `layout` its cluster's."""
+    layout = layout or Layout(address)
     controller = address.netloc(address.controller_port)
     # The controller listener stays PLAINTEXT on loopback (port + 1); clients never use it.
     listener = "PLAINTEXT" if sasl is None else "SASL_PLAINTEXT"
     lines = [
         "# Written by `upsell-stream kafka start` at every start: edits are overwritten.",
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@{controller}",
+        f"node.id={node_id}",
+        f"controller.quorum.voters={layout.voters}",
         f"listeners={listener}://{address},CONTROLLER://{controller}",
         f"advertised.listeners={listener}://{address}",
         f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
@@ -170,15 +219,25 @@ def server_properties(address: Address, log_dir: Path, sasl: ScramUser | None = 
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{sasl.name}" password="{sasl.password.value}";',
         ]
+    replicas = layout.replication
+    min_isr = max(1, replicas - 1)
     lines += [
         f"log.dirs={log_dir}",
         "num.partitions=1",
-        # One broker: internal topics cannot have more replicas than that.
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        # One broker: internal topics cannot have more replicas than that. A cluster keeps
+        # them, and whatever else it creates, on up to 3 brokers and writable with one lost.
+        f"offsets.topic.replication.factor={replicas}",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={min_isr}",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={min_isr}",
+    ]
+    if layout.size > 1:
+        lines += [
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+        ]
+    lines += [
         # Tests and workers join groups often; do not make each first join wait 3 s.
         "group.initial.rebalance.delay.ms=0",
     ]
@@ -288,6 +347,17 @@ class BrokerPaths:
         """The SCRAM users the log directory was formatted with, one per line, no password."""
         return self.root / "scram-users"
 
+    def node(self, node_id: int) -> BrokerPaths:
+        """The files of node `node_id` of a cluster started under this data dir."""
+        return BrokerPaths(self.root / f"node-{node_id}")
+
+    def nodes(self, layout: Layout) -> list[tuple[int, BrokerPaths, Address]]:
+        """Each node of the layout: its id, files and address. A single broker keeps the
+        files it always had, directly under kafka/."""
+        if layout.size == 1:
+            return [(1, self, layout.first)]
+        return [(node, self.node(node), layout.address(node)) for node in layout.node_ids]
+
 
 # -- processes ----------------------------------------------------------------------------
 
@@ -321,6 +391,24 @@ def broker_pids(paths: BrokerPaths) -> list[int]:
         if entry.name.isdigit() and _is_our_broker(int(entry.name), paths):
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def local_broker_pids(root: BrokerPaths) -> dict[int, Path]:
+    """Every live broker process of this data dir, single or cluster node: its properties."""
+    found: dict[int, Path] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        args = _cmdline(int(entry.name))
+        if "kafka.Kafka" not in args:
+            continue
+        properties = Path(args[-1])
+        node_dir = properties.parent
+        of_root = node_dir == root.root or (
+            node_dir.parent == root.root and node_dir.name.startswith("node-"))
+        if properties.name == "server.properties" and of_root and is_alive(int(entry.name)):
+            found[int(entry.name)] = properties
+    return found
 
 
 def running_pid(paths: BrokerPaths) -> int | None:
@@ -366,8 +454,9 @@ def _port_open(address: Address) -> bool:
         return False
 
 
-def _answers(address: Address, timeout_s: float, settings: Settings | None = None) -> bool:
-    """True once the broker serves a metadata request: an open port is not enough."""
+def _answers(address: Address, timeout_s: float, settings: Settings | None = None) -> int:
+    """How many brokers the cluster's metadata lists (0 until it serves a metadata request:
+    an open port is not enough)."""
     from kafka.admin import KafkaAdminClient
 
     timeout_ms = max(1000, int(timeout_s * 1000))
@@ -383,11 +472,11 @@ def _answers(address: Address, timeout_s: float, settings: Settings | None = Non
                     f"{refused_message(settings)} (the local broker's SCRAM "
                     "user was set when its data directory was first formatted)"
                 ) from None
-            return False
+            return 0
         try:
-            return bool(admin.describe_cluster().get("brokers"))
+            return len(admin.describe_cluster().get("brokers") or [])
         except Exception:
-            return False
+            return 0
         finally:
             admin.close()
 
@@ -508,7 +597,8 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _format_storage(java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser | None) -> None:
+def _format_storage(java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser | None,
+                    cluster_id: str | None = None) -> None:
     if (paths.log_dir / "meta.properties").exists():
         if sasl is not None and sasl.listing not in _formatted_users(paths):
             raise LocalKafkaError(
@@ -517,22 +607,49 @@ def _format_storage(java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser |
                 "formatted, so use a fresh UPSELL_DATA_DIR for a broker with SASL"
             )
         return
-    def call(*args: str) -> str:
-        command = _java_command(java, libs, paths, "kafka.tools.StorageTool", *args)
-        result = subprocess.run(command, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=180, check=False)
-        if result.returncode != 0:
-            last = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
-            raise LocalKafkaError(f"formatting {paths.log_dir} failed: {last[-1][:300]}")
-        return result.stdout.strip()
-
-    cluster_id = call("random-uuid").splitlines()[-1].strip()
+    if cluster_id is None:
+        cluster_id = _random_cluster_id(java, libs, paths)
     users = [] if sasl is None else [
         # On the format step's command line for its few seconds: StorageTool takes users
         # no other way.
         "--add-scram", f'{sasl.mechanism}=[name={sasl.name},password="{sasl.password.value}"]']
-    call("format", "-t", cluster_id, "-c", str(paths.properties), *users)
+    _storage_tool(java, libs, paths, "format", "-t", cluster_id, "-c", str(paths.properties),
+                  *users)
     paths.scram_users.write_text("" if sasl is None else sasl.listing + "\n")
+
+
+def _storage_tool(java: str, libs: Path, paths: BrokerPaths, *args: str) -> str:
+    command = _java_command(java, libs, paths, "kafka.tools.StorageTool", *args)
+    result = subprocess.run(command, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=180, check=False)
+    if result.returncode != 0:
+        last = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
+        raise LocalKafkaError(f"formatting {paths.log_dir} failed: {last[-1][:300]}")
+    return result.stdout.strip()
+
+
+def _random_cluster_id(java: str, libs: Path, paths: BrokerPaths) -> str:
+    return _storage_tool(java, libs, paths, "random-uuid").splitlines()[-1].strip()
+
+
+def formatted_cluster_id(meta_properties: str) -> str | None:
+    for line in meta_properties.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "cluster.id":
+            return value.strip() or None
+    return None
+
+
+def _cluster_id(nodes: list[BrokerPaths]) -> str | None:
+    """The id a node of the cluster was formatted with already (all share one)."""
+    for paths in nodes:
+        try:
+            found = formatted_cluster_id((paths.log_dir / "meta.properties").read_text())
+        except OSError:
+            continue
+        if found:
+            return found
+    return None
 
 
 def _formatted_users(paths: BrokerPaths) -> list[str]:
@@ -562,122 +679,188 @@ def _report_failure(paths: BrokerPaths, why: str) -> None:
             print("\n".join(lines), file=sys.stderr)
 
 
-def _wait_until_answering(address: Address, pid: int, deadline: float,
-                          process: subprocess.Popen[bytes] | None = None,
+def _wait_until_answering(layout: Layout, pids: list[int], deadline: float,
+                          processes: list[subprocess.Popen[bytes]] | None = None,
                           settings: Settings | None = None) -> str | None:
-    """None once the broker answers, else why not."""
+    """None once every node answers a metadata request listing all the brokers, else why
+    not. Asked of each node: a broker killed a moment ago stays listed for seconds."""
+    brokers = layout.size
+    address = layout.first
     while time.monotonic() < deadline:
-        # Our own child must be reaped through Popen, or it lingers as a zombie.
-        if (process.poll() is not None) if process else not is_alive(pid):
-            code = f" with exit code {process.returncode}" if process else ""
-            return f"the broker process exited{code}"
-        if _port_open(address) and _answers(address, min(5.0, deadline - time.monotonic()),
-                                            settings):
+        # Our own children must be reaped through Popen, or they linger as zombies.
+        for process in processes or []:
+            if process.poll() is not None:
+                return f"the broker process {process.pid} exited with code {process.returncode}"
+        if not processes and not all(is_alive(pid) for pid in pids):
+            return "the broker process exited"
+        if all(_port_open(layout.address(node)) and _answers(
+                layout.address(node), min(5.0, deadline - time.monotonic()), settings) >= brokers
+               for node in layout.node_ids):
             return None
         time.sleep(0.5)
-    return f"the broker did not answer on {address} within {START_TIMEOUT_S:.0f} s"
+    what = "the broker" if brokers == 1 else f"a cluster of {brokers} brokers"
+    return f"{what} did not answer on {address} within {START_TIMEOUT_S:.0f} s"
 
 
-def start(settings: Settings) -> int:
-    address = parse_loopback_address(settings.bootstrap_servers)
-    paths = BrokerPaths.under(settings.data_dir)
+def _describe(layout: Layout) -> str:
+    if layout.size == 1:
+        return str(layout.first)
+    ports = ", ".join(str(layout.address(node).port) for node in layout.node_ids)
+    return f"{layout.first.host} ports {ports}"
+
+
+def start(settings: Settings, brokers: int = 1) -> int:
+    layout = Layout(parse_loopback_address(settings.bootstrap_servers), brokers)
+    address = layout.first
+    root = BrokerPaths.under(settings.data_dir)
+    nodes = root.nodes(layout)
     began = time.monotonic()
-    with _locked(paths.lock_file):
-        pid = running_pid(paths)
-        if pid is not None:
-            running_on = _running_address(paths)
+    with _locked(root.lock_file):
+        ours = {paths.properties for _, paths, _ in nodes}
+        running = local_broker_pids(root)
+        strangers = sorted(pid for pid, properties in running.items() if properties not in ours)
+        if strangers:
+            what = "a single broker" if layout.size > 1 else "a cluster"
+            raise LocalKafkaError(
+                f"{what} of {root.root} runs already (pid {', '.join(map(str, strangers))}); "
+                "`upsell-stream kafka stop` it first"
+            )
+        pids = {node: running_pid(paths) for node, paths, _ in nodes}
+        live = [pid for pid in pids.values() if pid is not None]
+        if live:
+            running_on = _running_address(nodes[0][1])
             if running_on is not None and running_on != str(address):
                 raise LocalKafkaError(
-                    f"the broker of {paths.root} (pid {pid}) already runs on {running_on}, "
+                    f"the broker of {root.root} (pid {live[0]}) already runs on {running_on}, "
                     f"not {address}; `upsell-stream kafka stop` it first"
                 )
-            why = _wait_until_answering(address, pid, began + START_TIMEOUT_S,
+        if len(live) == layout.size:
+            why = _wait_until_answering(layout, live, began + START_TIMEOUT_S,
                                         settings=settings)
             if why is not None:
                 raise LocalKafkaError(
-                    f"a broker of {paths.root} (pid {pid}) runs but does not answer: {why}; "
-                    f"see {paths.log_file}, or `upsell-stream kafka stop` it"
+                    f"{'a broker' if layout.size == 1 else 'a cluster'} of {root.root} "
+                    f"(pid {', '.join(map(str, live))}) runs but does not answer: {why}; "
+                    f"see {nodes[0][1].log_file}, or `upsell-stream kafka stop` it"
                 )
-            print(f"already running (pid {pid}) on {address}")
+            print(f"already running (pid {', '.join(map(str, live))}) on {_describe(layout)}")
             return 0
-        paths.pid_file.unlink(missing_ok=True)
-        for port in (address.port, address.controller_port):
-            if _port_taken(address.host, port):
-                raise LocalKafkaError(
-                    f"{address.netloc(port)} is already in use by another program; stop it or "
-                    "set KAFKA_BOOTSTRAP_SERVERS to another port (the controller takes port + 1)"
-                )
+        missing = [(node, paths, node_address) for node, paths, node_address in nodes
+                   if pids[node] is None]
+        for _, paths, node_address in missing:
+            paths.pid_file.unlink(missing_ok=True)
+            for port in (node_address.port, node_address.controller_port):
+                if _port_taken(node_address.host, port):
+                    raise LocalKafkaError(
+                        f"{node_address.netloc(port)} is already in use by another program; "
+                        "stop it or set KAFKA_BOOTSTRAP_SERVERS to another port (each broker "
+                        "takes two ports: its own and its controller's, port + 1)"
+                    )
         sasl = scram_user(settings)
         java = find_java()
         libs = broker_classpath(settings.cache_dir)
-        paths.log_dir.mkdir(parents=True, exist_ok=True)
-        _write_private(paths.properties, server_properties(address, paths.log_dir, sasl))
-        paths.log4j.write_text(log4j2_properties(paths.log_file))
-        _format_storage(java, libs, paths, sasl)
-        process = _launch(java, libs, paths)
+        for node, paths, node_address in missing:
+            paths.log_dir.mkdir(parents=True, exist_ok=True)
+            _write_private(paths.properties, server_properties(
+                node_address, paths.log_dir, sasl, layout, node))
+            paths.log4j.write_text(log4j2_properties(paths.log_file))
+        cluster_id = _cluster_id([paths for _, paths, _ in nodes])
+        if cluster_id is None and layout.size > 1:
+            # Every node of a cluster is formatted with the same id.
+            cluster_id = _random_cluster_id(java, libs, missing[0][1])
+        for _, paths, _ in missing:
+            _format_storage(java, libs, paths, sasl, cluster_id)
+        # All at once: a cluster's controllers elect a leader only once most of them run.
+        processes = [_launch(java, libs, paths) for _, paths, _ in missing]
+        launched = [process.pid for process in processes]
         try:
-            why = _wait_until_answering(address, process.pid,
-                                        time.monotonic() + START_TIMEOUT_S, process, settings)
+            why = _wait_until_answering(layout, launched, time.monotonic() + START_TIMEOUT_S,
+                                        processes, settings)
         except (KeyboardInterrupt, LocalKafkaError):
-            _terminate([process.pid])
-            paths.pid_file.unlink(missing_ok=True)
+            _terminate(launched)
+            for _, paths, _ in missing:
+                paths.pid_file.unlink(missing_ok=True)
             raise
         if why is not None:
-            _report_failure(paths, why)
-            _terminate([process.pid])
-            paths.pid_file.unlink(missing_ok=True)
+            _report_failure(missing[0][1], why)
+            _terminate(launched)
+            for _, paths, _ in missing:
+                paths.pid_file.unlink(missing_ok=True)
             return 1
-    print(f"started Kafka {KAFKA_VERSION} (pid {process.pid}) on {address} in "
-          f"{time.monotonic() - began:.1f} s; data and logs in {paths.root}")
+    every = sorted([*live, *launched])
+    what = f"Kafka {KAFKA_VERSION}" if layout.size == 1 else (
+        f"a cluster of {layout.size} Kafka {KAFKA_VERSION} brokers")
+    print(f"started {what} (pid {', '.join(map(str, every))}) on {_describe(layout)} in "
+          f"{time.monotonic() - began:.1f} s; data and logs in {root.root}")
     return 0
 
 
 def stop(settings: Settings) -> int:
-    paths = BrokerPaths.under(settings.data_dir)
-    if not paths.root.exists():
+    root = BrokerPaths.under(settings.data_dir)
+    if not root.root.exists():
         print("not running")
         return 0
-    with _locked(paths.lock_file):
-        pids = broker_pids(paths)
+    with _locked(root.lock_file):
+        running = local_broker_pids(root)
+        pids = sorted(running)
         if not pids:
-            paths.pid_file.unlink(missing_ok=True)
+            root.pid_file.unlink(missing_ok=True)
             print("not running")
             return 0
         survivors = _terminate(pids)
         if survivors:
             raise LocalKafkaError(f"broker process {survivors} survived SIGKILL")
-        paths.pid_file.unlink(missing_ok=True)
+        for properties in running.values():
+            (properties.parent / "broker.pid").unlink(missing_ok=True)
     print(f"stopped (pid {', '.join(map(str, pids))})")
     return 0
 
 
-def status(settings: Settings) -> int:
-    paths = BrokerPaths.under(settings.data_dir)
-    pid = running_pid(paths)
-    if pid is None:
-        print("not running")
-        return 3
+def _status_line(paths: BrokerPaths, pid: int, fallback: str) -> str:
     # Where it really listens: the settings may have changed since it started.
-    running_on = _running_address(paths) or settings.bootstrap_servers
+    running_on = _running_address(paths) or fallback
     try:
         address = parse_loopback_address(running_on)
         note = "" if _port_open(address) else " (starting: port not open yet)"
     except AddressError:
         note = ""
-    print(f"running (pid {pid}) on {running_on}{note}")
-    return 0
+    return f"running (pid {pid}) on {running_on}{note}"
 
 
-def run(action: str, settings: Settings) -> int:
-    commands = {"start": start, "stop": stop, "status": status}
+def status(settings: Settings) -> int:
+    root = BrokerPaths.under(settings.data_dir)
+    running = local_broker_pids(root)
+    if not running:
+        print("not running")
+        return 3
+    if root.properties in running.values():
+        pid = next(pid for pid, properties in running.items() if properties == root.properties)
+        print(_status_line(root, pid, settings.bootstrap_servers))
+        return 0
+    # A cluster: every node it was started with, down ones included.
+    by_node = {properties.parent: pid for pid, properties in running.items()}
+    node_dirs = sorted((properties.parent for properties in root.root.glob("node-*/"
+                                                                            "server.properties")),
+                       key=lambda path: int(path.name.removeprefix("node-") or 0))
+    for node_dir in node_dirs:
+        node_pid = by_node.get(node_dir)
+        state = "not running" if node_pid is None else _status_line(
+            BrokerPaths(node_dir), node_pid, "?")
+        print(f"{node_dir.name}: {state}")
+    return 0 if len(by_node) == len(node_dirs) else 1
+
+
+def run(action: str, settings: Settings, brokers: int = 1) -> int:
+    commands = {"start": lambda: start(settings, brokers), "stop": lambda: stop(settings),
+                "status": lambda: status(settings)}
     if action not in commands:
         print(f"upsell-stream kafka: unknown action {action!r}", file=sys.stderr)
         return 2
     try:
-        return commands[action](settings)
+        return commands[action]()
     except LocalKafkaError as error:
         print(f"upsell-stream kafka: {error}", file=sys.stderr)
-        return 2 if isinstance(error, AddressError) else 1
+        return 2 if isinstance(error, UsageError) else 1
     except KeyboardInterrupt:
         print("upsell-stream kafka: interrupted", file=sys.stderr)
         return 130

@@ -141,6 +141,9 @@ class Settings:
     session_timeout_ms: int = 30_000
     # UPSELL_MAX_FUTURE: how far past the wall clock a ts may be (None: off).
     max_future_ms: int | None = 3_600_000
+    # Replicas of every topic the service creates; None: min(3, brokers in the cluster),
+    # resolved when topics are created (stream_app/topics.py).
+    replication_factor: int | None = None
 
     @property
     def topic_events(self) -> str:
@@ -224,6 +227,7 @@ class Settings:
             session_timeout_ms=_parse_session_timeout(
                 duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
             max_future_ms=_duration_or_off(env, "UPSELL_MAX_FUTURE", defaults.max_future_ms),
+            replication_factor=_parse_replication_factor(env),
         )
 
 
@@ -256,6 +260,12 @@ def _duration_or_off(env: Mapping[str, str], name: str, default_ms: int | None) 
     if raw.lower() == "off":
         return None
     return parse_duration_setting(name, raw, " (or off)")
+
+
+def _parse_replication_factor(env: Mapping[str, str]) -> int | None:
+    # Empty: min(3, brokers in the cluster), resolved when topics are created.
+    raw = env.get("UPSELL_REPLICATION_FACTOR", "").strip()
+    return parse_whole("UPSELL_REPLICATION_FACTOR", raw, high=32_767) if raw else None
 
 
 def _parse_session_timeout(value_ms: int) -> int:

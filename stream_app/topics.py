@@ -38,6 +38,19 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+def replication_factor(configured: int | None, brokers: int) -> int:
+    """UPSELL_REPLICATION_FACTOR, or min(3, brokers) when it is left empty."""
+    return configured if configured is not None else max(1, min(3, brokers))
+
+
+def durability_config(replicas: int) -> dict[str, str]:
+    """Topic configs that make acks=all mean "on more than one broker" once there are
+    replicas: a write is acknowledged by all in-sync replicas, at least RF - 1 of them, so
+    that one broker's loss loses no acknowledged record and leaves the topic writable.
+    Explicit for one replica too: a cluster's default min.insync.replicas may be higher."""
+    return {"min.insync.replicas": str(max(1, replicas - 1))}
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     large = {"max.message.bytes": str(LARGE_MESSAGE_BYTES)}
@@ -110,12 +123,12 @@ def _ensure(settings: Settings, admin: Any, wanted: list[TopicSpec], ready_timeo
     missing = [spec for spec in wanted if spec.name not in existing]
     created: list[str] = []
     if missing:
-        replication = max(1, min(3, brokers))
+        replication = replication_factor(settings.replication_factor, brokers)
         request = {
             spec.name: {
                 "num_partitions": spec.partitions,
                 "replication_factor": replication,
-                "configs": spec.config,
+                "configs": {**spec.config, **durability_config(replication)},
             }
             for spec in missing
         }

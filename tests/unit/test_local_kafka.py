@@ -13,7 +13,10 @@ from stream_app.local_kafka import (
     Address,
     AddressError,
     BrokerPaths,
+    Layout,
+    LocalKafkaError,
     configured_address,
+    formatted_cluster_id,
     java_major_version,
     log4j2_properties,
     parse_loopback_address,
@@ -89,6 +92,74 @@ def test_server_properties_describe_a_single_node_kraft_broker(tmp_path: Path) -
     assert "auto.create.topics.enable" not in props
 
 
+def test_a_cluster_of_three_takes_two_ports_per_node_from_the_first() -> None:
+    layout = Layout(Address("127.0.0.1", 39200), 3)
+    assert [layout.address(node) for node in layout.node_ids] == [
+        Address("127.0.0.1", 39200), Address("127.0.0.1", 39202), Address("127.0.0.1", 39204)]
+    assert layout.voters == "1@127.0.0.1:39201,2@127.0.0.1:39203,3@127.0.0.1:39205"
+
+
+def test_each_node_of_a_cluster_has_its_own_id_listeners_and_log_dir(tmp_path: Path) -> None:
+    layout = Layout(Address("127.0.0.1", 39200), 3)
+    nodes = BrokerPaths(tmp_path / "kafka").nodes(layout)
+    assert [node for node, _, _ in nodes] == [1, 2, 3]
+    every = []
+    for node, paths, address in nodes:
+        assert paths.root == tmp_path / "kafka" / f"node-{node}"
+        props = parse_properties(server_properties(address, paths.log_dir, None, layout, node))
+        every.append(props)
+        port = 39200 + 2 * (node - 1)
+        assert props["node.id"] == str(node)
+        assert props["process.roles"] == "broker,controller"
+        assert props["controller.quorum.voters"] == layout.voters
+        assert props["listeners"] == (
+            f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}")
+        assert props["advertised.listeners"] == f"PLAINTEXT://127.0.0.1:{port}"
+        assert props["log.dirs"] == str(tmp_path / "kafka" / f"node-{node}" / "kraft-logs")
+        # Kafka's own topics, and any topic created without settings, survive one lost node.
+        for key in ("offsets.topic.replication.factor",
+                    "transaction.state.log.replication.factor",
+                    "share.coordinator.state.topic.replication.factor",
+                    "default.replication.factor"):
+            assert props[key] == "3", key
+        for key in ("transaction.state.log.min.isr", "share.coordinator.state.topic.min.isr",
+                    "min.insync.replicas"):
+            assert props[key] == "2", key
+    assert len({props["log.dirs"] for props in every}) == 3
+
+
+def test_a_single_broker_keeps_its_files_and_properties(tmp_path: Path) -> None:
+    address = Address("127.0.0.1", 19192)
+    root = BrokerPaths(tmp_path / "kafka")
+    assert root.nodes(Layout(address)) == [(1, root, address)]
+    assert server_properties(address, root.log_dir) == server_properties(
+        address, root.log_dir, None, Layout(address, 1), 1)
+    props = parse_properties(server_properties(address, root.log_dir))
+    assert "min.insync.replicas" not in props
+    assert "default.replication.factor" not in props
+
+
+def test_a_cluster_may_end_on_the_last_port() -> None:
+    assert Layout(Address("127.0.0.1", 65530), 3).address(3).controller_port == 65535
+
+
+@pytest.mark.parametrize(("port", "size", "says"), [
+    (65531, 3, "need ports up to 65536"),
+    (9092, 0, "--brokers takes 1 to"),
+    (9092, 10, "--brokers takes 1 to"),
+])
+def test_cluster_layouts_that_do_not_fit(port: int, size: int, says: str) -> None:
+    with pytest.raises(LocalKafkaError, match=re.escape(says)) as caught:
+        Layout(Address("127.0.0.1", port), size)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_cluster_id_is_read_from_a_formatted_node() -> None:
+    meta = "#\nnode.id=2\nversion=1\ncluster.id=q1Sh-9_ISia_zwGINzRvyQ\ndirectory.id=x\n"
+    assert formatted_cluster_id(meta) == "q1Sh-9_ISia_zwGINzRvyQ"
+    assert formatted_cluster_id("version=1\n") is None
+
+
 def test_the_advertised_address_is_read_back_from_the_properties(tmp_path: Path) -> None:
     for address in (Address("127.0.0.1", 19192), Address("::1", 9092)):
         assert configured_address(server_properties(address, tmp_path)) == str(address)
@@ -152,3 +223,13 @@ def test_status_of_a_data_dir_without_a_broker(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out == "not running\n"
     assert run("stop", settings) == 0
     assert capsys.readouterr().out == "not running\n"
+
+
+def test_an_impossible_broker_count_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
+                                                          tmp_path: Path) -> None:
+    settings = Settings(bootstrap_servers="127.0.0.1:19192", data_dir=tmp_path)
+    assert run("start", settings, 10) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "upsell-stream kafka: --brokers takes 1 to 9, not 10\n"
+    assert not (tmp_path / "kafka").exists()
