@@ -5,7 +5,6 @@ characters (too_long) and a ts more than UPSELL_MAX_FUTURE ahead of the wall clo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from stream_app.core.forwarding import decode_forwarded
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings, SettingsError
 from stream_app.state_store import PartitionStore
+from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z
 HOUR = 3_600_000
@@ -124,18 +124,6 @@ def test_a_malformed_max_future_is_one_line_naming_the_variable(value: str) -> N
 
 
 # -- through the validating stage -------------------------------------------------------
-
-
-class FakeTable:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def validated(settings: Settings, wall_clock_ms: int, *tss: int) -> list[tuple[str, str]]:
