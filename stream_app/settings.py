@@ -27,8 +27,9 @@ class SettingsError(ValueError):
 _WHOLE = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?")
 MAX_WHOLE = 2**31 - 1  # Kafka's int32 settings
-# Longer durations put window ends and expiries past what timestamps can hold.
-MAX_DURATION_MS = 3650 * 86_400_000
+# A little longer than the whole calendar (years 1 to 9999), so that "never" can be said;
+# ts plus two such durations stays far inside 64-bit integers and JavaScript's numbers.
+MAX_DURATION_MS = 3_660_000 * 86_400_000
 # Kafka's legal topic characters; the app id prefixes internal topics (up to ~30 more).
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _MAX_APP_ID = 200

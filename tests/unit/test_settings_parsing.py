@@ -88,7 +88,7 @@ def test_malformed_whole_numbers(variable: str, value: str) -> None:
                                       "UPSELL_WINDOWS", "UPSELL_IDLE_ADVANCE",
                                       "UPSELL_SESSION_TIMEOUT", "UPSELL_DROP_AGE"])
 @pytest.mark.parametrize("value", ["\u0663m", "²s", "1e3s", "1.5m", "-5m", "5", "m", "nan",
-                                   "9" * 5000 + "s", "3651d"])
+                                   "9" * 5000 + "s", "3660001d"])
 def test_malformed_durations(variable: str, value: str) -> None:
     assert_one_line_naming(outcome({variable: value}), variable)
 
@@ -125,7 +125,7 @@ def test_well_formed_values_still_parse() -> None:
     parsed = Settings.from_env({
         "UPSELL_WEB_PORT": "65535", "UPSELL_PARTITIONS": "012", "UPSELL_WINDOWS": " 90s, 1h ",
         "UPSELL_BANDS": "[0.05, .1, 2e-1]", "UPSELL_DROP_SIGNIFICANCE": "1e-5",
-        "UPSELL_DROP_MIN_RELATIVE": "0.3", "UPSELL_GRACE": "3650d",
+        "UPSELL_DROP_MIN_RELATIVE": "0.3", "UPSELL_GRACE": "3660000d",
         "UPSELL_ATTRIBUTION_WINDOW": "1d",
         "KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092,kafka-1.internal:19092,10.0.0.7",
         "UPSELL_APP_ID": "team.upsell_stream-2", "UPSELL_WEB_HOST": "::",
@@ -134,7 +134,7 @@ def test_well_formed_values_still_parse() -> None:
     assert [size.ms for size in parsed.windows] == [90_000, 3_600_000]
     assert parsed.bands == (0.05, 0.1, 0.2)
     assert parsed.drops.significance == 1e-5 and parsed.drops.min_relative_drop == 0.3
-    assert parsed.grace_ms == MAX_DURATION_MS == 3650 * 86_400_000
+    assert parsed.grace_ms == MAX_DURATION_MS == 3_660_000 * 86_400_000
     assert parsed.bootstrap_servers == "[::1]:9092,kafka-1.internal:19092,10.0.0.7"
 
 
