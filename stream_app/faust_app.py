@@ -25,6 +25,10 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PRODUCER_BATCH_BYTES = 512 * 1024
 # Faust names a table's changelog topic `<app id>-<table name>-changelog`.
 PARTITION_TABLE = "partition-state"
+# How long a partition may hold records with none of them handled before the worker logs
+# it as stalled (BatchConsumer.verify_event_path). A batch takes well under a second;
+# Faust's default, 5 minutes, leaves a stuck worker unreported for long.
+STALL_TIMEOUT_S = 60.0
 
 
 class StateTable(faust.Table):  # type: ignore[type-arg]
@@ -108,6 +112,7 @@ def create_app(settings: Settings) -> PipelineApp:
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         table_standby_replicas=0,
+        stream_processing_timeout=STALL_TIMEOUT_S,
         datadir=str(settings.data_dir / "worker"),
         Table=StateTable,
     )

@@ -709,8 +709,17 @@ def _describe(layout: Layout) -> str:
     return f"{layout.first.host} ports {ports}"
 
 
-def start(settings: Settings, brokers: int = 1) -> int:
+# Ports below this one need root to listen on; a typo there is likelier than a wish.
+FIRST_UNPRIVILEGED_PORT = 1024
+
+
+def start(settings: Settings, brokers: int = 1, allow_privileged_port: bool = False) -> int:
     layout = Layout(parse_loopback_address(settings.bootstrap_servers), brokers)
+    if layout.first.port < FIRST_UNPRIVILEGED_PORT and not allow_privileged_port:
+        raise AddressError(
+            f"KAFKA_BOOTSTRAP_SERVERS: port {layout.first.port} is below "
+            f"{FIRST_UNPRIVILEGED_PORT} (privileged, needs root); use a port from "
+            f"{FIRST_UNPRIVILEGED_PORT} to 65534, or pass --allow-privileged-port")
     address = layout.first
     root = BrokerPaths.under(settings.data_dir)
     nodes = root.nodes(layout)
@@ -850,8 +859,10 @@ def status(settings: Settings) -> int:
     return 0 if len(by_node) == len(node_dirs) else 1
 
 
-def run(action: str, settings: Settings, brokers: int = 1) -> int:
-    commands = {"start": lambda: start(settings, brokers), "stop": lambda: stop(settings),
+def run(action: str, settings: Settings, brokers: int = 1,
+        allow_privileged_port: bool = False) -> int:
+    commands = {"start": lambda: start(settings, brokers, allow_privileged_port),
+                "stop": lambda: stop(settings),
                 "status": lambda: status(settings)}
     if action not in commands:
         print(f"upsell-stream kafka: unknown action {action!r}", file=sys.stderr)

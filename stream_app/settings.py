@@ -390,3 +390,45 @@ def _parse_security(env: Mapping[str, str]) -> KafkaSecurity:
             )
     cafile = env.get("KAFKA_SSL_CAFILE", "").strip() or None
     return KafkaSecurity(protocol, mechanism, username, Secret(password), cafile)
+
+
+# Every environment variable the commands read, with its default in brackets: the
+# commands' --help lists the ones each reads (README's Settings table says more).
+ENVIRONMENT: dict[str, str] = {
+    "KAFKA_BOOTSTRAP_SERVERS": "brokers, host:port comma-separated [127.0.0.1:9092]",
+    "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [PLAINTEXT]",
+    "KAFKA_SASL_MECHANISM": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 [SCRAM-SHA-256 with SASL]",
+    "KAFKA_SASL_USERNAME": "SASL user name (required with SASL)",
+    "KAFKA_SASL_PASSWORD": "SASL password (required with SASL; never printed)",
+    "KAFKA_SSL_CAFILE": "CA bundle that verifies the brokers [the system's roots]",
+    "UPSELL_APP_ID": "consumer group and prefix of the internal topics [upsell-stream]",
+    "UPSELL_WEB_HOST": "address the worker's HTTP server binds [127.0.0.1]",
+    "UPSELL_WEB_PORT": "port of the worker's HTTP server (page, /api, /metrics) [6066]",
+    "UPSELL_WINDOWS": "tumbling window sizes, e.g. 5m,1h,1d [5m,1h,1d]",
+    "UPSELL_ATTRIBUTION_WINDOW": "how long after an offer a purchase converts it [7d]",
+    "UPSELL_GRACE": "how long after a window's end late events still count [1m]",
+    "UPSELL_IDLE_ADVANCE": "advance stream time after this long without events [off]",
+    "UPSELL_TOPIC_OFFERS": "input topic of offers [upsell.offers]",
+    "UPSELL_TOPIC_PURCHASES": "input topic of purchases [upsell.purchases]",
+    "UPSELL_TOPIC_RATES": "output topic of window records [upsell.rates]",
+    "UPSELL_TOPIC_ALERTS": "output topic of rate-drop alerts [upsell.alerts]",
+    "UPSELL_TOPIC_DEADLETTER": "output topic of rejected messages [upsell.deadletter]",
+    "UPSELL_TOPIC_KPIS": "output topic of the KPI family [upsell.kpis]",
+    "UPSELL_DATA_DIR": "local state, logs and the local broker's data [./var]",
+    "XDG_CACHE_HOME": "where the Kafka download is cached [~/.cache]/upsell-stream",
+    "UPSELL_PARTITIONS": "partitions of the topics the service creates [6]",
+    "UPSELL_REPLICATION_FACTOR": "replicas of the topics it creates [min(3, brokers)]",
+    "UPSELL_BATCH_MAX_RECORDS": "most records fetched at once [10000]",
+    "UPSELL_LOG_LEVEL": "crit, error, warn, info or debug [info]",
+    "UPSELL_MAX_LABEL_VALUES": "distinct values per dimension, the rest __other__ [300]",
+    "UPSELL_MAX_FUTURE": "how far ahead of the clock an event's ts may be, or off [1h]",
+    "UPSELL_SESSION_TIMEOUT": "fail-over time after a worker's crash, 6s to 90s [30s]",
+    "UPSELL_BANDS": "lower bounds of the campaign rate bands [0.05,0.10,0.20]",
+    "UPSELL_LOYALTY_BANDS": "lower bounds of the loyalty rate bands [0.15,0.25]",
+    "UPSELL_DROP_AGE": "event time after a window's end at which drops are judged [grace]",
+    "UPSELL_DROP_BASELINE_WINDOWS": "earlier windows summed into a drop's baseline [6]",
+    "UPSELL_DROP_SIGNIFICANCE": "p-value below which a rate is a drop [0.0001]",
+    "UPSELL_DROP_MIN_OFFERS": "offers a window and its baseline each need [200]",
+    "UPSELL_DROP_MIN_RELATIVE": "how far below the baseline a drop must be [0.2]",
+}
+KAFKA_CLIENT_ENVIRONMENT = tuple(name for name in ENVIRONMENT if name.startswith("KAFKA_"))
