@@ -454,6 +454,9 @@ def _port_open(address: Address) -> bool:
         return False
 
 
+READINESS_GROUP = "upsell-stream-readiness-check"
+
+
 def _answers(address: Address, timeout_s: float, settings: Settings | None = None) -> int:
     """How many brokers the cluster's metadata lists (0 until it serves a metadata request:
     an open port is not enough)."""
@@ -474,7 +477,13 @@ def _answers(address: Address, timeout_s: float, settings: Settings | None = Non
                 ) from None
             return 0
         try:
-            return len(admin.describe_cluster().get("brokers") or [])
+            brokers = len(admin.describe_cluster().get("brokers") or [])
+            if brokers:
+                # A consumer group's first coordinator lookup fails while the broker
+                # creates its offsets topic, which the worker's client logs as an ERROR:
+                # the broker is ready for the worker once a coordinator answers.
+                admin.describe_groups([READINESS_GROUP])
+            return brokers
         except Exception:
             return 0
         finally:
