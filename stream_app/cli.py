@@ -53,8 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="event time of the first event, RFC 3339 (default: now)")
     simulate.add_argument("--seconds-per-offer", type=float, default=1.0,
                           help="event-time seconds between consecutive offers")
-    simulate.add_argument("--drop", default=None, metavar="CHANNEL:AFTER:FACTOR",
-                          help="after AFTER offers, multiply CHANNEL's true rates by FACTOR")
+    simulate.add_argument("--drop", default=None, metavar="CHANNEL:AFTER:FACTOR[:UNTIL]",
+                          help="after AFTER offers, multiply CHANNEL's true rates by FACTOR; "
+                          "from offer UNTIL on, the rates recover")
     simulate.add_argument("--random-keys", action="store_true",
                           help="key messages at random (seeded) instead of by customer_id")
     simulate.add_argument("--truth-file", default=None,
