@@ -22,8 +22,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run the stream processor")
 
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo", help="run the local broker, the worker and the simulator; Ctrl-C stops all")
+    demo.add_argument("--fresh", action="store_true",
+                      help="remove the previous demo's data and start clean (default: resume it)")
 
     rates = commands.add_parser("rates", help="show a running worker's rates in the terminal")
     rates.add_argument("--view", choices=["channel_segment", "campaign", "purchases"],
@@ -89,7 +91,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         from stream_app import demo
 
-        return demo.run(settings)
+        return demo.run(settings, fresh=args.fresh)
     if args.command == "rates":
         from stream_app import terminal
 

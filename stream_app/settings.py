@@ -139,6 +139,8 @@ class Settings:
     # How long the group waits for a silent worker before its partitions move: the
     # fail-over time after a crash (Faust's default is 60 s).
     session_timeout_ms: int = 30_000
+    # The demo's description of what it feeds the worker (stream_app.core.demo_source).
+    demo_info: Path | None = None
 
     @property
     def topic_events(self) -> str:
@@ -221,6 +223,7 @@ class Settings:
             max_label_values=positive_int("UPSELL_MAX_LABEL_VALUES", defaults.max_label_values),
             session_timeout_ms=_parse_session_timeout(
                 duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
+            demo_info=Path(env["UPSELL_DEMO_INFO"]) if env.get("UPSELL_DEMO_INFO") else None,
         )
 
 
