@@ -202,12 +202,20 @@ def run(settings: Settings, fresh: bool = False) -> int:
 
 
 def bound_topics(settings: Settings) -> None:
-    """The local broker's cluster-wide topic defaults, so the demo's data stays small."""
+    """The local broker's topic defaults, so the demo's data stays small.
+
+    Set on each broker (the local one has one): the client takes no cluster-wide entity.
+    """
     from kafka.admin import ConfigResource
+    from kafka.errors import KafkaError
 
     admin = make_admin(settings)
     try:
-        admin.alter_configs([ConfigResource("BROKER", "", configs=dict(BROKER_BOUNDS))])
+        brokers = [broker["broker_id"] for broker in admin.describe_cluster()["brokers"]]
+        admin.alter_configs([ConfigResource("BROKER", str(node), configs=dict(BROKER_BOUNDS))
+                             for node in brokers])
+    except (KafkaError, ValueError) as error:
+        raise RuntimeError(f"could not bound the demo's topics: {error}") from None
     finally:
         admin.close()
 

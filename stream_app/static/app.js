@@ -67,8 +67,9 @@ function rowOf(windowDoc, first, second) {
 // The window the tiles, grid and table show: by default the latest closed one, whose
 // counts are complete but for late conversions; a window that has just opened has few
 // offers and would look like a drop. "current" shows the filling one, marked as such.
+// A window with no rows in this view (purchases only, say) is passed over.
 function shown(doc) {
-  const closed = doc.windows.find((w) => w.closed);
+  const closed = doc.windows.find((w) => w.closed && w.rows.length);
   const filling = doc.windows.find((w) => w.current);
   if (which === "current") return filling || doc.windows[0] || { rows: [] };
   return closed || filling || doc.windows[0] || { rows: [] };
@@ -159,7 +160,9 @@ function backdrop(target) {
           ctx.fillRect(bbox.left, top, bbox.width, bottom - top);
           ctx.fillStyle = "#627d98";
           ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
-          ctx.fillText(name, bbox.left + 4 * devicePixelRatio, bottom - 4 * devicePixelRatio);
+          ctx.textAlign = "right";
+          ctx.fillText(name, bbox.left + bbox.width - 4 * devicePixelRatio,
+                       bottom - 4 * devicePixelRatio);
         });
         if (state.filling !== null) {
           const left = Math.max(bbox.left, u.valToPos(state.filling[0], "x", true));
@@ -168,6 +171,7 @@ function backdrop(target) {
             ctx.fillStyle = "rgba(130,130,130,0.18)";
             ctx.fillRect(left, bbox.top, right - left, bbox.height);
             ctx.fillStyle = "#52606d";
+            ctx.textAlign = "left";
             ctx.fillText("filling", left + 3 * devicePixelRatio, bbox.top + 12 * devicePixelRatio);
           }
         }
@@ -181,7 +185,12 @@ function chartOptions(target, names, width) {
   return {
     width, height: 230,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
-    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(0.05, max * 1.1)] } },
+    // x reaches the end of the filling window, so that its shading shows.
+    scales: { x: { time: true, range: (u, min, max) => {
+                const filling = charts.get(target)?.filling;
+                return [min, Math.max(max, filling ? filling[1] : max)];
+              } },
+              y: { range: (u, min, max) => [0, Math.max(0.05, max * 1.1)] } },
     axes: [
       { label: "event time (UTC, window start)", labelSize: 18,
         values: (u, splits) => {
@@ -218,21 +227,28 @@ function drawChart(target, doc, pick, rateName, scale) {
   const container = $(target);
   let state = charts.get(target);
   const key = JSON.stringify(names);
-  if (!state || state.key !== key) {
-    if (state) state.plot.destroy();
-    container.replaceChildren();
-    state = { key, bands: {}, filling: null, plot: null };
-    charts.set(target, state);
-    state.plot = new uPlot(chartOptions(target, names, Math.max(300, container.clientWidth)),
-                           [xs, ...ys], container);
+  if (state && state.key !== key) {
+    state.plot.destroy();
+    state = undefined;
   }
+  if (!state) {
+    container.replaceChildren();
+    state = { key, plot: null };
+    charts.set(target, state);
+  }
+  // Read by the drawing hooks and the x range, so set before drawing.
   state.bands = doc.bands[scale] || {};
   state.filling = current ? [Date.parse(current.window_start) / 1000,
                              Date.parse(current.window_end) / 1000] : null;
   container.dataset.series = String(names.length);
   container.dataset.bands = JSON.stringify(state.bands);
   container.dataset.filling = current ? current.window_start : "";
-  state.plot.setData([xs, ...ys]);
+  if (state.plot === null) {
+    state.plot = new uPlot(chartOptions(target, names, Math.max(300, container.clientWidth)),
+                           [xs, ...ys], container);
+  } else {
+    state.plot.setData([xs, ...ys]);
+  }
 }
 
 function drawPurchases(doc) {

@@ -143,7 +143,9 @@ def test_live_page_in_a_real_browser_shows_the_metrics(data_dir: Path) -> None:
         samples = service.metrics()
         driver = browser()
         try:
-            driver.get(f"http://127.0.0.1:{service.web_port}/?window=1h")
+            # The current window, which the gauges of /metrics are about (by default the
+            # page shows the last closed one).
+            driver.get(f"http://127.0.0.1:{service.web_port}/?window=1h&show=current")
             wait_until(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute(
                 "data-ready") == "true", 30, "the page to draw its first data")
             cells = driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]")
@@ -169,8 +171,9 @@ def test_live_page_in_a_real_browser_shows_the_metrics(data_dir: Path) -> None:
             assert float(tiles["aov_uplift"]) == pytest.approx(
                 samples[("upsell_aov_uplift", all_purchases)])
             for chart in ("chart-channel", "chart-campaign", "chart-product"):
-                svg = driver.find_element(By.CSS_SELECTOR, f"#{chart} svg")
-                assert int(svg.get_attribute("data-series")) > 1, chart
+                drawn = driver.find_element(By.ID, chart)
+                assert int(drawn.get_attribute("data-series")) > 1, chart
+                assert drawn.find_elements(By.CSS_SELECTOR, "canvas"), chart
             ARTIFACTS.mkdir(exist_ok=True)
             driver.save_screenshot(str(ARTIFACTS / "live-page.png"))
             if os.environ.get("UPSELL_UPDATE_SCREENSHOT"):
@@ -216,14 +219,15 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
         phase(service, [o.message(offers) for o in HOSTILE_OFFERS])
         phase(service, [HOSTILE_PURCHASE.message(purchases)])
         base = f"http://127.0.0.1:{service.web_port}"
-        for path in ("/", "/static/app.js", "/static/style.css", "/api/rates"):
+        for path in ("/", "/static/app.js", "/static/style.css", "/static/uPlot.iife.min.js",
+                     "/static/uPlot.min.css", "/api/rates"):
             headers = security_headers_of(base + path)
             assert "script-src 'self'" in headers["Content-Security-Policy"], path
             assert "object-src 'none'" in headers["Content-Security-Policy"], path
             assert headers["X-Content-Type-Options"] == "nosniff", path
         driver = browser()
         try:
-            driver.get(f"{base}/?window=1h")
+            driver.get(f"{base}/?window=1h&show=current")
             wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]"),
                        30, "the page to draw the grid")
 
@@ -239,13 +243,11 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
                      for c in grid.find_elements(By.CSS_SELECTOR, "td[data-channel]")}
             assert float(cells[(CHANNEL, SEGMENT)]) == 1.0  # h1, converted by hp1
             assert float(cells[(CHANNEL, "smb")]) == 0.0
-            # Charts' legends and lines: the campaign types, product lines and channels.
+            # Charts' legends (uPlot's): the campaign types, product lines and channels.
             for chart, name in (("chart-channel", CHANNEL), ("chart-campaign", CAMPAIGN_TYPE),
                                 ("chart-product", PRODUCT_LINE)):
-                legend = driver.find_elements(By.CSS_SELECTOR, f"#{chart} .legend span")
-                assert name in [text(span) for span in legend], chart
-                lines = driver.find_elements(By.CSS_SELECTOR, f"#{chart} polyline")
-                assert name in [line.get_attribute("data-name") for line in lines], chart
+                legend = driver.find_elements(By.CSS_SELECTOR, f"#{chart} .u-legend .u-label")
+                assert name in [text(label) for label in legend], chart
             # The purchases table: the product line in its cell.
             rows = driver.find_elements(By.CSS_SELECTOR, "#purchases tbody tr")
             assert PRODUCT_LINE in [text(row.find_elements(By.TAG_NAME, "td")[1])
@@ -256,11 +258,11 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
             assert driver.execute_script("return typeof window.pwned") == "undefined"
             for tag in ("img", "iframe", "b", "object", "embed"):
                 assert driver.find_elements(By.TAG_NAME, tag) == [], tag
-            # The only svg elements are the three charts, and nothing has a handler.
-            assert len(driver.find_elements(By.CSS_SELECTOR, "svg")) == 3
+            # No svg (the charts are canvases), and nothing has a handler.
+            assert driver.find_elements(By.CSS_SELECTOR, "svg") == []
             assert driver.find_elements(By.CSS_SELECTOR, "[onerror], [onload]") == []
-            assert [s.get_attribute("src") for s in
-                    driver.find_elements(By.TAG_NAME, "script")] == [f"{base}/static/app.js"]
+            assert [s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")
+                    ] == [f"{base}/static/uPlot.iife.min.js", f"{base}/static/app.js"]
             assert csp_reports(driver) == []
         finally:
             driver.quit()
