@@ -136,7 +136,7 @@ def decide(data_dir: Path, fresh: bool) -> Start:
 
 
 def run(settings: Settings, fresh: bool = False) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # whole lines in a log too
     env = {**DEMO_ENVIRONMENT, **os.environ}
     settings = Settings.from_env(env)
     logs = settings.data_dir / "demo"

@@ -75,6 +75,11 @@ function shown(doc) {
   return closed || filling || doc.windows[0] || { rows: [] };
 }
 
+// Another view's window at the same time as `w`, so that tiles side by side agree.
+function alongside(doc, w) {
+  return doc.windows.find((other) => other.window_start === w.window_start) || shown(doc);
+}
+
 function windowCaption(w) {
   if (!w.window_start) return "no window yet";
   const state = w.closed ? "closed" : w.current ? "filling: counts still arriving" : "open";
@@ -92,8 +97,9 @@ function tile(name, kpi, value, band, text, unit = "") {
 
 function drawTiles(rates, purchases) {
   const offers = rowOf(shown(rates), ALL, ALL) || {};
-  const all = rowOf(shown(purchases), ALL, ALL) || {};
-  const members = rowOf(shown(purchases), "member", ALL) || {};
+  const bought = alongside(purchases, shown(rates));
+  const all = rowOf(bought, ALL, ALL) || {};
+  const members = rowOf(bought, "member", ALL) || {};
   $("tiles-window").textContent = windowCaption(shown(rates));
   $("tiles").replaceChildren(
     tile("Offer conversion rate", "rate", offers.rate, offers.band, pct(offers.rate)),
@@ -193,8 +199,13 @@ function chartOptions(target, names, width) {
               y: { range: (u, min, max) => [0, Math.max(0.05, max * 1.1)] } },
     axes: [
       { label: "event time (UTC, window start)", labelSize: 18,
+        // Whole minutes at least, so that HH:MM names each tick once (a date past a day).
+        incrs: [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800,
+                604800],
         values: (u, splits) => {
-          const labels = splits.map((s) => new Date(s * 1e3).toISOString().slice(11, 16));
+          const daily = splits.length > 1 && splits[1] - splits[0] >= 86400;
+          const labels = splits.map((s) => new Date(s * 1e3).toISOString()
+            .slice(daily ? 5 : 11, daily ? 10 : 16));
           $(target).dataset.xTicks = JSON.stringify(labels);
           return labels;
         } },
@@ -251,8 +262,8 @@ function drawChart(target, doc, pick, rateName, scale) {
   }
 }
 
-function drawPurchases(doc) {
-  const w = shown(doc);
+function drawPurchases(doc, rates) {
+  const w = alongside(doc, shown(rates));
   $("purchases-window").textContent = windowCaption(w);
   const rows = w.rows.filter((r) => r.loyalty === ALL || r.product_line === ALL);
   const table = document.createElement("table");
@@ -318,7 +329,8 @@ function drawSource(doc) {
       `${clockOf(drop.from_wall_s)} to ${clockOf(drop.until_wall_s)} after the start ` +
       `(wall clock ${utc(wallFrom.toISOString(), false, true)} to ` +
       `${utc(wallUntil.toISOString(), false, true)}). Drop: ${phase}. ` +
-      "The alert fires once a whole 1h window is measured low, and resolves once one is normal."));
+      "An alert fires once a window is measured low against the windows before it, and " +
+      "resolves once one is normal again."));
   }
   box.replaceChildren(...parts);
 }
@@ -369,7 +381,7 @@ async function refresh() {
               (r) => (r.product_line === ALL ? r.campaign_type : null), "rate", "campaign");
     drawChart("chart-product", campaign,
               (r) => (r.campaign_type === ALL ? r.product_line : null), "rate", "campaign");
-    drawPurchases(purchases);
+    drawPurchases(purchases, rates);
     drawAlerts(rates.alerts);
     drawHealth(rates.health);
     document.body.dataset.ready = "true";

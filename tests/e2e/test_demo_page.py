@@ -203,12 +203,16 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
                      (time.time() * 1000 - started_at) / 1000)
             during = api(service)
             active = {(a["window"], a["channel"], a["segment"]) for a in during["alerts"]}
-            assert active and {channel for _, channel, _ in active} == {DROPPED}, active
+            # The dropped channel, and all channels together (it is a large share of them).
+            channels = {channel for _, channel, _ in active}
+            assert DROPPED in channels and channels <= {DROPPED, "__all__"}, active
             gauges = drop_gauges(service)
             assert {series for series, value in gauges.items() if value == 1.0} == active
             fired = {(r["window"], r["channel"], r["segment"])
                      for r in in_stream_alerts(service) if r["state"] == "fired"}
-            assert fired == active
+            # All channels together may also have fired and resolved already (a dip of a
+            # few points is a significant drop one window, normal the next).
+            assert active <= fired and {c for _, c, _ in fired} <= {DROPPED, "__all__"}, fired
             page.shows(active, "now", during["stream_time"])
             first = driver.find_element(By.CSS_SELECTOR,
                                         f'#alerts li.alert[data-channel="{DROPPED}"]')
@@ -222,7 +226,7 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
             assert all(drop_gauges(service)[series] == 0.0 for series in active)
             resolved = {(r["window"], r["channel"], r["segment"])
                         for r in in_stream_alerts(service) if r["state"] == "resolved"}
-            assert resolved == active
+            assert resolved == fired
             page.shows(set(), "over", after["stream_time"])
             page.screenshot("after")
 

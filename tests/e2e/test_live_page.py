@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -334,28 +335,53 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_demo_shows_the_page_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
-    port, web = free_port(), free_port()
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-           "UPSELL_DATA_DIR": str(tmp_path / "demo-data"), "UPSELL_WEB_PORT": str(web),
-           "UPSELL_APP_ID": "demo-test"}
-    demo = subprocess.Popen([*CLI, "demo"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+def _run_demo(env: dict[str, str], log: Path, web: int) -> str:
+    """One `upsell-stream demo` until it serves rates and describes its data, then Ctrl-C;
+    its output."""
+    with log.open("wb") as out:
+        demo = subprocess.Popen([*CLI, "demo"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         page = wait_until(lambda: _get(f"http://127.0.0.1:{web}/"), 240, "the demo's page")
         assert "upsell-stream" in page
-        wait_until(lambda: _get(f"http://127.0.0.1:{web}/api/rates"), 120, "rates in the API")
-        assert _processes_mentioning(str(tmp_path / "demo-data"))  # the broker runs
+        described = wait_until(lambda: json.loads(_get(f"http://127.0.0.1:{web}/api/rates")
+                                                   or "{}").get("source"),
+                               120, "the demo's description in the API")
+        assert described["kind"] == "simulated" and described["drop"]["channel"] == "email"
+        assert _processes_mentioning(env["UPSELL_DATA_DIR"])  # the broker runs
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=120) == 0
     finally:
         if demo.poll() is None:
             demo.kill()
-    output = demo.stdout.read().decode() if demo.stdout else ""
+            demo.wait(timeout=30)
+    return log.read_text()
+
+
+def test_demo_shows_the_page_resumes_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    port, web = free_port(), free_port()
+    data = tmp_path / "demo-data"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+           "UPSELL_DATA_DIR": str(data), "UPSELL_WEB_PORT": str(web),
+           "UPSELL_APP_ID": "demo-test"}
+    first = _run_demo(env, tmp_path / "first.log", web)
+    assert "starting clean (no previous demo data)" in first
+    assert "serving rates" in first and "(clean start)" in first
+    stopped_at = json.loads((data / "demo" / "state.json").read_text())["stream_time"]
     time.sleep(1)
-    assert _processes_mentioning(str(tmp_path / "demo-data")) == [], output
+    assert _processes_mentioning(str(data)) == [], first
     assert _processes_mentioning("demo-test") == []
-    assert "nothing left running" in output
+    assert "nothing left running" in first
+
+    # On the first one's data: resumed, event time on after where the first one stopped.
+    second = _run_demo(env, tmp_path / "second.log", web)
+    assert "resuming the previous demo's data" in second and stopped_at in second
+    assert "(resumed)" in second
+    source = json.loads((data / "demo" / "source.json").read_text())
+    assert source["event_start"] > stopped_at  # RFC 3339 UTC strings of one format
+    time.sleep(1)
+    assert _processes_mentioning(str(data)) == [], second
+    assert "nothing left running" in second
 
 
 def _get(url: str) -> str | None:
