@@ -344,9 +344,9 @@ def _run_demo(env: dict[str, str], log: Path, web: int) -> str:
     try:
         page = wait_until(lambda: _get(f"http://127.0.0.1:{web}/"), 240, "the demo's page")
         assert "upsell-stream" in page
-        described = wait_until(lambda: json.loads(_get(f"http://127.0.0.1:{web}/api/rates")
-                                                   or "{}").get("source"),
-                               120, "the demo's description in the API")
+        rates = wait_until(lambda: _rates_with_events(web), 120,
+                           "the demo's description and its first events in the API")
+        described = rates["source"]
         assert described["kind"] == "simulated" and described["drop"]["channel"] == "email"
         assert _processes_mentioning(env["UPSELL_DATA_DIR"])  # the broker runs
         demo.send_signal(signal.SIGINT)
@@ -382,6 +382,11 @@ def test_demo_shows_the_page_resumes_and_stops_cleanly_on_sigint(tmp_path: Path)
     time.sleep(1)
     assert _processes_mentioning(str(data)) == [], second
     assert "nothing left running" in second
+
+
+def _rates_with_events(web: int) -> dict[str, Any] | None:
+    document: dict[str, Any] = json.loads(_get(f"http://127.0.0.1:{web}/api/rates") or "{}")
+    return document if document.get("source") and document.get("stream_time") else None
 
 
 def _get(url: str) -> str | None:
