@@ -125,7 +125,7 @@ def test_a_huge_previous_demo_is_removed(tmp_path: Path, monkeypatch: pytest.Mon
                               "stream_time": "2026-12-05T17:20:00Z"})
     monkeypatch.setattr(demo, "RESUMABLE_BYTES", 5_000)
     start = demo.decide(tmp_path, fresh=False)
-    assert start.event_start_ms is None and "too large" in start.says
+    assert start.event_start_ms is None and "longer to load back" in start.says
 
 
 def test_no_previous_demo_starts_clean(tmp_path: Path) -> None:
