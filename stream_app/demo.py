@@ -1,8 +1,8 @@
 """`upsell-stream demo`: the whole product on this machine in one command.
 
 Starts the local broker (unless one already runs), the worker and the simulator, with a
-rate drop injected a minute in and lifted two minutes later, so that an alert fires and
-then resolves within about five minutes; prints where to look; on Ctrl-C (or SIGTERM)
+rate drop injected a minute in and lifted 90 s later, so that an alert fires and then
+resolves within about five minutes; prints where to look; on Ctrl-C (or SIGTERM)
 stops everything it started and leaves no process behind.
 
 The worker learns what it is watching from a description the demo writes under its data
@@ -48,17 +48,20 @@ from stream_app.simulator.scenario import (
 from stream_app.topics import ensure_topics
 
 # Livelier than the production defaults, unless the user set their own.
-DEMO_ENVIRONMENT = {"UPSELL_WINDOWS": "10m,1h,1d", "UPSELL_GRACE": "10s",
+DEMO_ENVIRONMENT = {"UPSELL_WINDOWS": "10m,30m,1d", "UPSELL_GRACE": "10s",
                     "UPSELL_IDLE_ADVANCE": "30s"}
 DEMO_RATE = 200  # messages per second: about 64 offers, one per event-second
 SECONDS_PER_OFFER = 1
 # The story, in wall-clock seconds after the simulator starts: email converts at a third
-# of its rate from 1:00 to 3:00. The 1h windows (about a minute each) compare each with
-# the ones before: the alert fires about 2:00 and resolves about 4:00.
+# of its rate from 1:00 to 2:30. Each 30m window (about 28 s of wall clock, some 450
+# email offers: enough for the detector; 10m windows have too few) is compared with the
+# ones before: the alert fires once a window is mostly dropped (it did at 2:00) and
+# resolves on the first window measured normal again (at 2:55); the viewer sees both
+# within five minutes. 1d windows have no earlier windows to compare with.
 DROP_CHANNEL = "email"
 DROP_FACTOR = 0.33
 DROP_AT_S = 60.0
-DROP_FOR_S = 120.0
+DROP_FOR_S = 90.0
 HOUR_MS = 3_600_000
 
 # Every topic of the demo stays small: segments roll every minute or 8 MiB, topics that
@@ -227,16 +230,20 @@ def bound_topics(settings: Settings) -> None:
 def _print_story(console: Console, source: DemoSource, url: str, logs: Path) -> None:
     drop = source.drop
     console.print(f"[bold]live page[/]   {url}/")
-    console.print(f"query API   {url}/api/rates?view=channel_segment&window=1h")
+    console.print(f"query API   {url}/api/rates?view=channel_segment&window=30m")
     console.print(f"metrics     {url}/metrics")
     console.print(f"terminal    upsell-stream rates --watch   (logs in {logs})")
     console.print(f"simulated data, event time about {source.speed:.0f} x the wall clock "
                   f"from {rfc3339(source.event_start_ms)}")
     if drop is not None:
         console.print(f"injected: {drop.channel} converts at {drop.factor:g} x its rate from "
-                      f"{drop.from_wall_s / 60:.0f}:00 to {drop.until_wall_s / 60:.0f}:00 "
-                      "after the start; watch the alert panel")
+                      f"{_clock(drop.from_wall_s)} to {_clock(drop.until_wall_s)} after the "
+                      "start; watch the alert panel")
     console.print("Ctrl-C stops the demo.")
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 def _now_ms() -> int:
