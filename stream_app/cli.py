@@ -93,15 +93,19 @@ def _build_parser() -> argparse.ArgumentParser:
              _WORKER, "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 UPSELL_WEB_PORT=6066 "
              "upsell-stream worker")
 
-    _command(commands, "demo",
-             "run the local broker, the worker and the simulator; Ctrl-C stops all",
-             "The whole product on this machine: starts the local broker (unless one runs), "
-             "the worker and\nthe simulator with a rate drop injected after a while, and "
-             "prints where to look. Ctrl-C\n(or SIGTERM) stops everything it started. Logs "
-             "go to UPSELL_DATA_DIR/demo. It sets\nlivelier windows than the worker's "
-             "defaults unless you set your own.",
-             _WORKER, "upsell-stream demo",
-             "UPSELL_DATA_DIR=/tmp/demo UPSELL_WEB_PORT=8066 upsell-stream demo")
+    demo = _command(
+        commands, "demo",
+        "run the local broker, the worker and the simulator; Ctrl-C stops all",
+        "The whole product on this machine: starts the local broker (unless one runs), "
+        "the worker and\nthe simulator with a rate drop that starts and ends, and prints "
+        "where to look. Ctrl-C\n(or SIGTERM) stops everything it started. Logs go to "
+        "UPSELL_DATA_DIR/demo. It resumes the\nprevious demo's data when that is small and "
+        "of this version, else starts clean, and says which.\nIt sets livelier windows than "
+        "the worker's defaults unless you set your own.",
+        _WORKER, "upsell-stream demo", "upsell-stream demo --fresh",
+        "UPSELL_DATA_DIR=/tmp/demo UPSELL_WEB_PORT=8066 upsell-stream demo")
+    demo.add_argument("--fresh", action="store_true",
+                      help="remove the previous demo's data and start clean (default: resume it)")
 
     rates = _command(
         commands, "rates", "show a running worker's rates in the terminal",
@@ -128,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
         commands, "simulate", "produce realistic events and print the ground truth used",
         "Produces offer and purchase events with known true conversion rates per channel and "
         "segment\nto the input topics, then prints the ground truth it used as JSON.",
-        _SIMULATE, "upsell-stream simulate --rate 200 --duration 600 --drop email:15000:0.33",
+        _SIMULATE, "upsell-stream simulate --rate 200 --duration 600 --drop email:15000:0.33:25000",
         "upsell-stream simulate --count 1000 --seed 7 --truth-file truth.json")
     simulate.add_argument("--rate", type=float, metavar="R", default=0.0,
                           help="events per second (0: as fast as the broker takes them)")
@@ -148,8 +152,9 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="event time of the first event, RFC 3339 (default: now)")
     simulate.add_argument("--seconds-per-offer", type=float, metavar="S", default=1.0,
                           help="event-time seconds between consecutive offers")
-    simulate.add_argument("--drop", default=None, metavar="CHANNEL:AFTER:FACTOR",
-                          help="after AFTER offers, multiply CHANNEL's true rates by FACTOR")
+    simulate.add_argument("--drop", default=None, metavar="CHANNEL:AFTER:FACTOR[:UNTIL]",
+                          help="after AFTER offers, multiply CHANNEL's true rates by FACTOR; "
+                          "from offer UNTIL on, the rates recover")
     simulate.add_argument("--random-keys", action="store_true",
                           help="key messages at random (seeded) instead of by customer_id")
     simulate.add_argument("--truth-file", default=None, metavar="PATH",
@@ -184,7 +189,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         from stream_app import demo
 
-        return demo.run(settings)
+        return demo.run(settings, fresh=args.fresh)
     if args.command == "rates":
         from stream_app import terminal
 

@@ -145,6 +145,8 @@ class Settings:
     # Replicas of every topic the service creates; None: min(3, brokers in the cluster),
     # resolved when topics are created (stream_app/topics.py).
     replication_factor: int | None = None
+    # The demo's description of what it feeds the worker (stream_app.core.demo_source).
+    demo_info: Path | None = None
 
     @property
     def topic_events(self) -> str:
@@ -229,6 +231,7 @@ class Settings:
                 duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
             max_future_ms=_duration_or_off(env, "UPSELL_MAX_FUTURE", defaults.max_future_ms),
             replication_factor=_parse_replication_factor(env),
+            demo_info=Path(env["UPSELL_DEMO_INFO"]) if env.get("UPSELL_DEMO_INFO") else None,
         )
 
 
@@ -430,5 +433,6 @@ ENVIRONMENT: dict[str, str] = {
     "UPSELL_DROP_SIGNIFICANCE": "p-value below which a rate is a drop [0.0001]",
     "UPSELL_DROP_MIN_OFFERS": "offers a window and its baseline each need [200]",
     "UPSELL_DROP_MIN_RELATIVE": "how far below the baseline a drop must be [0.2]",
+    "UPSELL_DEMO_INFO": "the demo's description of its simulated data, shown on the page",
 }
 KAFKA_CLIENT_ENVIRONMENT = tuple(name for name in ENVIRONMENT if name.startswith("KAFKA_"))

@@ -6,11 +6,14 @@ that the output topics and the metrics use, so all three always agree.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -18,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
 from stream_app.core.board import RatesBoard
+from stream_app.core.demo_source import DemoSource, SourceError
 from stream_app.core.drops import FIRED
 from stream_app.core.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOTAL
 from stream_app.core.rates import figures
@@ -25,6 +29,8 @@ from stream_app.core.views import VIEW_BY_NAME, View
 from stream_app.core.windows import is_closed, rfc3339, window_start
 from stream_app.exposition import ExpositionWriter
 from stream_app.pipeline import ActiveAlert, Pipeline
+
+log = logging.getLogger(__name__)
 
 # aiohttp takes the charset apart from the content type.
 _EXPOSITION_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
@@ -98,7 +104,8 @@ def _shown(value: str) -> str:
 
 
 def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str,
-                   count: int, health: dict[str, Any]) -> dict[str, Any]:
+                   count: int, health: dict[str, Any],
+                   source: DemoSource | None = None) -> dict[str, Any]:
     config = pipeline.config
     size = config.size_ms(label)
     stream_time = board.stream_time
@@ -131,7 +138,44 @@ def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str
         "bands": {scale.scale: scale.lower_bounds()
                   for scale in (pipeline.bands.campaign, pipeline.bands.loyalty)},
         "health": health,
+        **({} if source is None else {"source": source.as_json()}),
     }
+
+
+class DemoSourceFile:
+    """The demo's description of what this worker watches (UPSELL_DEMO_INFO), read again
+    whenever the file changes: the demo writes it once the simulator starts.
+
+    Without it the page shows no description; a description that cannot be read is
+    logged in one line and left out, it never stops the worker.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._seen: float | None = None
+        self._source: DemoSource | None = None
+
+    def current(self) -> DemoSource | None:
+        if self._path is None:
+            return None
+        try:
+            changed = self._path.stat().st_mtime
+        except OSError:
+            self._seen = self._source = None
+            return None
+        if changed != self._seen:
+            self._seen, self._source = changed, self._read(self._path)
+        return self._source
+
+    @staticmethod
+    def _read(path: Path) -> DemoSource | None:
+        try:
+            return DemoSource.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:  # SourceError and JSONDecodeError included
+            reason = str(error) if isinstance(error, SourceError) else type(error).__name__
+            log.warning("UPSELL_DEMO_INFO %s: %s; the page shows no demo description",
+                        path, reason)
+            return None
 
 
 def alert_document(alert: ActiveAlert) -> dict[str, Any]:
@@ -160,12 +204,18 @@ def health_figures(pipeline: Pipeline, throughput: Throughput) -> dict[str, Any]
     }
 
 
-def page_file(name: str) -> bytes:
-    return (resources.files("stream_app") / "static" / name).read_bytes()
+def page_file(path: str) -> bytes:
+    return (resources.files("stream_app").joinpath("static", *path.split("/"))).read_bytes()
 
 
-_STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript",
-                 "style.css": "text/css"}
+# URL name -> (file under static/, content type). uPlot is vendored, see its VERSION.
+_STATIC_FILES = {
+    "index.html": ("index.html", "text/html"),
+    "app.js": ("app.js", "text/javascript"),
+    "style.css": ("style.css", "text/css"),
+    "uPlot.iife.min.js": ("vendor/uplot/uPlot.iife.min.js", "text/javascript"),
+    "uPlot.min.css": ("vendor/uplot/uPlot.min.css", "text/css"),
+}
 
 
 class ExpositionCache:
@@ -218,7 +268,7 @@ class ExpositionCache:
 def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) -> None:
     """Add the pages to the Faust app's web server."""
     throughput = Throughput()
-
+    source = DemoSourceFile(pipeline.settings.demo_info)
     cache = ExpositionCache(pipeline, registry)
 
     @app.page("/metrics")
@@ -243,7 +293,8 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) ->
                                       "ask another worker of the group"}, status=503,
                             headers=dict(SECURITY_HEADERS))
         document = rates_document(pipeline, boards[0], view, label, count,
-                                  health_figures(pipeline, throughput))
+                                  health_figures(pipeline, throughput),
+                                  source.current())
         return web.json(document, headers=dict(SECURITY_HEADERS))
 
     @app.page("/")
@@ -253,9 +304,10 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) ->
 
     @app.page("/static/{name}")
     async def static(web: Any, request: Any, name: str) -> Any:
-        content_type = _STATIC_TYPES.get(name)
-        if content_type is None:
+        found = _STATIC_FILES.get(name)
+        if found is None:
             return web.json({"error": f"no file {_shown(name)}"}, status=404,
                             headers=dict(SECURITY_HEADERS))
-        return web.bytes(page_file(name), content_type=content_type,
+        path, content_type = found
+        return web.bytes(page_file(path), content_type=content_type,
                          headers=dict(SECURITY_HEADERS))

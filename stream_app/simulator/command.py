@@ -152,24 +152,26 @@ def parse_start(text: str | None, now_ms: int) -> int:
 
 
 def parse_drop(text: str) -> RateDrop:
-    """CHANNEL:AFTER:FACTOR, e.g. email:5000:0.3."""
+    """CHANNEL:AFTER:FACTOR[:UNTIL], e.g. email:5000:0.3 or email:5000:0.3:9000."""
     parts = text.split(":")
-    usage = "give CHANNEL:AFTER:FACTOR, e.g. email:5000:0.3"
-    if len(parts) != 3:
+    usage = "give CHANNEL:AFTER:FACTOR or CHANNEL:AFTER:FACTOR:UNTIL, e.g. email:5000:0.3:9000"
+    if len(parts) not in (3, 4):
         raise OptionError(f"--drop {text!r}: {usage}")
-    channel, after, factor = (part.strip() for part in parts)
+    channel, after, factor, *until = (part.strip() for part in parts)
     if channel not in CHANNELS:
         raise OptionError(
             f"--drop {text!r}: channel {channel!r} is not one of {', '.join(CHANNELS)}"
         )
-    if not after.isdigit():
-        raise OptionError(f"--drop {text!r}: AFTER {after!r} is not a whole number of offers")
+    for name, number in (("AFTER", after), *(("UNTIL", u) for u in until)):
+        if not (number.isascii() and number.isdigit()):
+            raise OptionError(
+                f"--drop {text!r}: {name} {number!r} is not a whole number of offers")
     try:
         multiplier = float(factor)
     except ValueError:
         raise OptionError(f"--drop {text!r}: FACTOR {factor!r} is not a number") from None
     try:
-        return RateDrop(channel, int(after), multiplier)
+        return RateDrop(channel, int(after), multiplier, int(until[0]) if until else None)
     except ScenarioError as error:
         raise OptionError(f"--drop {text!r}: {error}") from None
 

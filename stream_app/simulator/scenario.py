@@ -16,7 +16,8 @@ positive share, so each customer gets several offers over time in different chan
 The true conversion rate of an offer is CHANNEL_BASE_RATE[channel] x
 SEGMENT_MULTIPLIER[segment] (between 0.032 and 0.375); with a configured drop, offers of
 the dropped channel from offer number `after_offers` on (0-based) convert at that rate x
-`factor`. A converting offer is bought once, 2 s plus an exponential delay later (most
+`factor`, up to offer `until_offers` (excluded) when the drop has an end. A converting
+offer is bought once, 2 s plus an exponential delay later (most
 within a few minutes, a tail of tens of minutes, never more than `max_delay_ms`, default
 30 min, so always inside the default 7-day attribution window). About 70 % of those
 purchases name the offer (`offer_id`); the others are last-touch purchases (no offer_id,
@@ -213,11 +214,18 @@ def format_ts_ms(ms: int) -> str:
 
 @dataclass(frozen=True)
 class RateDrop:
-    """From offer number `after_offers` (0-based) on, `channel` converts at rate x factor."""
+    """From offer number `after_offers` (0-based) on, `channel` converts at rate x factor;
+    from offer `until_offers` on (when given) at its true rate again: the rate recovers."""
 
     channel: str
     after_offers: int
     factor: float
+    until_offers: int | None = None
+
+    def applies_to(self, index: int, channel: str) -> bool:
+        """Whether offer number `index` in `channel` converts at the dropped rate."""
+        return (channel == self.channel and index >= self.after_offers
+                and (self.until_offers is None or index < self.until_offers))
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
@@ -226,6 +234,10 @@ class RateDrop:
             )
         if self.after_offers < 0:
             raise ScenarioError(f"drop after {self.after_offers} offers: must be 0 or more")
+        if self.until_offers is not None and self.until_offers <= self.after_offers:
+            raise ScenarioError(
+                f"drop until offer {self.until_offers}: must come after offer {self.after_offers}"
+            )
         if not math.isfinite(self.factor) or self.factor < 0:
             raise ScenarioError(f"drop factor {self.factor} must be a number >= 0")
         highest = max(true_rate(self.channel, segment) for segment in SEGMENTS)
@@ -328,6 +340,7 @@ class GroundTruth:
     first_ts: int | None = None
     last_ts: int | None = None
     drop_from_ts: int | None = None
+    drop_until_ts: int | None = None
     drop_offers: Counter[str] = field(default_factory=_counter)
     drop_conversions: Counter[str] = field(default_factory=_counter)
     # KPI counters: "campaign_type|product_line" of the offer ...
@@ -401,7 +414,10 @@ class GroundTruth:
                 "channel": drop.channel,
                 "after_offers": drop.after_offers,
                 "factor": drop.factor,
+                "until_offers": drop.until_offers,
                 "from_ts": None if self.drop_from_ts is None else format_ts_ms(self.drop_from_ts),
+                "until_ts": (None if self.drop_until_ts is None
+                             else format_ts_ms(self.drop_until_ts)),
                 "rates_after": {
                     key: round(true_rate(*key.split("|")) * drop.factor, 6) for key in dropped
                 },
@@ -609,7 +625,9 @@ class Simulation(Iterator[SimMessage]):
         if drop is not None:
             if index == drop.after_offers:
                 truth.drop_from_ts = ts
-            if index >= drop.after_offers and channel == drop.channel:
+            if index == drop.until_offers:
+                truth.drop_until_ts = ts
+            if drop.applies_to(index, channel):
                 dropped = True
                 rate *= drop.factor
                 truth.drop_offers[pair] += 1

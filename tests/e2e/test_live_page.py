@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -143,7 +144,9 @@ def test_live_page_in_a_real_browser_shows_the_metrics(data_dir: Path) -> None:
         samples = service.metrics()
         driver = browser()
         try:
-            driver.get(f"http://127.0.0.1:{service.web_port}/?window=1h")
+            # The current window, which the gauges of /metrics are about (by default the
+            # page shows the last closed one).
+            driver.get(f"http://127.0.0.1:{service.web_port}/?window=1h&show=current")
             wait_until(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute(
                 "data-ready") == "true", 30, "the page to draw its first data")
             cells = driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]")
@@ -169,8 +172,9 @@ def test_live_page_in_a_real_browser_shows_the_metrics(data_dir: Path) -> None:
             assert float(tiles["aov_uplift"]) == pytest.approx(
                 samples[("upsell_aov_uplift", all_purchases)])
             for chart in ("chart-channel", "chart-campaign", "chart-product"):
-                svg = driver.find_element(By.CSS_SELECTOR, f"#{chart} svg")
-                assert int(svg.get_attribute("data-series")) > 1, chart
+                drawn = driver.find_element(By.ID, chart)
+                assert int(drawn.get_attribute("data-series")) > 1, chart
+                assert drawn.find_elements(By.CSS_SELECTOR, "canvas"), chart
             ARTIFACTS.mkdir(exist_ok=True)
             driver.save_screenshot(str(ARTIFACTS / "live-page.png"))
             if os.environ.get("UPSELL_UPDATE_SCREENSHOT"):
@@ -216,14 +220,15 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
         phase(service, [o.message(offers) for o in HOSTILE_OFFERS])
         phase(service, [HOSTILE_PURCHASE.message(purchases)])
         base = f"http://127.0.0.1:{service.web_port}"
-        for path in ("/", "/static/app.js", "/static/style.css", "/api/rates"):
+        for path in ("/", "/static/app.js", "/static/style.css", "/static/uPlot.iife.min.js",
+                     "/static/uPlot.min.css", "/api/rates"):
             headers = security_headers_of(base + path)
             assert "script-src 'self'" in headers["Content-Security-Policy"], path
             assert "object-src 'none'" in headers["Content-Security-Policy"], path
             assert headers["X-Content-Type-Options"] == "nosniff", path
         driver = browser()
         try:
-            driver.get(f"{base}/?window=1h")
+            driver.get(f"{base}/?window=1h&show=current")
             wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]"),
                        30, "the page to draw the grid")
 
@@ -239,13 +244,11 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
                      for c in grid.find_elements(By.CSS_SELECTOR, "td[data-channel]")}
             assert float(cells[(CHANNEL, SEGMENT)]) == 1.0  # h1, converted by hp1
             assert float(cells[(CHANNEL, "smb")]) == 0.0
-            # Charts' legends and lines: the campaign types, product lines and channels.
+            # Charts' legends (uPlot's): the campaign types, product lines and channels.
             for chart, name in (("chart-channel", CHANNEL), ("chart-campaign", CAMPAIGN_TYPE),
                                 ("chart-product", PRODUCT_LINE)):
-                legend = driver.find_elements(By.CSS_SELECTOR, f"#{chart} .legend span")
-                assert name in [text(span) for span in legend], chart
-                lines = driver.find_elements(By.CSS_SELECTOR, f"#{chart} polyline")
-                assert name in [line.get_attribute("data-name") for line in lines], chart
+                legend = driver.find_elements(By.CSS_SELECTOR, f"#{chart} .u-legend .u-label")
+                assert name in [text(label) for label in legend], chart
             # The purchases table: the product line in its cell.
             rows = driver.find_elements(By.CSS_SELECTOR, "#purchases tbody tr")
             assert PRODUCT_LINE in [text(row.find_elements(By.TAG_NAME, "td")[1])
@@ -256,11 +259,11 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
             assert driver.execute_script("return typeof window.pwned") == "undefined"
             for tag in ("img", "iframe", "b", "object", "embed"):
                 assert driver.find_elements(By.TAG_NAME, tag) == [], tag
-            # The only svg elements are the three charts, and nothing has a handler.
-            assert len(driver.find_elements(By.CSS_SELECTOR, "svg")) == 3
+            # No svg (the charts are canvases), and nothing has a handler.
+            assert driver.find_elements(By.CSS_SELECTOR, "svg") == []
             assert driver.find_elements(By.CSS_SELECTOR, "[onerror], [onload]") == []
-            assert [s.get_attribute("src") for s in
-                    driver.find_elements(By.TAG_NAME, "script")] == [f"{base}/static/app.js"]
+            assert [s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")
+                    ] == [f"{base}/static/uPlot.iife.min.js", f"{base}/static/app.js"]
             assert csp_reports(driver) == []
         finally:
             driver.quit()
@@ -332,28 +335,58 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_demo_shows_the_page_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
-    port, web = free_port(), free_port()
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-           "UPSELL_DATA_DIR": str(tmp_path / "demo-data"), "UPSELL_WEB_PORT": str(web),
-           "UPSELL_APP_ID": "demo-test"}
-    demo = subprocess.Popen([*CLI, "demo"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+def _run_demo(env: dict[str, str], log: Path, web: int) -> str:
+    """One `upsell-stream demo` until it serves rates and describes its data, then Ctrl-C;
+    its output."""
+    with log.open("wb") as out:
+        demo = subprocess.Popen([*CLI, "demo"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         page = wait_until(lambda: _get(f"http://127.0.0.1:{web}/"), 240, "the demo's page")
         assert "upsell-stream" in page
-        wait_until(lambda: _get(f"http://127.0.0.1:{web}/api/rates"), 120, "rates in the API")
-        assert _processes_mentioning(str(tmp_path / "demo-data"))  # the broker runs
+        rates = wait_until(lambda: _rates_with_events(web), 120,
+                           "the demo's description and its first events in the API")
+        described = rates["source"]
+        assert described["kind"] == "simulated" and described["drop"]["channel"] == "email"
+        assert _processes_mentioning(env["UPSELL_DATA_DIR"])  # the broker runs
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=120) == 0
     finally:
         if demo.poll() is None:
             demo.kill()
-    output = demo.stdout.read().decode() if demo.stdout else ""
+            demo.wait(timeout=30)
+    return log.read_text()
+
+
+def test_demo_shows_the_page_resumes_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    port, web = free_port(), free_port()
+    data = tmp_path / "demo-data"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+           "UPSELL_DATA_DIR": str(data), "UPSELL_WEB_PORT": str(web),
+           "UPSELL_APP_ID": "demo-test"}
+    first = _run_demo(env, tmp_path / "first.log", web)
+    assert "starting clean (no previous demo data)" in first
+    assert "serving rates" in first and "(clean start)" in first
+    stopped_at = json.loads((data / "demo" / "state.json").read_text())["stream_time"]
     time.sleep(1)
-    assert _processes_mentioning(str(tmp_path / "demo-data")) == [], output
+    assert _processes_mentioning(str(data)) == [], first
     assert _processes_mentioning("demo-test") == []
-    assert "nothing left running" in output
+    assert "nothing left running" in first
+
+    # On the first one's data: resumed, event time on after where the first one stopped.
+    second = _run_demo(env, tmp_path / "second.log", web)
+    assert "resuming the previous demo's data" in second and stopped_at in second
+    assert "(resumed)" in second
+    source = json.loads((data / "demo" / "source.json").read_text())
+    assert source["event_start"] > stopped_at  # RFC 3339 UTC strings of one format
+    time.sleep(1)
+    assert _processes_mentioning(str(data)) == [], second
+    assert "nothing left running" in second
+
+
+def _rates_with_events(web: int) -> dict[str, Any] | None:
+    document: dict[str, Any] = json.loads(_get(f"http://127.0.0.1:{web}/api/rates") or "{}")
+    return document if document.get("source") and document.get("stream_time") else None
 
 
 def _get(url: str) -> str | None:

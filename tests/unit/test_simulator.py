@@ -664,3 +664,39 @@ def test_bad_configs_are_refused(changes: dict[str, Any]) -> None:
 def test_bad_drops_are_refused(channel: str, after: int, factor: float) -> None:
     with pytest.raises(ScenarioError):
         RateDrop(channel, after, factor)
+
+
+
+def test_a_drop_with_an_end_converts_at_the_true_rate_again_after_it() -> None:
+    drop = RateDrop("email", 2_000, 0.0, until_offers=4_000)
+    config = ScenarioConfig(seed=11, offers=8_000, offers_topic="t.offers",
+                            purchases_topic="t.purchases", drop=drop)
+    simulation = generate(config)
+    counts = recount(config, simulation)
+    truth = simulation.truth.as_json()
+    during: Counter[str] = Counter()
+    after = converted_after = 0
+    expected_after = 0.0
+    for seen in counts.offers.values():
+        if seen.offer.channel != "email" or seen.index < drop.after_offers:
+            continue
+        if seen.index < 4_000:
+            during[seen.pair] += 1
+            assert seen.converted_by is None, seen  # factor 0: nothing converts
+        else:
+            after += 1
+            converted_after += seen.converted_by is not None
+            expected_after += true_rate(seen.offer.channel, seen.offer.segment)
+    assert sum(during.values()) > 100 and after > 200
+    # Recovered: converting at the true rates again.
+    assert abs(converted_after - expected_after) < Z_LIMIT * math.sqrt(expected_after)
+    reported = truth["drop"]
+    assert reported["until_offers"] == 4_000
+    assert reported["offers_after"] == dict(during)
+    first_after = next(s for s in counts.offers.values() if s.index == 4_000)
+    assert reported["until_ts"] == format_ts_ms(first_after.offer.ts)
+
+
+def test_a_drop_must_end_after_it_starts() -> None:
+    with pytest.raises(ScenarioError, match="must come after"):
+        RateDrop("email", 100, 0.5, until_offers=100)

@@ -161,6 +161,10 @@ def test_duration_sizes_the_run_to_last_that_long_at_the_rate() -> None:
 def test_parse_drop_and_start() -> None:
     assert parse_drop("sms:0:0") == RateDrop("sms", 0, 0.0)
     assert parse_drop(" web : 10 : 0.25 ") == RateDrop("web", 10, 0.25)
+    assert parse_drop("email:10:0.3:25") == RateDrop("email", 10, 0.3, until_offers=25)
+    for wrong in ("email:10:0.3:10", "email:10:0.3:x", "email:10:0.3:\u00b2", "email:1:1:2:3"):
+        with pytest.raises(OptionError):
+            parse_drop(wrong)
     assert parse_start(None, 60_000 * 5 + 59_999) == 60_000 * 5
     assert parse_start("1970-01-01T00:01:00Z", NOW_MS) == 60_000
     with pytest.raises(OptionError):
