@@ -32,11 +32,14 @@ committing. Faust's per-message `send_changelog` cost more than the processing i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.core.fastjson import dumps as _dumps
 from stream_app.core.fastjson import loads as _loads
+
+log = logging.getLogger(__name__)
 
 JOURNAL_KEY = "journal"
 _CHUNK_PREFIX = f"{JOURNAL_KEY}|"
@@ -59,6 +62,15 @@ class _Pending:
     # The journal keys to delete once those changes are entries, in the order written.
     journal_keys: list[str] = field(default_factory=list)
     size: int = 0
+
+
+def _decoded(partition: int, key: str, raw: bytes) -> Any:
+    try:
+        return _loads(raw)
+    except ValueError as error:
+        # Not written by this service; Faust's own recovery skips such a record too.
+        log.warning("changelog entry %d|%s is not JSON, skipped: %s", partition, key, error)
+        return None
 
 
 class PartitionStore:
@@ -86,13 +98,20 @@ class PartitionStore:
 
     def load(self, partition: int) -> dict[str, Any]:
         prefix = f"{partition}|"
-        entries = {
-            key[len(prefix) :]: value
-            for key, value in self._table.data.items()
-            if isinstance(key, str) and key.startswith(prefix)
-        }
+        data = self._table.data
+        # One pass over every partition's keys (a restart loads each partition in turn).
+        stored = [key for key in data if isinstance(key, str) and key.startswith(prefix)]
+        # The batch recovery keeps values encoded (stream_app/recovery.py); no value this
+        # store writes is bytes once decoded.
+        entries = {}
+        for key in stored:
+            value = data[key]
+            short = key[len(prefix) :]
+            entries[short] = (_decoded(partition, short, value) if isinstance(value, bytes)
+                              else value)
         if not self._keep_copy:
-            self.release(partition)
+            for key in stored:
+                del data[key]
         pending = self._pending[partition] = _Pending()
         journals: list[dict[str, Any]] = []
         legacy = entries.pop(JOURNAL_KEY, None)
