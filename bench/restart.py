@@ -37,6 +37,9 @@ class RestartRun:
     changelog_records: int
     # From the new worker's start: /healthz answering, then serving the restored state.
     first_answer_seconds: float
+    # When /healthz first and last said it was replaying the changelogs (None: never seen).
+    replay_began_seconds: float | None
+    replay_ended_seconds: float | None
     serving_seconds: float
     # What /healthz reported while the worker recovered (the last such document).
     last_recovery: dict[str, Any] | None
@@ -82,6 +85,8 @@ def measure_restart(broker: Broker, dataset: Dataset, progress: Progress,
         deployment.start_worker()
         first_answer: float | None = None
         last_recovery: dict[str, Any] | None = None
+        replay_began: float | None = None
+        replay_ended: float | None = None
         deadline = restarted + timeout
         while True:
             if time.monotonic() > deadline:
@@ -92,6 +97,10 @@ def measure_restart(broker: Broker, dataset: Dataset, progress: Progress,
                 if first_answer is None:
                     first_answer = time.monotonic() - restarted
                 recovery = health.get("recovery")
+                if recovery is not None and recovery.get("phase") == "replaying":
+                    replay_ended = time.monotonic() - restarted
+                    if replay_began is None:
+                        replay_began = replay_ended
                 if recovery is not None:
                     last_recovery = recovery
                     progress(f"restart: {_recovery_line(recovery)}")
@@ -103,7 +112,8 @@ def measure_restart(broker: Broker, dataset: Dataset, progress: Progress,
         progress.done(f"restarted: serving the restored state {serving:.1f} s after start")
         return RestartRun(dataset.messages, round(drain_seconds, 1), input_bytes,
                           changelog_bytes, changelog_records,
-                          round(first_answer or serving, 1), round(serving, 1), last_recovery)
+                          round(first_answer or serving, 1), _rounded(replay_began),
+                          _rounded(replay_ended), round(serving, 1), last_recovery)
     finally:
         lag.close()
         deployment.stop()
@@ -133,9 +143,13 @@ def _stop_worker(deployment: Deployment) -> None:
         process.wait(timeout=10)
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
 def _recovery_line(recovery: dict[str, Any]) -> str:
     if recovery.get("phase") != "replaying":
-        return "joining the group"
+        return str(recovery.get("phase"))
     left = recovery.get("estimated_seconds_left")
     return (f"replaying {recovery['records_replayed']:,}/{recovery['records_total']:,} "
             f"changelog records, {recovery.get('records_per_second') or 0:,}/s, "
@@ -149,7 +163,8 @@ def report_lines(run: RestartRun) -> list[str]:
         f"{run.changelog_records:,} records, for {run.input_bytes / 1e6:,.1f} MB of input)",
         f"restart after {run.events:,} events     {run.serving_seconds:>10.1f} s     "
         f"to serving the restored state (/healthz answering after "
-        f"{run.first_answer_seconds:.1f} s)",
+        f"{run.first_answer_seconds:.1f} s, replaying seen from {run.replay_began_seconds} "
+        f"to {run.replay_ended_seconds} s)",
     ]
 
 

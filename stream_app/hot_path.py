@@ -55,13 +55,16 @@ class PipelineApp(faust.App):
     assigned_once = False
 
     def recovery_status(self) -> dict[str, Any] | None:
-        """While the worker cannot serve its state yet: joining the group, or replaying
-        the changelogs (with progress); None once it serves what it holds."""
+        """While the worker cannot serve its state yet: joining the group, replaying the
+        changelogs (with progress), or in the rest of a rebalance (before the replay, and
+        loading the replayed state after it); None once it serves what it holds."""
         progress = self.recovery_progress.document()
         if progress is not None:
             return {"phase": "replaying", **progress}
-        if self.rebalancing or not self.assigned_once:
+        if not self.assigned_once:
             return {"phase": "joining"}
+        if self.rebalancing:
+            return {"phase": "rebalancing"}
         return None
 
     @property

@@ -25,8 +25,8 @@ OFFERS = 12_000
 
 
 def _check_progress(progress: dict[str, Any]) -> None:
-    assert progress["phase"] in ("joining", "replaying"), progress
-    if progress["phase"] == "joining":
+    assert progress["phase"] in ("joining", "rebalancing", "replaying"), progress
+    if progress["phase"] != "replaying":
         return
     assert 0 <= progress["records_replayed"] <= progress["records_total"], progress
     assert progress["changelogs"], progress
