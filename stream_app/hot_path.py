@@ -5,7 +5,8 @@ then Event objects, channel queues and sensors (about 3% of the bare consumer's 
 see docs). This subclass keeps everything else Faust does (group membership, partition
 assignment co-partitioned with the tables, changelog recovery, the web server) and
 replaces only that loop: records of the pipeline's topics go to it a partition batch
-at a time; every other record (table changelogs during recovery) takes Faust's path.
+at a time, and so do the tables' changelogs during a recovery, straight into the tables
+(stream_app/recovery.py); any other record takes Faust's path.
 """
 
 from __future__ import annotations

@@ -104,9 +104,10 @@ def _write_and_stop(batches: list[tuple[Changes, float | None]]) -> None:
         assert live == durable
 
 
-def test_the_journal_loaded_is_written_again_before_the_next_one() -> None:
-    """The case the SIGTERM restart test hit: a batch's journal landed and only some of
-    its entries; the next batch's journal overwrote it."""
+def test_the_journals_loaded_stay_until_a_checkpoint_holds_their_changes() -> None:
+    """A worker stopped after a batch's journal and part of what followed it: the state
+    loaded holds that batch, and so does every later restart (the SIGTERM restart test
+    once lost an open offer this way)."""
     changelog = Changelog()
     store = PartitionStore(FakeTable(), keep_copy=False)
     store.write(0, {"a": 1})
