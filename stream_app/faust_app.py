@@ -23,6 +23,23 @@ log = logging.getLogger(__name__)
 # Journal entries hold a whole batch's changes; leave room above Kafka's 1 MB default.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PRODUCER_BATCH_BYTES = 512 * 1024
+# Kafka compacts only rolled segments, and by default rolls at 1 GB or after 7 days and
+# cleans once half a log is dirty: a board's changelog grew to 958 MB in one segment, all
+# of it replayed by every restart. Segments that roll every minute (or at 16 MB) and a
+# cleaner that starts at 10 % dirty keep a changelog near the size of the live state plus
+# about a minute of writes (the cleaner merges small cleaned segments again). Tombstones
+# (the state store deletes its journals this way) stay readable for an hour: a recovery
+# reading from the start must see a delete whose older value it read, and takes seconds,
+# not an hour. The broker stores the JSON records gzipped (the one codec aiokafka reads
+# without extra packages): the worker writes them plain, the broker's CPU compresses them.
+CHANGELOG_COMPACTION = {
+    "cleanup.policy": "compact",
+    "compression.type": "gzip",
+    "segment.bytes": str(16 * 1024 * 1024),
+    "segment.ms": str(60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(60 * 60 * 1000),
+}
 # Faust names a table's changelog topic `<app id>-<table name>-changelog`.
 PARTITION_TABLE = "partition-state"
 # How long a partition may hold records with none of them handled before the worker logs
@@ -116,7 +133,7 @@ def create_app(settings: Settings) -> PipelineApp:
         datadir=str(settings.data_dir / "worker"),
         Table=StateTable,
     )
-    state_config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    state_config = {"max.message.bytes": str(MAX_MESSAGE_BYTES), **CHANGELOG_COMPACTION}
     partition_table = app.Table(
         PARTITION_TABLE, partitions=settings.partitions, default=None,
         extra_topic_configs=state_config,
@@ -143,6 +160,7 @@ def create_app(settings: Settings) -> PipelineApp:
 
     async def on_assigned(sender: Any, /, *assigned_sets: Any, signal: Any, **_: Any) -> None:
         (assigned,) = assigned_sets
+        app.assigned_once = True
         pipeline.keep_only((tp.topic, tp.partition) for tp in assigned)
 
     app.on_partitions_revoked.connect(on_revoked)

@@ -5,7 +5,8 @@ then Event objects, channel queues and sensors (about 3% of the bare consumer's 
 see docs). This subclass keeps everything else Faust does (group membership, partition
 assignment co-partitioned with the tables, changelog recovery, the web server) and
 replaces only that loop: records of the pipeline's topics go to it a partition batch
-at a time; every other record (table changelogs during recovery) takes Faust's path.
+at a time, and so do the tables' changelogs during a recovery, straight into the tables
+(stream_app/recovery.py); any other record takes Faust's path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app.core.stalls import Resumed, StallDetector, Stalled
 from stream_app.pipeline import Output, Pipeline
+from stream_app.recovery import RecoveryProgress, apply_changelog_batch
 from stream_app.state_store import PartitionStore
 
 # topic, partition (None: by key), key, value, headers
@@ -49,6 +51,30 @@ class PipelineApp(faust.App):
     pipeline: Pipeline
     # The state stores whose changelog records the hot path produces after each batch.
     stores: list[PartitionStore]
+    _recovery_progress: RecoveryProgress | None = None
+
+    # Whether partitions were assigned to this worker once (a worker starting joins first).
+    assigned_once = False
+
+    def recovery_status(self) -> dict[str, Any] | None:
+        """While the worker cannot serve its state yet: joining the group, replaying the
+        changelogs (with progress), or in the rest of a rebalance (before the replay, and
+        loading the replayed state after it); None once it serves what it holds."""
+        progress = self.recovery_progress.document()
+        if progress is not None:
+            return {"phase": "replaying", **progress}
+        if not self.assigned_once:
+            return {"phase": "joining"}
+        if self.rebalancing:
+            return {"phase": "rebalancing"}
+        return None
+
+    @property
+    def recovery_progress(self) -> RecoveryProgress:
+        """The progress of the tables' recovery (created once Faust's recovery exists)."""
+        if self._recovery_progress is None:
+            self._recovery_progress = RecoveryProgress(self.tables.recovery)  # type: ignore[attr-defined]
+        return self._recovery_progress
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -167,10 +193,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self._hand_to_faust(others, generation)
 
     async def _hand_to_faust(self, records: dict[Any, list[Any]], generation: int) -> None:
-        """Records of the tables' changelogs, during a recovery, take Faust's own path, with
-        the guards of Faust's own loop: nothing once the flow is stopped or the generation
-        has changed, and a record whose hand-over is still waiting (the recovery's queue is
-        suspended during a rebalance) is abandoned when the flow stops.
+        """Records of the tables' changelogs, during a recovery, go straight into the
+        tables a partition batch at a time (stream_app/recovery.py); any other record
+        takes Faust's own path. Both keep the guards of Faust's own loop: nothing once the
+        flow is stopped or the generation has changed, and a record whose hand-over to
+        Faust is still waiting (the recovery's queue is suspended during a rebalance) is
+        abandoned when the flow stops.
 
         A record fetched for one recovery and handed to the next one, after that one has
         sought its partitions back to where it starts, would pass for the newest record
@@ -178,12 +206,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
         the records between were dropped from its queue at the rebalance. The state loaded
         then misses changelog entries (an open offer, so a conversion, in the scale-out
         test). Dropped here, they are read again: each recovery seeks its partitions."""
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        app = self.app
+        progress = app.recovery_progress if isinstance(app, PipelineApp) else None
         for tp, batch in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                _log_dropped(tp, batch)
+                return
+            # Synchronous: the guards above hold until its last record is applied.
+            if apply_changelog_batch(recovery, tp, batch, progress):
+                # Faust's recovery loop gets the last record too: it skips it as read and
+                # ends the recovery if nothing is left (stream_app/recovery.py).
+                if not await self._hand_over(tp, batch[-1:], generation):
+                    return  # a rebalance began: the next recovery seeks its partitions
+                continue
             handed = await self._hand_over(tp, batch, generation)
             if handed < len(batch):
-                log.info("a rebalance began: %d records of %s from offset %d on are dropped, "
-                         "and read again by the next recovery", len(batch) - handed, tp,
-                         batch[handed].offset)
+                _log_dropped(tp, batch[handed:])
                 return
 
     async def _hand_over(self, tp: Any, batch: list[Any], generation: int) -> int:
@@ -365,6 +404,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
         if isinstance(self.app, PipelineApp):
             self.app.pipeline.touch()
+
+
+def _log_dropped(tp: Any, records: list[Any]) -> None:
+    log.info("a rebalance began: %d records of %s from offset %d on are dropped, and read "
+             "again by the next recovery", len(records), tp, records[0].offset)
 
 
 def _output_records(outputs: list[Output]) -> Iterator[Record]:

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 _PARTIALS_PER_MESSAGE = 2_000
 # Input records held back for event-time order (core/merge.py): room for a few fetches
 # of every input partition (a fetch brings up to 1 MB, some 5,000 records, of each), about
-# 0.5 KB each; and how long a partition whose lag is unknown may hold the others.
+# 0.5 KB each; and how long a partition whose lag is unknown holds the others before
+# that is reported (it holds them until a fetch tells its lag).
 _MAX_WAITING_INPUTS = 200_000
 _MAX_INPUT_WAIT_S = 10.0
 # How long a caught-up input partition that just delivered holds the others back at most,
@@ -272,8 +273,8 @@ class Pipeline:
         abandoned, forced = merge.take_order_breaks()
         if abandoned:
             log.warning("input partitions %s: no fetch told their lag within %.0f s; the "
-                        "others' records leave without waiting for theirs, which may then "
-                        "count as late", sorted(abandoned), merge.max_wait_s)
+                        "others' records wait for theirs (up to %d records)",
+                        sorted(abandoned), merge.max_wait_s, merge.max_buffered)
         # Once a minute at most: an overflow lasts for many batches.
         self._forced_unreported += forced
         if self._forced_unreported and now - self._forced_reported_at >= 60:

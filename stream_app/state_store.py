@@ -1,24 +1,28 @@
 """Durable per-partition state on a changelog-backed Faust table, written a batch at a time.
 
-A batch's changes are first written as a journal, then as individual entries. Kafka keeps
-one partition's records in order, so if the journal of batch n+1 is in the changelog,
-every entry of batch n is too; on recovery the entries plus the last complete journal
-give exactly the state after the last journaled batch, even if the worker died halfway
-through writing a batch. The state carries the input offset it reflects, so the batch
-after it is read again and applied once.
+Each batch's changes are written once, as a journal: records keyed
+`<partition>|journal|<sequence>|<i>`, each holding the batch's sequence number, its number of
+chunks and a part of its changes (no message grows with the batch). Every key is new, so
+compaction keeps every journal until it is deleted. Once the journals written since the
+last checkpoint hold CHECKPOINT_BYTES, their changes, merged (a key changed by many
+batches is written once), are written as plain entries `<partition>|<key>`, and then every
+one of those journals is deleted (a tombstone per chunk). What a changelog holds after
+compaction is then the live state plus at most CHECKPOINT_BYTES of journal.
 
-A worker can stop after a batch's journal landed and before all of its entries did; the
-state is then loaded from that journal. The entries it holds are written again, as
-entries, ahead of the next batch's journal, which overwrites it: without them, the
-changelog would keep that batch's changes nowhere (an open offer lost, so a conversion,
-in the SIGTERM restart test).
+On recovery the state is the entries, then the journals that are left applied in sequence
+order. That is exact wherever a worker stopped, since Kafka keeps a partition's records in
+order:
+- in a batch's journal: its last chunk is missing, and the batch is ignored (the state
+  carries the input offset it reflects, so the batch is read again and applied once);
+- in a checkpoint's entries: the journals are all there, and newer than any entry;
+- in its tombstones: the journals left are the newest ones (chunks are deleted in the order
+  they were written), and each key ends with its newest value.
+Journals that were loaded are merged into the next checkpoint and deleted with it.
 
-The journal is cut into chunks (keys `<partition>|journal|<i>`, each holding the batch's
-sequence number, the number of chunks and a part of the changes), so that no message
-grows with the batch. A journal whose chunks did not all land is ignored: then none of
-its batch's entries were written either (they come after it), and the entries alone are
-the state after the batch before. (Older versions wrote one `<partition>|journal` entry;
-it is still read.)
+Older versions wrote the whole state twice, as `<partition>|journal|<i>` chunks (one key per
+chunk index, overwritten by each batch) and then as entries, and before that one
+`<partition>|journal` entry; both are still read, applied before the newer journals, and
+deleted by the next checkpoint.
 
 The records are encoded here and queued in `outbox`; the hot path produces them straight
 to the changelog topic (keys and values JSON, as Faust's own table serializers write and
@@ -28,17 +32,45 @@ committing. Faust's per-message `send_changelog` cost more than the processing i
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.core.fastjson import dumps as _dumps
+from stream_app.core.fastjson import loads as _loads
+
+log = logging.getLogger(__name__)
 
 JOURNAL_KEY = "journal"
 _CHUNK_PREFIX = f"{JOURNAL_KEY}|"
 # Well under Kafka's default 1 MB message limit, and big enough that a chunk's overhead
 # (one record) is nothing next to its contents.
 CHUNK_BYTES = 256 * 1024
+# Journal bytes per partition between two checkpoints: what a recovery replays beyond the
+# live state, and what the worker holds (encoded) until it writes the checkpoint.
+CHECKPOINT_BYTES = 2 * 1024 * 1024
 
 ChangelogRecord = tuple[str, int, bytes, bytes | None]  # topic, partition, key, value
+
+
+@dataclass
+class _Pending:
+    """A partition's changes journaled since its last checkpoint."""
+
+    # Store key (without the partition prefix) -> its newest value, encoded (None: deleted).
+    changes: dict[str, bytes | None] = field(default_factory=dict)
+    # The journal keys to delete once those changes are entries, in the order written.
+    journal_keys: list[str] = field(default_factory=list)
+    size: int = 0
+
+
+def _decoded(partition: int, key: str, raw: bytes) -> Any:
+    try:
+        return _loads(raw)
+    except ValueError as error:
+        # Not written by this service; Faust's own recovery skips such a record too.
+        log.warning("changelog entry %d|%s is not JSON, skipped: %s", partition, key, error)
+        return None
 
 
 class PartitionStore:
@@ -48,17 +80,15 @@ class PartitionStore:
     persisted offset: a partition newly assigned to this worker is always recovered by
     replaying its changelog from the start into the data, and a partition kept across a
     rebalance is never loaded again (call `release` after a recovery to drop what it
-    replayed for partitions whose state is live). `keep_copy=True` mirrors every write
-    into the data, for tests that restart from the same table without a changelog.
+    replayed for partitions whose state is live). `keep_copy=True` mirrors every record
+    written into the data, for tests that restart from the same table without a changelog.
     """
 
     def __init__(self, table: Any, keep_copy: bool = True) -> None:
         self._table = table
         self._keep_copy = keep_copy
         self._sequence: dict[int, int] = {}
-        # Per partition: the changes of the journal its state was loaded from, whose
-        # entries may not all have landed (written again by the next `write`).
-        self._unsettled: dict[int, dict[str, Any]] = {}
+        self._pending: dict[int, _Pending] = {}
         # Encoded changelog records waiting for the hot path to produce them, in order.
         self.outbox: list[ChangelogRecord] = []
 
@@ -68,35 +98,62 @@ class PartitionStore:
 
     def load(self, partition: int) -> dict[str, Any]:
         prefix = f"{partition}|"
-        entries = {
-            key[len(prefix) :]: value
-            for key, value in self._table.data.items()
-            if isinstance(key, str) and key.startswith(prefix)
-        }
+        data = self._table.data
+        # One pass over every partition's keys (a restart loads each partition in turn).
+        stored = [key for key in data if isinstance(key, str) and key.startswith(prefix)]
+        # The batch recovery keeps values encoded (stream_app/recovery.py); no value this
+        # store writes is bytes once decoded.
+        entries = {}
+        for key in stored:
+            value = data[key]
+            short = key[len(prefix) :]
+            entries[short] = (_decoded(partition, short, value) if isinstance(value, bytes)
+                              else value)
         if not self._keep_copy:
-            self.release(partition)
-        journal: dict[str, Any] = {}
+            for key in stored:
+                del data[key]
+        pending = self._pending[partition] = _Pending()
+        journals: list[dict[str, Any]] = []
         legacy = entries.pop(JOURNAL_KEY, None)
         if legacy is not None:
-            journal.update(legacy)
-        chunks = {int(key[len(_CHUNK_PREFIX) :]): entries.pop(key)
-                  for key in [k for k in entries if k.startswith(_CHUNK_PREFIX)]}
-        chunks = {index: chunk for index, chunk in chunks.items() if chunk is not None}
-        if chunks:
-            latest = max(chunk[0] for chunk in chunks.values())
-            self._sequence[partition] = max(self._sequence.get(partition, 0), latest)
-            count = next(chunk[1] for chunk in chunks.values() if chunk[0] == latest)
-            if all(index in chunks and chunks[index][0] == latest for index in range(count)):
+            pending.journal_keys.append(JOURNAL_KEY)
+            journals.append(legacy)
+        # sequence -> chunk index -> (chunk count, changes)
+        batches: dict[int, dict[int, tuple[int, dict[str, Any]]]] = {}
+        fixed_slots: dict[int, Any] = {}  # the older format: one key per chunk index
+        for key in [k for k in entries if k.startswith(_CHUNK_PREFIX)]:
+            chunk = entries.pop(key)
+            pending.journal_keys.append(key)
+            parts = key[len(_CHUNK_PREFIX) :].split("|")
+            if chunk is None:
+                continue
+            if len(parts) == 1:
+                fixed_slots[int(parts[0])] = chunk
+            else:
+                sequence, count, changes = chunk
+                batches.setdefault(sequence, {})[int(parts[1])] = (count, changes)
+        latest = 0
+        if fixed_slots:
+            latest = max(chunk[0] for chunk in fixed_slots.values())
+            count = next(chunk[1] for chunk in fixed_slots.values() if chunk[0] == latest)
+            if all(index in fixed_slots and fixed_slots[index][0] == latest
+                   for index in range(count)):
                 for index in range(count):
-                    journal.update(chunks[index][2])
-        entries.update(journal)
-        unsettled = dict(journal)
-        if legacy is not None:
-            # Its batch is older than every entry written since: gone with the next write.
-            unsettled[JOURNAL_KEY] = None
-        self._unsettled.pop(partition, None)
-        if unsettled:
-            self._unsettled[partition] = unsettled
+                    journals.append(fixed_slots[index][2])
+        for sequence in sorted(batches):
+            chunks = batches[sequence]
+            count = next(iter(chunks.values()))[0]
+            latest = max(latest, sequence)
+            if count - 1 not in chunks:
+                continue  # the worker stopped while writing it: read again from its offset
+            journals.extend(chunks[index][1] for index in sorted(chunks))
+        self._sequence[partition] = max(self._sequence.get(partition, 0), latest)
+        for changes in journals:
+            entries.update(changes)
+            for key, value in changes.items():
+                raw = None if value is None else _dumps(value)
+                pending.changes[key] = raw
+                pending.size += len(key) + (0 if raw is None else len(raw))
         return {key: value for key, value in entries.items() if value is not None}
 
     def release(self, partition: int) -> None:
@@ -113,39 +170,21 @@ class PartitionStore:
         if not changes:
             return
         topic, out = self._topic(), self.outbox
-        data = self._table.data if self._keep_copy else None
+        first = len(out)
         sequence = self._sequence[partition] = self._sequence.get(partition, 0) + 1
+        pending = self._pending.get(partition)
+        if pending is None:
+            pending = self._pending[partition] = _Pending()
         prefix = f"{partition}|"
-        # Before this batch's journal overwrites the one the state was loaded from.
-        for key, value in self._unsettled.pop(partition, {}).items():
-            out.append((topic, partition, _dumps(prefix + key),
-                        None if value is None else _dumps(value)))
-            if data is not None:
-                if value is None:
-                    data.pop(prefix + key, None)
-                else:
-                    data[prefix + key] = value
-        # The journal's chunks are spliced from the entries' encodings: each value is
-        # encoded once. An entry's key inside a chunk is its stored key without the
-        # `<partition>|` prefix (digits and a bar: never escaped).
-        skip = len(prefix) + 1
-        entries: list[ChangelogRecord] = []
+        merged = pending.changes
+        # A chunk is spliced from the values' encodings: each value is encoded once. An
+        # entry's key inside a chunk is its store key, JSON-encoded.
         chunks: list[list[bytes]] = [[]]
         size = 0
         for key, value in changes.items():
-            stored_key = prefix + key
-            encoded_key = _dumps(stored_key)
-            if value is None:
-                raw = None
-                piece = b'"%s:null' % encoded_key[skip:]
-                if data is not None:
-                    data.pop(stored_key, None)
-            else:
-                raw = _dumps(value)
-                piece = b'"%s:%s' % (encoded_key[skip:], raw)
-                if data is not None:
-                    data[stored_key] = value
-            entries.append((topic, partition, encoded_key, raw))
+            raw = None if value is None else _dumps(value)
+            merged[key] = raw
+            piece = b"%s:%s" % (_dumps(key), b"null" if raw is None else raw)
             if size > CHUNK_BYTES:
                 chunks.append([])
                 size = 0
@@ -153,11 +192,31 @@ class PartitionStore:
             size += len(piece)
         count = len(chunks)
         for index, pieces in enumerate(chunks):
-            chunk_key = f"{prefix}{_CHUNK_PREFIX}{index}"
+            chunk_key = f"{_CHUNK_PREFIX}{sequence}|{index}"
+            pending.journal_keys.append(chunk_key)
             raw_chunk = b"[%d,%d,{%s}]" % (sequence, count, b",".join(pieces))
-            out.append((topic, partition, _dumps(chunk_key), raw_chunk))
-        # The in-memory copy keeps no chunks: it holds complete batches only.
-        out.extend(entries)
+            pending.size += len(raw_chunk)
+            out.append((topic, partition, _dumps(prefix + chunk_key), raw_chunk))
+        if pending.size >= CHECKPOINT_BYTES:
+            self._checkpoint(partition, topic, pending)
+        if self._keep_copy:
+            data = self._table.data
+            for _, _, raw_key, raw_value in out[first:]:
+                if raw_value is None:
+                    data.pop(_loads(raw_key), None)
+                else:
+                    data[_loads(raw_key)] = _loads(raw_value)
+
+    def _checkpoint(self, partition: int, topic: str, pending: _Pending) -> None:
+        """The changes journaled since the last checkpoint as entries, then their journals
+        deleted, in the order they were written (see the module's docstring)."""
+        prefix = f"{partition}|"
+        out = self.outbox
+        for key, raw in pending.changes.items():
+            out.append((topic, partition, _dumps(prefix + key), raw))
+        for key in pending.journal_keys:
+            out.append((topic, partition, _dumps(prefix + key), None))
+        self._pending[partition] = _Pending()
 
     def take_outbox(self) -> list[ChangelogRecord]:
         records, self.outbox = self.outbox, []

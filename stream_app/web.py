@@ -265,8 +265,40 @@ class ExpositionCache:
         return self._text
 
 
-def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) -> None:
-    """Add the pages to the Faust app's web server."""
+# How soon a client should ask again while the worker replays its changelogs.
+RECOVERY_RETRY_AFTER_S = 2
+
+
+def health_document(pipeline: Pipeline, figures: dict[str, Any],
+                    recovery: dict[str, Any] | None) -> dict[str, Any]:
+    """/healthz: always HTTP 200 (a liveness probe must not kill a worker that replays its
+    state); `status` is "recovering", with the replay's progress, until the state is
+    loaded."""
+    document: dict[str, Any] = {"status": "ok" if recovery is None else "recovering",
+                                "boards": sorted(pipeline.boards), **figures}
+    if recovery is not None:
+        document["recovery"] = recovery
+    return document
+
+
+def no_board_document(recovery: dict[str, Any] | None) -> dict[str, Any]:
+    """/api/rates without a board here (HTTP 503, Retry-After while recovering): either the
+    worker is replaying its changelogs, the board's among them or not yet known, or the
+    board is held by another worker of the group."""
+    if recovery is not None:
+        return {"state": "recovering",
+                "error": "this worker is restoring its state from the changelogs; "
+                         "ask again shortly",
+                "progress": recovery}
+    return {"state": "not_held",
+            "error": "this worker does not hold the rates board now; "
+                     "ask another worker of the group"}
+
+
+def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry,
+             recovery: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
+    """Add the pages to the Faust app's web server; `recovery` tells the progress of a
+    recovery under way (None: none)."""
     throughput = Throughput()
     source = DemoSourceFile(pipeline.settings.demo_info)
     cache = ExpositionCache(pipeline, registry)
@@ -277,8 +309,8 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) ->
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "boards": sorted(pipeline.boards),
-                         **health_figures(pipeline, throughput)})
+        return web.json(health_document(pipeline, health_figures(pipeline, throughput),
+                                        recovery()))
 
     @app.page("/api/rates")
     async def api_rates(web: Any, request: Any) -> Any:
@@ -289,9 +321,11 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry) ->
             return web.json({"error": str(error)}, status=400, headers=dict(SECURITY_HEADERS))
         boards = list(pipeline.boards.values())
         if not boards:
-            return web.json({"error": "this worker does not hold the rates board now; "
-                                      "ask another worker of the group"}, status=503,
-                            headers=dict(SECURITY_HEADERS))
+            progress = recovery()
+            headers = dict(SECURITY_HEADERS)
+            if progress is not None:
+                headers["Retry-After"] = str(RECOVERY_RETRY_AFTER_S)
+            return web.json(no_board_document(progress), status=503, headers=headers)
         document = rates_document(pipeline, boards[0], view, label, count,
                                   health_figures(pipeline, throughput),
                                   source.current())

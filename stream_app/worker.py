@@ -60,6 +60,6 @@ def run(settings: Settings) -> int:
         print(f"upsell-stream worker: cannot create {app.conf.datadir}: {error}",
               file=sys.stderr)
         return 1
-    register(app, app.pipeline, build_registry(app.pipeline))
+    register(app, app.pipeline, build_registry(app.pipeline), app.recovery_status)
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops

@@ -17,8 +17,9 @@ its way; one fetch round tells. A live stream is held for a fetch round, not sec
 Each partition's records leave in offset order (its order key is the running largest ts,
 a reject taking the key of the record before it), so the receiving stage can count each
 source item once by its offset. A partition whose lag is not known yet (just assigned,
-no fetch answered) holds the others for `max_wait_s` at most; beyond `max_buffered`
-waiting records the oldest leave anyway, so memory stays bounded.
+no fetch answered) counts as behind until a fetch of it tells its lag (a wait longer than
+`max_wait_s` is reported); beyond `max_buffered` waiting records the oldest leave anyway,
+so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -55,11 +56,11 @@ class EventTimeMerge(Generic[T]):
         self._sources: dict[Source, _Waiting[T]] = {}
         self._waiting = 0
         self._unknown_since: dict[Source, float] = {}
-        # Partitions no longer waited for (lag unknown for max_wait_s), and those of them
-        # not reported yet; records that left only because too many waited, since the
+        # Partitions whose lag stayed unknown for max_wait_s (still waited for), and those
+        # of them not reported yet; records that left only because too many waited, since the
         # last report (take_order_breaks).
-        self._abandoned: set[Source] = set()
-        self._newly_abandoned: list[Source] = []
+        self._unknown_reported: set[Source] = set()
+        self._newly_unknown: list[Source] = []
         self._forced = 0
 
     def __len__(self) -> int:
@@ -86,7 +87,7 @@ class EventTimeMerge(Generic[T]):
         """The records that may leave, in event-time order.
 
         `behind` says, for each partition read, whether Kafka holds records of it not read
-        yet (None: not known yet; taken as behind for `max_wait_s`). `quiet` names caught-up
+        yet (None: not known yet; taken as behind). `quiet` names caught-up
         partitions that a fetch found empty after their last record: they hold nothing back.
         """
         bound = self._bound(behind, now, quiet)
@@ -117,13 +118,14 @@ class EventTimeMerge(Generic[T]):
         for source, is_behind in behind.items():
             waiting = self._sources.get(source)
             if is_behind is None:
+                # Not known is behind: until a fetch of it answers, it may hold records
+                # hours older than the others' (a restart over a backlog, a kill -9 in
+                # start-up). Waiting long is reported; memory stays bounded by
+                # max_buffered, beyond which the oldest records leave anyway.
                 first_unknown = self._unknown_since.setdefault(source, now)
-                if now - first_unknown >= self.max_wait_s:
-                    # Its lag never became known: do not wait for it forever.
-                    if source not in self._abandoned:
-                        self._abandoned.add(source)
-                        self._newly_abandoned.append(source)
-                    continue
+                if now - first_unknown >= self.max_wait_s and source not in self._unknown_reported:
+                    self._unknown_reported.add(source)
+                    self._newly_unknown.append(source)
             else:
                 self._lag_known(source)
             if is_behind is False:
@@ -146,16 +148,17 @@ class EventTimeMerge(Generic[T]):
         """End the wait for `source`'s lag (known now, or to be asked again from scratch):
         a later unknown lag is a new wait, timed and reported anew."""
         self._unknown_since.pop(source, None)
-        self._abandoned.discard(source)
+        self._unknown_reported.discard(source)
 
     def take_order_breaks(self) -> tuple[list[Source], int]:
-        """What let records leave without waiting, since the last call: the partitions
-        whose lag stayed unknown for `max_wait_s` (each once per such wait), and how many
-        records left only because more than `max_buffered` waited. Records of partitions
-        not waited for can then come later than `stream time - grace`: counted late."""
-        abandoned, self._newly_abandoned = self._newly_abandoned, []
+        """What held or broke the order since the last call: the partitions whose lag
+        stayed unknown for `max_wait_s` (each once per such wait; the others' records still
+        wait for them), and how many records left only because more than `max_buffered`
+        waited (records of the partitions not waited for can then come later than
+        `stream time - grace`: counted late)."""
+        unknown, self._newly_unknown = self._newly_unknown, []
         forced, self._forced = self._forced, 0
-        return abandoned, forced
+        return unknown, forced
 
     def sources(self) -> list[Source]:
         return list(self._sources)

@@ -31,15 +31,32 @@ def test_a_partition_ahead_waits_for_one_behind() -> None:
     assert len(merge) == 0
 
 
-def test_unknown_lag_counts_as_behind_until_the_wait_runs_out() -> None:
+def test_unknown_lag_counts_as_behind_until_a_fetch_tells_it() -> None:
+    """A kill -9 in start-up over a backlog: the first fetches answered for A only, hours
+    of event time ahead of what B holds in Kafka. A's records wait however long B's lag
+    stays unknown (they left after max_wait_s before, and B's then counted late)."""
     merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=3)
-    merge.add(A, 0, 10, "a")
+    merge.add(A, 0, 10_000, "a")
     assert merge.release({A: False, B: None}, now=10) == []
-    assert merge.release({A: False, B: None}, now=12.9) == []
-    assert [p for _, _, p in merge.release({A: False, B: None}, now=13)] == ["a"]
+    assert merge.release({A: False, B: None}, now=13) == []
+    assert merge.release({A: False, B: None}, now=600) == []
+    # B's first fetch: behind, with an older record; then caught up.
+    assert merge.release({A: False, B: True}, now=601) == []
+    merge.add(B, 0, 50, "b")
+    assert [p for _, _, p in merge.release({A: False, B: True}, now=602)] == ["b"]
+    assert [p for _, _, p in merge.release({A: False, B: False}, now=603)] == ["a"]
 
 
-def test_a_partition_no_longer_waited_for_is_reported_once_per_wait() -> None:
+def test_records_waiting_for_an_unknown_lag_stay_within_the_bound() -> None:
+    merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=4, max_wait_s=3)
+    for offset in range(6):
+        merge.add(A, offset, offset, offset)
+    out = merge.release({A: False, B: None}, now=10)
+    assert [p for _, _, p in out] == [0, 1, 2, 3]
+    assert len(merge) == 2
+
+
+def test_a_partition_whose_lag_stays_unknown_is_reported_once_per_wait() -> None:
     merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=3)
     merge.add(A, 0, 10, "a")
     merge.release({A: False, B: None}, now=10)

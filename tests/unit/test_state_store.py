@@ -59,7 +59,8 @@ def _applied(state: Changes, changes: Changes) -> Changes:
 
 def _journal_end(records: list[ChangelogRecord]) -> int:
     """How many of a write's records must land for its whole journal to be there."""
-    chunks = [i for i, (_, _, key, _) in enumerate(records) if b"|journal|" in key]
+    chunks = [i for i, (_, _, key, value) in enumerate(records)
+              if b"|journal|" in key and value is not None]
     return chunks[-1] + 1 if chunks else 0
 
 
@@ -77,6 +78,8 @@ def test_a_restart_loads_the_state_after_the_last_batch_whose_journal_landed(
     with pytest.MonkeyPatch.context() as patch:
         # Small chunks, so that journals of several chunks land in part.
         patch.setattr(state_store, "CHUNK_BYTES", 12)
+        # And checkpoints every few batches, so that a worker stops within them too.
+        patch.setattr(state_store, "CHECKPOINT_BYTES", 60)
         _write_and_stop(batches)
 
 
@@ -101,9 +104,10 @@ def _write_and_stop(batches: list[tuple[Changes, float | None]]) -> None:
         assert live == durable
 
 
-def test_the_journal_loaded_is_written_again_before_the_next_one() -> None:
-    """The case the SIGTERM restart test hit: a batch's journal landed and only some of
-    its entries; the next batch's journal overwrote it."""
+def test_the_journals_loaded_stay_until_a_checkpoint_holds_their_changes() -> None:
+    """A worker stopped after a batch's journal and part of what followed it: the state
+    loaded holds that batch, and so does every later restart (the SIGTERM restart test
+    once lost an open offer this way)."""
     changelog = Changelog()
     store = PartitionStore(FakeTable(), keep_copy=False)
     store.write(0, {"a": 1})
@@ -118,17 +122,58 @@ def test_the_journal_loaded_is_written_again_before_the_next_one() -> None:
     assert changelog.restart().load(0) == {"a": 1, "b": 2, "c": 3, "d": 4}
 
 
-def test_a_journal_of_the_single_entry_format_goes_with_the_next_write() -> None:
-    table = FakeTable()
-    table.data = {"0|a": 1, "0|journal": {"a": 2, "b": 3}}
-    store = PartitionStore(table, keep_copy=False)
+@pytest.mark.parametrize("older", [
+    # One journal entry per partition, before chunks.
+    {"0|a": 1, "0|journal": {"a": 2, "b": 3}},
+    # Chunks keyed by their index alone, overwritten by each batch, and every entry
+    # written again (the batch of sequence 4 left only its first chunk: it is ignored).
+    {"0|a": 2, "0|b": 3, "0|journal|0": [4, 2, {"a": 9}], "0|journal|1": [3, 2, {"b": 3}]},
+    {"0|a": 1, "0|journal|0": [3, 2, {"a": 2}], "0|journal|1": [3, 2, {"b": 3}]},
+])
+def test_older_changelogs_load_and_their_journals_go_with_the_next_checkpoint(
+        older: dict[str, Any]) -> None:
+    changelog = Changelog()
+    changelog.latest = dict(older)
+    store = changelog.restart()
     assert store.load(0) == {"a": 2, "b": 3}
     store.write(0, {"a": 4})
-    changelog = Changelog()
-    changelog.latest = {"0|a": 1, "0|journal": {"a": 2, "b": 3}}
     changelog.land(store.take_outbox())
-    assert "0|journal" not in changelog.latest
     assert changelog.restart().load(0) == {"a": 4, "b": 3}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_store, "CHECKPOINT_BYTES", 0)
+        store.write(0, {"c": 5})
+    changelog.land(store.take_outbox())
+    assert changelog.latest == {"0|a": 4, "0|b": 3, "0|c": 5}
+    assert changelog.restart().load(0) == {"a": 4, "b": 3, "c": 5}
+
+
+def test_a_checkpoint_leaves_the_live_state_and_each_key_once() -> None:
+    """The changelog holds each batch's changes once, as a journal, until a checkpoint
+    writes the merged changes as entries and deletes the journals."""
+    changelog = Changelog()
+    store = PartitionStore(FakeTable(), keep_copy=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_store, "CHECKPOINT_BYTES", 200)
+        written = 0
+        for value in range(20):
+            store.write(0, {"cell": [value] * 3, f"offer{value}": value, "gone": None})
+            records = store.take_outbox()
+            written += sum(1 for _, _, key, _ in records if b"journal" not in key)
+            changelog.land(records)
+    # Entries: one per key per checkpoint, not per batch.
+    assert written < 20 * 2
+    state = {"cell": [19] * 3, **{f"offer{value}": value for value in range(20)}}
+    assert changelog.restart().load(0) == state
+    journals = [key for key in changelog.latest if "journal" in key]
+    assert len(journals) < 20
+
+
+def test_every_batch_is_journaled_once_and_only_checkpoints_write_entries() -> None:
+    store = PartitionStore(FakeTable(), keep_copy=False)
+    store.write(0, {"a": 1, "b": 2})
+    records = store.take_outbox()
+    assert [json.loads(key) for _, _, key, _ in records] == ["0|journal|1|0"]
+    assert json.loads(records[0][3] or b"") == [1, 1, {"a": 1, "b": 2}]
 
 
 def _customer_logs(offers: int) -> tuple[Pipeline, dict[int, list[FakeRecord]]]:
@@ -168,9 +213,11 @@ def _partition_of(key: bytes | None) -> int:
     return 0 if key is None else zlib.crc32(key) % PARTITIONS
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("seed", "checkpoint_bytes"),
+                         [(1, 2 * 1024 * 1024), (2, 30_000), (3, 5_000)])
 def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped(
-        seed: int) -> None:
+        seed: int, checkpoint_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_store, "CHECKPOINT_BYTES", checkpoint_bytes)
     pipeline, logs = _customer_logs(offers=1_500)
     rng = random.Random(seed)
     for partition, log in logs.items():
