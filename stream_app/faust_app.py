@@ -16,32 +16,18 @@ from stream_app.kafka_clients import faust_credentials
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
-from stream_app.topics import durability_config, replication_factor
+from stream_app.topics import (
+    BOARD_TABLE,
+    CHANGELOG_CONFIG,
+    LARGE_MESSAGE_BYTES,
+    PARTITION_TABLE,
+    durability_config,
+    replication_factor,
+)
 
 log = logging.getLogger(__name__)
 
-# Journal entries hold a whole batch's changes; leave room above Kafka's 1 MB default.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 PRODUCER_BATCH_BYTES = 512 * 1024
-# Kafka compacts only rolled segments, and by default rolls at 1 GB or after 7 days and
-# cleans once half a log is dirty: a board's changelog grew to 958 MB in one segment, all
-# of it replayed by every restart. Segments that roll every minute (or at 16 MB) and a
-# cleaner that starts at 10 % dirty keep a changelog near the size of the live state plus
-# about a minute of writes (the cleaner merges small cleaned segments again). Tombstones
-# (the state store deletes its journals this way) stay readable for an hour: a recovery
-# reading from the start must see a delete whose older value it read, and takes seconds,
-# not an hour. The broker stores the JSON records gzipped (the one codec aiokafka reads
-# without extra packages): the worker writes them plain, the broker's CPU compresses them.
-CHANGELOG_COMPACTION = {
-    "cleanup.policy": "compact",
-    "compression.type": "gzip",
-    "segment.bytes": str(16 * 1024 * 1024),
-    "segment.ms": str(60 * 1000),
-    "min.cleanable.dirty.ratio": "0.1",
-    "delete.retention.ms": str(60 * 60 * 1000),
-}
-# Faust names a table's changelog topic `<app id>-<table name>-changelog`.
-PARTITION_TABLE = "partition-state"
 # How long a partition may hold records with none of them handled before the worker logs
 # it as stalled (BatchConsumer.verify_event_path). A batch takes well under a second;
 # Faust's default, 5 minutes, leaves a stuck worker unreported for long.
@@ -122,7 +108,7 @@ def create_app(settings: Settings) -> PipelineApp:
         topic_replication_factor=settings.replication_factor or 1,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_max_records,
-        producer_max_request_size=MAX_MESSAGE_BYTES,
+        producer_max_request_size=LARGE_MESSAGE_BYTES,
         # The hot path fills whole batches itself; under the brokers' default 1 MB limit.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_acks=-1,
@@ -133,13 +119,12 @@ def create_app(settings: Settings) -> PipelineApp:
         datadir=str(settings.data_dir / "worker"),
         Table=StateTable,
     )
-    state_config = {"max.message.bytes": str(MAX_MESSAGE_BYTES), **CHANGELOG_COMPACTION}
     partition_table = app.Table(
         PARTITION_TABLE, partitions=settings.partitions, default=None,
-        extra_topic_configs=state_config,
+        extra_topic_configs=CHANGELOG_CONFIG,
     )
     board_table = app.Table(
-        "board-state", partitions=1, default=None, extra_topic_configs=state_config
+        BOARD_TABLE, partitions=1, default=None, extra_topic_configs=CHANGELOG_CONFIG
     )
     # The live state is the only in-memory copy (see PartitionStore).
     partition_store = PartitionStore(partition_table, keep_copy=False)

@@ -65,6 +65,12 @@ def recovery_document(changelogs: Sequence[tuple[str, int, int, int]],
     }
 
 
+def recovery_started_at(recovery: Any) -> float | None:
+    """When (time.monotonic) Faust's running recovery began; None when none runs."""
+    started_at = getattr(recovery, "_recovery_started_at", None)
+    return started_at if recovery.in_recovery else None
+
+
 class RecoveryProgress:
     """Watches Faust's recovery of the tables' changelogs for the progress documents.
 
@@ -80,8 +86,8 @@ class RecoveryProgress:
 
     def observe(self) -> None:
         recovery = self._recovery
-        started_at = getattr(recovery, "_recovery_started_at", None)
-        if not recovery.in_recovery or started_at is None:
+        started_at = recovery_started_at(recovery)
+        if started_at is None:
             return
         if self._began is None or self._began[0] != started_at:
             self._began = (started_at, {})

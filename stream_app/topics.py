@@ -20,11 +20,32 @@ from stream_app.settings import Settings
 # Unprocessed internal records must outlive any plausible worker outage.
 INTERNAL_RETENTION_MS = 7 * 86_400_000
 CONNECT_TIMEOUT_S = 15.0
-# As the worker's producer allows (faust_app.MAX_MESSAGE_BYTES). A dead-letter copy is an
-# input message plus headers, so above the 1 MB an input topic takes by default; a
-# forwarded event is as large as its strings.
+# What the worker's producer sends at most (faust_app): a state journal holds a whole
+# batch's changes, a dead-letter copy is an input message plus headers (above the 1 MB an
+# input topic takes by default), a forwarded event is as large as its strings.
 LARGE_MESSAGE_BYTES = 16 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
+# The worker's tables; Faust names a table's changelog `<app id>-<table>-changelog`.
+PARTITION_TABLE = "partition-state"
+BOARD_TABLE = "board-state"
+# Kafka compacts only rolled segments, and by default rolls at 1 GB or after 7 days and
+# cleans once half a log is dirty: a board's changelog grew to 958 MB in one segment, all
+# of it replayed by every restart. Segments that roll every minute (or at 16 MB) and a
+# cleaner that starts at 10 % dirty keep a changelog near the size of the live state plus
+# about a minute of writes (the cleaner merges small cleaned segments again). Tombstones
+# (the state store deletes its journals this way) stay readable for an hour: a recovery
+# reading from the start must see a delete whose older value it read, and takes seconds,
+# not an hour. The broker stores the JSON records gzipped (the one codec aiokafka reads
+# without extra packages): the worker writes them plain, the broker's CPU compresses them.
+CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    "compression.type": "gzip",
+    "segment.bytes": str(16 * 1024 * 1024),
+    "segment.ms": str(60 * 1000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(60 * 60 * 1000),
+    "max.message.bytes": str(LARGE_MESSAGE_BYTES),
+}
 
 
 class TopicsError(RuntimeError):
@@ -66,7 +87,16 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_kpis, n, dict(compacted)),
         TopicSpec(settings.topic_alerts, n),
         TopicSpec(settings.topic_deadletter, n, dict(large)),
+        # Created here rather than left to Faust, whose own creation raced the consumer's
+        # subscription: "not found in cluster metadata" at start, and a rebalance when the
+        # metadata next refreshed, five minutes later.
+        TopicSpec(changelog_topic(settings, PARTITION_TABLE), n, dict(CHANGELOG_CONFIG)),
+        TopicSpec(changelog_topic(settings, BOARD_TABLE), 1, dict(CHANGELOG_CONFIG)),
     ]
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
 
 
 def _unreachable(settings: Settings, error: BaseException) -> TopicsError:
