@@ -1,0 +1,3 @@
+"""Type stubs of the compiled core (engine/, built by maturin as stream_app._engine)."""
+
+def version() -> str: ...
