@@ -1,4 +1,13 @@
-//! stream_app._engine: the compiled domain core of upsell-stream.
+//! stream_app._engine: the compiled domain core of upsell-stream (docs/engine.md).
+
+mod attribution;
+mod cohorts;
+mod dedupe;
+mod events;
+mod expiry;
+mod labels;
+mod partition;
+mod util;
 
 use pyo3::prelude::*;
 
@@ -11,5 +20,10 @@ fn version() -> &'static str {
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_class::<partition::PyCustomerPartition>()?;
+    m.add_class::<attribution::PyAttribution>()?;
+    m.add_class::<cohorts::PyWindowCounts>()?;
+    m.add_class::<dedupe::PyEventIdMemory>()?;
+    m.add_class::<labels::PyLabelCap>()?;
     Ok(())
 }
