@@ -4,15 +4,14 @@
 //! for an offer are forgotten once stream time passes ts + attribution window + grace.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use indexmap::IndexSet;
 use pyo3::prelude::*;
 
 use crate::events::{event_from_py, Event, Offer, Purchase};
 use crate::expiry::ExpiryQueue;
-use crate::util::{s, Str};
+use crate::util::{Map, OrderedSet, s, Str};
 
 /// The window labels an event was counted in, shared between events.
 pub type Labels = Arc<[Str]>;
@@ -40,21 +39,21 @@ pub type OfferRef = (Str, Str);
 
 #[derive(Default)]
 pub struct Changes {
-    pub offers: IndexSet<OfferRef>,
-    pub purchases: IndexSet<Str>,
+    pub offers: OrderedSet<OfferRef>,
+    pub purchases: OrderedSet<Str>,
 }
 
 pub struct Attribution {
     attribution_ms: i64,
     grace_ms: i64,
     // customer_id -> offer_id -> kept offer.
-    offers: HashMap<Str, HashMap<Str, OpenOffer>>,
+    offers: Map<Str, Map<Str, OpenOffer>>,
     offer_count: usize,
-    waiting_for_offer: HashMap<OfferRef, Vec<(u64, Arc<Purchase>)>>,
+    waiting_for_offer: Map<OfferRef, Vec<(u64, Arc<Purchase>)>>,
     last_touch_due: BinaryHeap<Reverse<(i64, i64, Str, u64)>>,
     // event_id -> (serial, purchase): the serial tells this purchase from an earlier one
     // of the same event_id.
-    pending: HashMap<Str, (u64, Arc<Purchase>)>,
+    pending: Map<Str, (u64, Arc<Purchase>)>,
     next_serial: u64,
     offer_expiry: ExpiryQueue<OfferRef>,
     waiting_expiry: BinaryHeap<Reverse<(i64, Str)>>,
@@ -67,11 +66,11 @@ impl Attribution {
         Self {
             attribution_ms,
             grace_ms,
-            offers: HashMap::new(),
+            offers: Map::default(),
             offer_count: 0,
-            waiting_for_offer: HashMap::new(),
+            waiting_for_offer: Map::default(),
             last_touch_due: BinaryHeap::new(),
-            pending: HashMap::new(),
+            pending: Map::default(),
             next_serial: 0,
             offer_expiry: ExpiryQueue::default(),
             waiting_expiry: BinaryHeap::new(),

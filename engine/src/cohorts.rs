@@ -4,15 +4,13 @@
 //! counted under; a customer's memberships in one window are one stored entry).
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
-use indexmap::{IndexMap, IndexSet};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::labels::ALL;
-use crate::util::{int_of, int_to_py, items, json_key, s, Part, Str};
+use crate::util::{Map, OrderedMap, OrderedSet, int_of, int_to_py, items, json_key, s, Part, Str};
 
 pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
 pub const CHANNEL_SEGMENT: u8 = 0;
@@ -59,6 +57,20 @@ impl PartialOrd for Slot {
     }
 }
 
+/// A key's cell, then those of its roll-ups, each once.
+#[derive(Clone, Copy)]
+struct Family {
+    cells: [u32; 4],
+    len: u8,
+}
+
+impl std::ops::Deref for Family {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.cells[..self.len as usize]
+    }
+}
+
 struct Cell {
     key: Key,
     sums: [i128; 4],
@@ -70,14 +82,41 @@ struct Cell {
 pub struct SlotData {
     generation: u64,
     cells: Vec<Cell>,
-    index: HashMap<Key, u32>,
+    index: Map<Key, u32>,
     // Each counted key's cell and its roll-ups' cells, in rollups() order.
-    families: HashMap<Key, Vec<u32>>,
+    families: Map<Key, Family>,
     // Per distinct field: each counted customer's key cells.
-    members: [HashMap<Str, Vec<u32>>; 2],
+    members: [Map<Str, Vec<u32>>; 2],
 }
 
 impl SlotData {
+    /// The key's cell, then those of its roll-ups, each once (a roll-up's own key, as
+    /// restored from versions before, is its own roll-up); made once per key.
+    fn family(&mut self, key: &Key) -> Family {
+        if let Some(family) = self.families.get(key) {
+            return *family;
+        }
+        let mut family = Family { cells: [0; 4], len: 0 };
+        for rolled in rollups(key) {
+            let cell = match self.index.get(&rolled) {
+                Some(cell) => *cell,
+                None => {
+                    let cell = self.cells.len() as u32;
+                    self.cells.push(Cell { key: rolled.clone(), sums: [0; 4], distinct: [0; 2],
+                                           unsaved: false, unpublished: false });
+                    self.index.insert(rolled, cell);
+                    cell
+                }
+            };
+            if !family.contains(&cell) {
+                family.cells[family.len as usize] = cell;
+                family.len += 1;
+            }
+        }
+        self.families.insert(key.clone(), family);
+        family
+    }
+
     fn vector(&self, view: u8, cell: u32) -> Vec<i128> {
         let cell = &self.cells[cell as usize];
         let n = SUM_FIELDS[view as usize].len();
@@ -92,14 +131,14 @@ type Group = (Str, i64, Str);
 
 #[derive(Default)]
 pub struct WindowCounts {
-    slots: IndexMap<Slot, SlotData>,
+    slots: OrderedMap<Slot, SlotData>,
     next_generation: u64,
     changed_cells: Vec<CellRef>,
     changed_members: Vec<(Slot, Str)>,
     dropped: Vec<(Slot, SlotData)>,
     partials: Vec<CellRef>,
     // Entries of one membership each, as versions before wrote them, restored.
-    migrated: IndexMap<String, Group>,
+    migrated: OrderedMap<String, Group>,
 }
 
 fn rollups(key: &Key) -> [Key; 4] {
@@ -123,11 +162,12 @@ impl WindowCounts {
     /// key and its roll-ups.
     pub fn count(&mut self, slot: &Slot, key: &Key, sums: &[(usize, i128)], distinct: &[usize],
                  customer: &Str) {
-        let family = self.family(slot, key);
-        let data = self.slots.get_mut(slot).expect("made by family");
+        let at = self.slot_index(slot);
+        let (slot, data) = self.slots.get_index_mut(at).expect("made");
+        let family = data.family(key);
         let generation = data.generation;
         for &(index, amount) in sums {
-            for &cell in &family {
+            for &cell in family.iter() {
                 data.cells[cell as usize].sums[index] += amount;
             }
         }
@@ -202,7 +242,7 @@ impl WindowCounts {
     /// window whose memberships changed, holding all of them (None once there are none).
     pub fn take_changes(&mut self, py: Python<'_>, prefix: &str, changes: &Bound<'_, PyDict>)
         -> PyResult<()> {
-        let mut groups: IndexSet<Group> = IndexSet::new();
+        let mut groups: OrderedSet<Group> = OrderedSet::default();
         for (slot, data) in std::mem::take(&mut self.dropped) {
             for cell in &data.cells {
                 changes.set_item(cell_key(prefix, &slot, &cell.key), py.None())?;
@@ -293,8 +333,9 @@ impl WindowCounts {
         let slot = Slot { view, label: text(1)?, start: int(2)? };
         let key = (text(3)?, text(4)?);
         if parts.len() == 5 {
-            let family = self.family(&slot, &key);
-            let data = self.slots.get_mut(&slot).expect("made by family");
+            let at = self.slot_index(&slot);
+            let data = &mut self.slots[at];
+            let family = data.family(&key);
             let cell = &mut data.cells[family[0] as usize];
             for (i, amount) in value.try_iter()?.enumerate() {
                 if i < cell.sums.len() {
@@ -314,8 +355,9 @@ impl WindowCounts {
         if index > 1 {
             return;
         }
-        let family = self.family(slot, key);
-        let data = self.slots.get_mut(slot).expect("made by family");
+        let at = self.slot_index(slot);
+        let data = &mut self.slots[at];
+        let family = data.family(key);
         join(data, &family, index, customer);
     }
 
@@ -338,43 +380,20 @@ impl WindowCounts {
         self.dropped.clear();
     }
 
-    /// The key's cell, then those of its roll-ups, each once; made once per slot and key.
-    fn family(&mut self, slot: &Slot, key: &Key) -> Vec<u32> {
-        if let Some(data) = self.slots.get(slot) {
-            if let Some(family) = data.families.get(key) {
-                return family.clone();
-            }
+    /// The position of a slot, made empty if new.
+    fn slot_index(&mut self, slot: &Slot) -> usize {
+        if let Some(at) = self.slots.get_index_of(slot) {
+            return at;
         }
-        if !self.slots.contains_key(slot) {
-            let generation = self.next_generation;
-            self.next_generation += 1;
-            self.slots.insert(slot.clone(), SlotData {
-                generation,
-                cells: Vec::new(),
-                index: HashMap::new(),
-                families: HashMap::new(),
-                members: Default::default(),
-            });
-        }
-        let data = self.slots.get_mut(slot).expect("inserted");
-        let mut family: Vec<u32> = Vec::with_capacity(4);
-        for rolled in rollups(key) {
-            let cell = match data.index.get(&rolled) {
-                Some(cell) => *cell,
-                None => {
-                    let cell = data.cells.len() as u32;
-                    data.cells.push(Cell { key: rolled.clone(), sums: [0; 4], distinct: [0; 2],
-                                           unsaved: false, unpublished: false });
-                    data.index.insert(rolled, cell);
-                    cell
-                }
-            };
-            if !family.contains(&cell) {
-                family.push(cell);
-            }
-        }
-        data.families.insert(key.clone(), family.clone());
-        family
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.slots.insert_full(slot.clone(), SlotData {
+            generation,
+            cells: Vec::new(),
+            index: Map::default(),
+            families: Map::default(),
+            members: Default::default(),
+        }).0
     }
 }
 
@@ -394,6 +413,7 @@ fn join(data: &mut SlotData, family: &[u32], index: usize, customer: &Str) -> Ve
             let others = held.clone();
             held.push(own);
             for other in others {
+                // Every held key was counted through its family.
                 let counted = &data.families[&data.cells[other as usize].key];
                 new_to.retain(|cell| !counted.contains(cell));
             }

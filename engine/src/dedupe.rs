@@ -1,24 +1,23 @@
 //! Which event_ids were already processed, remembered for the attribution window.
 
-use std::collections::HashMap;
 
 use pyo3::prelude::*;
 
 use crate::expiry::ExpiryQueue;
-use crate::util::{s, Str};
+use crate::util::{s, Map, Str};
 
 /// Remembers each accepted event_id with its ts until stream time passes ts + horizon.
 /// Whether an id is still remembered is decided from stream time at the moment of the
 /// check, not from when clean-up last ran, so results never depend on batch boundaries.
 pub struct Memory {
     horizon_ms: i64,
-    seen: HashMap<Str, i64>,
+    seen: Map<Str, i64>,
     expiry: ExpiryQueue<Str>,
 }
 
 impl Memory {
     pub fn new(horizon_ms: i64) -> Self {
-        Self { horizon_ms, seen: HashMap::new(), expiry: ExpiryQueue::default() }
+        Self { horizon_ms, seen: Map::default(), expiry: ExpiryQueue::default() }
     }
 
     pub fn is_duplicate(&self, event_id: &str, stream_time: Option<i64>) -> bool {

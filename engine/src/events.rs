@@ -254,7 +254,7 @@ pub fn event_to_py<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, P
 /// row, a reject's reason, or null for a tick.
 #[derive(Debug)]
 pub struct Item {
-    pub source_topic: String,
+    pub source_topic: Str,
     pub source_partition: i64,
     pub source_offset: i64,
     pub stamp: Option<i64>,
@@ -291,7 +291,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
         f.write_str("an internal topic item")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
-        let source_topic: String = seq.next_element()?.ok_or_else(|| missing("topic"))?;
+        let source_topic = next_text(&mut seq, "topic")?;
         let source_partition: i64 = seq.next_element()?.ok_or_else(|| missing("partition"))?;
         let source_offset: i64 = seq.next_element()?.ok_or_else(|| missing("offset"))?;
         let stamp: Option<i64> = seq.next_element()?.ok_or_else(|| missing("stamp"))?;
@@ -321,14 +321,62 @@ fn next<'de, A: SeqAccess<'de>, T: serde::Deserialize<'de>>(
     seq.next_element()?.ok_or_else(|| missing(what))
 }
 
+/// A JSON string read straight into a shared string (one allocation, none in between).
+struct TextSeed;
+
+impl<'de> DeserializeSeed<'de> for TextSeed {
+    type Value = Str;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Str, D::Error> {
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Str;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Str, E> {
+        Ok(s(v))
+    }
+}
+
+/// A JSON string or null.
+struct OptTextSeed;
+
+impl<'de> DeserializeSeed<'de> for OptTextSeed {
+    type Value = Option<Str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Str>, D::Error> {
+        d.deserialize_option(OptTextVisitor)
+    }
+}
+
+struct OptTextVisitor;
+
+impl<'de> Visitor<'de> for OptTextVisitor {
+    type Value = Option<Str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<Str>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<Str>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<Str>, D::Error> {
+        d.deserialize_str(TextVisitor).map(Some)
+    }
+}
+
 fn next_text<'de, A: SeqAccess<'de>>(seq: &mut A, what: &str) -> Result<Str, A::Error> {
-    let text: std::borrow::Cow<'de, str> = next(seq, what)?;
-    Ok(s(&text))
+    seq.next_element_seed(TextSeed)?.ok_or_else(|| missing(what))
 }
 
 fn next_opt_text<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Str>, A::Error> {
-    let text: Option<Option<std::borrow::Cow<'de, str>>> = seq.next_element()?;
-    Ok(text.flatten().map(|t| s(&t)))
+    Ok(seq.next_element_seed(OptTextSeed)?.flatten())
 }
 
 impl<'de> Visitor<'de> for PayloadVisitor {
@@ -349,8 +397,8 @@ impl<'de> Visitor<'de> for PayloadVisitor {
         Ok(Payload::Reject(v))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {
-        let tag: std::borrow::Cow<'de, str> = next(&mut seq, "tag")?;
-        let event = if tag == OFFER_TAG {
+        let tag = next_text(&mut seq, "tag")?;
+        let event = if tag.as_ref() == OFFER_TAG {
             Event::Offer(Arc::new(Offer {
                 event_id: next_text(&mut seq, "event_id")?,
                 offer_id: next_text(&mut seq, "offer_id")?,

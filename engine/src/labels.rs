@@ -2,13 +2,12 @@
 //! admits at most `limit` values per dimension; any other value counts under `__other__`,
 //! and an admitted value leaves once unused for the attribution window of stream time.
 
-use indexmap::{IndexMap, IndexSet};
 use pyo3::prelude::*;
 use pyo3::types::PyFrozenSet;
 use std::sync::Arc;
 
 use crate::events::{event_from_py, event_to_py, Event, Offer, Purchase};
-use crate::util::{s, Str};
+use crate::util::{s, OrderedMap, OrderedSet, Str};
 
 pub const OTHER: &str = "__other__";
 pub const ALL: &str = "__all__";
@@ -25,9 +24,9 @@ pub struct LabelCap {
     pub expire_ms: i64,
     refresh_ms: i64,
     // Per dimension: value -> recorded last use, oldest first.
-    admitted: [IndexMap<Str, i64>; 4],
+    admitted: [OrderedMap<Str, i64>; 4],
     next_expiry: Option<i64>,
-    changed: IndexSet<(usize, Str)>,
+    changed: OrderedSet<(usize, Str)>,
     clock: Option<i64>,
     other: Str,
 }
@@ -40,7 +39,7 @@ impl LabelCap {
             refresh_ms: expire_ms.div_euclid(REFRESH_DIVISOR),
             admitted: Default::default(),
             next_expiry: None,
-            changed: IndexSet::new(),
+            changed: OrderedSet::default(),
             clock: None,
             other: s(OTHER),
         }

@@ -1,10 +1,8 @@
 //! The state of one partition of customers (partition.py's module text has the why):
 //! dedupe, stream time, attribution, counts; its partials and its store entries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use indexmap::{IndexMap, IndexSet};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
@@ -16,7 +14,7 @@ use crate::dedupe::Memory;
 use crate::events::{decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer,
                     Payload, Purchase};
 use crate::labels::{LabelCap, DIMENSIONS};
-use crate::util::{int_of, int_to_py, items, json_key, s, window_start, Part, Str};
+use crate::util::{Map, OrderedMap, OrderedSet, int_of, int_to_py, items, json_key, s, window_start, Part, Str};
 
 const META_KEY: &str = "m";
 const DEDUPE: &str = "e|";
@@ -118,26 +116,25 @@ fn dim(value: &Option<Str>, none: &Str) -> Str {
     value.clone().unwrap_or_else(|| none.clone())
 }
 
-type Counter = IndexMap<Vec<Str>, i128>;
+type Counter = OrderedMap<Vec<Str>, i128>;
 
 pub struct Partition {
     config: Config,
     pub stream_time: Option<i64>,
     pub next_offset: i64,
     totals: [Counter; 12],
-    watermarks: IndexMap<(String, i64), i64>,
+    watermarks: OrderedMap<(Str, i64), i64>,
     memory: Memory,
     attribution: Attribution,
     counts: WindowCounts,
     labels: LabelCap,
     // Purchases that name an offer not here yet and are not upsells by themselves.
-    undecided: HashMap<Str, Labels>,
-    changed_undecided: IndexSet<Str>,
-    remembered: IndexSet<Str>,
+    undecided: Map<Str, Labels>,
+    changed_undecided: OrderedSet<Str>,
+    remembered: OrderedSet<Str>,
     // The label tuples in use, one shared copy each.
-    label_tuples: HashMap<Vec<Str>, Labels>,
+    label_tuples: Map<Vec<Str>, Labels>,
     none: Str,
-    all_topics: HashMap<String, Str>,
 }
 
 impl Partition {
@@ -150,14 +147,13 @@ impl Partition {
             stream_time: None,
             next_offset: 0,
             totals: Default::default(),
-            watermarks: IndexMap::new(),
+            watermarks: OrderedMap::default(),
             counts: WindowCounts::default(),
-            undecided: HashMap::new(),
-            changed_undecided: IndexSet::new(),
-            remembered: IndexSet::new(),
-            label_tuples: HashMap::new(),
+            undecided: Map::default(),
+            changed_undecided: OrderedSet::default(),
+            remembered: OrderedSet::default(),
+            label_tuples: Map::default(),
             none: s(NONE),
-            all_topics: HashMap::new(),
         }
     }
 
@@ -170,17 +166,13 @@ impl Partition {
         shared
     }
 
-    fn topic(&mut self, topic: &str) -> Str {
-        if let Some(shared) = self.all_topics.get(topic) {
-            return shared.clone();
+    fn add(&mut self, total: usize, key: &[Str], amount: i128) {
+        match self.totals[total].get_mut(key) {
+            Some(n) => *n += amount,
+            None => {
+                self.totals[total].insert(key.to_vec(), amount);
+            }
         }
-        let shared = s(topic);
-        self.all_topics.insert(topic.to_owned(), shared.clone());
-        shared
-    }
-
-    fn add(&mut self, total: usize, key: Vec<Str>, amount: i128) {
-        *self.totals[total].entry(key).or_insert(0) += amount;
     }
 
     /// Apply one item of the internal topic read at `offset`.
@@ -201,19 +193,19 @@ impl Partition {
         if self.watermarks.get(&source).is_some_and(|mark| item.source_offset <= *mark) {
             return; // the validating stage sent this again after a restart
         }
-        let topic = self.topic(&source.0);
+        let topic = source.0.clone();
         self.watermarks.insert(source, item.source_offset);
         let event = match event {
             Err(reason) => {
                 let reason = if reason.is_empty() { "unknown".to_owned() } else { reason };
-                self.add(REJECTED_TOTAL, vec![topic, s(&reason)], 1);
+                self.add(REJECTED_TOTAL, &[topic, s(&reason)], 1);
                 return;
             }
             Ok(event) => event,
         };
         self.advance(item.stamp);
         if self.memory.is_duplicate(event.event_id(), self.stream_time) {
-            self.add(DUPLICATES_TOTAL, vec![topic], 1);
+            self.add(DUPLICATES_TOTAL, &[topic], 1);
             return;
         }
         self.memory.remember(event.event_id().clone(), event.ts());
@@ -221,11 +213,11 @@ impl Partition {
         // Before anything is counted: totals, windows and kept events see labels only.
         let (event, overflowed) = self.labels.cap(event, self.stream_time);
         for dimension in overflowed {
-            self.add(LABEL_OVERFLOW_TOTAL, vec![s(DIMENSIONS[dimension])], 1);
+            self.add(LABEL_OVERFLOW_TOTAL, &[s(DIMENSIONS[dimension])], 1);
         }
         let windows = self.open_windows(event.ts());
         if windows.len() < self.config.sizes.len() {
-            self.add(LATE_TOTAL, vec![topic], 1);
+            self.add(LATE_TOTAL, &[topic], 1);
         }
         // What came due before this event is decided first, as if everything had arrived
         // in order, whether or not another event happened to arrive in between.
@@ -245,8 +237,8 @@ impl Partition {
 
     fn present(&mut self, offer: Arc<Offer>, windows: &[(Str, i64)]) {
         let (pair, campaign) = self.offer_keys(&offer);
-        self.add(OFFERS_TOTAL, vec![pair.0.clone(), pair.1.clone()], 1);
-        self.add(CAMPAIGN_OFFERS_TOTAL, vec![campaign.0.clone(), campaign.1.clone()], 1);
+        self.add(OFFERS_TOTAL, &[pair.0.clone(), pair.1.clone()], 1);
+        self.add(CAMPAIGN_OFFERS_TOTAL, &[campaign.0.clone(), campaign.1.clone()], 1);
         for (view, key) in [(CHANNEL_SEGMENT, &pair), (CAMPAIGN, &campaign)] {
             for (label, start) in windows {
                 let slot = Slot { view, label: label.clone(), start: *start };
@@ -286,9 +278,9 @@ impl Partition {
                       decided_at: Option<i64>) {
         let key = self.purchase_key(purchase);
         let (purchases, amount, buyers) = kind.fields();
-        let total_key = vec![s(kind.name()), key.0.clone(), key.1.clone()];
-        self.add(PURCHASES_TOTAL, total_key.clone(), 1);
-        self.add(PURCHASE_AMOUNT_TOTAL, total_key, purchase.amount_micros);
+        let total_key = [s(kind.name()), key.0.clone(), key.1.clone()];
+        self.add(PURCHASES_TOTAL, &total_key, 1);
+        self.add(PURCHASE_AMOUNT_TOTAL, &total_key, purchase.amount_micros);
         for label in labels.iter() {
             let Some(size) = self.config.size_of(label) else { continue };
             let start = window_start(purchase.ts, size);
@@ -309,12 +301,12 @@ impl Partition {
             let purchase = &conversion.purchase;
             let amount = purchase.amount_micros;
             let (pair, campaign) = self.offer_keys(offer);
-            let pair_key = vec![pair.0.clone(), pair.1.clone()];
-            let campaign_key = vec![campaign.0.clone(), campaign.1.clone()];
-            self.add(CONVERSIONS_TOTAL, pair_key.clone(), 1);
-            self.add(REVENUE_TOTAL, pair_key, amount);
-            self.add(CAMPAIGN_CONVERSIONS_TOTAL, campaign_key.clone(), 1);
-            self.add(CAMPAIGN_REVENUE_TOTAL, campaign_key, amount);
+            let pair_key = [pair.0.clone(), pair.1.clone()];
+            let campaign_key = [campaign.0.clone(), campaign.1.clone()];
+            self.add(CONVERSIONS_TOTAL, &pair_key, 1);
+            self.add(REVENUE_TOTAL, &pair_key, amount);
+            self.add(CAMPAIGN_CONVERSIONS_TOTAL, &campaign_key, 1);
+            self.add(CAMPAIGN_REVENUE_TOTAL, &campaign_key, amount);
             for label in conversion.windows.iter() {
                 let Some(size) = self.config.size_of(label) else { continue };
                 let start = window_start(offer.ts, size);
@@ -427,7 +419,7 @@ impl Partition {
         }
         let watermarks = PyList::empty(py);
         for ((topic, partition), offset) in &self.watermarks {
-            watermarks.append((topic.as_str(), *partition, *offset).into_pyobject(py)?.to_list())?;
+            watermarks.append((topic.as_ref(), *partition, *offset).into_pyobject(py)?.to_list())?;
         }
         let meta = (self.next_offset, self.stream_time, watermarks, self.totals_row(py)?);
         changes.set_item(META_KEY, meta.into_pyobject(py)?.to_list())?;
@@ -464,7 +456,8 @@ impl Partition {
                 partition.stream_time = meta[1].extract()?;
                 for mark in meta[2].try_iter()? {
                     let mark = items(&mark?)?;
-                    partition.watermarks.insert((mark[0].extract()?, mark[1].extract()?),
+                    let topic: String = mark[0].extract()?;
+                    partition.watermarks.insert((s(&topic), mark[1].extract()?),
                                                 mark[2].extract()?);
                 }
                 for (name, rows) in meta[3].cast::<PyDict>()?.iter() {

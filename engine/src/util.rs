@@ -96,3 +96,10 @@ pub fn window_start(ts: i64, size: i64) -> i64 {
 pub fn items<'py>(value: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
     value.try_iter()?.collect()
 }
+
+/// Hash maps keyed by producers' values: a fast hash, seeded per process (keys chosen to
+/// collide cannot be prepared in advance); nothing depends on their iteration order.
+pub type Hasher = ahash::RandomState;
+pub type Map<K, V> = std::collections::HashMap<K, V, Hasher>;
+pub type OrderedMap<K, V> = indexmap::IndexMap<K, V, Hasher>;
+pub type OrderedSet<K> = indexmap::IndexSet<K, Hasher>;
