@@ -71,6 +71,29 @@ impl std::ops::Deref for Family {
     }
 }
 
+/// The key cells a customer was counted under in one slot and field: one (nearly always),
+/// held inline, or several.
+enum Held {
+    One(u32),
+    Many(Box<Vec<u32>>),
+}
+
+impl Held {
+    fn cells(&self) -> &[u32] {
+        match self {
+            Held::One(cell) => std::slice::from_ref(cell),
+            Held::Many(cells) => cells,
+        }
+    }
+
+    fn push(&mut self, cell: u32) {
+        match self {
+            Held::One(first) => *self = Held::Many(Box::new(vec![*first, cell])),
+            Held::Many(cells) => cells.push(cell),
+        }
+    }
+}
+
 struct Cell {
     key: Key,
     sums: [i128; 4],
@@ -86,7 +109,7 @@ pub struct SlotData {
     // Each counted key's cell and its roll-ups' cells, in rollups() order.
     families: Map<Key, Family>,
     // Per distinct field: each counted customer's key cells.
-    members: [Map<Str, Vec<u32>>; 2],
+    members: [Map<Str, Held>; 2],
 }
 
 impl SlotData {
@@ -294,7 +317,7 @@ impl WindowCounts {
             let Some(data) = self.slots.get(&slot) else { continue };
             for (index, held_by) in data.members.iter().enumerate() {
                 let Some(held) = held_by.get(&group.2) else { continue };
-                for cell in held {
+                for cell in held.cells() {
                     let key = &data.cells[*cell as usize].key;
                     rows.append((VIEW_NAMES[view as usize], index, key.0.as_ref(),
                                  key.1.as_ref()).into_pyobject(py)?.to_list())?;
@@ -404,13 +427,13 @@ fn join(data: &mut SlotData, family: &[u32], index: usize, customer: &Str) -> Ve
     let mut new_to: Vec<u32> = family.to_vec();
     match data.members[index].get_mut(customer) {
         None => {
-            data.members[index].insert(customer.clone(), vec![own]);
+            data.members[index].insert(customer.clone(), Held::One(own));
         }
         Some(held) => {
-            if held.contains(&own) {
+            if held.cells().contains(&own) {
                 return Vec::new();
             }
-            let others = held.clone();
+            let others = held.cells().to_vec();
             held.push(own);
             for other in others {
                 // Every held key was counted through its family.

@@ -14,7 +14,7 @@ use crate::dedupe::Memory;
 use crate::events::{decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer,
                     Payload, Purchase};
 use crate::labels::{LabelCap, DIMENSIONS};
-use crate::util::{Map, OrderedMap, OrderedSet, int_of, int_to_py, items, json_key, s, window_start, Part, Str};
+use crate::util::{Interner, Map, OrderedMap, OrderedSet, int_of, int_to_py, items, json_key, s, window_start, Part, Str};
 
 const META_KEY: &str = "m";
 const DEDUPE: &str = "e|";
@@ -134,6 +134,7 @@ pub struct Partition {
     remembered: OrderedSet<Str>,
     // The label tuples in use, one shared copy each.
     label_tuples: Map<Vec<Str>, Labels>,
+    interned: Interner,
     none: Str,
 }
 
@@ -153,6 +154,7 @@ impl Partition {
             changed_undecided: OrderedSet::default(),
             remembered: OrderedSet::default(),
             label_tuples: Map::default(),
+            interned: Interner::default(),
             none: s(NONE),
         }
     }
@@ -212,6 +214,7 @@ impl Partition {
         self.remembered.insert(event.event_id().clone());
         // Before anything is counted: totals, windows and kept events see labels only.
         let (event, overflowed) = self.labels.cap(event, self.stream_time);
+        let event = self.intern(event);
         for dimension in overflowed {
             self.add(LABEL_OVERFLOW_TOTAL, &[s(DIMENSIONS[dimension])], 1);
         }
@@ -228,6 +231,27 @@ impl Partition {
         }
         // A purchase that arrived after its ts + grace is due at once: as of now.
         self.settle(self.stream_time);
+    }
+
+    /// The event with its repeating values shared with earlier events'.
+    fn intern(&mut self, event: Event) -> Event {
+        let interned = &mut self.interned;
+        match event {
+            Event::Offer(o) => Event::Offer(Arc::new(Offer {
+                customer_id: interned.get(&o.customer_id),
+                channel: interned.get(&o.channel),
+                segment: interned.get(&o.segment),
+                campaign_id: interned.get_opt(&o.campaign_id),
+                campaign_type: interned.get_opt(&o.campaign_type),
+                product_line: interned.get_opt(&o.product_line),
+                ..(*o).clone()
+            })),
+            Event::Purchase(p) => Event::Purchase(Arc::new(Purchase {
+                customer_id: interned.get(&p.customer_id),
+                product_line: interned.get_opt(&p.product_line),
+                ..(*p).clone()
+            })),
+        }
     }
 
     fn offer_keys(&self, offer: &Offer) -> (Key, Key) {
@@ -379,6 +403,7 @@ impl Partition {
 
     fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.forget_expired();
+        self.interned.prune();
         let changes = PyDict::new(py);
         for event_id in std::mem::take(&mut self.remembered) {
             changes.set_item(format!("{DEDUPE}{event_id}"), self.memory.ts_of(&event_id))?;
@@ -490,6 +515,9 @@ impl Partition {
                 let Event::Offer(offer) = event_from_row(&row.get_item(0)?)? else {
                     return Err(PyValueError::new_err(format!("{key} holds no offer")));
                 };
+                let Event::Offer(offer) = partition.intern(Event::Offer(offer)) else {
+                    unreachable!("an offer stays one")
+                };
                 let windows: Vec<String> = row.get_item(1)?.extract()?;
                 let windows = partition.shared_labels(windows.iter().map(|w| s(w)).collect());
                 let converted_by: Option<String> = row.get_item(2)?.extract()?;
@@ -501,6 +529,9 @@ impl Partition {
             } else if key.starts_with(PENDING) {
                 let Event::Purchase(purchase) = event_from_row(&value)? else {
                     return Err(PyValueError::new_err(format!("{key} holds no purchase")));
+                };
+                let Event::Purchase(purchase) = partition.intern(Event::Purchase(purchase)) else {
+                    unreachable!("a purchase stays one")
                 };
                 partition.attribution.restore_pending(purchase);
             } else if let Some(event_id) = key.strip_prefix(UNDECIDED) {
