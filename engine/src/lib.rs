@@ -6,6 +6,7 @@ mod dedupe;
 mod events;
 mod expiry;
 mod labels;
+mod parse;
 mod partition;
 mod util;
 
@@ -20,6 +21,8 @@ fn version() -> &'static str {
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(parse::accept_offer, m)?)?;
+    m.add_function(wrap_pyfunction!(parse::accept_purchase, m)?)?;
     m.add_class::<partition::PyCustomerPartition>()?;
     m.add_class::<attribution::PyAttribution>()?;
     m.add_class::<cohorts::PyWindowCounts>()?;
