@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 
 use crate::events::{event_from_py, Event, Offer, Purchase};
 use crate::expiry::ExpiryQueue;
-use crate::util::{Map, OrderedSet, s, Str};
+use crate::util::{s, Map, OrderedSet, Str};
 
 /// The window labels an event was counted in, shared between events.
 pub type Labels = Arc<[Str]>;
@@ -101,10 +101,17 @@ impl Attribution {
             return Vec::new();
         }
         let reference = (offer.customer_id.clone(), offer.offer_id.clone());
-        self.keep_offer(OpenOffer { offer, windows, converted_by: None });
+        self.keep_offer(OpenOffer {
+            offer,
+            windows,
+            converted_by: None,
+        });
         let mut conversions = Vec::new();
-        let mut waiting: Vec<(u64, Arc<Purchase>)> =
-            self.waiting_for_offer.get(&reference).cloned().unwrap_or_default();
+        let mut waiting: Vec<(u64, Arc<Purchase>)> = self
+            .waiting_for_offer
+            .get(&reference)
+            .cloned()
+            .unwrap_or_default();
         waiting.sort_by(|a, b| (a.1.ts, &a.1.event_id).cmp(&(b.1.ts, &b.1.event_id)));
         for (_, purchase) in waiting {
             self.drop_pending(&purchase);
@@ -115,7 +122,10 @@ impl Attribution {
             if conversions.is_empty() && matches {
                 conversions.push(self.convert(&reference, purchase, None));
             } else {
-                self.given_up.push(GivenUp { purchase, due: None });
+                self.given_up.push(GivenUp {
+                    purchase,
+                    due: None,
+                });
             }
         }
         conversions
@@ -134,7 +144,10 @@ impl Attribution {
                 }
                 Some(true) => {
                     let reference = (purchase.customer_id.clone(), offer_id.clone());
-                    return (vec![self.convert(&reference, purchase.clone(), None)], false);
+                    return (
+                        vec![self.convert(&reference, purchase.clone(), None)],
+                        false,
+                    );
                 }
                 Some(false) => {}
             }
@@ -147,7 +160,9 @@ impl Attribution {
     /// Decide every last-touch purchase whose ts + grace stream time has passed, then
     /// forget what nothing on time can match any more.
     pub fn advance(&mut self, stream_time: Option<i64>) -> Vec<Conversion> {
-        let Some(now) = stream_time else { return Vec::new() };
+        let Some(now) = stream_time else {
+            return Vec::new();
+        };
         let mut conversions = Vec::new();
         while let Some(Reverse((due_at, _, _, _))) = self.last_touch_due.peek() {
             if now <= *due_at {
@@ -173,7 +188,8 @@ impl Attribution {
 
     fn expire(&mut self, now: i64) {
         let horizon = self.attribution_ms + self.grace_ms;
-        for (_, (customer_id, offer_id)) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
+        for (_, (customer_id, offer_id)) in self.offer_expiry.take_due(now.saturating_sub(horizon))
+        {
             self.forget_offer(&customer_id, &offer_id);
         }
         while let Some(Reverse((ts, _))) = self.waiting_expiry.peek() {
@@ -186,12 +202,17 @@ impl Attribution {
                 _ => continue,
             };
             self.drop_pending(&purchase);
-            self.given_up.push(GivenUp { purchase, due: Some(ts + horizon) });
+            self.given_up.push(GivenUp {
+                purchase,
+                due: Some(ts + horizon),
+            });
         }
     }
 
     fn forget_offer(&mut self, customer_id: &Str, offer_id: &Str) {
-        let Some(offers) = self.offers.get_mut(customer_id) else { return };
+        let Some(offers) = self.offers.get_mut(customer_id) else {
+            return;
+        };
         if offers.remove(offer_id).is_none() {
             return;
         }
@@ -199,7 +220,9 @@ impl Attribution {
         if offers.is_empty() {
             self.offers.remove(customer_id);
         }
-        self.changes.offers.insert((customer_id.clone(), offer_id.clone()));
+        self.changes
+            .offers
+            .insert((customer_id.clone(), offer_id.clone()));
     }
 
     pub fn restore_offer(&mut self, kept: OpenOffer) {
@@ -237,8 +260,12 @@ impl Attribution {
         best.map(|b| (b.offer.customer_id.clone(), b.offer.offer_id.clone()))
     }
 
-    fn convert(&mut self, reference: &OfferRef, purchase: Arc<Purchase>, due: Option<i64>)
-        -> Conversion {
+    fn convert(
+        &mut self,
+        reference: &OfferRef,
+        purchase: Arc<Purchase>,
+        due: Option<i64>,
+    ) -> Conversion {
         let kept = self
             .offers
             .get_mut(&reference.0)
@@ -270,10 +297,12 @@ impl Attribution {
     fn keep_pending(&mut self, purchase: Arc<Purchase>) {
         let serial = self.next_serial;
         self.next_serial += 1;
-        self.pending.insert(purchase.event_id.clone(), (serial, purchase.clone()));
+        self.pending
+            .insert(purchase.event_id.clone(), (serial, purchase.clone()));
         self.changes.purchases.insert(purchase.event_id.clone());
         if let Some(offer_id) = &purchase.offer_id {
-            self.waiting_expiry.push(Reverse((purchase.ts, purchase.event_id.clone())));
+            self.waiting_expiry
+                .push(Reverse((purchase.ts, purchase.event_id.clone())));
             self.waiting_for_offer
                 .entry((purchase.customer_id.clone(), offer_id.clone()))
                 .or_default()
@@ -315,7 +344,9 @@ pub struct PyAttribution {
 impl PyAttribution {
     #[new]
     fn new(attribution_ms: i64, grace_ms: i64) -> Self {
-        Self { attribution: Attribution::new(attribution_ms, grace_ms) }
+        Self {
+            attribution: Attribution::new(attribution_ms, grace_ms),
+        }
     }
     fn __len__(&self) -> usize {
         self.attribution.len()
@@ -336,7 +367,13 @@ impl PyAttribution {
     fn open_offers(&self) -> Vec<(String, String, i64)> {
         self.attribution
             .open_offers()
-            .map(|k| (k.offer.customer_id.to_string(), k.offer.offer_id.to_string(), k.offer.ts))
+            .map(|k| {
+                (
+                    k.offer.customer_id.to_string(),
+                    k.offer.offer_id.to_string(),
+                    k.offer.ts,
+                )
+            })
             .collect()
     }
     fn has_offer(&self, reference: (String, String)) -> bool {
@@ -346,6 +383,9 @@ impl PyAttribution {
     /// first changed (the store writes them in it).
     fn take_changed_offers(&mut self) -> Vec<(String, String)> {
         let taken = std::mem::take(&mut self.attribution.changes.offers);
-        taken.into_iter().map(|(c, o)| (c.to_string(), o.to_string())).collect()
+        taken
+            .into_iter()
+            .map(|(c, o)| (c.to_string(), o.to_string()))
+            .collect()
     }
 }

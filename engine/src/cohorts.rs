@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::labels::ALL;
-use crate::util::{Map, OrderedMap, OrderedSet, int_of, int_to_py, items, json_key, s, Part, Str};
+use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
 
 pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
 pub const CHANNEL_SEGMENT: u8 = 0;
@@ -20,7 +20,12 @@ pub const OFFER_VIEWS: [u8; 2] = [CHANNEL_SEGMENT, CAMPAIGN];
 pub const SUM_FIELDS: [&[&str]; 3] = [
     &["offers", "conversions", "revenue_micros"],
     &["offers", "conversions", "revenue_micros"],
-    &["upsell_purchases", "other_purchases", "upsell_amount_micros", "other_amount_micros"],
+    &[
+        "upsell_purchases",
+        "other_purchases",
+        "upsell_amount_micros",
+        "other_amount_micros",
+    ],
 ];
 pub const DISTINCT_FIELDS: [&[&str]; 3] = [
     &["customers_targeted", "customers_upsold"],
@@ -119,14 +124,22 @@ impl SlotData {
         if let Some(family) = self.families.get(key) {
             return *family;
         }
-        let mut family = Family { cells: [0; 4], len: 0 };
+        let mut family = Family {
+            cells: [0; 4],
+            len: 0,
+        };
         for rolled in rollups(key) {
             let cell = match self.index.get(&rolled) {
                 Some(cell) => *cell,
                 None => {
                     let cell = self.cells.len() as u32;
-                    self.cells.push(Cell { key: rolled.clone(), sums: [0; 4], distinct: [0; 2],
-                                           unsaved: false, unpublished: false });
+                    self.cells.push(Cell {
+                        key: rolled.clone(),
+                        sums: [0; 4],
+                        distinct: [0; 2],
+                        unsaved: false,
+                        unpublished: false,
+                    });
                     self.index.insert(rolled, cell);
                     cell
                 }
@@ -183,8 +196,14 @@ pub struct Partial {
 impl WindowCounts {
     /// Add the amounts to sum fields and count `customer` once in distinct fields, of the
     /// key and its roll-ups.
-    pub fn count(&mut self, slot: &Slot, key: &Key, sums: &[(usize, i128)], distinct: &[usize],
-                 customer: &Str) {
+    pub fn count(
+        &mut self,
+        slot: &Slot,
+        key: &Key,
+        sums: &[(usize, i128)],
+        distinct: &[usize],
+        customer: &Str,
+    ) {
         let at = self.slot_index(slot);
         let (slot, data) = self.slots.get_index_mut(at).expect("made");
         let family = data.family(key);
@@ -227,7 +246,12 @@ impl WindowCounts {
         match self.slots.get(slot) {
             None => Vec::new(),
             Some(data) => (0..data.cells.len() as u32)
-                .map(|i| (data.cells[i as usize].key.clone(), data.vector(slot.view, i)))
+                .map(|i| {
+                    (
+                        data.cells[i as usize].key.clone(),
+                        data.vector(slot.view, i),
+                    )
+                })
                 .collect(),
         }
     }
@@ -263,8 +287,12 @@ impl WindowCounts {
 
     /// Store entries into `changes`: one per changed cell's sums, and one per customer and
     /// window whose memberships changed, holding all of them (None once there are none).
-    pub fn take_changes(&mut self, py: Python<'_>, prefix: &str, changes: &Bound<'_, PyDict>)
-        -> PyResult<()> {
+    pub fn take_changes(
+        &mut self,
+        py: Python<'_>,
+        prefix: &str,
+        changes: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
         let mut groups: OrderedSet<Group> = OrderedSet::default();
         for (slot, data) in std::mem::take(&mut self.dropped) {
             for cell in &data.cells {
@@ -298,8 +326,14 @@ impl WindowCounts {
             groups.insert(group);
         }
         for group in groups {
-            let key = json_key(prefix, &[Part::Text(&group.0), Part::Int(group.1),
-                                         Part::Text(&group.2)]);
+            let key = json_key(
+                prefix,
+                &[
+                    Part::Text(&group.0),
+                    Part::Int(group.1),
+                    Part::Text(&group.2),
+                ],
+            );
             let rows = self.memberships(py, &group)?;
             if rows.is_empty() {
                 changes.set_item(key, py.None())?;
@@ -313,14 +347,30 @@ impl WindowCounts {
     fn memberships<'py>(&self, py: Python<'py>, group: &Group) -> PyResult<Bound<'py, PyList>> {
         let rows = PyList::empty(py);
         for view in 0..VIEW_NAMES.len() as u8 {
-            let slot = Slot { view, label: group.0.clone(), start: group.1 };
-            let Some(data) = self.slots.get(&slot) else { continue };
+            let slot = Slot {
+                view,
+                label: group.0.clone(),
+                start: group.1,
+            };
+            let Some(data) = self.slots.get(&slot) else {
+                continue;
+            };
             for (index, held_by) in data.members.iter().enumerate() {
-                let Some(held) = held_by.get(&group.2) else { continue };
+                let Some(held) = held_by.get(&group.2) else {
+                    continue;
+                };
                 for cell in held.cells() {
                     let key = &data.cells[*cell as usize].key;
-                    rows.append((VIEW_NAMES[view as usize], index, key.0.as_ref(),
-                                 key.1.as_ref()).into_pyobject(py)?.to_list())?;
+                    rows.append(
+                        (
+                            VIEW_NAMES[view as usize],
+                            index,
+                            key.0.as_ref(),
+                            key.1.as_ref(),
+                        )
+                            .into_pyobject(py)?
+                            .to_list(),
+                    )?;
                 }
             }
         }
@@ -334,7 +384,8 @@ impl WindowCounts {
         let text = |i: usize| -> PyResult<Str> {
             parts.get(i).and_then(|v| v.as_str()).map(s).ok_or_else(bad)
         };
-        let int = |i: usize| -> PyResult<i64> { parts.get(i).and_then(|v| v.as_i64()).ok_or_else(bad) };
+        let int =
+            |i: usize| -> PyResult<i64> { parts.get(i).and_then(|v| v.as_i64()).ok_or_else(bad) };
         if parts.len() == 3 {
             let (label, start, customer) = (text(0)?, int(1)?, text(2)?);
             for row in value.try_iter()? {
@@ -347,13 +398,25 @@ impl WindowCounts {
                 let first: String = row[2].extract()?;
                 let second: String = row[3].extract()?;
                 let view = view_index(&view_name).ok_or_else(bad)?;
-                self.restore_member(&Slot { view, label: label.clone(), start },
-                                    &(s(&first), s(&second)), index, &customer);
+                self.restore_member(
+                    &Slot {
+                        view,
+                        label: label.clone(),
+                        start,
+                    },
+                    &(s(&first), s(&second)),
+                    index,
+                    &customer,
+                );
             }
             return Ok(());
         }
         let view = view_index(&text(0)?).ok_or_else(bad)?;
-        let slot = Slot { view, label: text(1)?, start: int(2)? };
+        let slot = Slot {
+            view,
+            label: text(1)?,
+            start: int(2)?,
+        };
         let key = (text(3)?, text(4)?);
         if parts.len() == 5 {
             let at = self.slot_index(&slot);
@@ -370,7 +433,10 @@ impl WindowCounts {
         let index = int(5)? as usize;
         let customer = text(6)?;
         self.restore_member(&slot, &key, index, &customer);
-        self.migrated.insert(entry_key.to_owned(), (slot.label.clone(), slot.start, customer));
+        self.migrated.insert(
+            entry_key.to_owned(),
+            (slot.label.clone(), slot.start, customer),
+        );
         Ok(())
     }
 
@@ -410,13 +476,18 @@ impl WindowCounts {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.slots.insert_full(slot.clone(), SlotData {
-            generation,
-            cells: Vec::new(),
-            index: Map::default(),
-            families: Map::default(),
-            members: Default::default(),
-        }).0
+        self.slots
+            .insert_full(
+                slot.clone(),
+                SlotData {
+                    generation,
+                    cells: Vec::new(),
+                    index: Map::default(),
+                    families: Map::default(),
+                    members: Default::default(),
+                },
+            )
+            .0
     }
 }
 
@@ -449,8 +520,16 @@ fn join(data: &mut SlotData, family: &[u32], index: usize, customer: &Str) -> Ve
 }
 
 fn cell_key(prefix: &str, slot: &Slot, key: &Key) -> String {
-    json_key(prefix, &[Part::Text(VIEW_NAMES[slot.view as usize]), Part::Text(&slot.label),
-                       Part::Int(slot.start), Part::Text(&key.0), Part::Text(&key.1)])
+    json_key(
+        prefix,
+        &[
+            Part::Text(VIEW_NAMES[slot.view as usize]),
+            Part::Text(&slot.label),
+            Part::Int(slot.start),
+            Part::Text(&key.0),
+            Part::Text(&key.1),
+        ],
+    )
 }
 
 // -- Python ---------------------------------------------------------------------------------
@@ -463,8 +542,10 @@ pub fn vector_to_py<'py>(py: Python<'py>, vector: &[i128]) -> PyResult<Bound<'py
     Ok(list)
 }
 
-pub fn cells_to_py<'py>(py: Python<'py>, cells: Vec<(Key, Vec<i128>)>)
-    -> PyResult<Bound<'py, PyDict>> {
+pub fn cells_to_py<'py>(
+    py: Python<'py>,
+    cells: Vec<(Key, Vec<i128>)>,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (key, vector) in cells {
         dict.set_item((key.0.as_ref(), key.1.as_ref()), vector_to_py(py, &vector)?)?;
@@ -475,13 +556,21 @@ pub fn cells_to_py<'py>(py: Python<'py>, cells: Vec<(Key, Vec<i128>)>)
 static PARTIAL_CLASS: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
     pyo3::sync::PyOnceLock::new();
 
-pub fn partials_to_py<'py>(py: Python<'py>, partials: Vec<Partial>) -> PyResult<Bound<'py, PyList>> {
+pub fn partials_to_py<'py>(
+    py: Python<'py>,
+    partials: Vec<Partial>,
+) -> PyResult<Bound<'py, PyList>> {
     let class = PARTIAL_CLASS.import(py, "stream_app.core.cohorts", "Partial")?;
     let list = PyList::empty(py);
     for p in partials {
         let key = PyTuple::new(py, [p.key.0.as_ref(), p.key.1.as_ref()])?;
-        list.append(class.call1((VIEW_NAMES[p.slot.view as usize], p.slot.label.as_ref(),
-                                 p.slot.start, key, vector_to_py(py, &p.vector)?))?)?;
+        list.append(class.call1((
+            VIEW_NAMES[p.slot.view as usize],
+            p.slot.label.as_ref(),
+            p.slot.start,
+            key,
+            vector_to_py(py, &p.vector)?,
+        ))?)?;
     }
     Ok(list)
 }
@@ -493,11 +582,17 @@ fn slot_of(view: &Bound<'_, PyAny>, window: (String, i64)) -> PyResult<Slot> {
         view.getattr("name")?.extract()?
     };
     let view = view_index(&name).ok_or_else(|| PyValueError::new_err(format!("no view {name}")))?;
-    Ok(Slot { view, label: s(&window.0), start: window.1 })
+    Ok(Slot {
+        view,
+        label: s(&window.0),
+        start: window.1,
+    })
 }
 
 fn field_index(fields: &[&str], name: &str) -> PyResult<usize> {
-    fields.iter().position(|f| *f == name)
+    fields
+        .iter()
+        .position(|f| *f == name)
         .ok_or_else(|| PyValueError::new_err(format!("no field {name}")))
 }
 
@@ -514,27 +609,56 @@ impl PyWindowCounts {
     fn new() -> Self {
         Self::default()
     }
-    fn count(&mut self, view: &Bound<'_, PyAny>, window: (String, i64), key: (String, String),
-             sums: Vec<(String, Bound<'_, PyAny>)>, distinct: Vec<String>, customer: &str)
-        -> PyResult<()> {
+    fn count(
+        &mut self,
+        view: &Bound<'_, PyAny>,
+        window: (String, i64),
+        key: (String, String),
+        sums: Vec<(String, Bound<'_, PyAny>)>,
+        distinct: Vec<String>,
+        customer: &str,
+    ) -> PyResult<()> {
         let slot = slot_of(view, window)?;
-        let sums = sums.iter()
-            .map(|(name, amount)| Ok((field_index(SUM_FIELDS[slot.view as usize], name)?,
-                                      int_of(amount)?)))
+        let sums = sums
+            .iter()
+            .map(|(name, amount)| {
+                Ok((
+                    field_index(SUM_FIELDS[slot.view as usize], name)?,
+                    int_of(amount)?,
+                ))
+            })
             .collect::<PyResult<Vec<_>>>()?;
-        let distinct = distinct.iter()
+        let distinct = distinct
+            .iter()
             .map(|name| field_index(DISTINCT_FIELDS[slot.view as usize], name))
             .collect::<PyResult<Vec<_>>>()?;
-        self.counts.count(&slot, &(s(&key.0), s(&key.1)), &sums, &distinct, &s(customer));
+        self.counts.count(
+            &slot,
+            &(s(&key.0), s(&key.1)),
+            &sums,
+            &distinct,
+            &s(customer),
+        );
         Ok(())
     }
-    fn cells<'py>(&self, py: Python<'py>, view: &Bound<'py, PyAny>, window: (String, i64))
-        -> PyResult<Bound<'py, PyDict>> {
+    fn cells<'py>(
+        &self,
+        py: Python<'py>,
+        view: &Bound<'py, PyAny>,
+        window: (String, i64),
+    ) -> PyResult<Bound<'py, PyDict>> {
         cells_to_py(py, self.counts.cells(&slot_of(view, window)?))
     }
     fn windows(&self) -> Vec<(&'static str, (String, i64))> {
-        self.counts.windows().into_iter()
-            .map(|slot| (VIEW_NAMES[slot.view as usize], (slot.label.to_string(), slot.start)))
+        self.counts
+            .windows()
+            .into_iter()
+            .map(|slot| {
+                (
+                    VIEW_NAMES[slot.view as usize],
+                    (slot.label.to_string(), slot.start),
+                )
+            })
             .collect()
     }
     fn drop(&mut self, view_name: &Bound<'_, PyAny>, window: (String, i64)) -> PyResult<()> {

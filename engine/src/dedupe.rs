@@ -1,6 +1,5 @@
 //! Which event_ids were already processed, remembered for the attribution window.
 
-
 use pyo3::prelude::*;
 
 use crate::expiry::ExpiryQueue;
@@ -17,7 +16,11 @@ pub struct Memory {
 
 impl Memory {
     pub fn new(horizon_ms: i64) -> Self {
-        Self { horizon_ms, seen: Map::default(), expiry: ExpiryQueue::default() }
+        Self {
+            horizon_ms,
+            seen: Map::default(),
+            expiry: ExpiryQueue::default(),
+        }
     }
 
     pub fn is_duplicate(&self, event_id: &str, stream_time: Option<i64>) -> bool {
@@ -36,7 +39,10 @@ impl Memory {
     /// ts + horizon < stream_time (an older entry of an id remembered again is stale).
     pub fn forget_expired(&mut self, stream_time: i64) -> Vec<Str> {
         let mut gone = Vec::new();
-        for (ts, event_id) in self.expiry.take_due(stream_time.saturating_sub(self.horizon_ms)) {
+        for (ts, event_id) in self
+            .expiry
+            .take_due(stream_time.saturating_sub(self.horizon_ms))
+        {
             if self.seen.get(&event_id) == Some(&ts) {
                 self.seen.remove(&event_id);
                 gone.push(event_id);
@@ -64,7 +70,9 @@ pub struct PyEventIdMemory {
 impl PyEventIdMemory {
     #[new]
     fn new(horizon_ms: i64) -> Self {
-        Self { memory: Memory::new(horizon_ms) }
+        Self {
+            memory: Memory::new(horizon_ms),
+        }
     }
     fn __len__(&self) -> usize {
         self.memory.len()
@@ -80,7 +88,11 @@ impl PyEventIdMemory {
         self.memory.remember(s(event_id), ts)
     }
     fn forget_expired(&mut self, stream_time: i64) -> Vec<String> {
-        self.memory.forget_expired(stream_time).iter().map(|id| id.to_string()).collect()
+        self.memory
+            .forget_expired(stream_time)
+            .iter()
+            .map(|id| id.to_string())
+            .collect()
     }
     fn ts_of(&self, event_id: &str) -> Option<i64> {
         self.memory.ts_of(event_id)

@@ -299,7 +299,13 @@ impl<'de> Visitor<'de> for ItemVisitor {
             .next_element_seed(PayloadSeed)?
             .ok_or_else(|| missing("payload"))?;
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Item { source_topic, source_partition, source_offset, stamp, payload })
+        Ok(Item {
+            source_topic,
+            source_partition,
+            source_offset,
+            stamp,
+            payload,
+        })
     }
 }
 
@@ -372,7 +378,8 @@ impl<'de> Visitor<'de> for OptTextVisitor {
 }
 
 fn next_text<'de, A: SeqAccess<'de>>(seq: &mut A, what: &str) -> Result<Str, A::Error> {
-    seq.next_element_seed(TextSeed)?.ok_or_else(|| missing(what))
+    seq.next_element_seed(TextSeed)?
+        .ok_or_else(|| missing(what))
 }
 
 fn next_opt_text<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<Option<Str>, A::Error> {
@@ -420,7 +427,10 @@ impl<'de> Visitor<'de> for PayloadVisitor {
                 ts: next(&mut seq, "ts")?,
                 amount_micros: next(&mut seq, "amount_micros")?,
                 offer_id: next_opt_text(&mut seq)?,
-                is_upsell: seq.next_element::<Option<bool>>()?.flatten().unwrap_or(false),
+                is_upsell: seq
+                    .next_element::<Option<bool>>()?
+                    .flatten()
+                    .unwrap_or(false),
                 product_line: next_opt_text(&mut seq)?,
                 loyalty_member: seq.next_element::<Option<bool>>()?.flatten(),
             }))

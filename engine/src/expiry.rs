@@ -14,7 +14,10 @@ pub struct ExpiryQueue<T: Ord> {
 
 impl<T: Ord> Default for ExpiryQueue<T> {
     fn default() -> Self {
-        Self { in_order: VecDeque::new(), late: BinaryHeap::new() }
+        Self {
+            in_order: VecDeque::new(),
+            late: BinaryHeap::new(),
+        }
     }
 }
 

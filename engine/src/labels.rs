@@ -109,8 +109,13 @@ impl LabelCap {
         self.next_expiry = oldest_kept.map(|o| o + self.expire_ms + self.refresh_ms);
     }
 
-    fn capped(&mut self, dimension: usize, value: &Option<Str>, now: i64,
-              overflowed: &mut Vec<usize>) -> Option<Str> {
+    fn capped(
+        &mut self,
+        dimension: usize,
+        value: &Option<Str>,
+        now: i64,
+        overflowed: &mut Vec<usize>,
+    ) -> Option<Str> {
         let value = value.as_ref()?;
         if self.label(dimension, value, now) {
             Some(value.clone())
@@ -133,10 +138,14 @@ impl LabelCap {
         self.clock = Some(now);
         match event {
             Event::Offer(offer) => {
-                let channel = self.capped(CHANNEL, &Some(offer.channel.clone()), now, &mut overflowed);
-                let segment = self.capped(SEGMENT, &Some(offer.segment.clone()), now, &mut overflowed);
-                let campaign_type = self.capped(CAMPAIGN_TYPE, &offer.campaign_type, now, &mut overflowed);
-                let product_line = self.capped(PRODUCT_LINE, &offer.product_line, now, &mut overflowed);
+                let channel =
+                    self.capped(CHANNEL, &Some(offer.channel.clone()), now, &mut overflowed);
+                let segment =
+                    self.capped(SEGMENT, &Some(offer.segment.clone()), now, &mut overflowed);
+                let campaign_type =
+                    self.capped(CAMPAIGN_TYPE, &offer.campaign_type, now, &mut overflowed);
+                let product_line =
+                    self.capped(PRODUCT_LINE, &offer.product_line, now, &mut overflowed);
                 if overflowed.is_empty() {
                     return (Event::Offer(offer), overflowed);
                 }
@@ -150,11 +159,15 @@ impl LabelCap {
                 (Event::Offer(Arc::new(capped)), overflowed)
             }
             Event::Purchase(purchase) => {
-                let product_line = self.capped(PRODUCT_LINE, &purchase.product_line, now, &mut overflowed);
+                let product_line =
+                    self.capped(PRODUCT_LINE, &purchase.product_line, now, &mut overflowed);
                 if overflowed.is_empty() {
                     return (Event::Purchase(purchase), overflowed);
                 }
-                let capped = Purchase { product_line, ..(*purchase).clone() };
+                let capped = Purchase {
+                    product_line,
+                    ..(*purchase).clone()
+                };
                 (Event::Purchase(Arc::new(capped)), overflowed)
             }
         }
@@ -176,7 +189,9 @@ impl LabelCap {
     pub fn restore(&mut self, mut entries: Vec<(String, Str, i64)>) {
         entries.sort_by_key(|entry| entry.2);
         for (dimension, value, last_use) in entries {
-            let Some(d) = Self::dimension_index(&dimension) else { continue };
+            let Some(d) = Self::dimension_index(&dimension) else {
+                continue;
+            };
             self.admitted[d].insert(value, last_use);
             self.clock = Some(self.clock.map_or(last_use, |c| c.max(last_use)));
             let expiry = last_use + self.expire_ms + self.refresh_ms;
@@ -202,7 +217,9 @@ pub struct PyLabelCap {
 impl PyLabelCap {
     #[new]
     fn new(limit: usize, expire_ms: i64) -> Self {
-        Self { cap: LabelCap::new(limit, expire_ms) }
+        Self {
+            cap: LabelCap::new(limit, expire_ms),
+        }
     }
     #[getter]
     fn limit(&self) -> usize {
@@ -225,8 +242,12 @@ impl PyLabelCap {
         self.cap.forget_unused(stream_time)
     }
     #[pyo3(signature = (event, stream_time))]
-    fn cap<'py>(&mut self, py: Python<'py>, event: &Bound<'py, PyAny>, stream_time: Option<i64>)
-        -> PyResult<(Bound<'py, PyAny>, Vec<&'static str>)> {
+    fn cap<'py>(
+        &mut self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        stream_time: Option<i64>,
+    ) -> PyResult<(Bound<'py, PyAny>, Vec<&'static str>)> {
         let (capped, overflowed) = self.cap.cap(event_from_py(event)?, stream_time);
         let dimensions = overflowed.iter().map(|d| DIMENSIONS[*d]).collect();
         if overflowed.is_empty() {
@@ -242,6 +263,7 @@ impl PyLabelCap {
             .collect()
     }
     fn restore(&mut self, entries: Vec<(String, String, i64)>) {
-        self.cap.restore(entries.into_iter().map(|(d, v, t)| (d, s(&v), t)).collect())
+        self.cap
+            .restore(entries.into_iter().map(|(d, v, t)| (d, s(&v), t)).collect())
     }
 }

@@ -20,10 +20,16 @@ const LARGEST_EXACT: f64 = 9.2e18;
 
 /// The fields of a JSON object, unless the document needs events.py's reading.
 fn object(raw: &[u8]) -> Option<Map<String, Value>> {
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(raw) else { return None };
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(raw) else {
+        return None;
+    };
     for value in fields.values() {
         if let Value::Number(n) = value {
-            if n.is_f64() && !n.as_f64().is_some_and(|f| -LARGEST_EXACT < f && f < LARGEST_EXACT) {
+            if n.is_f64()
+                && !n
+                    .as_f64()
+                    .is_some_and(|f| -LARGEST_EXACT < f && f < LARGEST_EXACT)
+            {
                 return None;
             }
         }
@@ -37,7 +43,9 @@ fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> 
 }
 
 fn text(value: &Value) -> Option<Str> {
-    let Value::String(text) = value else { return None };
+    let Value::String(text) = value else {
+        return None;
+    };
     (text.chars().count() <= MAX_VALUE_CHARS).then(|| s(text))
 }
 
@@ -46,8 +54,11 @@ fn required_text(fields: &Map<String, Value>, name: &str) -> Option<Str> {
 }
 
 /// Absent or null: Some(None); a valid value: Some(Some(..)); anything else: None.
-fn optional<T>(fields: &Map<String, Value>, name: &str, read: impl Fn(&Value) -> Option<T>)
-    -> Option<Option<T>> {
+fn optional<T>(
+    fields: &Map<String, Value>,
+    name: &str,
+    read: impl Fn(&Value) -> Option<T>,
+) -> Option<Option<T>> {
     match present(fields, name) {
         None => Some(None),
         Some(value) => read(value).map(Some),
@@ -72,7 +83,9 @@ fn number(value: &Value) -> Option<f64> {
 
 fn ts(fields: &Map<String, Value>, latest_ts: Option<i64>) -> Option<i64> {
     let ms = match present(fields, "ts")? {
-        Value::Number(n) => n.as_i64().filter(|ms| (MIN_TS_MS..=MAX_TS_MS).contains(ms))?,
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|ms| (MIN_TS_MS..=MAX_TS_MS).contains(ms))?,
         Value::String(text) => rfc3339_ms(text)?,
         _ => return None,
     };
@@ -103,17 +116,43 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 /// truncate towards the past); any other form is left to events.py.
 fn rfc3339_ms(text: &str) -> Option<i64> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=9999).contains(&year) || !(1..=12).contains(&month)
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=9999).contains(&year)
+        || !(1..=12).contains(&month)
         || !(1..=month_days[month as usize - 1]).contains(&day)
-        || hour > 23 || minute > 59 || second > 59 {
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let mut rest = &b[19..];
@@ -134,12 +173,16 @@ fn rfc3339_ms(text: &str) -> Option<i64> {
                 return None;
             }
             let offset = h * 3600 + m * 60;
-            if *sign == b'-' { -offset } else { offset }
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
         }
         _ => return None,
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_s;
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
     let ms = (seconds * 1_000_000 + micros).div_euclid(1000);
     (MIN_TS_MS..=MAX_TS_MS).contains(&ms).then_some(ms)
 }
@@ -190,8 +233,11 @@ fn purchase(raw: &[u8], latest_ts: Option<i64>) -> Option<Purchase> {
 /// The events.Offer of a message valid beyond doubt; None leaves it to events.py.
 #[pyfunction]
 #[pyo3(signature = (raw, latest_ts=None))]
-pub fn accept_offer<'py>(py: Python<'py>, raw: &[u8], latest_ts: Option<i64>)
-    -> PyResult<Option<Bound<'py, PyAny>>> {
+pub fn accept_offer<'py>(
+    py: Python<'py>,
+    raw: &[u8],
+    latest_ts: Option<i64>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     match offer(raw, latest_ts) {
         None => Ok(None),
         Some(o) => event_to_py(py, &Event::Offer(Arc::new(o))).map(Some),
@@ -201,8 +247,11 @@ pub fn accept_offer<'py>(py: Python<'py>, raw: &[u8], latest_ts: Option<i64>)
 /// The events.Purchase of a message valid beyond doubt; None leaves it to events.py.
 #[pyfunction]
 #[pyo3(signature = (raw, latest_ts=None))]
-pub fn accept_purchase<'py>(py: Python<'py>, raw: &[u8], latest_ts: Option<i64>)
-    -> PyResult<Option<Bound<'py, PyAny>>> {
+pub fn accept_purchase<'py>(
+    py: Python<'py>,
+    raw: &[u8],
+    latest_ts: Option<i64>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     match purchase(raw, latest_ts) {
         None => Ok(None),
         Some(p) => event_to_py(py, &Event::Purchase(Arc::new(p))).map(Some),

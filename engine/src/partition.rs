@@ -8,13 +8,19 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
 
 use crate::attribution::{Attribution, Conversion, Labels, OpenOffer};
-use crate::cohorts::{cells_to_py, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN,
-                     CHANNEL_SEGMENT, OFFER_VIEWS, PURCHASES, VIEW_NAMES};
+use crate::cohorts::{
+    cells_to_py, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN, CHANNEL_SEGMENT,
+    OFFER_VIEWS, PURCHASES, VIEW_NAMES,
+};
 use crate::dedupe::Memory;
-use crate::events::{decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer,
-                    Payload, Purchase};
+use crate::events::{
+    decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer, Payload, Purchase,
+};
 use crate::labels::{LabelCap, DIMENSIONS};
-use crate::util::{Interner, Map, OrderedMap, OrderedSet, int_of, int_to_py, items, json_key, s, window_start, Part, Str};
+use crate::util::{
+    int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
+    Part, Str,
+};
 
 const META_KEY: &str = "m";
 const DEDUPE: &str = "e|";
@@ -27,9 +33,20 @@ const LABEL: &str = "l|";
 const NONE: &str = "__none__";
 
 // Totals, in partition.py's TOTALS order.
-const TOTAL_NAMES: [&str; 12] = ["offers", "conversions", "revenue_micros", "campaign_offers",
-    "campaign_conversions", "campaign_revenue_micros", "purchases", "purchase_amount_micros",
-    "rejected", "late", "duplicates", "label_overflow"];
+const TOTAL_NAMES: [&str; 12] = [
+    "offers",
+    "conversions",
+    "revenue_micros",
+    "campaign_offers",
+    "campaign_conversions",
+    "campaign_revenue_micros",
+    "purchases",
+    "purchase_amount_micros",
+    "rejected",
+    "late",
+    "duplicates",
+    "label_overflow",
+];
 const OFFERS_TOTAL: usize = 0;
 const CONVERSIONS_TOTAL: usize = 1;
 const REVENUE_TOTAL: usize = 2;
@@ -84,7 +101,10 @@ pub struct Config {
 
 impl Config {
     fn size_of(&self, label: &str) -> Option<i64> {
-        self.sizes.iter().find(|(l, _)| l.as_ref() == label).map(|(_, size)| *size)
+        self.sizes
+            .iter()
+            .find(|(l, _)| l.as_ref() == label)
+            .map(|(_, size)| *size)
     }
 
     /// Whether a window's counts are final at `stream_time`. A window of a size no longer
@@ -92,7 +112,10 @@ impl Config {
     fn is_final(&self, label: &str, start: i64, stream_time: Option<i64>) -> bool {
         match self.size_of(label) {
             None => true,
-            Some(size) => passes(stream_time, start + size + self.attribution_ms + self.grace_ms),
+            Some(size) => passes(
+                stream_time,
+                start + size + self.attribution_ms + self.grace_ms,
+            ),
         }
     }
 }
@@ -104,7 +127,9 @@ fn passes(stream_time: Option<i64>, moment: i64) -> bool {
 /// The stream time at which a decision due once stream time passes `due` was taken, for
 /// stream time that moved from `since` to `now` through every value in between.
 fn due_moment(due: Option<i64>, since: Option<i64>, now: Option<i64>) -> Option<i64> {
-    let (Some(due), Some(now)) = (due, now) else { return now };
+    let (Some(due), Some(now)) = (due, now) else {
+        return now;
+    };
     let mut moment = due + 1;
     if let Some(since) = since {
         moment = moment.max(since);
@@ -192,14 +217,22 @@ impl Partition {
             Payload::Event(event) => Ok(event),
         };
         let source = (item.source_topic, item.source_partition);
-        if self.watermarks.get(&source).is_some_and(|mark| item.source_offset <= *mark) {
+        if self
+            .watermarks
+            .get(&source)
+            .is_some_and(|mark| item.source_offset <= *mark)
+        {
             return; // the validating stage sent this again after a restart
         }
         let topic = source.0.clone();
         self.watermarks.insert(source, item.source_offset);
         let event = match event {
             Err(reason) => {
-                let reason = if reason.is_empty() { "unknown".to_owned() } else { reason };
+                let reason = if reason.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    reason
+                };
                 self.add(REJECTED_TOTAL, &[topic, s(&reason)], 1);
                 return;
             }
@@ -255,18 +288,32 @@ impl Partition {
     }
 
     fn offer_keys(&self, offer: &Offer) -> (Key, Key) {
-        ((offer.channel.clone(), offer.segment.clone()),
-         (dim(&offer.campaign_type, &self.none), dim(&offer.product_line, &self.none)))
+        (
+            (offer.channel.clone(), offer.segment.clone()),
+            (
+                dim(&offer.campaign_type, &self.none),
+                dim(&offer.product_line, &self.none),
+            ),
+        )
     }
 
     fn present(&mut self, offer: Arc<Offer>, windows: &[(Str, i64)]) {
         let (pair, campaign) = self.offer_keys(&offer);
         self.add(OFFERS_TOTAL, &[pair.0.clone(), pair.1.clone()], 1);
-        self.add(CAMPAIGN_OFFERS_TOTAL, &[campaign.0.clone(), campaign.1.clone()], 1);
+        self.add(
+            CAMPAIGN_OFFERS_TOTAL,
+            &[campaign.0.clone(), campaign.1.clone()],
+            1,
+        );
         for (view, key) in [(CHANNEL_SEGMENT, &pair), (CAMPAIGN, &campaign)] {
             for (label, start) in windows {
-                let slot = Slot { view, label: label.clone(), start: *start };
-                self.counts.count(&slot, key, &[(OFFERS, 1)], &[TARGETED], &offer.customer_id);
+                let slot = Slot {
+                    view,
+                    label: label.clone(),
+                    start: *start,
+                };
+                self.counts
+                    .count(&slot, key, &[(OFFERS, 1)], &[TARGETED], &offer.customer_id);
             }
         }
         let labels = self.shared_labels(windows.iter().map(|(l, _)| l.clone()).collect());
@@ -298,22 +345,38 @@ impl Partition {
         (s(loyalty), dim(&purchase.product_line, &self.none))
     }
 
-    fn count_purchase(&mut self, purchase: &Purchase, labels: &Labels, kind: Kind,
-                      decided_at: Option<i64>) {
+    fn count_purchase(
+        &mut self,
+        purchase: &Purchase,
+        labels: &Labels,
+        kind: Kind,
+        decided_at: Option<i64>,
+    ) {
         let key = self.purchase_key(purchase);
         let (purchases, amount, buyers) = kind.fields();
         let total_key = [s(kind.name()), key.0.clone(), key.1.clone()];
         self.add(PURCHASES_TOTAL, &total_key, 1);
         self.add(PURCHASE_AMOUNT_TOTAL, &total_key, purchase.amount_micros);
         for label in labels.iter() {
-            let Some(size) = self.config.size_of(label) else { continue };
+            let Some(size) = self.config.size_of(label) else {
+                continue;
+            };
             let start = window_start(purchase.ts, size);
             if self.config.is_final(label, start, decided_at) {
                 continue;
             }
-            let slot = Slot { view: PURCHASES, label: label.clone(), start };
-            self.counts.count(&slot, &key, &[(purchases, 1), (amount, purchase.amount_micros)],
-                              buyers, &purchase.customer_id);
+            let slot = Slot {
+                view: PURCHASES,
+                label: label.clone(),
+                start,
+            };
+            self.counts.count(
+                &slot,
+                &key,
+                &[(purchases, 1), (amount, purchase.amount_micros)],
+                buyers,
+                &purchase.customer_id,
+            );
         }
     }
 
@@ -332,16 +395,31 @@ impl Partition {
             self.add(CAMPAIGN_CONVERSIONS_TOTAL, &campaign_key, 1);
             self.add(CAMPAIGN_REVENUE_TOTAL, &campaign_key, amount);
             for label in conversion.windows.iter() {
-                let Some(size) = self.config.size_of(label) else { continue };
+                let Some(size) = self.config.size_of(label) else {
+                    continue;
+                };
                 let start = window_start(offer.ts, size);
                 if self.config.is_final(label, start, decided_at) {
                     continue;
                 }
                 for view in OFFER_VIEWS {
-                    let key = if view == CHANNEL_SEGMENT { &pair } else { &campaign };
-                    let slot = Slot { view, label: label.clone(), start };
-                    self.counts.count(&slot, key, &[(CONVERSIONS, 1), (REVENUE, amount)],
-                                      &[UPSOLD], &offer.customer_id);
+                    let key = if view == CHANNEL_SEGMENT {
+                        &pair
+                    } else {
+                        &campaign
+                    };
+                    let slot = Slot {
+                        view,
+                        label: label.clone(),
+                        start,
+                    };
+                    self.counts.count(
+                        &slot,
+                        key,
+                        &[(CONVERSIONS, 1), (REVENUE, amount)],
+                        &[UPSOLD],
+                        &offer.customer_id,
+                    );
                 }
             }
             if let Some(labels) = self.undecided.remove(&purchase.event_id) {
@@ -382,9 +460,14 @@ impl Partition {
         }
         for given_up in self.attribution.take_given_up() {
             if let Some(labels) = self.undecided.remove(&given_up.purchase.event_id) {
-                self.changed_undecided.insert(given_up.purchase.event_id.clone());
-                self.count_purchase(&given_up.purchase, &labels, Kind::Other,
-                                    due_moment(given_up.due, since, now));
+                self.changed_undecided
+                    .insert(given_up.purchase.event_id.clone());
+                self.count_purchase(
+                    &given_up.purchase,
+                    &labels,
+                    Kind::Other,
+                    due_moment(given_up.due, since, now),
+                );
             }
         }
     }
@@ -416,8 +499,12 @@ impl Partition {
                 Some(kept) => {
                     let windows = PyList::new(py, kept.windows.iter().map(|l| l.as_ref()))?;
                     let converted_by = kept.converted_by.as_ref().map(|c| c.as_ref());
-                    changes.set_item(key, (offer_row(py, &kept.offer)?, windows, converted_by)
-                        .into_pyobject(py)?.to_list())?;
+                    changes.set_item(
+                        key,
+                        (offer_row(py, &kept.offer)?, windows, converted_by)
+                            .into_pyobject(py)?
+                            .to_list(),
+                    )?;
                 }
             }
         }
@@ -432,21 +519,34 @@ impl Partition {
             let key = format!("{UNDECIDED}{event_id}");
             match self.undecided.get(&event_id) {
                 None => changes.set_item(key, py.None())?,
-                Some(labels) => changes.set_item(key,
-                    PyList::new(py, labels.iter().map(|l| l.as_ref()))?)?,
+                Some(labels) => {
+                    changes.set_item(key, PyList::new(py, labels.iter().map(|l| l.as_ref()))?)?
+                }
             }
         }
         self.counts.take_changes(py, WINDOW, &changes)?;
         self.labels.forget_unused(self.stream_time);
         for (dimension, value, last_use) in self.labels.take_changes() {
-            let key = json_key(LABEL, &[Part::Text(DIMENSIONS[dimension]), Part::Text(&value)]);
+            let key = json_key(
+                LABEL,
+                &[Part::Text(DIMENSIONS[dimension]), Part::Text(&value)],
+            );
             changes.set_item(key, last_use)?;
         }
         let watermarks = PyList::empty(py);
         for ((topic, partition), offset) in &self.watermarks {
-            watermarks.append((topic.as_ref(), *partition, *offset).into_pyobject(py)?.to_list())?;
+            watermarks.append(
+                (topic.as_ref(), *partition, *offset)
+                    .into_pyobject(py)?
+                    .to_list(),
+            )?;
         }
-        let meta = (self.next_offset, self.stream_time, watermarks, self.totals_row(py)?);
+        let meta = (
+            self.next_offset,
+            self.stream_time,
+            watermarks,
+            self.totals_row(py)?,
+        );
         changes.set_item(META_KEY, meta.into_pyobject(py)?.to_list())?;
         Ok(changes)
     }
@@ -482,12 +582,15 @@ impl Partition {
                 for mark in meta[2].try_iter()? {
                     let mark = items(&mark?)?;
                     let topic: String = mark[0].extract()?;
-                    partition.watermarks.insert((s(&topic), mark[1].extract()?),
-                                                mark[2].extract()?);
+                    partition
+                        .watermarks
+                        .insert((s(&topic), mark[1].extract()?), mark[2].extract()?);
                 }
                 for (name, rows) in meta[3].cast::<PyDict>()?.iter() {
                     let name: String = name.extract()?;
-                    let Some(total) = TOTAL_NAMES.iter().position(|n| *n == name) else { continue };
+                    let Some(total) = TOTAL_NAMES.iter().position(|n| *n == name) else {
+                        continue;
+                    };
                     for entry in rows.try_iter()? {
                         let entry = entry?;
                         let entry = entry.cast::<PyList>()?;
@@ -559,29 +662,54 @@ pub struct PyCustomerPartition {
     partition: Partition,
 }
 
-fn config_of(sizes: Vec<(String, i64)>, attribution_ms: i64, grace_ms: i64,
-             max_label_values: usize) -> PyResult<Config> {
+fn config_of(
+    sizes: Vec<(String, i64)>,
+    attribution_ms: i64,
+    grace_ms: i64,
+    max_label_values: usize,
+) -> PyResult<Config> {
     if sizes.iter().any(|(_, size)| *size <= 0) {
         return Err(PyValueError::new_err("window sizes must be positive"));
     }
-    Ok(Config { sizes: sizes.into_iter().map(|(l, size)| (s(&l), size)).collect(),
-                attribution_ms, grace_ms, max_label_values })
+    Ok(Config {
+        sizes: sizes.into_iter().map(|(l, size)| (s(&l), size)).collect(),
+        attribution_ms,
+        grace_ms,
+        max_label_values,
+    })
 }
 
 #[pymethods]
 impl PyCustomerPartition {
     #[new]
-    fn new(sizes: Vec<(String, i64)>, attribution_ms: i64, grace_ms: i64,
-           max_label_values: usize) -> PyResult<Self> {
-        Ok(Self { partition: Partition::new(config_of(sizes, attribution_ms, grace_ms,
-                                                      max_label_values)?) })
+    fn new(
+        sizes: Vec<(String, i64)>,
+        attribution_ms: i64,
+        grace_ms: i64,
+        max_label_values: usize,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            partition: Partition::new(config_of(
+                sizes,
+                attribution_ms,
+                grace_ms,
+                max_label_values,
+            )?),
+        })
     }
 
     #[staticmethod]
-    fn restore(sizes: Vec<(String, i64)>, attribution_ms: i64, grace_ms: i64,
-               max_label_values: usize, entries: &Bound<'_, PyDict>) -> PyResult<Self> {
+    fn restore(
+        sizes: Vec<(String, i64)>,
+        attribution_ms: i64,
+        grace_ms: i64,
+        max_label_values: usize,
+        entries: &Bound<'_, PyDict>,
+    ) -> PyResult<Self> {
         let config = config_of(sizes, attribution_ms, grace_ms, max_label_values)?;
-        Ok(Self { partition: Partition::restore(config, entries)? })
+        Ok(Self {
+            partition: Partition::restore(config, entries)?,
+        })
     }
 
     /// Apply one item of the internal topic, as its record's value, read at `offset`.
@@ -625,17 +753,36 @@ impl PyCustomerPartition {
         self.partition.totals_row(py)
     }
 
-    fn window_vectors<'py>(&self, py: Python<'py>, view: &str, window: (String, i64))
-        -> PyResult<Bound<'py, PyDict>> {
-        let view = view_index(view).ok_or_else(|| PyValueError::new_err(format!("no view {view}")))?;
-        cells_to_py(py, self.partition.counts.cells(&Slot { view, label: s(&window.0),
-                                                            start: window.1 }))
+    fn window_vectors<'py>(
+        &self,
+        py: Python<'py>,
+        view: &str,
+        window: (String, i64),
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let view =
+            view_index(view).ok_or_else(|| PyValueError::new_err(format!("no view {view}")))?;
+        cells_to_py(
+            py,
+            self.partition.counts.cells(&Slot {
+                view,
+                label: s(&window.0),
+                start: window.1,
+            }),
+        )
     }
 
     /// (view name, (label, start)) of every window held.
     fn windows(&self) -> Vec<(&'static str, (String, i64))> {
-        self.partition.counts.windows().into_iter()
-            .map(|slot| (VIEW_NAMES[slot.view as usize], (slot.label.to_string(), slot.start)))
+        self.partition
+            .counts
+            .windows()
+            .into_iter()
+            .map(|slot| {
+                (
+                    VIEW_NAMES[slot.view as usize],
+                    (slot.label.to_string(), slot.start),
+                )
+            })
             .collect()
     }
 
@@ -643,8 +790,11 @@ impl PyCustomerPartition {
         self.partition.attribution.len()
     }
 
-    fn admitted_labels<'py>(&self, py: Python<'py>, dimension: &str)
-        -> PyResult<Bound<'py, PyFrozenSet>> {
+    fn admitted_labels<'py>(
+        &self,
+        py: Python<'py>,
+        dimension: &str,
+    ) -> PyResult<Bound<'py, PyFrozenSet>> {
         let d = LabelCap::dimension_index(dimension)
             .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(dimension.to_owned()))?;
         PyFrozenSet::new(py, self.partition.labels.admitted(d).map(|v| v.as_ref()))
