@@ -37,6 +37,31 @@ pub struct GivenUp {
 
 pub type OfferRef = (Str, Str);
 
+/// A kept offer waiting for its expiry, ordered by (customer_id, offer_id): one pointer
+/// per entry instead of the two strings.
+#[derive(Clone)]
+struct Expiring(Arc<Offer>);
+
+impl PartialEq for Expiring {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Expiring {}
+
+impl Ord for Expiring {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.0.customer_id, &self.0.offer_id).cmp(&(&other.0.customer_id, &other.0.offer_id))
+    }
+}
+
+impl PartialOrd for Expiring {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 #[derive(Default)]
 pub struct Changes {
     pub offers: OrderedSet<OfferRef>,
@@ -55,7 +80,7 @@ pub struct Attribution {
     // of the same event_id.
     pending: Map<Str, (u64, Arc<Purchase>)>,
     next_serial: u64,
-    offer_expiry: ExpiryQueue<OfferRef>,
+    offer_expiry: ExpiryQueue<Expiring>,
     waiting_expiry: BinaryHeap<Reverse<(i64, Str)>>,
     pub given_up: Vec<GivenUp>,
     pub changes: Changes,
@@ -188,9 +213,8 @@ impl Attribution {
 
     fn expire(&mut self, now: i64) {
         let horizon = self.attribution_ms + self.grace_ms;
-        for (_, (customer_id, offer_id)) in self.offer_expiry.take_due(now.saturating_sub(horizon))
-        {
-            self.forget_offer(&customer_id, &offer_id);
+        for (_, Expiring(offer)) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
+            self.forget_offer(&offer.customer_id, &offer.offer_id);
         }
         while let Some(Reverse((ts, _))) = self.waiting_expiry.peek() {
             if ts + horizon >= now {
@@ -289,7 +313,7 @@ impl Attribution {
             self.offer_count += 1;
         }
         let reference = (offer.customer_id.clone(), offer.offer_id.clone());
-        self.offer_expiry.push(offer.ts, reference.clone());
+        self.offer_expiry.push(offer.ts, Expiring(offer.clone()));
         self.changes.offers.insert(reference);
     }
 
