@@ -29,11 +29,9 @@ from stream_app.core.views import dimension as dim
 from stream_app.core.views import loyalty as loyalty_of
 from stream_app.core.windows import is_final
 
-# The store entries' keys (written by the compiled core): the partition's meta entry, and
-# the prefixes of remembered ids, kept offers, pending and undecided purchases, windows
-# and admitted labels.
+# The key of a partition's meta entry in its store (the compiled core writes its entries;
+# the rates board keeps its own meta entry under the same key).
 META_KEY = "m"
-ENTRY_PREFIXES = ("e|", "o|", "p|", "k|", "w|", "l|")
 
 
 @dataclass(frozen=True, slots=True)
