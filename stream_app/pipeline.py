@@ -24,7 +24,7 @@ from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.drops import FIRED, DropAlert, DropDetector
 from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
 from stream_app.core.fastjson import dumps
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
+from stream_app.core.forwarding import Forwarded, encode_forwarded, tick
 from stream_app.core.immutable import immutable
 from stream_app.core.merge import EventTimeMerge
 from stream_app.core.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
@@ -383,9 +383,7 @@ class Pipeline:
     def attribute(self, partition: int, records: Sequence[Record]) -> list[Output]:
         self.touch()
         state = self._partition(partition)
-        for record in records:
-            if record.value is not None:
-                state.apply(decode_forwarded(record.value), record.offset)
+        state.apply_records(records)  # decoded and applied in the compiled core
         partials = state.take_partials()
         starts = range(0, max(len(partials), 1), _PARTIALS_PER_MESSAGE)
         # Only the last message moves the board's stream time: the board judges a

@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
+from stream_app._engine import accept_offer, accept_purchase
 from stream_app.core.immutable import immutable
 from stream_app.core.windows import rfc3339
 
@@ -97,8 +98,28 @@ def parse_offer(raw: bytes | None, latest_ts: int | None = None) -> Offer:
     """Validate one message of the offers topic; raises InvalidEvent.
 
     `latest_ts` is the largest ts accepted (the wall clock + UPSELL_MAX_FUTURE, given by
-    the caller: validation reads no clock); None accepts any.
+    the caller: validation reads no clock); None accepts any. A message valid beyond doubt
+    is accepted by the compiled core (engine/src/parse.rs); every other one goes through
+    `check_offer`, whose rules decide each rejection's reason and detail.
     """
+    if raw is not None:
+        accepted = accept_offer(raw, latest_ts)
+        if accepted is not None:
+            return accepted
+    return check_offer(raw, latest_ts)
+
+
+def parse_purchase(raw: bytes | None, latest_ts: int | None = None) -> Purchase:
+    """Validate one message of the purchases topic; raises InvalidEvent (see parse_offer)."""
+    if raw is not None:
+        accepted = accept_purchase(raw, latest_ts)
+        if accepted is not None:
+            return accepted
+    return check_purchase(raw, latest_ts)
+
+
+def check_offer(raw: bytes | None, latest_ts: int | None = None) -> Offer:
+    """The rules of an offer, every rejection with its reason (see parse_offer)."""
     fields = _load_object(raw)
     return Offer(
         event_id=_required_str(fields, "event_id"),
@@ -115,8 +136,8 @@ def parse_offer(raw: bytes | None, latest_ts: int | None = None) -> Offer:
     )
 
 
-def parse_purchase(raw: bytes | None, latest_ts: int | None = None) -> Purchase:
-    """Validate one message of the purchases topic; raises InvalidEvent (see parse_offer)."""
+def check_purchase(raw: bytes | None, latest_ts: int | None = None) -> Purchase:
+    """The rules of a purchase, every rejection with its reason (see parse_offer)."""
     fields = _load_object(raw)
     event_id = _required_str(fields, "event_id")
     order_id = _required_str(fields, "order_id")

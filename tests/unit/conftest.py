@@ -179,7 +179,7 @@ def totals_rows(totals: Totals) -> TotalsRows:
 def window_rows(partition: CustomerPartition) -> WindowRows:
     """Every view's window vectors (key and roll-ups) the partition holds."""
     rows: WindowRows = {}
-    for view_name, window in partition._counts.windows():
+    for view_name, window in partition.windows():
         view = {v.name: v for v in VIEWS}[view_name]
         cells = partition.window_vectors(view, window)
         if cells:

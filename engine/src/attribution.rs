@@ -1,0 +1,415 @@
+//! Which purchase converts which offer (attribution.py's module text has the rules): a
+//! named offer converts as soon as both are here; last-touch purchases are decided once
+//! stream time passes ts + grace, in (ts, event_id) order; offers and purchases waiting
+//! for an offer are forgotten once stream time passes ts + attribution window + grace.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use crate::events::{event_from_py, Event, Offer, Purchase};
+use crate::expiry::ExpiryQueue;
+use crate::util::{s, Map, OrderedSet, Str};
+
+/// The window labels an event was counted in, shared between events.
+pub type Labels = Arc<[Str]>;
+
+pub struct OpenOffer {
+    pub offer: Arc<Offer>,
+    pub windows: Labels,
+    pub converted_by: Option<Str>,
+}
+
+pub struct Conversion {
+    pub offer: Arc<Offer>,
+    pub windows: Labels,
+    pub purchase: Arc<Purchase>,
+    /// The stream time whose passing decided it; None when an arrival decided it.
+    pub due: Option<i64>,
+}
+
+pub struct GivenUp {
+    pub purchase: Arc<Purchase>,
+    pub due: Option<i64>,
+}
+
+pub type OfferRef = (Str, Str);
+
+/// A kept offer waiting for its expiry, ordered by (customer_id, offer_id): one pointer
+/// per entry instead of the two strings.
+#[derive(Clone)]
+struct Expiring(Arc<Offer>);
+
+impl PartialEq for Expiring {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Expiring {}
+
+impl Ord for Expiring {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.0.customer_id, &self.0.offer_id).cmp(&(&other.0.customer_id, &other.0.offer_id))
+    }
+}
+
+impl PartialOrd for Expiring {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[derive(Default)]
+pub struct Changes {
+    pub offers: OrderedSet<OfferRef>,
+    pub purchases: OrderedSet<Str>,
+}
+
+pub struct Attribution {
+    attribution_ms: i64,
+    grace_ms: i64,
+    // customer_id -> offer_id -> kept offer.
+    offers: Map<Str, Map<Str, OpenOffer>>,
+    offer_count: usize,
+    waiting_for_offer: Map<OfferRef, Vec<(u64, Arc<Purchase>)>>,
+    last_touch_due: BinaryHeap<Reverse<(i64, i64, Str, u64)>>,
+    // event_id -> (serial, purchase): the serial tells this purchase from an earlier one
+    // of the same event_id.
+    pending: Map<Str, (u64, Arc<Purchase>)>,
+    next_serial: u64,
+    offer_expiry: ExpiryQueue<Expiring>,
+    waiting_expiry: BinaryHeap<Reverse<(i64, Str)>>,
+    pub given_up: Vec<GivenUp>,
+    pub changes: Changes,
+}
+
+impl Attribution {
+    pub fn new(attribution_ms: i64, grace_ms: i64) -> Self {
+        Self {
+            attribution_ms,
+            grace_ms,
+            offers: Map::default(),
+            offer_count: 0,
+            waiting_for_offer: Map::default(),
+            last_touch_due: BinaryHeap::new(),
+            pending: Map::default(),
+            next_serial: 0,
+            offer_expiry: ExpiryQueue::default(),
+            waiting_expiry: BinaryHeap::new(),
+            given_up: Vec::new(),
+            changes: Changes::default(),
+        }
+    }
+
+    pub fn offer(&self, customer_id: &str, offer_id: &str) -> Option<&OpenOffer> {
+        self.offers.get(customer_id)?.get(offer_id)
+    }
+
+    pub fn open_offers(&self) -> impl Iterator<Item = &OpenOffer> {
+        self.offers.values().flat_map(|offers| offers.values())
+    }
+
+    pub fn pending_purchase(&self, event_id: &str) -> Option<&Arc<Purchase>> {
+        self.pending.get(event_id).map(|(_, p)| p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.offer_count + self.pending.len()
+    }
+
+    /// Keep an offer; the conversion if a purchase naming it was waiting.
+    pub fn add_offer(&mut self, offer: Arc<Offer>, windows: Labels) -> Vec<Conversion> {
+        if self.offer(&offer.customer_id, &offer.offer_id).is_some() {
+            return Vec::new();
+        }
+        let reference = (offer.customer_id.clone(), offer.offer_id.clone());
+        self.keep_offer(OpenOffer {
+            offer,
+            windows,
+            converted_by: None,
+        });
+        let mut conversions = Vec::new();
+        let mut waiting: Vec<(u64, Arc<Purchase>)> = self
+            .waiting_for_offer
+            .get(&reference)
+            .cloned()
+            .unwrap_or_default();
+        waiting.sort_by(|a, b| (a.1.ts, &a.1.event_id).cmp(&(b.1.ts, &b.1.event_id)));
+        for (_, purchase) in waiting {
+            self.drop_pending(&purchase);
+            let matches = {
+                let kept = self.offer(&reference.0, &reference.1).expect("kept");
+                self.matches(kept, &purchase)
+            };
+            if conversions.is_empty() && matches {
+                conversions.push(self.convert(&reference, purchase, None));
+            } else {
+                self.given_up.push(GivenUp {
+                    purchase,
+                    due: None,
+                });
+            }
+        }
+        conversions
+    }
+
+    /// Attribute a purchase: its conversion, and whether it now waits for its named offer.
+    pub fn add_purchase(&mut self, purchase: &Arc<Purchase>) -> (Vec<Conversion>, bool) {
+        if let Some(offer_id) = &purchase.offer_id {
+            let matches = self
+                .offer(&purchase.customer_id, offer_id)
+                .map(|kept| self.matches(kept, purchase));
+            match matches {
+                None => {
+                    self.keep_pending(purchase.clone());
+                    return (Vec::new(), true);
+                }
+                Some(true) => {
+                    let reference = (purchase.customer_id.clone(), offer_id.clone());
+                    return (
+                        vec![self.convert(&reference, purchase.clone(), None)],
+                        false,
+                    );
+                }
+                Some(false) => {}
+            }
+        } else if purchase.is_upsell {
+            self.keep_pending(purchase.clone());
+        }
+        (Vec::new(), false)
+    }
+
+    /// Decide every last-touch purchase whose ts + grace stream time has passed, then
+    /// forget what nothing on time can match any more.
+    pub fn advance(&mut self, stream_time: Option<i64>) -> Vec<Conversion> {
+        let Some(now) = stream_time else {
+            return Vec::new();
+        };
+        let mut conversions = Vec::new();
+        while let Some(Reverse((due_at, _, _, _))) = self.last_touch_due.peek() {
+            if now <= *due_at {
+                break;
+            }
+            let Reverse((due_at, _, event_id, serial)) = self.last_touch_due.pop().expect("peeked");
+            let purchase = match self.pending.get(&event_id) {
+                Some((pending_serial, purchase)) if *pending_serial == serial => purchase.clone(),
+                _ => continue,
+            };
+            self.drop_pending(&purchase);
+            if let Some(reference) = self.last_touch_offer(&purchase) {
+                conversions.push(self.convert(&reference, purchase, Some(due_at)));
+            }
+        }
+        self.expire(now);
+        conversions
+    }
+
+    pub fn take_given_up(&mut self) -> Vec<GivenUp> {
+        std::mem::take(&mut self.given_up)
+    }
+
+    fn expire(&mut self, now: i64) {
+        let horizon = self.attribution_ms + self.grace_ms;
+        for (_, Expiring(offer)) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
+            self.forget_offer(&offer.customer_id, &offer.offer_id);
+        }
+        while let Some(Reverse((ts, _))) = self.waiting_expiry.peek() {
+            if ts + horizon >= now {
+                break;
+            }
+            let Reverse((ts, event_id)) = self.waiting_expiry.pop().expect("peeked");
+            let purchase = match self.pending.get(&event_id) {
+                Some((_, purchase)) if purchase.offer_id.is_some() => purchase.clone(),
+                _ => continue,
+            };
+            self.drop_pending(&purchase);
+            self.given_up.push(GivenUp {
+                purchase,
+                due: Some(ts + horizon),
+            });
+        }
+    }
+
+    fn forget_offer(&mut self, customer_id: &Str, offer_id: &Str) {
+        let Some(offers) = self.offers.get_mut(customer_id) else {
+            return;
+        };
+        if offers.remove(offer_id).is_none() {
+            return;
+        }
+        self.offer_count -= 1;
+        if offers.is_empty() {
+            self.offers.remove(customer_id);
+        }
+        self.changes
+            .offers
+            .insert((customer_id.clone(), offer_id.clone()));
+    }
+
+    pub fn restore_offer(&mut self, kept: OpenOffer) {
+        let reference = (kept.offer.customer_id.clone(), kept.offer.offer_id.clone());
+        self.keep_offer(kept);
+        self.changes.offers.shift_remove(&reference);
+    }
+
+    pub fn restore_pending(&mut self, purchase: Arc<Purchase>) {
+        let event_id = purchase.event_id.clone();
+        self.keep_pending(purchase);
+        self.changes.purchases.shift_remove(&event_id);
+    }
+
+    fn matches(&self, kept: &OpenOffer, purchase: &Purchase) -> bool {
+        let offer = &kept.offer;
+        let delta = purchase.ts - offer.ts;
+        kept.converted_by.is_none()
+            && offer.customer_id == purchase.customer_id
+            && 0 <= delta
+            && delta <= self.attribution_ms
+    }
+
+    fn last_touch_offer(&self, purchase: &Purchase) -> Option<OfferRef> {
+        let mut best: Option<&OpenOffer> = None;
+        for kept in self.offers.get(&purchase.customer_id)?.values() {
+            if self.matches(kept, purchase)
+                && best.is_none_or(|b| {
+                    (kept.offer.ts, &kept.offer.offer_id) > (b.offer.ts, &b.offer.offer_id)
+                })
+            {
+                best = Some(kept);
+            }
+        }
+        best.map(|b| (b.offer.customer_id.clone(), b.offer.offer_id.clone()))
+    }
+
+    fn convert(
+        &mut self,
+        reference: &OfferRef,
+        purchase: Arc<Purchase>,
+        due: Option<i64>,
+    ) -> Conversion {
+        let kept = self
+            .offers
+            .get_mut(&reference.0)
+            .and_then(|offers| offers.get_mut(&reference.1))
+            .expect("a kept offer");
+        kept.converted_by = Some(purchase.event_id.clone());
+        let conversion = Conversion {
+            offer: kept.offer.clone(),
+            windows: kept.windows.clone(),
+            purchase,
+            due,
+        };
+        self.changes.offers.insert(reference.clone());
+        conversion
+    }
+
+    fn keep_offer(&mut self, kept: OpenOffer) {
+        let offer = kept.offer.clone();
+        let offers = self.offers.entry(offer.customer_id.clone()).or_default();
+        if offers.insert(offer.offer_id.clone(), kept).is_none() {
+            self.offer_count += 1;
+        }
+        let reference = (offer.customer_id.clone(), offer.offer_id.clone());
+        self.offer_expiry.push(offer.ts, Expiring(offer.clone()));
+        self.changes.offers.insert(reference);
+    }
+
+    /// Wait for the named offer, or in line for a last-touch decision.
+    fn keep_pending(&mut self, purchase: Arc<Purchase>) {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        self.pending
+            .insert(purchase.event_id.clone(), (serial, purchase.clone()));
+        self.changes.purchases.insert(purchase.event_id.clone());
+        if let Some(offer_id) = &purchase.offer_id {
+            self.waiting_expiry
+                .push(Reverse((purchase.ts, purchase.event_id.clone())));
+            self.waiting_for_offer
+                .entry((purchase.customer_id.clone(), offer_id.clone()))
+                .or_default()
+                .push((serial, purchase));
+        } else {
+            self.last_touch_due.push(Reverse((
+                purchase.ts + self.grace_ms,
+                purchase.ts,
+                purchase.event_id.clone(),
+                serial,
+            )));
+        }
+    }
+
+    fn drop_pending(&mut self, purchase: &Arc<Purchase>) {
+        self.pending.remove(&purchase.event_id);
+        self.changes.purchases.insert(purchase.event_id.clone());
+        if let Some(offer_id) = &purchase.offer_id {
+            let reference = (purchase.customer_id.clone(), offer_id.clone());
+            if let Some(waiting) = self.waiting_for_offer.get_mut(&reference) {
+                if let Some(at) = waiting.iter().position(|(_, p)| **p == **purchase) {
+                    waiting.remove(at);
+                }
+                if waiting.is_empty() {
+                    self.waiting_for_offer.remove(&reference);
+                }
+            }
+        }
+    }
+}
+
+/// attribution.Attribution alone, for the test of when offers are forgotten.
+#[pyclass(name = "Attribution", module = "stream_app._engine")]
+pub struct PyAttribution {
+    attribution: Attribution,
+}
+
+#[pymethods]
+impl PyAttribution {
+    #[new]
+    fn new(attribution_ms: i64, grace_ms: i64) -> Self {
+        Self {
+            attribution: Attribution::new(attribution_ms, grace_ms),
+        }
+    }
+    fn __len__(&self) -> usize {
+        self.attribution.len()
+    }
+    /// Keep an offer counted in `windows`; the number of conversions it made.
+    fn add_offer(&mut self, offer: &Bound<'_, PyAny>, windows: Vec<String>) -> PyResult<usize> {
+        let Event::Offer(offer) = event_from_py(offer)? else {
+            return Err(pyo3::exceptions::PyTypeError::new_err("not an Offer"));
+        };
+        let windows: Labels = windows.iter().map(|w| s(w)).collect();
+        Ok(self.attribution.add_offer(offer, windows).len())
+    }
+    #[pyo3(signature = (stream_time))]
+    fn advance(&mut self, stream_time: Option<i64>) -> usize {
+        self.attribution.advance(stream_time).len()
+    }
+    /// (customer_id, offer_id, ts) of every kept offer.
+    fn open_offers(&self) -> Vec<(String, String, i64)> {
+        self.attribution
+            .open_offers()
+            .map(|k| {
+                (
+                    k.offer.customer_id.to_string(),
+                    k.offer.offer_id.to_string(),
+                    k.offer.ts,
+                )
+            })
+            .collect()
+    }
+    fn has_offer(&self, reference: (String, String)) -> bool {
+        self.attribution.offer(&reference.0, &reference.1).is_some()
+    }
+    /// The offers kept, converted or forgotten since the last call, in the order they
+    /// first changed (the store writes them in it).
+    fn take_changed_offers(&mut self) -> Vec<(String, String)> {
+        let taken = std::mem::take(&mut self.attribution.changes.offers);
+        taken
+            .into_iter()
+            .map(|(c, o)| (c.to_string(), o.to_string()))
+            .collect()
+    }
+}

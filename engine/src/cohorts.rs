@@ -1,0 +1,683 @@
+//! Counts per view, window and key: sums and distinct customers, with change tracking
+//! (cohorts.py's description holds: every count is made for the key and its three roll-ups
+//! at once; distinct customers are held once per slot and field with the keys they were
+//! counted under; a customer's memberships in one window are one stored entry).
+
+use std::cmp::Ordering;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::labels::ALL;
+use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
+
+pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
+pub const CHANNEL_SEGMENT: u8 = 0;
+pub const CAMPAIGN: u8 = 1;
+pub const PURCHASES: u8 = 2;
+pub const OFFER_VIEWS: [u8; 2] = [CHANNEL_SEGMENT, CAMPAIGN];
+pub const SUM_FIELDS: [&[&str]; 3] = [
+    &["offers", "conversions", "revenue_micros"],
+    &["offers", "conversions", "revenue_micros"],
+    &[
+        "upsell_purchases",
+        "other_purchases",
+        "upsell_amount_micros",
+        "other_amount_micros",
+    ],
+];
+pub const DISTINCT_FIELDS: [&[&str]; 3] = [
+    &["customers_targeted", "customers_upsold"],
+    &["customers_targeted", "customers_upsold"],
+    &["buyers_any", "buyers_upsell"],
+];
+
+pub fn view_index(name: &str) -> Option<u8> {
+    VIEW_NAMES.iter().position(|v| *v == name).map(|i| i as u8)
+}
+
+pub type Key = (Str, Str);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Slot {
+    pub view: u8,
+    pub label: Str,
+    pub start: i64,
+}
+
+impl Ord for Slot {
+    // As Python orders (view name, label, start) tuples.
+    fn cmp(&self, other: &Self) -> Ordering {
+        VIEW_NAMES[self.view as usize]
+            .cmp(VIEW_NAMES[other.view as usize])
+            .then_with(|| self.label.cmp(&other.label))
+            .then_with(|| self.start.cmp(&other.start))
+    }
+}
+
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A key's cell, then those of its roll-ups, each once.
+#[derive(Clone, Copy)]
+struct Family {
+    cells: [u32; 4],
+    len: u8,
+}
+
+impl std::ops::Deref for Family {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.cells[..self.len as usize]
+    }
+}
+
+/// The key cells a customer was counted under in one slot and field: one (nearly always),
+/// held inline, or several.
+enum Held {
+    One(u32),
+    Many(Box<Vec<u32>>),
+}
+
+impl Held {
+    fn cells(&self) -> &[u32] {
+        match self {
+            Held::One(cell) => std::slice::from_ref(cell),
+            Held::Many(cells) => cells,
+        }
+    }
+
+    fn push(&mut self, cell: u32) {
+        match self {
+            Held::One(first) => *self = Held::Many(Box::new(vec![*first, cell])),
+            Held::Many(cells) => cells.push(cell),
+        }
+    }
+}
+
+struct Cell {
+    key: Key,
+    sums: [i128; 4],
+    distinct: [u64; 2],
+    unsaved: bool,
+    unpublished: bool,
+}
+
+pub struct SlotData {
+    generation: u64,
+    cells: Vec<Cell>,
+    index: Map<Key, u32>,
+    // Each counted key's cell and its roll-ups' cells, in rollups() order.
+    families: Map<Key, Family>,
+    // Per distinct field: each counted customer's key cells.
+    members: [Map<Str, Held>; 2],
+}
+
+impl SlotData {
+    /// The key's cell, then those of its roll-ups, each once (a roll-up's own key, as
+    /// restored from versions before, is its own roll-up); made once per key.
+    fn family(&mut self, key: &Key) -> Family {
+        if let Some(family) = self.families.get(key) {
+            return *family;
+        }
+        let mut family = Family {
+            cells: [0; 4],
+            len: 0,
+        };
+        for rolled in rollups(key) {
+            let cell = match self.index.get(&rolled) {
+                Some(cell) => *cell,
+                None => {
+                    let cell = self.cells.len() as u32;
+                    self.cells.push(Cell {
+                        key: rolled.clone(),
+                        sums: [0; 4],
+                        distinct: [0; 2],
+                        unsaved: false,
+                        unpublished: false,
+                    });
+                    self.index.insert(rolled, cell);
+                    cell
+                }
+            };
+            if !family.contains(&cell) {
+                family.cells[family.len as usize] = cell;
+                family.len += 1;
+            }
+        }
+        self.families.insert(key.clone(), family);
+        family
+    }
+
+    fn vector(&self, view: u8, cell: u32) -> Vec<i128> {
+        let cell = &self.cells[cell as usize];
+        let n = SUM_FIELDS[view as usize].len();
+        let mut vector: Vec<i128> = cell.sums[..n].to_vec();
+        vector.extend(cell.distinct.iter().map(|d| *d as i128));
+        vector
+    }
+}
+
+type CellRef = (Slot, u64, u32);
+type Group = (Str, i64, Str);
+
+#[derive(Default)]
+pub struct WindowCounts {
+    slots: OrderedMap<Slot, SlotData>,
+    next_generation: u64,
+    changed_cells: Vec<CellRef>,
+    changed_members: Vec<(Slot, Str)>,
+    dropped: Vec<(Slot, SlotData)>,
+    partials: Vec<CellRef>,
+    // Entries of one membership each, as versions before wrote them, restored.
+    migrated: OrderedMap<String, Group>,
+}
+
+fn rollups(key: &Key) -> [Key; 4] {
+    let all = s(ALL);
+    [
+        key.clone(),
+        (key.0.clone(), all.clone()),
+        (all.clone(), key.1.clone()),
+        (all.clone(), all),
+    ]
+}
+
+pub struct Partial {
+    pub slot: Slot,
+    pub key: Key,
+    pub vector: Vec<i128>,
+}
+
+impl WindowCounts {
+    /// Add the amounts to sum fields and count `customer` once in distinct fields, of the
+    /// key and its roll-ups.
+    pub fn count(
+        &mut self,
+        slot: &Slot,
+        key: &Key,
+        sums: &[(usize, i128)],
+        distinct: &[usize],
+        customer: &Str,
+    ) {
+        let at = self.slot_index(slot);
+        let (slot, data) = self.slots.get_index_mut(at).expect("made");
+        let family = data.family(key);
+        let generation = data.generation;
+        for &(index, amount) in sums {
+            for &cell in family.iter() {
+                data.cells[cell as usize].sums[index] += amount;
+            }
+        }
+        let mut joined: Vec<u32> = Vec::new();
+        for &index in distinct {
+            let new_to = join(data, &family, index, customer);
+            if new_to.is_empty() {
+                continue;
+            }
+            self.changed_members.push((slot.clone(), customer.clone()));
+            if sums.is_empty() {
+                joined.extend(new_to);
+            }
+        }
+        let touched: &[u32] = if sums.is_empty() { &joined } else { &family };
+        for &cell in touched {
+            let c = &mut data.cells[cell as usize];
+            if !c.unsaved {
+                c.unsaved = true;
+                self.changed_cells.push((slot.clone(), generation, cell));
+            }
+            if !c.unpublished {
+                c.unpublished = true;
+                self.partials.push((slot.clone(), generation, cell));
+            }
+        }
+    }
+
+    pub fn windows(&self) -> Vec<Slot> {
+        self.slots.keys().cloned().collect()
+    }
+
+    pub fn cells(&self, slot: &Slot) -> Vec<(Key, Vec<i128>)> {
+        match self.slots.get(slot) {
+            None => Vec::new(),
+            Some(data) => (0..data.cells.len() as u32)
+                .map(|i| {
+                    (
+                        data.cells[i as usize].key.clone(),
+                        data.vector(slot.view, i),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn drop_slot(&mut self, slot: &Slot) {
+        if let Some(data) = self.slots.shift_remove(slot) {
+            self.dropped.push((slot.clone(), data));
+        }
+    }
+
+    pub fn take_partials(&mut self) -> Vec<Partial> {
+        let mut taken = std::mem::take(&mut self.partials);
+        let mut keyed: Vec<(Slot, Key, u64, u32)> = Vec::with_capacity(taken.len());
+        for (slot, generation, cell) in taken.drain(..) {
+            let key = match self.slots.get_mut(&slot) {
+                Some(data) if data.generation == generation => {
+                    data.cells[cell as usize].unpublished = false;
+                    data.cells[cell as usize].key.clone()
+                }
+                _ => continue,
+            };
+            keyed.push((slot, key, generation, cell));
+        }
+        keyed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        keyed
+            .into_iter()
+            .map(|(slot, key, _, cell)| {
+                let vector = self.slots[&slot].vector(slot.view, cell);
+                Partial { slot, key, vector }
+            })
+            .collect()
+    }
+
+    /// Store entries into `changes`: one per changed cell's sums, and one per customer and
+    /// window whose memberships changed, holding all of them (None once there are none).
+    pub fn take_changes(
+        &mut self,
+        py: Python<'_>,
+        prefix: &str,
+        changes: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
+        let mut groups: OrderedSet<Group> = OrderedSet::default();
+        for (slot, data) in std::mem::take(&mut self.dropped) {
+            for cell in &data.cells {
+                changes.set_item(cell_key(prefix, &slot, &cell.key), py.None())?;
+            }
+            for held_by in &data.members {
+                for customer in held_by.keys() {
+                    groups.insert((slot.label.clone(), slot.start, customer.clone()));
+                }
+            }
+        }
+        for cell in std::mem::take(&mut self.changed_cells) {
+            if let Some(data) = self.slots.get_mut(&cell.0) {
+                if data.generation == cell.1 {
+                    let c = &mut data.cells[cell.2 as usize];
+                    c.unsaved = false;
+                    let n = SUM_FIELDS[cell.0.view as usize].len();
+                    let sums = PyList::empty(py);
+                    for amount in &c.sums[..n] {
+                        sums.append(int_to_py(py, *amount)?)?;
+                    }
+                    changes.set_item(cell_key(prefix, &cell.0, &c.key), sums)?;
+                }
+            }
+        }
+        for (slot, customer) in std::mem::take(&mut self.changed_members) {
+            groups.insert((slot.label, slot.start, customer));
+        }
+        for (old_key, group) in std::mem::take(&mut self.migrated) {
+            changes.set_item(format!("{prefix}{old_key}"), py.None())?;
+            groups.insert(group);
+        }
+        for group in groups {
+            let key = json_key(
+                prefix,
+                &[
+                    Part::Text(&group.0),
+                    Part::Int(group.1),
+                    Part::Text(&group.2),
+                ],
+            );
+            let rows = self.memberships(py, &group)?;
+            if rows.is_empty() {
+                changes.set_item(key, py.None())?;
+            } else {
+                changes.set_item(key, rows)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn memberships<'py>(&self, py: Python<'py>, group: &Group) -> PyResult<Bound<'py, PyList>> {
+        let rows = PyList::empty(py);
+        for view in 0..VIEW_NAMES.len() as u8 {
+            let slot = Slot {
+                view,
+                label: group.0.clone(),
+                start: group.1,
+            };
+            let Some(data) = self.slots.get(&slot) else {
+                continue;
+            };
+            for (index, held_by) in data.members.iter().enumerate() {
+                let Some(held) = held_by.get(&group.2) else {
+                    continue;
+                };
+                for cell in held.cells() {
+                    let key = &data.cells[*cell as usize].key;
+                    rows.append(
+                        (
+                            VIEW_NAMES[view as usize],
+                            index,
+                            key.0.as_ref(),
+                            key.1.as_ref(),
+                        )
+                            .into_pyobject(py)?
+                            .to_list(),
+                    )?;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Take back one entry written by take_changes (without its prefix).
+    pub fn restore(&mut self, entry_key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bad = || PyValueError::new_err(format!("not a window entry: {entry_key}"));
+        let parts: Vec<serde_json::Value> = serde_json::from_str(entry_key).map_err(|_| bad())?;
+        let text = |i: usize| -> PyResult<Str> {
+            parts.get(i).and_then(|v| v.as_str()).map(s).ok_or_else(bad)
+        };
+        let int =
+            |i: usize| -> PyResult<i64> { parts.get(i).and_then(|v| v.as_i64()).ok_or_else(bad) };
+        if parts.len() == 3 {
+            let (label, start, customer) = (text(0)?, int(1)?, text(2)?);
+            for row in value.try_iter()? {
+                let row = items(&row?)?;
+                if row.len() != 4 {
+                    return Err(bad());
+                }
+                let view_name: String = row[0].extract()?;
+                let index: usize = row[1].extract()?;
+                let first: String = row[2].extract()?;
+                let second: String = row[3].extract()?;
+                let view = view_index(&view_name).ok_or_else(bad)?;
+                self.restore_member(
+                    &Slot {
+                        view,
+                        label: label.clone(),
+                        start,
+                    },
+                    &(s(&first), s(&second)),
+                    index,
+                    &customer,
+                );
+            }
+            return Ok(());
+        }
+        let view = view_index(&text(0)?).ok_or_else(bad)?;
+        let slot = Slot {
+            view,
+            label: text(1)?,
+            start: int(2)?,
+        };
+        let key = (text(3)?, text(4)?);
+        if parts.len() == 5 {
+            let at = self.slot_index(&slot);
+            let data = &mut self.slots[at];
+            let family = data.family(&key);
+            let cell = &mut data.cells[family[0] as usize];
+            for (i, amount) in value.try_iter()?.enumerate() {
+                if i < cell.sums.len() {
+                    cell.sums[i] = int_of(&amount?)?;
+                }
+            }
+            return Ok(());
+        }
+        let index = int(5)? as usize;
+        let customer = text(6)?;
+        self.restore_member(&slot, &key, index, &customer);
+        self.migrated.insert(
+            entry_key.to_owned(),
+            (slot.label.clone(), slot.start, customer),
+        );
+        Ok(())
+    }
+
+    fn restore_member(&mut self, slot: &Slot, key: &Key, index: usize, customer: &Str) {
+        if index > 1 {
+            return;
+        }
+        let at = self.slot_index(slot);
+        let data = &mut self.slots[at];
+        let family = data.family(key);
+        join(data, &family, index, customer);
+    }
+
+    pub fn forget_changes(&mut self) {
+        for cell in std::mem::take(&mut self.changed_cells) {
+            if let Some(data) = self.slots.get_mut(&cell.0) {
+                if data.generation == cell.1 {
+                    data.cells[cell.2 as usize].unsaved = false;
+                }
+            }
+        }
+        for cell in std::mem::take(&mut self.partials) {
+            if let Some(data) = self.slots.get_mut(&cell.0) {
+                if data.generation == cell.1 {
+                    data.cells[cell.2 as usize].unpublished = false;
+                }
+            }
+        }
+        self.changed_members.clear();
+        self.dropped.clear();
+    }
+
+    /// The position of a slot, made empty if new.
+    fn slot_index(&mut self, slot: &Slot) -> usize {
+        if let Some(at) = self.slots.get_index_of(slot) {
+            return at;
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.slots
+            .insert_full(
+                slot.clone(),
+                SlotData {
+                    generation,
+                    cells: Vec::new(),
+                    index: Map::default(),
+                    families: Map::default(),
+                    members: Default::default(),
+                },
+            )
+            .0
+    }
+}
+
+/// Count `customer` under the family's key (its first cell); the cells of the family it
+/// was new to, none if it was counted under the key already.
+fn join(data: &mut SlotData, family: &[u32], index: usize, customer: &Str) -> Vec<u32> {
+    let own = family[0];
+    let mut new_to: Vec<u32> = family.to_vec();
+    match data.members[index].get_mut(customer) {
+        None => {
+            data.members[index].insert(customer.clone(), Held::One(own));
+        }
+        Some(held) => {
+            if held.cells().contains(&own) {
+                return Vec::new();
+            }
+            let others = held.cells().to_vec();
+            held.push(own);
+            for other in others {
+                // Every held key was counted through its family.
+                let counted = &data.families[&data.cells[other as usize].key];
+                new_to.retain(|cell| !counted.contains(cell));
+            }
+        }
+    }
+    for cell in &new_to {
+        data.cells[*cell as usize].distinct[index] += 1;
+    }
+    new_to
+}
+
+fn cell_key(prefix: &str, slot: &Slot, key: &Key) -> String {
+    json_key(
+        prefix,
+        &[
+            Part::Text(VIEW_NAMES[slot.view as usize]),
+            Part::Text(&slot.label),
+            Part::Int(slot.start),
+            Part::Text(&key.0),
+            Part::Text(&key.1),
+        ],
+    )
+}
+
+// -- Python ---------------------------------------------------------------------------------
+
+pub fn vector_to_py<'py>(py: Python<'py>, vector: &[i128]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for n in vector {
+        list.append(int_to_py(py, *n)?)?;
+    }
+    Ok(list)
+}
+
+pub fn cells_to_py<'py>(
+    py: Python<'py>,
+    cells: Vec<(Key, Vec<i128>)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (key, vector) in cells {
+        dict.set_item((key.0.as_ref(), key.1.as_ref()), vector_to_py(py, &vector)?)?;
+    }
+    Ok(dict)
+}
+
+static PARTIAL_CLASS: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+    pyo3::sync::PyOnceLock::new();
+
+pub fn partials_to_py<'py>(
+    py: Python<'py>,
+    partials: Vec<Partial>,
+) -> PyResult<Bound<'py, PyList>> {
+    let class = PARTIAL_CLASS.import(py, "stream_app.core.cohorts", "Partial")?;
+    let list = PyList::empty(py);
+    for p in partials {
+        let key = PyTuple::new(py, [p.key.0.as_ref(), p.key.1.as_ref()])?;
+        list.append(class.call1((
+            VIEW_NAMES[p.slot.view as usize],
+            p.slot.label.as_ref(),
+            p.slot.start,
+            key,
+            vector_to_py(py, &p.vector)?,
+        ))?)?;
+    }
+    Ok(list)
+}
+
+fn slot_of(view: &Bound<'_, PyAny>, window: (String, i64)) -> PyResult<Slot> {
+    let name: String = if let Ok(name) = view.extract::<String>() {
+        name
+    } else {
+        view.getattr("name")?.extract()?
+    };
+    let view = view_index(&name).ok_or_else(|| PyValueError::new_err(format!("no view {name}")))?;
+    Ok(Slot {
+        view,
+        label: s(&window.0),
+        start: window.1,
+    })
+}
+
+fn field_index(fields: &[&str], name: &str) -> PyResult<usize> {
+    fields
+        .iter()
+        .position(|f| *f == name)
+        .ok_or_else(|| PyValueError::new_err(format!("no field {name}")))
+}
+
+/// cohorts.WindowCounts, for the tests of its store entries.
+#[pyclass(name = "WindowCounts", module = "stream_app._engine")]
+#[derive(Default)]
+pub struct PyWindowCounts {
+    counts: WindowCounts,
+}
+
+#[pymethods]
+impl PyWindowCounts {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+    fn count(
+        &mut self,
+        view: &Bound<'_, PyAny>,
+        window: (String, i64),
+        key: (String, String),
+        sums: Vec<(String, Bound<'_, PyAny>)>,
+        distinct: Vec<String>,
+        customer: &str,
+    ) -> PyResult<()> {
+        let slot = slot_of(view, window)?;
+        let sums = sums
+            .iter()
+            .map(|(name, amount)| {
+                Ok((
+                    field_index(SUM_FIELDS[slot.view as usize], name)?,
+                    int_of(amount)?,
+                ))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let distinct = distinct
+            .iter()
+            .map(|name| field_index(DISTINCT_FIELDS[slot.view as usize], name))
+            .collect::<PyResult<Vec<_>>>()?;
+        self.counts.count(
+            &slot,
+            &(s(&key.0), s(&key.1)),
+            &sums,
+            &distinct,
+            &s(customer),
+        );
+        Ok(())
+    }
+    fn cells<'py>(
+        &self,
+        py: Python<'py>,
+        view: &Bound<'py, PyAny>,
+        window: (String, i64),
+    ) -> PyResult<Bound<'py, PyDict>> {
+        cells_to_py(py, self.counts.cells(&slot_of(view, window)?))
+    }
+    fn windows(&self) -> Vec<(&'static str, (String, i64))> {
+        self.counts
+            .windows()
+            .into_iter()
+            .map(|slot| {
+                (
+                    VIEW_NAMES[slot.view as usize],
+                    (slot.label.to_string(), slot.start),
+                )
+            })
+            .collect()
+    }
+    fn drop(&mut self, view_name: &Bound<'_, PyAny>, window: (String, i64)) -> PyResult<()> {
+        let slot = slot_of(view_name, window)?;
+        self.counts.drop_slot(&slot);
+        Ok(())
+    }
+    fn take_partials<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        partials_to_py(py, self.counts.take_partials())
+    }
+    fn take_changes<'py>(&mut self, py: Python<'py>, prefix: &str) -> PyResult<Bound<'py, PyDict>> {
+        let changes = PyDict::new(py);
+        self.counts.take_changes(py, prefix, &changes)?;
+        Ok(changes)
+    }
+    fn restore(&mut self, entry_key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.counts.restore(entry_key, value)
+    }
+    fn forget_changes(&mut self) {
+        self.counts.forget_changes()
+    }
+}

@@ -1,0 +1,32 @@
+//! stream_app._engine: the compiled domain core of upsell-stream (docs/engine.md).
+
+mod attribution;
+mod cohorts;
+mod dedupe;
+mod events;
+mod expiry;
+mod labels;
+mod parse;
+mod partition;
+mod util;
+
+use pyo3::prelude::*;
+
+/// The version of the compiled core, to check that the extension is the one built.
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(parse::accept_offer, m)?)?;
+    m.add_function(wrap_pyfunction!(parse::accept_purchase, m)?)?;
+    m.add_class::<partition::PyCustomerPartition>()?;
+    m.add_class::<attribution::PyAttribution>()?;
+    m.add_class::<cohorts::PyWindowCounts>()?;
+    m.add_class::<dedupe::PyEventIdMemory>()?;
+    m.add_class::<labels::PyLabelCap>()?;
+    Ok(())
+}

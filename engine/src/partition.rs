@@ -1,0 +1,810 @@
+//! The state of one partition of customers (partition.py's module text has the why):
+//! dedupe, stream time, attribution, counts; its partials and its store entries.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
+
+use crate::attribution::{Attribution, Conversion, Labels, OpenOffer};
+use crate::cohorts::{
+    cells_to_py, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN, CHANNEL_SEGMENT,
+    OFFER_VIEWS, PURCHASES, VIEW_NAMES,
+};
+use crate::dedupe::Memory;
+use crate::events::{
+    decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer, Payload, Purchase,
+};
+use crate::labels::{LabelCap, DIMENSIONS};
+use crate::util::{
+    int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
+    Part, Str,
+};
+
+const META_KEY: &str = "m";
+const DEDUPE: &str = "e|";
+const OFFER: &str = "o|";
+const PENDING: &str = "p|";
+const UNDECIDED: &str = "k|";
+const WINDOW: &str = "w|";
+const LABEL: &str = "l|";
+
+const NONE: &str = "__none__";
+
+// Totals, in partition.py's TOTALS order.
+const TOTAL_NAMES: [&str; 12] = [
+    "offers",
+    "conversions",
+    "revenue_micros",
+    "campaign_offers",
+    "campaign_conversions",
+    "campaign_revenue_micros",
+    "purchases",
+    "purchase_amount_micros",
+    "rejected",
+    "late",
+    "duplicates",
+    "label_overflow",
+];
+const OFFERS_TOTAL: usize = 0;
+const CONVERSIONS_TOTAL: usize = 1;
+const REVENUE_TOTAL: usize = 2;
+const CAMPAIGN_OFFERS_TOTAL: usize = 3;
+const CAMPAIGN_CONVERSIONS_TOTAL: usize = 4;
+const CAMPAIGN_REVENUE_TOTAL: usize = 5;
+const PURCHASES_TOTAL: usize = 6;
+const PURCHASE_AMOUNT_TOTAL: usize = 7;
+const REJECTED_TOTAL: usize = 8;
+const LATE_TOTAL: usize = 9;
+const DUPLICATES_TOTAL: usize = 10;
+const LABEL_OVERFLOW_TOTAL: usize = 11;
+
+// Fields of the views (cohorts.rs SUM_FIELDS / DISTINCT_FIELDS).
+const OFFERS: usize = 0;
+const CONVERSIONS: usize = 1;
+const REVENUE: usize = 2;
+const TARGETED: usize = 0;
+const UPSOLD: usize = 1;
+const BUYERS_ANY: usize = 0;
+const BUYERS_UPSELL: usize = 1;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Upsell,
+    Other,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Upsell => "upsell",
+            Kind::Other => "other",
+        }
+    }
+    // (purchases field, amount field, distinct buyers fields) in the purchases view.
+    fn fields(self) -> (usize, usize, &'static [usize]) {
+        match self {
+            Kind::Upsell => (0, 2, &[BUYERS_ANY, BUYERS_UPSELL]),
+            Kind::Other => (1, 3, &[BUYERS_ANY]),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Config {
+    sizes: Vec<(Str, i64)>,
+    attribution_ms: i64,
+    grace_ms: i64,
+    max_label_values: usize,
+}
+
+impl Config {
+    fn size_of(&self, label: &str) -> Option<i64> {
+        self.sizes
+            .iter()
+            .find(|(l, _)| l.as_ref() == label)
+            .map(|(_, size)| *size)
+    }
+
+    /// Whether a window's counts are final at `stream_time`. A window of a size no longer
+    /// configured (the sizes changed across a restart) counts as final: nothing counts in it.
+    fn is_final(&self, label: &str, start: i64, stream_time: Option<i64>) -> bool {
+        match self.size_of(label) {
+            None => true,
+            Some(size) => passes(
+                stream_time,
+                start + size + self.attribution_ms + self.grace_ms,
+            ),
+        }
+    }
+}
+
+fn passes(stream_time: Option<i64>, moment: i64) -> bool {
+    matches!(stream_time, Some(now) if now > moment)
+}
+
+/// The stream time at which a decision due once stream time passes `due` was taken, for
+/// stream time that moved from `since` to `now` through every value in between.
+fn due_moment(due: Option<i64>, since: Option<i64>, now: Option<i64>) -> Option<i64> {
+    let (Some(due), Some(now)) = (due, now) else {
+        return now;
+    };
+    let mut moment = due + 1;
+    if let Some(since) = since {
+        moment = moment.max(since);
+    }
+    Some(moment.min(now))
+}
+
+fn dim(value: &Option<Str>, none: &Str) -> Str {
+    value.clone().unwrap_or_else(|| none.clone())
+}
+
+type Counter = OrderedMap<Vec<Str>, i128>;
+
+pub struct Partition {
+    config: Config,
+    pub stream_time: Option<i64>,
+    pub next_offset: i64,
+    totals: [Counter; 12],
+    watermarks: OrderedMap<(Str, i64), i64>,
+    memory: Memory,
+    attribution: Attribution,
+    counts: WindowCounts,
+    labels: LabelCap,
+    // Purchases that name an offer not here yet and are not upsells by themselves.
+    undecided: Map<Str, Labels>,
+    changed_undecided: OrderedSet<Str>,
+    remembered: OrderedSet<Str>,
+    // The label tuples in use, one shared copy each.
+    label_tuples: Map<Vec<Str>, Labels>,
+    interned: Interner,
+    none: Str,
+}
+
+impl Partition {
+    fn new(config: Config) -> Self {
+        Self {
+            memory: Memory::new(config.attribution_ms),
+            attribution: Attribution::new(config.attribution_ms, config.grace_ms),
+            labels: LabelCap::new(config.max_label_values, config.attribution_ms),
+            config,
+            stream_time: None,
+            next_offset: 0,
+            totals: Default::default(),
+            watermarks: OrderedMap::default(),
+            counts: WindowCounts::default(),
+            undecided: Map::default(),
+            changed_undecided: OrderedSet::default(),
+            remembered: OrderedSet::default(),
+            label_tuples: Map::default(),
+            interned: Interner::default(),
+            none: s(NONE),
+        }
+    }
+
+    fn shared_labels(&mut self, labels: Vec<Str>) -> Labels {
+        if let Some(shared) = self.label_tuples.get(&labels) {
+            return shared.clone();
+        }
+        let shared: Labels = labels.iter().cloned().collect();
+        self.label_tuples.insert(labels, shared.clone());
+        shared
+    }
+
+    fn add(&mut self, total: usize, key: &[Str], amount: i128) {
+        match self.totals[total].get_mut(key) {
+            Some(n) => *n += amount,
+            None => {
+                self.totals[total].insert(key.to_vec(), amount);
+            }
+        }
+    }
+
+    /// Apply one item of the internal topic read at `offset`.
+    fn apply(&mut self, item: Item, offset: i64) {
+        if offset < self.next_offset {
+            return;
+        }
+        self.next_offset = offset + 1;
+        let event = match item.payload {
+            Payload::Tick => {
+                self.advance(item.stamp);
+                return;
+            }
+            Payload::Reject(reason) => Err(reason),
+            Payload::Event(event) => Ok(event),
+        };
+        let source = (item.source_topic, item.source_partition);
+        if self
+            .watermarks
+            .get(&source)
+            .is_some_and(|mark| item.source_offset <= *mark)
+        {
+            return; // the validating stage sent this again after a restart
+        }
+        let topic = source.0.clone();
+        self.watermarks.insert(source, item.source_offset);
+        let event = match event {
+            Err(reason) => {
+                let reason = if reason.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    reason
+                };
+                self.add(REJECTED_TOTAL, &[topic, s(&reason)], 1);
+                return;
+            }
+            Ok(event) => event,
+        };
+        self.advance(item.stamp);
+        if self.memory.is_duplicate(event.event_id(), self.stream_time) {
+            self.add(DUPLICATES_TOTAL, &[topic], 1);
+            return;
+        }
+        self.memory.remember(event.event_id().clone(), event.ts());
+        self.remembered.insert(event.event_id().clone());
+        // Before anything is counted: totals, windows and kept events see labels only.
+        let (event, overflowed) = self.labels.cap(event, self.stream_time);
+        let event = self.intern(event);
+        for dimension in overflowed {
+            self.add(LABEL_OVERFLOW_TOTAL, &[s(DIMENSIONS[dimension])], 1);
+        }
+        let windows = self.open_windows(event.ts());
+        if windows.len() < self.config.sizes.len() {
+            self.add(LATE_TOTAL, &[topic], 1);
+        }
+        // What came due before this event is decided first, as if everything had arrived
+        // in order, whether or not another event happened to arrive in between.
+        self.advance(Some(event.ts()));
+        match event {
+            Event::Offer(offer) => self.present(offer, &windows),
+            Event::Purchase(purchase) => self.purchase(purchase, &windows),
+        }
+        // A purchase that arrived after its ts + grace is due at once: as of now.
+        self.settle(self.stream_time);
+    }
+
+    /// The event with its repeating values shared with earlier events'.
+    fn intern(&mut self, event: Event) -> Event {
+        let interned = &mut self.interned;
+        match event {
+            Event::Offer(o) => Event::Offer(Arc::new(Offer {
+                customer_id: interned.get(&o.customer_id),
+                channel: interned.get(&o.channel),
+                segment: interned.get(&o.segment),
+                campaign_id: interned.get_opt(&o.campaign_id),
+                campaign_type: interned.get_opt(&o.campaign_type),
+                product_line: interned.get_opt(&o.product_line),
+                ..(*o).clone()
+            })),
+            Event::Purchase(p) => Event::Purchase(Arc::new(Purchase {
+                customer_id: interned.get(&p.customer_id),
+                product_line: interned.get_opt(&p.product_line),
+                ..(*p).clone()
+            })),
+        }
+    }
+
+    fn offer_keys(&self, offer: &Offer) -> (Key, Key) {
+        (
+            (offer.channel.clone(), offer.segment.clone()),
+            (
+                dim(&offer.campaign_type, &self.none),
+                dim(&offer.product_line, &self.none),
+            ),
+        )
+    }
+
+    fn present(&mut self, offer: Arc<Offer>, windows: &[(Str, i64)]) {
+        let (pair, campaign) = self.offer_keys(&offer);
+        self.add(OFFERS_TOTAL, &[pair.0.clone(), pair.1.clone()], 1);
+        self.add(
+            CAMPAIGN_OFFERS_TOTAL,
+            &[campaign.0.clone(), campaign.1.clone()],
+            1,
+        );
+        for (view, key) in [(CHANNEL_SEGMENT, &pair), (CAMPAIGN, &campaign)] {
+            for (label, start) in windows {
+                let slot = Slot {
+                    view,
+                    label: label.clone(),
+                    start: *start,
+                };
+                self.counts
+                    .count(&slot, key, &[(OFFERS, 1)], &[TARGETED], &offer.customer_id);
+            }
+        }
+        let labels = self.shared_labels(windows.iter().map(|(l, _)| l.clone()).collect());
+        let conversions = self.attribution.add_offer(offer, labels);
+        self.count(conversions, self.stream_time);
+    }
+
+    fn purchase(&mut self, purchase: Arc<Purchase>, windows: &[(Str, i64)]) {
+        let (conversions, waiting) = self.attribution.add_purchase(&purchase);
+        let labels = self.shared_labels(windows.iter().map(|(l, _)| l.clone()).collect());
+        let now = self.stream_time;
+        if purchase.is_upsell || !conversions.is_empty() {
+            self.count_purchase(&purchase, &labels, Kind::Upsell, now);
+        } else if waiting {
+            self.undecided.insert(purchase.event_id.clone(), labels);
+            self.changed_undecided.insert(purchase.event_id.clone());
+        } else {
+            self.count_purchase(&purchase, &labels, Kind::Other, now);
+        }
+        self.count(conversions, now);
+    }
+
+    fn purchase_key(&self, purchase: &Purchase) -> Key {
+        let loyalty = match purchase.loyalty_member {
+            None => "unknown",
+            Some(true) => "member",
+            Some(false) => "non_member",
+        };
+        (s(loyalty), dim(&purchase.product_line, &self.none))
+    }
+
+    fn count_purchase(
+        &mut self,
+        purchase: &Purchase,
+        labels: &Labels,
+        kind: Kind,
+        decided_at: Option<i64>,
+    ) {
+        let key = self.purchase_key(purchase);
+        let (purchases, amount, buyers) = kind.fields();
+        let total_key = [s(kind.name()), key.0.clone(), key.1.clone()];
+        self.add(PURCHASES_TOTAL, &total_key, 1);
+        self.add(PURCHASE_AMOUNT_TOTAL, &total_key, purchase.amount_micros);
+        for label in labels.iter() {
+            let Some(size) = self.config.size_of(label) else {
+                continue;
+            };
+            let start = window_start(purchase.ts, size);
+            if self.config.is_final(label, start, decided_at) {
+                continue;
+            }
+            let slot = Slot {
+                view: PURCHASES,
+                label: label.clone(),
+                start,
+            };
+            self.counts.count(
+                &slot,
+                &key,
+                &[(purchases, 1), (amount, purchase.amount_micros)],
+                buyers,
+                &purchase.customer_id,
+            );
+        }
+    }
+
+    /// Count conversions decided when stream time was `decided_at`: they change only the
+    /// windows that were not final by then.
+    fn count(&mut self, conversions: Vec<Conversion>, decided_at: Option<i64>) {
+        for conversion in conversions {
+            let offer = &conversion.offer;
+            let purchase = &conversion.purchase;
+            let amount = purchase.amount_micros;
+            let (pair, campaign) = self.offer_keys(offer);
+            let pair_key = [pair.0.clone(), pair.1.clone()];
+            let campaign_key = [campaign.0.clone(), campaign.1.clone()];
+            self.add(CONVERSIONS_TOTAL, &pair_key, 1);
+            self.add(REVENUE_TOTAL, &pair_key, amount);
+            self.add(CAMPAIGN_CONVERSIONS_TOTAL, &campaign_key, 1);
+            self.add(CAMPAIGN_REVENUE_TOTAL, &campaign_key, amount);
+            for label in conversion.windows.iter() {
+                let Some(size) = self.config.size_of(label) else {
+                    continue;
+                };
+                let start = window_start(offer.ts, size);
+                if self.config.is_final(label, start, decided_at) {
+                    continue;
+                }
+                for view in OFFER_VIEWS {
+                    let key = if view == CHANNEL_SEGMENT {
+                        &pair
+                    } else {
+                        &campaign
+                    };
+                    let slot = Slot {
+                        view,
+                        label: label.clone(),
+                        start,
+                    };
+                    self.counts.count(
+                        &slot,
+                        key,
+                        &[(CONVERSIONS, 1), (REVENUE, amount)],
+                        &[UPSOLD],
+                        &offer.customer_id,
+                    );
+                }
+            }
+            if let Some(labels) = self.undecided.remove(&purchase.event_id) {
+                self.changed_undecided.insert(purchase.event_id.clone());
+                self.count_purchase(purchase, &labels, Kind::Upsell, decided_at);
+            }
+        }
+    }
+
+    fn open_windows(&self, ts: i64) -> Vec<(Str, i64)> {
+        let mut windows = Vec::with_capacity(self.config.sizes.len());
+        for (label, size) in &self.config.sizes {
+            let start = window_start(ts, *size);
+            if !passes(self.stream_time, start + size + self.config.grace_ms) {
+                windows.push((label.clone(), start));
+            }
+        }
+        windows
+    }
+
+    fn advance(&mut self, moment: Option<i64>) {
+        let Some(moment) = moment else { return };
+        if self.stream_time.is_some_and(|now| moment <= now) {
+            return;
+        }
+        let since = self.stream_time.replace(moment);
+        self.settle(since);
+    }
+
+    /// Decide the last-touch purchases now due and count the purchases that gave up
+    /// waiting for their offer as `other`, each as of the stream time at which it fell due
+    /// on the way from `since`.
+    fn settle(&mut self, since: Option<i64>) {
+        let now = self.stream_time;
+        for conversion in self.attribution.advance(now) {
+            let due = due_moment(conversion.due, since, now);
+            self.count(vec![conversion], due);
+        }
+        for given_up in self.attribution.take_given_up() {
+            if let Some(labels) = self.undecided.remove(&given_up.purchase.event_id) {
+                self.changed_undecided
+                    .insert(given_up.purchase.event_id.clone());
+                self.count_purchase(
+                    &given_up.purchase,
+                    &labels,
+                    Kind::Other,
+                    due_moment(given_up.due, since, now),
+                );
+            }
+        }
+    }
+
+    fn forget_expired(&mut self) {
+        let Some(now) = self.stream_time else { return };
+        for event_id in self.memory.forget_expired(now) {
+            self.remembered.insert(event_id);
+        }
+        for slot in self.counts.windows() {
+            if self.config.is_final(&slot.label, slot.start, Some(now)) {
+                self.counts.drop_slot(&slot);
+            }
+        }
+    }
+
+    fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.forget_expired();
+        self.interned.prune();
+        let changes = PyDict::new(py);
+        for event_id in std::mem::take(&mut self.remembered) {
+            changes.set_item(format!("{DEDUPE}{event_id}"), self.memory.ts_of(&event_id))?;
+        }
+        let attribution_changes = std::mem::take(&mut self.attribution.changes);
+        for (customer_id, offer_id) in attribution_changes.offers {
+            let key = json_key(OFFER, &[Part::Text(&customer_id), Part::Text(&offer_id)]);
+            match self.attribution.offer(&customer_id, &offer_id) {
+                None => changes.set_item(key, py.None())?,
+                Some(kept) => {
+                    let windows = PyList::new(py, kept.windows.iter().map(|l| l.as_ref()))?;
+                    let converted_by = kept.converted_by.as_ref().map(|c| c.as_ref());
+                    changes.set_item(
+                        key,
+                        (offer_row(py, &kept.offer)?, windows, converted_by)
+                            .into_pyobject(py)?
+                            .to_list(),
+                    )?;
+                }
+            }
+        }
+        for event_id in attribution_changes.purchases {
+            let key = format!("{PENDING}{event_id}");
+            match self.attribution.pending_purchase(&event_id) {
+                None => changes.set_item(key, py.None())?,
+                Some(purchase) => changes.set_item(key, purchase_row(py, purchase)?)?,
+            }
+        }
+        for event_id in std::mem::take(&mut self.changed_undecided) {
+            let key = format!("{UNDECIDED}{event_id}");
+            match self.undecided.get(&event_id) {
+                None => changes.set_item(key, py.None())?,
+                Some(labels) => {
+                    changes.set_item(key, PyList::new(py, labels.iter().map(|l| l.as_ref()))?)?
+                }
+            }
+        }
+        self.counts.take_changes(py, WINDOW, &changes)?;
+        self.labels.forget_unused(self.stream_time);
+        for (dimension, value, last_use) in self.labels.take_changes() {
+            let key = json_key(
+                LABEL,
+                &[Part::Text(DIMENSIONS[dimension]), Part::Text(&value)],
+            );
+            changes.set_item(key, last_use)?;
+        }
+        let watermarks = PyList::empty(py);
+        for ((topic, partition), offset) in &self.watermarks {
+            watermarks.append(
+                (topic.as_ref(), *partition, *offset)
+                    .into_pyobject(py)?
+                    .to_list(),
+            )?;
+        }
+        let meta = (
+            self.next_offset,
+            self.stream_time,
+            watermarks,
+            self.totals_row(py)?,
+        );
+        changes.set_item(META_KEY, meta.into_pyobject(py)?.to_list())?;
+        Ok(changes)
+    }
+
+    /// Totals.as_row(): {name: [[*key, n], ...]} of every counter with entries.
+    fn totals_row<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let row = PyDict::new(py);
+        for (name, counter) in TOTAL_NAMES.iter().zip(&self.totals) {
+            if counter.is_empty() {
+                continue;
+            }
+            let entries = PyList::empty(py);
+            for (key, n) in counter {
+                let entry = PyList::new(py, key.iter().map(|k| k.as_ref()))?;
+                entry.append(int_to_py(py, *n)?)?;
+                entries.append(entry)?;
+            }
+            row.set_item(*name, entries)?;
+        }
+        Ok(row)
+    }
+
+    fn restore(config: Config, entries: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let mut partition = Partition::new(config);
+        if let Some(meta) = entries.get_item(META_KEY)? {
+            if !meta.is_none() {
+                let meta = items(&meta)?;
+                if meta.len() != 4 {
+                    return Err(PyValueError::new_err("the meta entry is not 4 items"));
+                }
+                partition.next_offset = meta[0].extract()?;
+                partition.stream_time = meta[1].extract()?;
+                for mark in meta[2].try_iter()? {
+                    let mark = items(&mark?)?;
+                    let topic: String = mark[0].extract()?;
+                    partition
+                        .watermarks
+                        .insert((s(&topic), mark[1].extract()?), mark[2].extract()?);
+                }
+                for (name, rows) in meta[3].cast::<PyDict>()?.iter() {
+                    let name: String = name.extract()?;
+                    let Some(total) = TOTAL_NAMES.iter().position(|n| *n == name) else {
+                        continue;
+                    };
+                    for entry in rows.try_iter()? {
+                        let entry = entry?;
+                        let entry = entry.cast::<PyList>()?;
+                        let n = entry.len();
+                        let mut key = Vec::with_capacity(n.saturating_sub(1));
+                        for i in 0..n.saturating_sub(1) {
+                            key.push(s(&entry.get_item(i)?.extract::<String>()?));
+                        }
+                        partition.totals[total].insert(key, int_of(&entry.get_item(n - 1)?)?);
+                    }
+                }
+            }
+        }
+        let mut labels: Vec<(String, Str, i64)> = Vec::new();
+        for (key, value) in entries.iter() {
+            if value.is_none() {
+                continue;
+            }
+            let key = key.cast::<PyString>()?;
+            let key = key.to_str()?;
+            if let Some(event_id) = key.strip_prefix(DEDUPE) {
+                partition.memory.remember(s(event_id), value.extract()?);
+            } else if key.starts_with(OFFER) {
+                let row = value.cast::<PyList>()?;
+                let Event::Offer(offer) = event_from_row(&row.get_item(0)?)? else {
+                    return Err(PyValueError::new_err(format!("{key} holds no offer")));
+                };
+                let Event::Offer(offer) = partition.intern(Event::Offer(offer)) else {
+                    unreachable!("an offer stays one")
+                };
+                let windows: Vec<String> = row.get_item(1)?.extract()?;
+                let windows = partition.shared_labels(windows.iter().map(|w| s(w)).collect());
+                let converted_by: Option<String> = row.get_item(2)?.extract()?;
+                partition.attribution.restore_offer(OpenOffer {
+                    offer,
+                    windows,
+                    converted_by: converted_by.map(|c| s(&c)),
+                });
+            } else if key.starts_with(PENDING) {
+                let Event::Purchase(purchase) = event_from_row(&value)? else {
+                    return Err(PyValueError::new_err(format!("{key} holds no purchase")));
+                };
+                let Event::Purchase(purchase) = partition.intern(Event::Purchase(purchase)) else {
+                    unreachable!("a purchase stays one")
+                };
+                partition.attribution.restore_pending(purchase);
+            } else if let Some(event_id) = key.strip_prefix(UNDECIDED) {
+                let windows: Vec<String> = value.extract()?;
+                let windows = partition.shared_labels(windows.iter().map(|w| s(w)).collect());
+                partition.undecided.insert(s(event_id), windows);
+            } else if let Some(window_key) = key.strip_prefix(WINDOW) {
+                partition.counts.restore(window_key, &value)?;
+            } else if let Some(label_key) = key.strip_prefix(LABEL) {
+                let (dimension, label): (String, String) = serde_json::from_str(label_key)
+                    .map_err(|_| PyValueError::new_err(format!("not a label entry: {key}")))?;
+                labels.push((dimension, s(&label), value.extract()?));
+            }
+        }
+        partition.labels.restore(labels);
+        partition.remembered.clear();
+        partition.counts.forget_changes();
+        Ok(partition)
+    }
+}
+
+/// The compiled CustomerPartition; partition.py's class of that name is its typed face.
+#[pyclass(name = "CustomerPartition", module = "stream_app._engine")]
+pub struct PyCustomerPartition {
+    partition: Partition,
+}
+
+fn config_of(
+    sizes: Vec<(String, i64)>,
+    attribution_ms: i64,
+    grace_ms: i64,
+    max_label_values: usize,
+) -> PyResult<Config> {
+    if sizes.iter().any(|(_, size)| *size <= 0) {
+        return Err(PyValueError::new_err("window sizes must be positive"));
+    }
+    Ok(Config {
+        sizes: sizes.into_iter().map(|(l, size)| (s(&l), size)).collect(),
+        attribution_ms,
+        grace_ms,
+        max_label_values,
+    })
+}
+
+#[pymethods]
+impl PyCustomerPartition {
+    #[new]
+    fn new(
+        sizes: Vec<(String, i64)>,
+        attribution_ms: i64,
+        grace_ms: i64,
+        max_label_values: usize,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            partition: Partition::new(config_of(
+                sizes,
+                attribution_ms,
+                grace_ms,
+                max_label_values,
+            )?),
+        })
+    }
+
+    #[staticmethod]
+    fn restore(
+        sizes: Vec<(String, i64)>,
+        attribution_ms: i64,
+        grace_ms: i64,
+        max_label_values: usize,
+        entries: &Bound<'_, PyDict>,
+    ) -> PyResult<Self> {
+        let config = config_of(sizes, attribution_ms, grace_ms, max_label_values)?;
+        Ok(Self {
+            partition: Partition::restore(config, entries)?,
+        })
+    }
+
+    /// Apply one item of the internal topic, as its record's value, read at `offset`.
+    fn apply_raw(&mut self, value: &[u8], offset: i64) -> PyResult<()> {
+        let item = decode_item(value)?;
+        self.partition.apply(item, offset);
+        Ok(())
+    }
+
+    /// Apply fetched records of the internal topic (objects with `value` and `offset`), in
+    /// order; records without a value are skipped.
+    fn apply_records(&mut self, records: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = records.py();
+        let value_name = pyo3::intern!(py, "value");
+        let offset_name = pyo3::intern!(py, "offset");
+        for record in records.try_iter()? {
+            let record = record?;
+            let value = record.getattr(value_name)?;
+            if value.is_none() {
+                continue;
+            }
+            let offset: i64 = record.getattr(offset_name)?.extract()?;
+            let bytes = value.cast::<PyBytes>()?;
+            let item = decode_item(bytes.as_bytes())?;
+            self.partition.apply(item, offset);
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn stream_time(&self) -> Option<i64> {
+        self.partition.stream_time
+    }
+
+    #[getter]
+    fn next_offset(&self) -> i64 {
+        self.partition.next_offset
+    }
+
+    fn totals_row<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.partition.totals_row(py)
+    }
+
+    fn window_vectors<'py>(
+        &self,
+        py: Python<'py>,
+        view: &str,
+        window: (String, i64),
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let view =
+            view_index(view).ok_or_else(|| PyValueError::new_err(format!("no view {view}")))?;
+        cells_to_py(
+            py,
+            self.partition.counts.cells(&Slot {
+                view,
+                label: s(&window.0),
+                start: window.1,
+            }),
+        )
+    }
+
+    /// (view name, (label, start)) of every window held.
+    fn windows(&self) -> Vec<(&'static str, (String, i64))> {
+        self.partition
+            .counts
+            .windows()
+            .into_iter()
+            .map(|slot| {
+                (
+                    VIEW_NAMES[slot.view as usize],
+                    (slot.label.to_string(), slot.start),
+                )
+            })
+            .collect()
+    }
+
+    fn open_offers(&self) -> usize {
+        self.partition.attribution.len()
+    }
+
+    fn admitted_labels<'py>(
+        &self,
+        py: Python<'py>,
+        dimension: &str,
+    ) -> PyResult<Bound<'py, PyFrozenSet>> {
+        let d = LabelCap::dimension_index(dimension)
+            .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(dimension.to_owned()))?;
+        PyFrozenSet::new(py, self.partition.labels.admitted(d).map(|v| v.as_ref()))
+    }
+
+    fn take_partials<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        partials_to_py(py, self.partition.counts.take_partials())
+    }
+
+    fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.partition.take_changes(py)
+    }
+}
