@@ -3,8 +3,11 @@
 On the local broker (`upsell-stream kafka start` on its own port and data dir) it preloads
 N simulator events once, then measures in the same run: the bare aiokafka consumer (the
 ceiling), one worker and two workers draining them until their metrics are final and
-exact, the time from produce to effect on /metrics at fixed offered loads, and memory
-against keys and open offers. See docs/benchmarks.md for the method and the figures.
+exact, the changelog bytes the worker wrote per input byte, the time from produce to
+effect on /metrics at fixed offered loads, and memory against keys and open offers.
+`--peers`: Quix Streams and stock Faust on the same events beside the bare consumer and one
+worker (bench/peers.py). `--only restart`: a worker's restart on the state of N events
+(bench/restart.py). See docs/performance.md for the method and the figures.
 Exits non-zero only when something fails to run or a result is wrong, never for slowness.
 """
 
@@ -29,7 +32,9 @@ from bench.latency import LatencyRun, run_latency
 from bench.memory import MemoryRun, measure
 from bench.peers import expected, grace_ms, run_peer, window_sizes
 from bench.profile import top
-from bench.throughput import Dataset, bare_consumer, preload, run_workers, topic_bytes
+from bench.restart import CHANGELOG_TABLES, measure_restart, topic_bytes
+from bench.restart import report_lines as restart_lines
+from bench.throughput import Dataset, bare_consumer, preload, run_workers
 
 SECTIONS = ("throughput", "baselines", "peers", "scale", "latency", "memory", "restart")
 # Baselines and peers take minutes (a stock Faust agent reads about 5,000 events/s, a Faust
@@ -55,7 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", default=None,
                         help=f"comma-separated sections to run, of {', '.join(SECTIONS)} "
-                             "(default all; --quick: all but baselines)")
+                             "(default all but peers and restart; --quick: throughput, scale, "
+                             "latency, memory; --peers: throughput, peers)")
     parser.add_argument("--peers", action="store_true",
                         help="Quix Streams and stock Faust on the same events, beside the bare "
                              "consumer and one worker (needs pip install -e '.[bench]'); "
@@ -95,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         if {"throughput", "baselines", "peers", "scale"} & set(sections):
             _throughput(broker, events, args, sections, progress, results, report)
+        if "restart" in sections:
+            dataset = preload(broker, events, args.seed, progress)
+            restart = measure_restart(broker, dataset, progress,
+                                      timeout=max(300.0, dataset.messages / 1_000))
+            results["restart"] = asdict(restart)
+            report.extend(restart_lines(restart))
         if "latency" in sections:
             loads = [int(x) for x in args.loads.split(",") if x.strip()]
             seconds = 4.0 if args.quick else 20.0
@@ -164,15 +176,7 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         f"({one.total_seconds:.1f} s from launch to exact); worker CPU "
         f"{one.cpu_us_per_event:,.0f} us per event ({one.cpu_seconds:.1f} s)",
     ]
-    written = topic_bytes(broker, one.name)
-    results["one_worker_bytes"] = asdict(written)
-    report += [
-        f"changelog bytes written per input byte {written.changelog_ratio:>8.2f}   "
-        f"({written.changelogs / 2**20:,.1f} MiB of changelogs for "
-        f"{written.inputs / 2**20:,.1f} MiB of input; target at most 2)",
-        f"  other internal topics per input byte {written.internal_ratio:.2f} "
-        f"({written.internal / 2**20:,.1f} MiB: forwarded events, partials)",
-    ]
+    report += _bytes_written(broker, one.name, results)
     if "peers" in sections:
         report += _peers(broker, dataset, bare, one.rate, progress, results, timeout)
     # The worker's ceiling whatever Kafka costs: its pure core alone, on the simulator's
@@ -193,6 +197,23 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
             f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
             f"{two.rate / one.rate:.2f} x one worker (target 1.6); CPU "
             f"{two.cpu_us_per_event:,.0f} us per event")
+
+
+def _bytes_written(broker: Broker, name: str, results: dict[str, Any]) -> list[str]:
+    """What the worker run `name` wrote beside its input, on the broker's disk right after
+    the run (Kafka compacts only rolled segments: about what was written)."""
+    inputs = topic_bytes(broker, [f"{name}.offers", f"{name}.purchases"])
+    changelogs = topic_bytes(broker, [f"{name}-{table}-changelog" for table in CHANGELOG_TABLES])
+    internal = topic_bytes(broker, [f"{name}-events-by-customer", f"{name}-window-partials"])
+    results["one_worker_bytes"] = {"input": inputs, "changelogs": changelogs,
+                                   "internal": internal}
+    return [
+        f"changelog bytes per input byte       {changelogs / max(1, inputs):>10.2f}   "
+        f"({changelogs / 1e6:,.1f} MB of changelogs for {inputs / 1e6:,.1f} MB of input; "
+        "target at most 2)",
+        f"  other internal topics: {internal / max(1, inputs):.2f} per input byte "
+        f"({internal / 1e6:,.1f} MB of forwarded events and partials)",
+    ]
 
 
 def _peers(broker: Broker, dataset: Dataset, bare: float, ours: float, progress: Progress,

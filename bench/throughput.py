@@ -28,7 +28,6 @@ from bench.common import (
 )
 from stream_app.core.durations import parse_duration_ms
 from stream_app.hot_path import BatchSender, Record
-from stream_app.local_kafka import BrokerPaths
 from stream_app.simulator.scenario import ScenarioConfig, Simulation, expected_messages_per_offer
 
 # Past this much the broker refuses a produce request by default (message.max.bytes, 1 MB).
@@ -330,44 +329,6 @@ def _renamed(truth: dict[str, Any], topics: dict[str, str]) -> dict[str, Any]:
     return {key: ({topics.get(topic, topic): value for topic, value in truth[key].items()}
                   if key in by_topic else value)
             for key, value in truth.items()}
-
-
-@dataclass(frozen=True)
-class TopicBytes:
-    """Bytes a deployment's topics hold in the broker's log dir, by kind of topic."""
-
-    inputs: int
-    changelogs: int
-    internal: int
-
-    @property
-    def changelog_ratio(self) -> float:
-        return self.changelogs / max(1, self.inputs)
-
-    @property
-    def internal_ratio(self) -> float:
-        return self.internal / max(1, self.inputs)
-
-
-def topic_bytes(broker: Broker, name: str) -> TopicBytes:
-    """What the worker run `name` wrote, on the local broker's disk right after the run:
-    its input topics (a copy of the preloaded events), its tables' changelogs (Faust names
-    them `<app id>-<table>-changelog`) and its other internal topics (forwarded events,
-    partials). Kafka compacts only rolled segments, so shortly after a run this is about
-    what was written."""
-    inputs = changelogs = internal = 0
-    for directory in BrokerPaths.under(broker.data_dir).log_dir.iterdir():
-        topic = directory.name.rpartition("-")[0]
-        if not directory.is_dir() or not topic.startswith(name):
-            continue
-        size = sum(f.stat().st_size for f in directory.iterdir() if f.suffix == ".log")
-        if topic in (f"{name}.offers", f"{name}.purchases"):
-            inputs += size
-        elif topic.endswith("-changelog"):
-            changelogs += size
-        elif topic.startswith(f"{name}-"):
-            internal += size
-    return TopicBytes(inputs, changelogs, internal)
 
 
 def dataset_dir(broker: Broker) -> Path:
