@@ -1,6 +1,7 @@
 """Stock Faust on the preloaded events, as its users write the job: a plain agent over both
-input topics that filters the offers, `group_by`s them on (channel, segment) and adds one
-to a tumbling windowed Table per offer (the first configured window size; Faust's default
+input topics forwards the offers keyed by (channel, segment) to a repartition topic (what
+`group_by` does), and a plain agent on that topic adds one to a tumbling windowed Table per
+offer (the first configured window size; Faust's default
 in-memory store with its changelog). Run by bench/peers.py:
 `python -m bench.peer_faust WORK_DIR` (WORK_DIR/job.json says what to read)."""
 
@@ -28,9 +29,9 @@ def main(work: Path) -> None:
                     store="memory://", web_enabled=False, topic_partitions=PARTITIONS,
                     consumer_auto_offset_reset="earliest", datadir=str(work / "faust"))
     source = app.topic(*job["topics"], value_serializer="raw")
-    # Faust derives a repartition topic's name from a single source topic only.
+    # The offers keyed by (channel, segment), as `group_by` would make it.
     by_pair = app.topic(f"{app.conf.id}-pair-repartition", internal=True,
-                        partitions=PARTITIONS, value_serializer="raw")
+                        partitions=PARTITIONS, key_serializer="json", value_serializer="raw")
     closed: Counter[str] = Counter()
 
     def on_close(key: Any, value: int) -> None:
@@ -45,26 +46,28 @@ def main(work: Path) -> None:
                                   expires=timedelta(milliseconds=size_ms + job["grace_ms"]))
     counts = windows.relative_to(event_time)
 
-    def is_offer(value: bytes) -> bool:
-        tally.record()
-        return counted_offer(value) is not None
-
-    def pair(value: bytes) -> str:
-        offer = counted_offer(value)
-        return "" if offer is None else offer[0]
-
     def final_counts() -> dict[str, Counter[str]]:
-        by_pair = Counter(closed)
+        summed = Counter(closed)
         for (key, _), value in table.data.items():
-            by_pair[key] += value
-        return {label: by_pair}
+            summed[key] += value
+        return {label: summed}
 
     tally.final_counts = final_counts
 
+    # Two plain agents: `stream.filter(...).group_by(...)` would forward every record, the
+    # purchases too, since Faust runs a stream's processors after the repartition.
     @app.agent(source)
+    async def rekey(stream: Any) -> None:
+        async for value in stream:
+            tally.record()
+            offer = counted_offer(value)
+            if offer is not None:
+                await by_pair.send(key=offer[0], value=value)
+
+    @app.agent(by_pair)
     async def count(stream: Any) -> None:
-        async for value in stream.filter(is_offer).group_by(pair, name="pair", topic=by_pair):
-            counts[pair(value)] += 1
+        async for pair, _offer in stream.items():
+            counts[pair] += 1
             tally.added()
 
     faust.Worker(app, loglevel="error", quiet=True).execute_from_commandline()

@@ -241,8 +241,8 @@ def _peers(broker: Broker, dataset: Dataset, bare: float, ours: float, progress:
             "rate": round(run.rate), "seconds": round(run.seconds, 2)}
     lines += [
         "  Quix Streams: both topics, group_by (channel, segment), one tumbling count per "
-        "window size, RocksDB; stock Faust: group_by, one windowed Table += per offer, "
-        "memory store"]
+        "window size, RocksDB; stock Faust: an agent forwards the offers keyed by (channel, "
+        "segment), another adds one to a windowed Table per offer, memory store"]
     return lines
 
 
