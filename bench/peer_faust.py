@@ -8,6 +8,7 @@ in-memory store with its changelog). Run by bench/peers.py:
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -41,9 +42,14 @@ def main(work: Path) -> None:
         offer = counted_offer(event.value)
         return 0.0 if offer is None else offer[1] / 1000
 
+    # Faust expires a window against the wall clock, not the stream's time, and calls
+    # on_window_close only for windows later than the last closed one: its windows must
+    # outlive the run for its table to hold every count (the data lies in the past).
+    age_ms = max(0, int(time.time() * 1000) - job["first_ms"])
     table = app.Table("counts", default=int, on_window_close=on_close)
-    windows: Any = table.tumbling(timedelta(milliseconds=size_ms),
-                                  expires=timedelta(milliseconds=size_ms + job["grace_ms"]))
+    windows: Any = table.tumbling(
+        timedelta(milliseconds=size_ms),
+        expires=timedelta(milliseconds=size_ms + job["grace_ms"] + age_ms + 86_400_000))
     counts = windows.relative_to(event_time)
 
     def final_counts() -> dict[str, Counter[str]]:

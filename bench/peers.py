@@ -75,7 +75,8 @@ class Expected:
 
     records: int
     offers: dict[str, int]
-    # From the earliest offer's event time to the latest's.
+    # The earliest offer's event time, and from it to the latest's.
+    first_ms: int
     span_ms: int
 
     @property
@@ -103,7 +104,7 @@ def expected(broker: Broker, dataset: Dataset) -> Expected:
                         offers[offer[0]] += 1
                         first, last = min(first, offer[1]), max(last, offer[1])
                 seen += len(records)
-        return Expected(total, dict(offers), max(0, last - first))
+        return Expected(total, dict(offers), first, max(0, last - first))
     finally:
         consumer.close()
 
@@ -131,7 +132,8 @@ def run_peer(module: str, label: str, windows: list[tuple[str, int]], broker: Br
     work.mkdir(parents=True)
     job = {"bootstrap": broker.bootstrap, "topics": dataset.topics,
            "records": truth.records, "offers": truth.offer_count, "windows": windows,
-           "grace_ms": grace_ms(truth), "timeout": timeout, "work": str(work)}
+           "grace_ms": grace_ms(truth), "first_ms": truth.first_ms, "timeout": timeout,
+           "work": str(work)}
     (work / "job.json").write_text(json.dumps(job))
     progress(f"{label}: {truth.records:,} events", force=True)
     with open(work / "output.log", "wb") as log:
