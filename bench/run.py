@@ -195,7 +195,7 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         results["two_workers"] = asdict(two) | {"rate": round(two.rate)}
         report.append(
             f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
-            f"{two.rate / one.rate:.2f} x one worker (target 1.6); CPU "
+            f"{two.rate / one.rate:.2f} x one worker (target 1.7); CPU "
             f"{two.cpu_us_per_event:,.0f} us per event")
 
 
@@ -278,7 +278,7 @@ def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRu
                                  ("1,000 customers", runs[4], runs[5])):
         slope = (second.rss_growth - first.rss_growth) / (second.offers - first.offers)
         report.append(f"  marginal cost per open offer, {label}: {slope:.0f} B "
-                      "(target under 1,024 B)")
+                      "(target under 500 B)")
     return runs
 
 
