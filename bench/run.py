@@ -3,14 +3,18 @@
 On the local broker (`upsell-stream kafka start` on its own port and data dir) it preloads
 N simulator events once, then measures in the same run: the bare aiokafka consumer (the
 ceiling), one worker and two workers draining them until their metrics are final and
-exact, the time from produce to effect on /metrics at fixed offered loads, and memory
-against keys and open offers. See docs/benchmarks.md for the method and the figures.
+exact, the changelog bytes the worker wrote per input byte, the time from produce to
+effect on /metrics at fixed offered loads, and memory against keys and open offers.
+`--peers`: Quix Streams and stock Faust on the same events beside the bare consumer and one
+worker (bench/peers.py). `--only restart`: a worker's restart on the state of N events
+(bench/restart.py). See docs/performance.md for the method and the figures.
 Exits non-zero only when something fails to run or a result is wrong, never for slowness.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,18 +30,27 @@ from bench.common import ROOT, BenchError, Broker, Progress
 from bench.core import measure as measure_core
 from bench.latency import LatencyRun, run_latency
 from bench.memory import MemoryRun, measure
+from bench.peers import expected, grace_ms, run_peer, window_sizes
 from bench.profile import top
-from bench.throughput import bare_consumer, preload, run_workers
+from bench.restart import CHANGELOG_TABLES, measure_restart, topic_bytes
+from bench.restart import report_lines as restart_lines
+from bench.throughput import Dataset, bare_consumer, preload, run_workers
 
-SECTIONS = ("throughput", "baselines", "scale", "latency", "memory")
-# Baselines take minutes (a stock Faust agent reads about 5,000 events/s): not in --quick.
+SECTIONS = ("throughput", "baselines", "peers", "scale", "latency", "memory", "restart")
+# Baselines and peers take minutes (a stock Faust agent reads about 5,000 events/s, a Faust
+# table a tenth of that), and so does a restart on its changelogs: not in --quick.
 QUICK_SECTIONS = ("throughput", "scale", "latency", "memory")
+# `--peers`: the same run's bare consumer and worker beside the other stream processors.
+PEER_SECTIONS = ("throughput", "peers")
+# A stock Faust table reads 500 to 1,500 events/s here: some minutes for these.
+PEER_EVENTS = 300_000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=None,
-                        help="events to preload and drain (default 1,000,000; 50,000 quick)")
+                        help="events to preload and drain (default 1,000,000; --peers "
+                             f"{PEER_EVENTS:,}; --quick 50,000)")
     parser.add_argument("--quick", action="store_true",
                         help="a short run for CI: fewer events, shorter loads, smaller memory")
     parser.add_argument("--bootstrap", default="127.0.0.1:19692",
@@ -47,7 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--only", default=None,
                         help=f"comma-separated sections to run, of {', '.join(SECTIONS)} "
-                             "(default all; --quick: all but baselines)")
+                             "(default all but peers and restart; --quick: throughput, scale, "
+                             "latency, memory; --peers: throughput, peers)")
+    parser.add_argument("--peers", action="store_true",
+                        help="Quix Streams and stock Faust on the same events, beside the bare "
+                             "consumer and one worker (needs pip install -e '.[bench]'); "
+                             "with --only, adds the peers to those sections")
     parser.add_argument("--loads", default="5000,10000,20000",
                         help="offered loads for the latency section, events/s")
     parser.add_argument("--profile", metavar="FILE",
@@ -61,9 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    events = args.events or (50_000 if args.quick else 1_000_000)
-    only = args.only or ",".join(QUICK_SECTIONS if args.quick else SECTIONS)
+    events = args.events or (50_000 if args.quick else PEER_EVENTS if args.peers else 1_000_000)
+    default = PEER_SECTIONS if args.peers else QUICK_SECTIONS if args.quick else [
+        s for s in SECTIONS if s not in ("peers", "restart")]
+    only = args.only or ",".join(default)
     sections = [s.strip() for s in only.split(",") if s.strip()]
+    if args.peers and "peers" not in sections:
+        sections.append("peers")
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         print(f"bench/run.py: unknown sections {', '.join(sorted(unknown))}", file=sys.stderr)
@@ -77,8 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress("starting the local broker", force=True)
         broker.start()
-        if {"throughput", "baselines", "scale"} & set(sections):
+        if {"throughput", "baselines", "peers", "scale"} & set(sections):
             _throughput(broker, events, args, sections, progress, results, report)
+        if "restart" in sections:
+            dataset = preload(broker, events, args.seed, progress)
+            restart = measure_restart(broker, dataset, progress,
+                                      timeout=max(300.0, dataset.messages / 1_000))
+            results["restart"] = asdict(restart)
+            report.extend(restart_lines(restart))
         if "latency" in sections:
             loads = [int(x) for x in args.loads.split(",") if x.strip()]
             seconds = 4.0 if args.quick else 20.0
@@ -130,7 +158,7 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
             f"stock Faust agent (async for), {agent_events // 1000}k {agent:>10,.0f} events/s   "
             f"{agent / bare:.2f} of the bare consumer",
         ]
-    if "throughput" not in sections and "scale" not in sections:
+    if not {"throughput", "scale", "peers"} & set(sections):
         return
     profiler = _Profiler(args.profile) if args.profile else None
     one = run_workers(broker, dataset, 1, progress, timeout, profiler)
@@ -148,6 +176,9 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         f"({one.total_seconds:.1f} s from launch to exact); worker CPU "
         f"{one.cpu_us_per_event:,.0f} us per event ({one.cpu_seconds:.1f} s)",
     ]
+    report += _bytes_written(broker, one.name, results)
+    if "peers" in sections:
+        report += _peers(broker, dataset, bare, one.rate, progress, results, timeout)
     # The worker's ceiling whatever Kafka costs: its pure core alone, on the simulator's
     # events, in batches the size of a drain's (bench/core.py).
     core = measure_core(20_000 if args.quick else 100_000, 2_000)
@@ -164,8 +195,55 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         results["two_workers"] = asdict(two) | {"rate": round(two.rate)}
         report.append(
             f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
-            f"{two.rate / one.rate:.2f} x one worker (target 1.6); CPU "
+            f"{two.rate / one.rate:.2f} x one worker (target 1.7); CPU "
             f"{two.cpu_us_per_event:,.0f} us per event")
+
+
+def _bytes_written(broker: Broker, name: str, results: dict[str, Any]) -> list[str]:
+    """What the worker run `name` wrote beside its input, on the broker's disk right after
+    the run (Kafka compacts only rolled segments: about what was written)."""
+    inputs = topic_bytes(broker, [f"{name}.offers", f"{name}.purchases"])
+    changelogs = topic_bytes(broker, [f"{name}-{table}-changelog" for table in CHANGELOG_TABLES])
+    internal = topic_bytes(broker, [f"{name}-events-by-customer", f"{name}-window-partials"])
+    results["one_worker_bytes"] = {"input": inputs, "changelogs": changelogs,
+                                   "internal": internal}
+    return [
+        f"changelog bytes per input byte       {changelogs / max(1, inputs):>10.2f}   "
+        f"({changelogs / 1e6:,.1f} MB of changelogs for {inputs / 1e6:,.1f} MB of input; "
+        "target at most 2)",
+        f"  other internal topics: {internal / max(1, inputs):.2f} per input byte "
+        f"({internal / 1e6:,.1f} MB of forwarded events and partials)",
+    ]
+
+
+def _peers(broker: Broker, dataset: Dataset, bare: float, ours: float, progress: Progress,
+           results: dict[str, Any], timeout: float) -> list[str]:
+    if importlib.util.find_spec("quixstreams") is None:
+        raise BenchError("--peers needs Quix Streams: .venv/bin/pip install -e '.[bench]'")
+    progress("peers: counting the offers they must find", force=True)
+    truth = expected(broker, dataset)
+    sizes = window_sizes()
+    # A stock Faust table reads about 500 events/s: its timeout follows.
+    runs = [run_peer("peer_quix", "Quix Streams", sizes, broker, dataset, truth, progress,
+                     timeout),
+            run_peer("peer_faust", "stock Faust", sizes[:1], broker, dataset, truth, progress,
+                     max(timeout, truth.records / 100))]
+    lines = [f"peers on the same {truth.records:,} events ({truth.offer_count:,} offers "
+             f"counted exactly by each, grace {grace_ms(truth) / 3_600_000:,.1f} h; ours = one "
+             "worker):"]
+    for run in runs:
+        progress.done(f"{run.name}: {run.rate:,.0f} events/s, exact")
+        lines.append(
+            f"{run.name + ', ' + ' '.join(run.counts) + ' counts':<37}{run.rate:>10,.0f} "
+            f"events/s   {run.rate / bare:.3f} of the bare consumer; ours / it "
+            f"{ours / run.rate:.1f} (target 5)")
+        results.setdefault("peers", {})[run.name] = {
+            "rate": round(run.rate), "seconds": round(run.seconds, 2)}
+    lines += [
+        "  Quix Streams: both topics, group_by (channel, segment), one tumbling count per "
+        "window size, RocksDB; stock Faust: an agent forwards the offers keyed by (channel, "
+        "segment), another adds one to a windowed Table per offer, memory store"]
+    return lines
 
 
 def _latency_lines(runs: list[LatencyRun]) -> list[str]:
@@ -200,7 +278,7 @@ def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRu
                                  ("1,000 customers", runs[4], runs[5])):
         slope = (second.rss_growth - first.rss_growth) / (second.offers - first.offers)
         report.append(f"  marginal cost per open offer, {label}: {slope:.0f} B "
-                      "(target under 1,024 B)")
+                      "(target under 500 B)")
     return runs
 
 

@@ -198,6 +198,8 @@ class WorkerRun:
     # How long copying the events into the workers' topics took: consume and produce each
     # record once, with nothing in between (the floor of any stage that forwards records).
     copy_seconds: float = 0.0
+    # The deployment's name: its topics are named after it.
+    name: str = ""
 
     @property
     def rate(self) -> float:
@@ -288,7 +290,7 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
             time.sleep(0.1)
         rss = deployment.rss_bytes()
         return WorkerRun(count, total, finished - started, rss, finished - launched,
-                         cpu_after - cpu_before, copy_seconds)
+                         cpu_after - cpu_before, copy_seconds, name)
     finally:
         lag.close()
         deployment.stop()
