@@ -242,6 +242,19 @@ impl WindowCounts {
         self.slots.keys().cloned().collect()
     }
 
+    /// The windows held, as Python sees them: (view name, (window label, window start)).
+    pub fn named_windows(&self) -> Vec<(&'static str, (String, i64))> {
+        self.slots
+            .keys()
+            .map(|slot| {
+                (
+                    VIEW_NAMES[slot.view as usize],
+                    (slot.label.to_string(), slot.start),
+                )
+            })
+            .collect()
+    }
+
     pub fn cells(&self, slot: &Slot) -> Vec<(Key, Vec<i128>)> {
         match self.slots.get(slot) {
             None => Vec::new(),
@@ -650,16 +663,7 @@ impl PyWindowCounts {
         cells_to_py(py, self.counts.cells(&slot_of(view, window)?))
     }
     fn windows(&self) -> Vec<(&'static str, (String, i64))> {
-        self.counts
-            .windows()
-            .into_iter()
-            .map(|slot| {
-                (
-                    VIEW_NAMES[slot.view as usize],
-                    (slot.label.to_string(), slot.start),
-                )
-            })
-            .collect()
+        self.counts.named_windows()
     }
     fn drop(&mut self, view_name: &Bound<'_, PyAny>, window: (String, i64)) -> PyResult<()> {
         let slot = slot_of(view_name, window)?;

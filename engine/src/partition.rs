@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
 use crate::attribution::{Attribution, Conversion, Labels, OpenOffer};
 use crate::cohorts::{
     cells_to_py, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN, CHANNEL_SEGMENT,
-    OFFER_VIEWS, PURCHASES, VIEW_NAMES,
+    OFFER_VIEWS, PURCHASES,
 };
 use crate::dedupe::Memory;
 use crate::events::{
@@ -773,17 +773,7 @@ impl PyCustomerPartition {
 
     /// (view name, (label, start)) of every window held.
     fn windows(&self) -> Vec<(&'static str, (String, i64))> {
-        self.partition
-            .counts
-            .windows()
-            .into_iter()
-            .map(|slot| {
-                (
-                    VIEW_NAMES[slot.view as usize],
-                    (slot.label.to_string(), slot.start),
-                )
-            })
-            .collect()
+        self.partition.counts.named_windows()
     }
 
     fn open_offers(&self) -> usize {
