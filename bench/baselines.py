@@ -17,8 +17,9 @@ from bench.throughput import Dataset
 
 
 def kafka_python(broker: Broker, dataset: Dataset, progress: Progress) -> float:
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     try:
         partitions = [TopicPartition(t, p) for t in dataset.topics for p in range(PARTITIONS)]
         consumer.assign(partitions)
@@ -40,7 +41,7 @@ def kafka_python(broker: Broker, dataset: Dataset, progress: Progress) -> float:
         consumer.close()
 
 
-_AGENT = '''
+_AGENT = """
 import json, os, sys, time
 import faust
 bootstrap, topics, total, out = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4]
@@ -65,7 +66,7 @@ async def count(stream):
             os._exit(0)
 
 faust.Worker(app, loglevel="error", quiet=True).execute_from_commandline()
-'''
+"""
 
 
 def stock_faust(broker: Broker, dataset: Dataset, events: int, progress: Progress) -> float:
@@ -73,9 +74,19 @@ def stock_faust(broker: Broker, dataset: Dataset, events: int, progress: Progres
     out = broker.data_dir / f"faust-agent-{uuid.uuid4().hex[:8]}.txt"
     progress(f"stock Faust agent: {events:,} events", force=True)
     process = subprocess.Popen(
-        [sys.executable, "-c", _AGENT, broker.bootstrap, ",".join(dataset.topics),
-         str(events), str(out)],
-        cwd=broker.data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            _AGENT,
+            broker.bootstrap,
+            ",".join(dataset.topics),
+            str(events),
+            str(out),
+        ],
+        cwd=broker.data_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         process.wait(timeout=max(300, events / 500))
     except subprocess.TimeoutExpired:
@@ -85,4 +96,3 @@ def stock_faust(broker: Broker, dataset: Dataset, events: int, progress: Progres
     if not out.exists():
         raise BenchError(f"the stock Faust agent exited with {process.returncode}")
     return float(out.read_text())
-

@@ -76,23 +76,34 @@ class Broker:
     started_here: bool = False
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-                "UPSELL_DATA_DIR": str(self.data_dir)}
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "UPSELL_DATA_DIR": str(self.data_dir),
+        }
 
     def start(self) -> None:
-        status = subprocess.run([*CLI, "kafka", "status"], env=self._env(), capture_output=True,
-                                text=True, check=False)
+        status = subprocess.run(
+            [*CLI, "kafka", "status"], env=self._env(), capture_output=True, text=True, check=False
+        )
         if status.returncode == 0 and status.stdout.startswith("running"):
             return
-        started = subprocess.run([*CLI, "kafka", "start"], env=self._env(), capture_output=True,
-                                 text=True, timeout=600, check=False)
+        started = subprocess.run(
+            [*CLI, "kafka", "start"],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if started.returncode != 0:
             raise BenchError(f"could not start the local broker: {started.stderr.strip()}")
         self.started_here = True
 
     def stop(self) -> None:
-        subprocess.run([*CLI, "kafka", "stop"], env=self._env(), capture_output=True,
-                       timeout=120, check=False)
+        subprocess.run(
+            [*CLI, "kafka", "stop"], env=self._env(), capture_output=True, timeout=120, check=False
+        )
 
     def admin(self) -> KafkaAdminClient:
         return KafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -125,8 +136,12 @@ class Deployment:
 
     @property
     def stage_topics(self) -> list[str]:
-        return [self.offers_topic, self.purchases_topic, f"{self.name}-events-by-customer",
-                f"{self.name}-window-partials"]
+        return [
+            self.offers_topic,
+            self.purchases_topic,
+            f"{self.name}-events-by-customer",
+            f"{self.name}-window-partials",
+        ]
 
     def env(self, port: int) -> dict[str, str]:
         out = {key: f"{self.name}.{key}" for key in ("rates", "alerts", "deadletter", "kpis")}
@@ -152,8 +167,9 @@ class Deployment:
         log_dir = self.broker.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"{self.name}-worker-{len(self.workers)}.log", "ab") as log:
-            process = subprocess.Popen([*CLI, "worker"], env=self.env(port), stdout=log,
-                                       stderr=subprocess.STDOUT, cwd=ROOT)
+            process = subprocess.Popen(
+                [*CLI, "worker"], env=self.env(port), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            )
         self.workers.append(process)
         self.ports.append(port)
         return port
@@ -161,18 +177,22 @@ class Deployment:
     def health(self, index: int) -> dict[str, Any] | None:
         process = self.workers[index]
         if process.poll() is not None:
-            raise BenchError(f"worker {index} of {self.name} exited with {process.returncode}; "
-                             f"see {self.broker.data_dir / 'logs'}")
+            raise BenchError(
+                f"worker {index} of {self.name} exited with {process.returncode}; "
+                f"see {self.broker.data_dir / 'logs'}"
+            )
         try:
             with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.ports[index]}/healthz", timeout=2) as response:
+                f"http://127.0.0.1:{self.ports[index]}/healthz", timeout=2
+            ) as response:
                 return dict(json.loads(response.read()))
         except OSError:
             return None
 
     def events_in(self) -> int:
-        return sum(int((self.health(i) or {}).get("events_in", 0))
-                   for i in range(len(self.workers)))
+        return sum(
+            int((self.health(i) or {}).get("events_in", 0)) for i in range(len(self.workers))
+        )
 
     def rss_bytes(self) -> list[int]:
         return [rss_of(process.pid) for process in self.workers]
@@ -182,7 +202,8 @@ class Deployment:
 
     def metrics_text(self, index: int, timeout: float = 10) -> str:
         with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.ports[index]}/metrics", timeout=timeout) as response:
+            f"http://127.0.0.1:{self.ports[index]}/metrics", timeout=timeout
+        ) as response:
             return str(response.read().decode())
 
     def stop(self) -> None:
@@ -250,12 +271,13 @@ def cpu_seconds_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+_SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def parse_samples(text: str, names: set[str]) -> dict[tuple[str, frozenset[tuple[str, str]]],
-                                                      float]:
+def parse_samples(
+    text: str, names: set[str]
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for line in text.splitlines():
         match = _SAMPLE.match(line)
@@ -280,29 +302,49 @@ def _rolled_up(by_pair: dict[str, float]) -> dict[tuple[str, str], float]:
 
 def truth_mismatches(deployment: Deployment, truth: dict[str, Any]) -> list[str]:
     """Where the workers' summed counters differ from the simulator's truth (empty: exact)."""
-    names = {"upsell_offers_presented_total", "upsell_conversions_total",
-             "upsell_revenue_total", "upsell_events_duplicate_total",
-             "upsell_events_rejected_total"}
+    names = {
+        "upsell_offers_presented_total",
+        "upsell_conversions_total",
+        "upsell_revenue_total",
+        "upsell_events_duplicate_total",
+        "upsell_events_rejected_total",
+    }
     summed: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
     for index in range(len(deployment.workers)):
         for key, value in parse_samples(deployment.metrics_text(index), names).items():
             summed[key] = summed.get(key, 0.0) + value
 
     def by(name: str, *labels: str) -> dict[tuple[str, ...], float]:
-        return {tuple(dict(key)[label] for label in labels): value
-                for (sample, key), value in summed.items() if sample == name}
+        return {
+            tuple(dict(key)[label] for label in labels): value
+            for (sample, key), value in summed.items()
+            if sample == name
+        }
 
     problems = []
     pair = ("channel", "segment")
     checks: list[tuple[str, dict[tuple[str, ...], float], Any]] = [
-        ("offers", by("upsell_offers_presented_total", *pair),
-         _rolled_up(truth["offers_presented"])),
+        (
+            "offers",
+            by("upsell_offers_presented_total", *pair),
+            _rolled_up(truth["offers_presented"]),
+        ),
         ("conversions", by("upsell_conversions_total", *pair), _rolled_up(truth["conversions"])),
-        ("duplicates", by("upsell_events_duplicate_total", "topic"),
-         {(topic,): n for topic, n in truth["duplicates"].items() if n}),
-        ("rejected", by("upsell_events_rejected_total", "topic", "reason"),
-         {(topic, reason): n for topic, reasons in truth["rejected"].items()
-          for reason, n in reasons.items() if n}),
+        (
+            "duplicates",
+            by("upsell_events_duplicate_total", "topic"),
+            {(topic,): n for topic, n in truth["duplicates"].items() if n},
+        ),
+        (
+            "rejected",
+            by("upsell_events_rejected_total", "topic", "reason"),
+            {
+                (topic, reason): n
+                for topic, reasons in truth["rejected"].items()
+                for reason, n in reasons.items()
+                if n
+            },
+        ),
     ]
     for what, seen, expected in checks:
         if seen != expected:
@@ -310,7 +352,8 @@ def truth_mismatches(deployment: Deployment, truth: dict[str, Any]) -> list[str]
     revenue = by("upsell_revenue_total", *pair)
     expected_revenue = _rolled_up(truth["revenue"])
     if revenue.keys() != expected_revenue.keys() or any(
-            round(revenue[key], 2) != round(value, 2) for key, value in expected_revenue.items()):
+        round(revenue[key], 2) != round(value, 2) for key, value in expected_revenue.items()
+    ):
         problems.append("revenue")
     return problems
 

@@ -51,13 +51,17 @@ def run(events: int, batch: int) -> dict[str, float]:
     settings = Settings.from_env({"UPSELL_GRACE": GRACE, "UPSELL_PARTITIONS": str(PARTITIONS)})
     inputs: dict[tuple[str, int], list[_Record]] = defaultdict(list)
     for n, message in enumerate(Simulation(scenario(events, 7, "offers", "purchases"))):
-        topic = settings.topic_offers if message.topic_kind == "offers" else \
-            settings.topic_purchases
+        topic = (
+            settings.topic_offers if message.topic_kind == "offers" else settings.topic_purchases
+        )
         records = inputs[(topic, _partition(message.key, n))]
         records.append(_Record(len(records), message.key, message.value))
     total = sum(len(records) for records in inputs.values())
-    pipeline = Pipeline(settings, PartitionStore(MemoryTable(), keep_copy=False),
-                        PartitionStore(MemoryTable(), keep_copy=False))
+    pipeline = Pipeline(
+        settings,
+        PartitionStore(MemoryTable(), keep_copy=False),
+        PartitionStore(MemoryTable(), keep_copy=False),
+    )
     seconds: dict[str, float] = defaultdict(float)
     # What the customer partitions write to their changelog (keys and values).
     changelog: dict[str, int] = defaultdict(int)
@@ -65,13 +69,15 @@ def run(events: int, batch: int) -> dict[str, float]:
     internal: dict[int, list[_Record]] = defaultdict(list)
     for start in range(0, max(len(records) for records in inputs.values()), batch):
         started = time.process_time()
-        outputs = pipeline.validate({source: records[start:start + batch]
-                                     for source, records in inputs.items()})
+        outputs = pipeline.validate(
+            {source: records[start : start + batch] for source, records in inputs.items()}
+        )
         seconds["validate"] += time.process_time() - started
         for output in outputs:
             if output.topic == settings.topic_events:
-                partition = output.partition if output.partition is not None else \
-                    _partition(output.key, 0)
+                partition = (
+                    output.partition if output.partition is not None else _partition(output.key, 0)
+                )
                 queue = internal[partition]
                 queue.append(_Record(len(queue), output.key, output.value))
 
@@ -81,7 +87,7 @@ def run(events: int, batch: int) -> dict[str, float]:
             if start >= len(queue):
                 continue
             started = time.process_time()
-            outputs = pipeline.attribute(partition, queue[start:start + batch])
+            outputs = pipeline.attribute(partition, queue[start : start + batch])
             middle = time.process_time()
             pipeline.persist_partition(partition)
             written = pipeline._partition_store.take_outbox()
@@ -93,12 +99,15 @@ def run(events: int, batch: int) -> dict[str, float]:
 
     started = time.process_time()
     for start in range(0, len(partials), 50):
-        pipeline.publish(0, partials[start:start + 50])
+        pipeline.publish(0, partials[start : start + 50])
         pipeline.persist_board(0)
         pipeline._board_store.take_outbox()
     seconds["publish"] = time.process_time() - started
-    return {"events": total, **seconds, **{f"changelog {name}": float(value)
-                                             for name, value in changelog.items()}}
+    return {
+        "events": total,
+        **seconds,
+        **{f"changelog {name}": float(value) for name, value in changelog.items()},
+    }
 
 
 @dataclass(frozen=True)
@@ -117,13 +126,16 @@ class CoreRun:
         return self.events / self.cpu_seconds
 
     def summary(self) -> str:
-        stages = ", ".join(f"{name} {value / self.events * 1e6:.0f}"
-                           for name, value in self.stages.items())
-        return (f"pure core, {self.events:,} events in batches of {self.batch:,}: "
-                f"{self.cpu_seconds / self.events * 1e6:.0f} us CPU per event ({stages}), "
-                f"at most {self.rate:,.0f} events/s on one core; the customer partitions' "
-                f"changelog: {self.changelog_records / self.events:.2f} records, "
-                f"{self.changelog_bytes / self.events:,.0f} bytes per event")
+        stages = ", ".join(
+            f"{name} {value / self.events * 1e6:.0f}" for name, value in self.stages.items()
+        )
+        return (
+            f"pure core, {self.events:,} events in batches of {self.batch:,}: "
+            f"{self.cpu_seconds / self.events * 1e6:.0f} us CPU per event ({stages}), "
+            f"at most {self.rate:,.0f} events/s on one core; the customer partitions' "
+            f"changelog: {self.changelog_records / self.events:.2f} records, "
+            f"{self.changelog_bytes / self.events:,.0f} bytes per event"
+        )
 
 
 def timed(events: int, batch: int) -> CoreRun:
@@ -138,10 +150,13 @@ def timed(events: int, batch: int) -> CoreRun:
 def measure(events: int, batch: int) -> CoreRun:
     """`timed` in a child interpreter, so that neither the collector's thresholds nor the
     caller's heap are shared with it."""
-    code = ("import json,dataclasses,sys; from bench.core import timed; "
-            f"print(json.dumps(dataclasses.asdict(timed({events}, {batch}))))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+    code = (
+        "import json,dataclasses,sys; from bench.core import timed; "
+        f"print(json.dumps(dataclasses.asdict(timed({events}, {batch}))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return CoreRun(**json.loads(done.stdout))
 
 

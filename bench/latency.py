@@ -34,7 +34,8 @@ PROBE_EVERY_S = 0.02
 POLL_S = 0.01
 PROBE_CHANNEL = "bench_probe"
 _PROBE_LINE = re.compile(
-    r'^upsell_offers_presented_total\{channel="bench_probe",segment="p(\d+)"\} (\S+)$', re.M)
+    r'^upsell_offers_presented_total\{channel="bench_probe",segment="p(\d+)"\} (\S+)$', re.M
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,9 @@ class _Poller(threading.Thread):
             self.error = error
 
 
-def run_latency(broker: Broker, loads: list[int], seconds: float, seed: int,
-                progress: Progress) -> list[LatencyRun]:
+def run_latency(
+    broker: Broker, loads: list[int], seconds: float, seed: int, progress: Progress
+) -> list[LatencyRun]:
     """One worker of a new group, the offered loads one after the other on fresh topics."""
     name = f"bench-lat-{uuid.uuid4().hex[:8]}"
     offers_topic, purchases_topic = f"{name}.offers", f"{name}.purchases"
@@ -97,10 +99,12 @@ def run_latency(broker: Broker, loads: list[int], seconds: float, seed: int,
     total = int(sum(loads) * seconds * 1.05) + 1_000
     progress(f"latency: generating {total:,} events", force=True)
     # Event time starts at the wall clock, as a live stream's would.
-    simulation = Simulation(scenario(total, seed, offers_topic, purchases_topic,
-                                     start_ms=int(time.time() * 1000)))
+    simulation = Simulation(
+        scenario(total, seed, offers_topic, purchases_topic, start_ms=int(time.time() * 1000))
+    )
     messages: list[tuple[str, bytes | None, bytes]] = [
-        (m.topic_kind, m.key, m.value) for m in simulation]
+        (m.topic_kind, m.key, m.value) for m in simulation
+    ]
     try:
         deployment.start_worker()
         deadline = time.monotonic() + 180
@@ -115,8 +119,9 @@ def run_latency(broker: Broker, loads: list[int], seconds: float, seed: int,
         poller = _Poller(deployment)
         poller.start()
         try:
-            runs = asyncio.run(_offer_loads(broker, deployment, poller, messages, loads,
-                                            seconds, progress))
+            runs = asyncio.run(
+                _offer_loads(broker, deployment, poller, messages, loads, seconds, progress)
+            )
         finally:
             poller.stop.set()
             poller.join(timeout=10)
@@ -125,9 +130,15 @@ def run_latency(broker: Broker, loads: list[int], seconds: float, seed: int,
         deployment.stop()
 
 
-async def _offer_loads(broker: Broker, deployment: Deployment, poller: _Poller,
-                       messages: list[tuple[str, bytes | None, bytes]], loads: list[int],
-                       seconds: float, progress: Progress) -> list[LatencyRun]:
+async def _offer_loads(
+    broker: Broker,
+    deployment: Deployment,
+    poller: _Poller,
+    messages: list[tuple[str, bytes | None, bytes]],
+    loads: list[int],
+    seconds: float,
+    progress: Progress,
+) -> list[LatencyRun]:
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=1, linger_ms=2)
     await producer.start()
     customers = probe_customers()
@@ -137,8 +148,9 @@ async def _offer_loads(broker: Broker, deployment: Deployment, poller: _Poller,
     try:
         for load in loads:
             first = [len(times) for times in sent_at]
-            achieved = await _pace(producer, deployment, stream, load, seconds, customers,
-                                   sent_at, progress)
+            achieved = await _pace(
+                producer, deployment, stream, load, seconds, customers, sent_at, progress
+            )
             await producer.flush()
             # Every probe of this load, then the next load on a worker at rest.
             deadline = time.monotonic() + 120
@@ -149,25 +161,45 @@ async def _offer_loads(broker: Broker, deployment: Deployment, poller: _Poller,
                     raise BenchError(f"probes at {load}/s did not all reach /metrics in 120 s")
                 progress(f"latency {load:,}/s: waiting for the last probes")
                 await asyncio.sleep(0.05)
-            latencies = [seen - sent
-                         for p in range(PARTITIONS)
-                         for sent, seen in zip(sent_at[p][first[p]:],
-                                               poller.seen[p][first[p]:], strict=True)]
-            runs.append(LatencyRun(load, achieved, len(latencies), percentile(latencies, 0.5),
-                                   percentile(latencies, 0.95), percentile(latencies, 0.99),
-                                   max(latencies)))
-            progress.done(f"latency at {load:,} events/s offered ({achieved:,.0f} achieved): "
-                          f"p50 {runs[-1].p50 * 1000:.0f} ms, p95 {runs[-1].p95 * 1000:.0f} ms, "
-                          f"p99 {runs[-1].p99 * 1000:.0f} ms over {len(latencies)} probes")
+            latencies = [
+                seen - sent
+                for p in range(PARTITIONS)
+                for sent, seen in zip(
+                    sent_at[p][first[p] :], poller.seen[p][first[p] :], strict=True
+                )
+            ]
+            runs.append(
+                LatencyRun(
+                    load,
+                    achieved,
+                    len(latencies),
+                    percentile(latencies, 0.5),
+                    percentile(latencies, 0.95),
+                    percentile(latencies, 0.99),
+                    max(latencies),
+                )
+            )
+            progress.done(
+                f"latency at {load:,} events/s offered ({achieved:,.0f} achieved): "
+                f"p50 {runs[-1].p50 * 1000:.0f} ms, p95 {runs[-1].p95 * 1000:.0f} ms, "
+                f"p99 {runs[-1].p99 * 1000:.0f} ms over {len(latencies)} probes"
+            )
             await asyncio.sleep(1.0)
     finally:
         await producer.stop()
     return runs
 
 
-async def _pace(producer: AIOKafkaProducer, deployment: Deployment,
-                stream: Iterator[tuple[str, bytes | None, bytes]], load: int, seconds: float,
-                customers: list[str], sent_at: list[list[float]], progress: Progress) -> float:
+async def _pace(
+    producer: AIOKafkaProducer,
+    deployment: Deployment,
+    stream: Iterator[tuple[str, bytes | None, bytes]],
+    load: int,
+    seconds: float,
+    customers: list[str],
+    sent_at: list[list[float]],
+    progress: Progress,
+) -> float:
     """Send `load` events a second for `seconds`, and a probe every PROBE_EVERY_S."""
     topics = {"offers": deployment.offers_topic, "purchases": deployment.purchases_topic}
     started = time.monotonic()
@@ -191,10 +223,16 @@ async def _pace(producer: AIOKafkaProducer, deployment: Deployment,
             partition = probes % PARTITIONS
             customer = customers[partition]
             probe_id = uuid.uuid4().hex
-            body = json.dumps({
-                "event_id": probe_id, "offer_id": probe_id, "customer_id": customer,
-                "channel": PROBE_CHANNEL, "segment": f"p{partition}", "ts": last_ts,
-            }).encode()
+            body = json.dumps(
+                {
+                    "event_id": probe_id,
+                    "offer_id": probe_id,
+                    "customer_id": customer,
+                    "channel": PROBE_CHANNEL,
+                    "segment": f"p{partition}",
+                    "ts": last_ts,
+                }
+            ).encode()
             sent_at[partition].append(time.monotonic())
             await producer.send(deployment.offers_topic, value=body, key=customer.encode())
             probes += 1

@@ -43,10 +43,13 @@ class MemoryRun:
 
 def measure(offers: int, keys: int, customers: int | None = None) -> MemoryRun:
     """Run in a child interpreter so that every figure starts from the same baseline."""
-    code = ("import json,sys; from bench.memory import _child; "
-            f"print(json.dumps(_child({offers}, {keys}, {customers})))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, check=True)
+    code = (
+        "import json,sys; from bench.memory import _child; "
+        f"print(json.dumps(_child({offers}, {keys}, {customers})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return MemoryRun(**json.loads(done.stdout))
 
 
@@ -63,7 +66,7 @@ def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, in
     config = window_config(Settings())
     state = CustomerPartition(config)
     store = PartitionStore(MemoryTable(), keep_copy=False)
-    channels = max(1, round(keys ** 0.5))
+    channels = max(1, round(keys**0.5))
     segments = max(1, keys // channels)
     # A customer comes back only after offers / 4 others: new in nearly every window.
     customers = max(1, offers // 4) if customers is None else customers
@@ -77,10 +80,14 @@ def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, in
                 event_id=f"e-{n:012d}-{n * 7919 % 1_000_003:07d}-aaaaaaaaaaaa",
                 offer_id=f"o-{n:012d}-{n * 7919 % 1_000_003:07d}-aaaaaaaaaaaa",
                 customer_id=f"cust-{n * 31 % customers:07d}",
-                channel=f"channel-{key // segments}", segment=f"segment-{key % segments}",
-                ts=START_MS + n * gap, campaign_id="cmp-limited-time-01",
-                campaign_type="limited_time", product_line="cloud_storage",
-                loyalty_member=False, offered_price=19.99,
+                channel=f"channel-{key // segments}",
+                segment=f"segment-{key % segments}",
+                ts=START_MS + n * gap,
+                campaign_id="cmp-limited-time-01",
+                campaign_type="limited_time",
+                product_line="cloud_storage",
+                loyalty_member=False,
+                offered_price=19.99,
             )
             raw = encode_forwarded(Forwarded("offers", 0, n, START_MS + n * gap, offer))
             state.apply(decode_forwarded(raw), n)
@@ -89,9 +96,13 @@ def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, in
         store.take_outbox()  # produced and dropped by the hot path in the worker
     gc.collect()
     grown = rss_of(os.getpid()) - before
-    return {"offers": offers, "keys": channels * segments, "rss_growth": grown,
-            "open_offers": state.open_offers(),
-            "customers": None if customers == max(1, offers // 4) else customers}
+    return {
+        "offers": offers,
+        "keys": channels * segments,
+        "rss_growth": grown,
+        "open_offers": state.open_offers(),
+        "customers": None if customers == max(1, offers // 4) else customers,
+    }
 
 
 if __name__ == "__main__":

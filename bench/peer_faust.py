@@ -26,13 +26,24 @@ def main(work: Path) -> None:
     job = tally.job
     # One table: the stock-Faust row of the comparison is one windowed `+=` per offer.
     [(label, size_ms)] = tally.windows
-    app = faust.App(f"bench-faust-{uuid.uuid4().hex[:8]}", broker=f"kafka://{job['bootstrap']}",
-                    store="memory://", web_enabled=False, topic_partitions=PARTITIONS,
-                    consumer_auto_offset_reset="earliest", datadir=str(work / "faust"))
+    app = faust.App(
+        f"bench-faust-{uuid.uuid4().hex[:8]}",
+        broker=f"kafka://{job['bootstrap']}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=PARTITIONS,
+        consumer_auto_offset_reset="earliest",
+        datadir=str(work / "faust"),
+    )
     source = app.topic(*job["topics"], value_serializer="raw")
     # The offers keyed by (channel, segment), as `group_by` would make it.
-    by_pair = app.topic(f"{app.conf.id}-pair-repartition", internal=True,
-                        partitions=PARTITIONS, key_serializer="json", value_serializer="raw")
+    by_pair = app.topic(
+        f"{app.conf.id}-pair-repartition",
+        internal=True,
+        partitions=PARTITIONS,
+        key_serializer="json",
+        value_serializer="raw",
+    )
     closed: Counter[str] = Counter()
 
     def on_close(key: Any, value: int) -> None:
@@ -49,7 +60,8 @@ def main(work: Path) -> None:
     table = app.Table("counts", default=int, on_window_close=on_close)
     windows: Any = table.tumbling(
         timedelta(milliseconds=size_ms),
-        expires=timedelta(milliseconds=size_ms + job["grace_ms"] + age_ms + 86_400_000))
+        expires=timedelta(milliseconds=size_ms + job["grace_ms"] + age_ms + 86_400_000),
+    )
     counts = windows.relative_to(event_time)
 
     def final_counts() -> dict[str, Counter[str]]:

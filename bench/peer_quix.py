@@ -18,37 +18,58 @@ from bench.peers import Tally, counted_offer
 def main(work: Path) -> None:
     tally = Tally(work)
     job = tally.job
-    app = Application(broker_address=job["bootstrap"],
-                      consumer_group=f"bench-quix-{uuid.uuid4().hex[:8]}",
-                      auto_offset_reset="earliest", state_dir=str(work / "state"),
-                      loglevel="WARNING")
+    app = Application(
+        broker_address=job["bootstrap"],
+        consumer_group=f"bench-quix-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        state_dir=str(work / "state"),
+        loglevel="WARNING",
+    )
 
     def parsed(value: bytes) -> dict[str, Any] | None:
         tally.record()
         offer = counted_offer(value)
         return None if offer is None else {"pair": offer[0], "ts": offer[1]}
 
-    first, *others = [app.dataframe(app.topic(name, value_deserializer="bytes"))
-                      for name in job["topics"]]
+    first, *others = [
+        app.dataframe(app.topic(name, value_deserializer="bytes")) for name in job["topics"]
+    ]
     for other in others:
         first = first.concat(other)
     offers = first.apply(parsed).filter(lambda offer: offer is not None)
     offers = offers.set_timestamp(lambda value, key, timestamp, headers: value["ts"])
     grouped = offers.group_by("pair")
     for label, ms in tally.windows:
-        def late(value: Any, key: Any, timestamp_ms: int, late_by_ms: int, start: int,
-                 end: int, store_name: str, topic: str, partition: int, offset: int,
-                 size: str = label) -> bool:
+
+        def late(
+            value: Any,
+            key: Any,
+            timestamp_ms: int,
+            late_by_ms: int,
+            start: int,
+            end: int,
+            store_name: str,
+            topic: str,
+            partition: int,
+            offset: int,
+            size: str = label,
+        ) -> bool:
             tally.refused(size)
             return False  # counted here; no log line per late offer
 
-        def counted(value: dict[str, Any], key: Any, timestamp: int, headers: Any,
-                    size: str = label) -> None:
+        def counted(
+            value: dict[str, Any], key: Any, timestamp: int, headers: Any, size: str = label
+        ) -> None:
             tally.update(size, str(key), int(value["start"]), int(value["value"]))
 
-        (grouped.tumbling_window(ms, grace_ms=job["grace_ms"], name=f"count-{label}",
-                                 on_late=late)
-         .count().current().update(counted, metadata=True))
+        (
+            grouped.tumbling_window(
+                ms, grace_ms=job["grace_ms"], name=f"count-{label}", on_late=late
+            )
+            .count()
+            .current()
+            .update(counted, metadata=True)
+        )
     app.run()
 
 

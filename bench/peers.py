@@ -86,8 +86,9 @@ class Expected:
 
 def expected(broker: Broker, dataset: Dataset) -> Expected:
     """Counted by reading every input record once, with the peers' own predicate."""
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     try:
         partitions = [TopicPartition(t, p) for t in dataset.topics for p in range(PARTITIONS)]
         consumer.assign(partitions)
@@ -124,21 +125,40 @@ class PeerRun:
         return self.records / self.seconds
 
 
-def run_peer(module: str, label: str, windows: list[tuple[str, int]], broker: Broker,
-             dataset: Dataset, truth: Expected, progress: Progress, timeout: float) -> PeerRun:
+def run_peer(
+    module: str,
+    label: str,
+    windows: list[tuple[str, int]],
+    broker: Broker,
+    dataset: Dataset,
+    truth: Expected,
+    progress: Progress,
+    timeout: float,
+) -> PeerRun:
     """Run bench/<module>.py in a child process, counting offers in tumbling windows of
     `windows`' sizes, and check its counts against `truth`."""
     work = broker.data_dir / "peers" / f"{module}-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
-    job = {"bootstrap": broker.bootstrap, "topics": dataset.topics,
-           "records": truth.records, "offers": truth.offer_count, "windows": windows,
-           "grace_ms": grace_ms(truth), "first_ms": truth.first_ms, "timeout": timeout,
-           "work": str(work)}
+    job = {
+        "bootstrap": broker.bootstrap,
+        "topics": dataset.topics,
+        "records": truth.records,
+        "offers": truth.offer_count,
+        "windows": windows,
+        "grace_ms": grace_ms(truth),
+        "first_ms": truth.first_ms,
+        "timeout": timeout,
+        "work": str(work),
+    }
     (work / "job.json").write_text(json.dumps(job))
     progress(f"{label}: {truth.records:,} events", force=True)
     with open(work / "output.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", f"bench.{module}", str(work)],
-                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"bench.{module}", str(work)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             # The child stops itself at `timeout`; this is for a child that hangs anyway.
             process.wait(timeout=timeout + 60)
@@ -147,22 +167,35 @@ def run_peer(module: str, label: str, windows: list[tuple[str, int]], broker: Br
             process.wait()
     result_file = work / "result.json"
     if not result_file.exists():
-        raise BenchError(f"{label} exited with {process.returncode} and no result; "
-                         f"see {work / 'output.log'}")
+        raise BenchError(
+            f"{label} exited with {process.returncode} and no result; see {work / 'output.log'}"
+        )
     result: dict[str, Any] = json.loads(result_file.read_text())
     if not result.get("finished"):
-        raise BenchError(f"{label} did not finish in {timeout:.0f} s: it read "
-                         f"{result['records']:,} of {truth.records:,} records and counted "
-                         f"{result['counted']:,} window updates; see {work / 'output.log'}")
-    run = PeerRun(label, int(result["records"]), float(result["seconds"]), result["counts"],
-                  result.get("late", {}))
+        raise BenchError(
+            f"{label} did not finish in {timeout:.0f} s: it read "
+            f"{result['records']:,} of {truth.records:,} records and counted "
+            f"{result['counted']:,} window updates; see {work / 'output.log'}"
+        )
+    run = PeerRun(
+        label,
+        int(result["records"]),
+        float(result["seconds"]),
+        result["counts"],
+        result.get("late", {}),
+    )
     wrong = [size for size, counts in run.counts.items() if counts != truth.offers]
-    if run.records != truth.records or sorted(run.counts) != sorted(
-            size for size, _ in windows) or wrong:
-        raise BenchError(f"{label} counted wrong: {run.records:,} records of "
-                         f"{truth.records:,}, window sizes {sorted(run.counts)}, wrong "
-                         f"counts in {wrong}, {sum(run.late.values()):,} refused as late; "
-                         f"see {result_file}")
+    if (
+        run.records != truth.records
+        or sorted(run.counts) != sorted(size for size, _ in windows)
+        or wrong
+    ):
+        raise BenchError(
+            f"{label} counted wrong: {run.records:,} records of "
+            f"{truth.records:,}, window sizes {sorted(run.counts)}, wrong "
+            f"counts in {wrong}, {sum(run.late.values()):,} refused as late; "
+            f"see {result_file}"
+        )
     return run
 
 
@@ -192,8 +225,7 @@ class Tally:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.job: dict[str, Any] = json.loads((work / "job.json").read_text())
-        self.windows: list[tuple[str, int]] = [(label, ms) for label, ms in
-                                               self.job["windows"]]
+        self.windows: list[tuple[str, int]] = [(label, ms) for label, ms in self.job["windows"]]
         self.records = 0
         self.counted = 0
         self.late: Counter[str] = Counter()
@@ -242,15 +274,23 @@ class Tally:
         if self.counted >= self._goal and self.records >= self.job["records"]:
             seconds = time.monotonic() - self._started
             counts = self.final_counts()
-            write_result(self.work, {
-                "finished": True, "records": self.records, "counted": self.counted,
-                "seconds": seconds, "counts": {k: dict(v) for k, v in counts.items()},
-                "late": dict(self.late)})
+            write_result(
+                self.work,
+                {
+                    "finished": True,
+                    "records": self.records,
+                    "counted": self.counted,
+                    "seconds": seconds,
+                    "counts": {k: dict(v) for k, v in counts.items()},
+                    "late": dict(self.late),
+                },
+            )
             # The job is done and its figures are written: nothing of the framework's
             # shutdown (commits, flushes, leaving the group) belongs to the measurement.
             os._exit(0)
 
     def _give_up(self) -> None:
-        write_result(self.work, {"finished": False, "records": self.records,
-                                 "counted": self.counted})
+        write_result(
+            self.work, {"finished": False, "records": self.records, "counted": self.counted}
+        )
         os._exit(3)

@@ -1,6 +1,6 @@
 """The top entries of a py-spy raw (collapsed stacks) profile: self time and inclusive time.
 
-    python bench/profile.py FILE [N]
+python bench/profile.py FILE [N]
 """
 
 from __future__ import annotations
@@ -31,14 +31,28 @@ def top(path: Path, count: int = 15) -> list[str]:
     if not total:
         return ["(no samples)"]
     # The event loop, the CLI and the worker's start frames are in every stack: skip them.
-    skip = ("run_forever", "run_until_complete", "_run_once", "Handle._run", "<module>",
-            "_run_code", "_run_module_as_main", "execute_from_commandline", "main (",
-            "run (stream_app/worker.py", "_execute_task", "Fetcher._fetcher")
+    skip = (
+        "run_forever",
+        "run_until_complete",
+        "_run_once",
+        "Handle._run",
+        "<module>",
+        "_run_code",
+        "_run_module_as_main",
+        "execute_from_commandline",
+        "main (",
+        "run (stream_app/worker.py",
+        "_execute_task",
+        "Fetcher._fetcher",
+    )
     lines = [f"{total} samples; self time:"]
     lines += [f"  {n / total:6.1%}  {frame}" for frame, n in own.most_common(count)]
     lines.append("inclusive time:")
-    shown = [(frame, n) for frame, n in inclusive.most_common(count * 3)
-             if not any(word in frame for word in skip)][:count]
+    shown = [
+        (frame, n)
+        for frame, n in inclusive.most_common(count * 3)
+        if not any(word in frame for word in skip)
+    ][:count]
     lines += [f"  {n / total:6.1%}  {frame}" for frame, n in shown]
     return lines
 

@@ -62,10 +62,12 @@ def topic_bytes(broker: Broker, topics: list[str]) -> int:
     return total
 
 
-def measure_restart(broker: Broker, dataset: Dataset, progress: Progress,
-                    timeout: float) -> RestartRun:
-    deployment = Deployment(broker, dataset.offers_topic, dataset.purchases_topic,
-                            extra_env=dict(WORKER_ENV))
+def measure_restart(
+    broker: Broker, dataset: Dataset, progress: Progress, timeout: float
+) -> RestartRun:
+    deployment = Deployment(
+        broker, dataset.offers_topic, dataset.purchases_topic, extra_env=dict(WORKER_ENV)
+    )
     changelogs = [f"{deployment.name}-{table}-changelog" for table in CHANGELOG_TABLES]
     lag = LagReader(deployment)
     try:
@@ -77,10 +79,12 @@ def measure_restart(broker: Broker, dataset: Dataset, progress: Progress,
         changelog_records = sum(ends.values())
         input_bytes = topic_bytes(broker, dataset.topics)
         changelog_bytes = topic_bytes(broker, changelogs)
-        progress.done(f"drained {dataset.messages:,} events in {drain_seconds:.1f} s; "
-                      f"changelogs {changelog_bytes / 1e6:,.1f} MB on disk "
-                      f"({changelog_records:,} records) for {input_bytes / 1e6:,.1f} MB of "
-                      "input")
+        progress.done(
+            f"drained {dataset.messages:,} events in {drain_seconds:.1f} s; "
+            f"changelogs {changelog_bytes / 1e6:,.1f} MB on disk "
+            f"({changelog_records:,} records) for {input_bytes / 1e6:,.1f} MB of "
+            "input"
+        )
         _stop_worker(deployment)
         restarted = time.monotonic()
         deployment.start_worker()
@@ -91,8 +95,7 @@ def measure_restart(broker: Broker, dataset: Dataset, progress: Progress,
         deadline = restarted + timeout
         while True:
             if time.monotonic() > deadline:
-                raise BenchError(f"the restarted worker did not serve its state in "
-                                 f"{timeout:.0f} s")
+                raise BenchError(f"the restarted worker did not serve its state in {timeout:.0f} s")
             health = deployment.health(0)
             if health is not None:
                 if first_answer is None:
@@ -105,31 +108,48 @@ def measure_restart(broker: Broker, dataset: Dataset, progress: Progress,
                 if recovery is not None:
                     last_recovery = recovery
                     progress(f"restart: {_recovery_line(recovery)}")
-                elif health.get("status") == "ok" and not truth_mismatches(deployment,
-                                                                           dataset.truth):
+                elif health.get("status") == "ok" and not truth_mismatches(
+                    deployment, dataset.truth
+                ):
                     serving = time.monotonic() - restarted
                     break
             time.sleep(0.1)
         progress.done(f"restarted: serving the restored state {serving:.1f} s after start")
-        return RestartRun(dataset.messages, round(drain_seconds, 1), input_bytes,
-                          changelog_bytes, changelog_records,
-                          round(first_answer or serving, 1), _rounded(replay_began),
-                          _rounded(replay_ended), round(serving, 1), last_recovery)
+        return RestartRun(
+            dataset.messages,
+            round(drain_seconds, 1),
+            input_bytes,
+            changelog_bytes,
+            changelog_records,
+            round(first_answer or serving, 1),
+            _rounded(replay_began),
+            _rounded(replay_ended),
+            round(serving, 1),
+            last_recovery,
+        )
     finally:
         lag.close()
         deployment.stop()
 
 
-def _wait_exact(deployment: Deployment, lag: LagReader, dataset: Dataset, progress: Progress,
-                deadline: float, what: str) -> None:
+def _wait_exact(
+    deployment: Deployment,
+    lag: LagReader,
+    dataset: Dataset,
+    progress: Progress,
+    deadline: float,
+    what: str,
+) -> None:
     while True:
         if time.monotonic() > deadline:
             raise BenchError(f"{what}: the worker did not reach the truth in time")
         current = lag.lag()
         if current == 0 and not truth_mismatches(deployment, dataset.truth):
             return
-        progress(f"{what}: {deployment.events_in():,}/{dataset.messages:,} events validated, "
-                 f"lag {current:,}")
+        progress(
+            f"{what}: {deployment.events_in():,}/{dataset.messages:,} events validated, "
+            f"lag {current:,}"
+        )
         time.sleep(0.2)
 
 
@@ -152,9 +172,11 @@ def _recovery_line(recovery: dict[str, Any]) -> str:
     if recovery.get("phase") != "replaying":
         return str(recovery.get("phase"))
     left = recovery.get("estimated_seconds_left")
-    return (f"replaying {recovery['records_replayed']:,}/{recovery['records_total']:,} "
-            f"changelog records, {recovery.get('records_per_second') or 0:,}/s, "
-            f"about {left if left is not None else '?'} s left")
+    return (
+        f"replaying {recovery['records_replayed']:,}/{recovery['records_total']:,} "
+        f"changelog records, {recovery.get('records_per_second') or 0:,}/s, "
+        f"about {left if left is not None else '?'} s left"
+    )
 
 
 def report_lines(run: RestartRun) -> list[str]:
@@ -170,11 +192,13 @@ def report_lines(run: RestartRun) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/restart.py",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="bench/restart.py", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--bootstrap", default="127.0.0.1:19692",
-                        help="the local broker's address (its own port: default 19692)")
+    parser.add_argument(
+        "--bootstrap",
+        default="127.0.0.1:19692",
+        help="the local broker's address (its own port: default 19692)",
+    )
     parser.add_argument("--data-dir", default=str(ROOT / "var" / "bench"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--stop-broker", action="store_true")
@@ -185,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         progress("starting the local broker", force=True)
         broker.start()
         dataset = preload(broker, args.events, args.seed, progress)
-        run = measure_restart(broker, dataset, progress,
-                              timeout=max(300.0, dataset.messages / 1_000))
+        run = measure_restart(
+            broker, dataset, progress, timeout=max(300.0, dataset.messages / 1_000)
+        )
     except BenchError as error:
         progress.done(f"bench/restart.py: {error}")
         return 1

@@ -48,40 +48,72 @@ PEER_EVENTS = 300_000
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=None,
-                        help="events to preload and drain (default 1,000,000; --peers "
-                             f"{PEER_EVENTS:,}; --quick 50,000)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a short run for CI: fewer events, shorter loads, smaller memory")
-    parser.add_argument("--bootstrap", default="127.0.0.1:19692",
-                        help="the local broker's address (its own port: default 19692)")
-    parser.add_argument("--data-dir", default=str(ROOT / "var" / "bench"),
-                        help="the broker's data, preloaded events and worker logs")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="events to preload and drain (default 1,000,000; --peers "
+        f"{PEER_EVENTS:,}; --quick 50,000)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run for CI: fewer events, shorter loads, smaller memory",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        default="127.0.0.1:19692",
+        help="the local broker's address (its own port: default 19692)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(ROOT / "var" / "bench"),
+        help="the broker's data, preloaded events and worker logs",
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", default=None,
-                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} "
-                             "(default all but peers and restart; --quick: throughput, scale, "
-                             "latency, memory; --peers: throughput, peers)")
-    parser.add_argument("--peers", action="store_true",
-                        help="Quix Streams and stock Faust on the same events, beside the bare "
-                             "consumer and one worker (needs pip install -e '.[bench]'); "
-                             "with --only, adds the peers to those sections")
-    parser.add_argument("--loads", default="5000,10000,20000",
-                        help="offered loads for the latency section, events/s")
-    parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy record the one-worker run into FILE (raw collapsed "
-                             "stacks); needs py-spy")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} "
+        "(default all but peers and restart; --quick: throughput, scale, "
+        "latency, memory; --peers: throughput, peers)",
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="Quix Streams and stock Faust on the same events, beside the bare "
+        "consumer and one worker (needs pip install -e '.[bench]'); "
+        "with --only, adds the peers to those sections",
+    )
+    parser.add_argument(
+        "--loads",
+        default="5000,10000,20000",
+        help="offered loads for the latency section, events/s",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy record the one-worker run into FILE (raw collapsed stacks); needs py-spy",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    parser.add_argument("--stop-broker", action="store_true",
-                        help="stop the broker at the end even if it was already running")
+    parser.add_argument(
+        "--stop-broker",
+        action="store_true",
+        help="stop the broker at the end even if it was already running",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     events = args.events or (50_000 if args.quick else PEER_EVENTS if args.peers else 1_000_000)
-    default = PEER_SECTIONS if args.peers else QUICK_SECTIONS if args.quick else [
-        s for s in SECTIONS if s not in ("peers", "restart")]
+    default = (
+        PEER_SECTIONS
+        if args.peers
+        else QUICK_SECTIONS
+        if args.quick
+        else [s for s in SECTIONS if s not in ("peers", "restart")]
+    )
     only = args.only or ",".join(default)
     sections = [s.strip() for s in only.split(",") if s.strip()]
     if args.peers and "peers" not in sections:
@@ -92,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     progress = Progress()
     broker = Broker(args.bootstrap, Path(args.data_dir).resolve())
-    results: dict[str, Any] = {"events": events, "quick": args.quick,
-                               "load_average": _load_average()}
+    results: dict[str, Any] = {
+        "events": events,
+        "quick": args.quick,
+        "load_average": _load_average(),
+    }
     report: list[str] = []
     started = time.monotonic()
     try:
@@ -103,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             _throughput(broker, events, args, sections, progress, results, report)
         if "restart" in sections:
             dataset = preload(broker, events, args.seed, progress)
-            restart = measure_restart(broker, dataset, progress,
-                                      timeout=max(300.0, dataset.messages / 1_000))
+            restart = measure_restart(
+                broker, dataset, progress, timeout=max(300.0, dataset.messages / 1_000)
+            )
             results["restart"] = asdict(restart)
             report.extend(restart_lines(restart))
         if "latency" in sections:
@@ -114,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             results["latency"] = [asdict(run) for run in runs]
             report.extend(_latency_lines(runs))
         if "memory" in sections:
-            results["memory"] = [asdict(run) for run in
-                                 _memory(args.quick, progress, report)]
+            results["memory"] = [asdict(run) for run in _memory(args.quick, progress, report)]
     except BenchError as error:
         progress.done(f"bench/run.py: {error}")
         return 1
@@ -124,20 +159,31 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
     results["seconds"] = round(time.monotonic() - started, 1)
     results["load_average_end"] = _load_average()
-    print("\n".join([
-        f"upsell-stream benchmark: {events:,} events, {_machine()}",
-        f"load average at start {results['load_average']}, at end "
-        f"{results['load_average_end']} (shared machine: compare ratios, not absolutes)",
-        *report,
-        f"took {results['seconds']:.0f} s",
-    ]))
+    print(
+        "\n".join(
+            [
+                f"upsell-stream benchmark: {events:,} events, {_machine()}",
+                f"load average at start {results['load_average']}, at end "
+                f"{results['load_average_end']} (shared machine: compare ratios, not absolutes)",
+                *report,
+                f"took {results['seconds']:.0f} s",
+            ]
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
-def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections: list[str],
-                progress: Progress, results: dict[str, Any], report: list[str]) -> None:
+def _throughput(
+    broker: Broker,
+    events: int,
+    args: argparse.Namespace,
+    sections: list[str],
+    progress: Progress,
+    results: dict[str, Any],
+    report: list[str],
+) -> None:
     dataset = preload(broker, events, args.seed, progress)
     timeout = max(300.0, dataset.messages / 1_000)
     bare = bare_consumer(broker, dataset, progress)
@@ -196,7 +242,8 @@ def _throughput(broker: Broker, events: int, args: argparse.Namespace, sections:
         report.append(
             f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
             f"{two.rate / one.rate:.2f} x one worker (target 1.7); CPU "
-            f"{two.cpu_us_per_event:,.0f} us per event")
+            f"{two.cpu_us_per_event:,.0f} us per event"
+        )
 
 
 def _bytes_written(broker: Broker, name: str, results: dict[str, Any]) -> list[str]:
@@ -205,8 +252,7 @@ def _bytes_written(broker: Broker, name: str, results: dict[str, Any]) -> list[s
     inputs = topic_bytes(broker, [f"{name}.offers", f"{name}.purchases"])
     changelogs = topic_bytes(broker, [f"{name}-{table}-changelog" for table in CHANGELOG_TABLES])
     internal = topic_bytes(broker, [f"{name}-events-by-customer", f"{name}-window-partials"])
-    results["one_worker_bytes"] = {"input": inputs, "changelogs": changelogs,
-                                   "internal": internal}
+    results["one_worker_bytes"] = {"input": inputs, "changelogs": changelogs, "internal": internal}
     return [
         f"changelog bytes per input byte       {changelogs / max(1, inputs):>10.2f}   "
         f"({changelogs / 1e6:,.1f} MB of changelogs for {inputs / 1e6:,.1f} MB of input; "
@@ -216,33 +262,55 @@ def _bytes_written(broker: Broker, name: str, results: dict[str, Any]) -> list[s
     ]
 
 
-def _peers(broker: Broker, dataset: Dataset, bare: float, ours: float, progress: Progress,
-           results: dict[str, Any], timeout: float) -> list[str]:
+def _peers(
+    broker: Broker,
+    dataset: Dataset,
+    bare: float,
+    ours: float,
+    progress: Progress,
+    results: dict[str, Any],
+    timeout: float,
+) -> list[str]:
     if importlib.util.find_spec("quixstreams") is None:
         raise BenchError("--peers needs Quix Streams: .venv/bin/pip install -e '.[bench]'")
     progress("peers: counting the offers they must find", force=True)
     truth = expected(broker, dataset)
     sizes = window_sizes()
     # A stock Faust table reads about 500 events/s: its timeout follows.
-    runs = [run_peer("peer_quix", "Quix Streams", sizes, broker, dataset, truth, progress,
-                     timeout),
-            run_peer("peer_faust", "stock Faust", sizes[:1], broker, dataset, truth, progress,
-                     max(timeout, truth.records / 100))]
-    lines = [f"peers on the same {truth.records:,} events ({truth.offer_count:,} offers "
-             f"counted exactly by each, grace {grace_ms(truth) / 3_600_000:,.1f} h; ours = one "
-             "worker):"]
+    runs = [
+        run_peer("peer_quix", "Quix Streams", sizes, broker, dataset, truth, progress, timeout),
+        run_peer(
+            "peer_faust",
+            "stock Faust",
+            sizes[:1],
+            broker,
+            dataset,
+            truth,
+            progress,
+            max(timeout, truth.records / 100),
+        ),
+    ]
+    lines = [
+        f"peers on the same {truth.records:,} events ({truth.offer_count:,} offers "
+        f"counted exactly by each, grace {grace_ms(truth) / 3_600_000:,.1f} h; ours = one "
+        "worker):"
+    ]
     for run in runs:
         progress.done(f"{run.name}: {run.rate:,.0f} events/s, exact")
         lines.append(
             f"{run.name + ', ' + ' '.join(run.counts) + ' counts':<37}{run.rate:>10,.0f} "
             f"events/s   {run.rate / bare:.3f} of the bare consumer; ours / it "
-            f"{ours / run.rate:.1f} (target 5)")
+            f"{ours / run.rate:.1f} (target 5)"
+        )
         results.setdefault("peers", {})[run.name] = {
-            "rate": round(run.rate), "seconds": round(run.seconds, 2)}
+            "rate": round(run.rate),
+            "seconds": round(run.seconds, 2),
+        }
     lines += [
         "  Quix Streams: both topics, group_by (channel, segment), one tumbling count per "
         "window size, RocksDB; stock Faust: an agent forwards the offers keyed by (channel, "
-        "segment), another adds one to a windowed Table per offer, memory store"]
+        "segment), another adds one to a windowed Table per offer, memory store"
+    ]
     return lines
 
 
@@ -252,15 +320,21 @@ def _latency_lines(runs: list[LatencyRun]) -> list[str]:
         lines.append(
             f"  {run.offered:>6,} / {run.achieved:>6,.0f}: {run.p50 * 1000:>5.0f} ms "
             f"{run.p95 * 1000:>5.0f} ms {run.p99 * 1000:>5.0f} ms {run.worst * 1000:>5.0f} ms"
-            f"  ({run.probes} probes)")
+            f"  ({run.probes} probes)"
+        )
     return lines
 
 
 def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRun]:
     small, large = (10_000, 50_000) if quick else (100_000, 1_000_000)
     plan: list[tuple[int, int, int | None]] = [
-        (small, 10, None), (large, 10, None), (small, 1_000, None), (small, 10_000, None),
-        (small, 10, 1_000), (large, 10, 1_000)]
+        (small, 10, None),
+        (large, 10, None),
+        (small, 1_000, None),
+        (small, 10_000, None),
+        (small, 10, 1_000),
+        (large, 10, 1_000),
+    ]
     runs = []
     for offers, keys, customers in plan:
         who = "new customers" if customers is None else f"{customers:,} customers"
@@ -269,16 +343,20 @@ def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRu
     progress.done("memory measured")
     report.append("memory of one partition's state (RSS growth; pure core + store, no Kafka)")
     for run in runs:
-        who = "a new customer each" if run.customers is None else \
-            f"{run.customers:,} customers"
-        report.append(f"  {run.offers:>9,} open offers, {run.keys:>6,} (channel, segment) keys, "
-                      f"{who:>20}: {run.rss_growth / 2**20:>7.1f} MiB, "
-                      f"{run.per_offer:>5.0f} B/offer")
-    for label, first, second in (("new customers", runs[0], runs[1]),
-                                 ("1,000 customers", runs[4], runs[5])):
+        who = "a new customer each" if run.customers is None else f"{run.customers:,} customers"
+        report.append(
+            f"  {run.offers:>9,} open offers, {run.keys:>6,} (channel, segment) keys, "
+            f"{who:>20}: {run.rss_growth / 2**20:>7.1f} MiB, "
+            f"{run.per_offer:>5.0f} B/offer"
+        )
+    for label, first, second in (
+        ("new customers", runs[0], runs[1]),
+        ("1,000 customers", runs[4], runs[5]),
+    ):
         slope = (second.rss_growth - first.rss_growth) / (second.offers - first.offers)
-        report.append(f"  marginal cost per open offer, {label}: {slope:.0f} B "
-                      "(target under 500 B)")
+        report.append(
+            f"  marginal cost per open offer, {label}: {slope:.0f} B (target under 500 B)"
+        )
     return runs
 
 
@@ -291,9 +369,22 @@ class _Profiler:
 
     def __call__(self, pid: int) -> None:
         self._process = subprocess.Popen(
-            [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-             "--output", self._output, "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                _py_spy(),
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--output",
+                self._output,
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def finish(self) -> None:
         # py-spy writes its file when the recorded process exits (the run stops it).
@@ -317,8 +408,10 @@ def _machine() -> str:
     import os
     import platform
 
-    return (f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 if __name__ == "__main__":

@@ -59,15 +59,21 @@ class Dataset:
         return [self.offers_topic, self.purchases_topic]
 
 
-def scenario(events: int, seed: int, offers_topic: str, purchases_topic: str,
-             start_ms: int | None = None) -> ScenarioConfig:
+def scenario(
+    events: int, seed: int, offers_topic: str, purchases_topic: str, start_ms: int | None = None
+) -> ScenarioConfig:
     """A realistic simulator mix of about `events` messages, over a customer base that
     gives customers several offers each."""
     probe = ScenarioConfig(seed=seed)
     offers = max(1, round(events / expected_messages_per_offer(probe)))
-    config = ScenarioConfig(seed=seed, offers=offers, customers=max(1_000, offers // 6),
-                            offers_topic=offers_topic, purchases_topic=purchases_topic,
-                            settle_ms=parse_duration_ms(GRACE))
+    config = ScenarioConfig(
+        seed=seed,
+        offers=offers,
+        customers=max(1_000, offers // 6),
+        offers_topic=offers_topic,
+        purchases_topic=purchases_topic,
+        settle_ms=parse_duration_ms(GRACE),
+    )
     if start_ms is not None:
         from dataclasses import replace
 
@@ -99,8 +105,10 @@ def preload(broker: Broker, events: int, seed: int, progress: Progress) -> Datas
         if sum(ends.values()) == dataset.messages:
             progress.done(f"reusing {dataset.messages:,} preloaded events in {name}.*")
             return dataset
-        raise BenchError(f"{name}.* holds {sum(ends.values())} messages, not "
-                         f"{dataset.messages}: remove {broker.data_dir} and run again")
+        raise BenchError(
+            f"{name}.* holds {sum(ends.values())} messages, not "
+            f"{dataset.messages}: remove {broker.data_dir} and run again"
+        )
     config = scenario(events, seed, offers_topic, purchases_topic)
     create_topics(broker, [offers_topic, purchases_topic])
     simulation = Simulation(config)
@@ -110,13 +118,16 @@ def preload(broker: Broker, events: int, seed: int, progress: Progress) -> Datas
     truth = simulation.truth.as_json()
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(truth))
-    progress.done(f"preloaded {sent:,} events in {time.monotonic() - started:.0f} s "
-                  f"({name}.*, {PARTITIONS} partitions each)")
+    progress.done(
+        f"preloaded {sent:,} events in {time.monotonic() - started:.0f} s "
+        f"({name}.*, {PARTITIONS} partitions each)"
+    )
     return Dataset(offers_topic, purchases_topic, truth)
 
 
-async def _produce_all(broker: Broker, simulation: Simulation, progress: Progress,
-                       started: float) -> int:
+async def _produce_all(
+    broker: Broker, simulation: Simulation, progress: Progress, started: float
+) -> int:
     # Keyed as the simulator keys them (murmur2, as Kafka's own clients).
     producer = _producer(broker)
     await producer.start()
@@ -126,8 +137,9 @@ async def _produce_all(broker: Broker, simulation: Simulation, progress: Progres
         config = simulation.config
         records: list[Record] = []
         for message in simulation:
-            topic = config.offers_topic if message.topic_kind == "offers" else \
-                config.purchases_topic
+            topic = (
+                config.offers_topic if message.topic_kind == "offers" else config.purchases_topic
+            )
             key = message.key
             partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else sent % PARTITIONS
             records.append((topic, partition, key, message.value, None))
@@ -136,8 +148,10 @@ async def _produce_all(broker: Broker, simulation: Simulation, progress: Progres
                 await sender.send(records)
                 records = []
                 elapsed = time.monotonic() - started
-                progress(f"preload: {sent:,} events generated and sent "
-                         f"({sent / elapsed:,.0f}/s; generated once, then reused)")
+                progress(
+                    f"preload: {sent:,} events generated and sent "
+                    f"({sent / elapsed:,.0f}/s; generated once, then reused)"
+                )
         await sender.send(records)
         await sender.flush()
         return sent
@@ -146,9 +160,12 @@ async def _produce_all(broker: Broker, simulation: Simulation, progress: Progres
 
 
 def _producer(broker: Broker) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=1,
-                            max_request_size=_BATCH_BYTES + 100_000,
-                            max_batch_size=_BATCH_BYTES)
+    return AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap,
+        acks=1,
+        max_request_size=_BATCH_BYTES + 100_000,
+        max_batch_size=_BATCH_BYTES,
+    )
 
 
 def bare_consumer(broker: Broker, dataset: Dataset, progress: Progress) -> float:
@@ -157,12 +174,14 @@ def bare_consumer(broker: Broker, dataset: Dataset, progress: Progress) -> float
 
 
 async def _bare(broker: Broker, dataset: Dataset, progress: Progress) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for topic in dataset.topics
-                      for p in range(PARTITIONS)]
+        partitions = [
+            TopicPartition(topic, p) for topic in dataset.topics for p in range(PARTITIONS)
+        ]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -214,8 +233,14 @@ class WorkerRun:
         return self.cpu_seconds / max(1, self.events) * 1e6
 
 
-def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress,
-                timeout: float, profile: Any = None) -> WorkerRun:
+def run_workers(
+    broker: Broker,
+    dataset: Dataset,
+    count: int,
+    progress: Progress,
+    timeout: float,
+    profile: Any = None,
+) -> WorkerRun:
     """Drain the dataset with `count` workers of a new group until lag 0 and exact counts.
 
     The workers read input topics of their own, empty until every worker owns partitions.
@@ -229,10 +254,13 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
     on every stage and its counters equal the simulator's truth.
     """
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    deployment = Deployment(broker, f"{name}.offers", f"{name}.purchases",
-                            extra_env=dict(WORKER_ENV), name=name)
-    targets = {dataset.offers_topic: deployment.offers_topic,
-               dataset.purchases_topic: deployment.purchases_topic}
+    deployment = Deployment(
+        broker, f"{name}.offers", f"{name}.purchases", extra_env=dict(WORKER_ENV), name=name
+    )
+    targets = {
+        dataset.offers_topic: deployment.offers_topic,
+        dataset.purchases_topic: deployment.purchases_topic,
+    }
     truth = _renamed(dataset.truth, targets)
     create_topics(broker, list(targets.values()))
     launched = time.monotonic()
@@ -285,12 +313,22 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
                 progress(f"{count} worker(s): lag 0, waiting for {', '.join(problems)}")
             else:
                 validated = deployment.events_in()
-                progress(f"{count} worker(s): {validated:,}/{total:,} events validated, "
-                         f"lag {current:,} on all stages")
+                progress(
+                    f"{count} worker(s): {validated:,}/{total:,} events validated, "
+                    f"lag {current:,} on all stages"
+                )
             time.sleep(0.1)
         rss = deployment.rss_bytes()
-        return WorkerRun(count, total, finished - started, rss, finished - launched,
-                         cpu_after - cpu_before, copy_seconds, name)
+        return WorkerRun(
+            count,
+            total,
+            finished - started,
+            rss,
+            finished - launched,
+            cpu_after - cpu_before,
+            copy_seconds,
+            name,
+        )
     finally:
         lag.close()
         deployment.stop()
@@ -298,8 +336,9 @@ def run_workers(broker: Broker, dataset: Dataset, count: int, progress: Progress
 
 async def _copy(broker: Broker, targets: dict[str, str]) -> None:
     """Every record of the source topics, in order, into the same partition of its target."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     producer = _producer(broker)
     await consumer.start()
     await producer.start()
@@ -313,8 +352,10 @@ async def _copy(broker: Broker, targets: dict[str, str]) -> None:
         while left:
             fetched = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for tp, records in fetched.items():
-                await sender.send((targets[tp.topic], tp.partition, record.key, record.value,
-                                   None) for record in records)
+                await sender.send(
+                    (targets[tp.topic], tp.partition, record.key, record.value, None)
+                    for record in records
+                )
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
         await sender.flush()
@@ -326,9 +367,14 @@ async def _copy(broker: Broker, targets: dict[str, str]) -> None:
 def _renamed(truth: dict[str, Any], topics: dict[str, str]) -> dict[str, Any]:
     """The truth with its counts by input topic under the topics the workers read."""
     by_topic = ("messages_sent", "duplicates", "rejected")
-    return {key: ({topics.get(topic, topic): value for topic, value in truth[key].items()}
-                  if key in by_topic else value)
-            for key, value in truth.items()}
+    return {
+        key: (
+            {topics.get(topic, topic): value for topic, value in truth[key].items()}
+            if key in by_topic
+            else value
+        )
+        for key, value in truth.items()
+    }
 
 
 def dataset_dir(broker: Broker) -> Path:

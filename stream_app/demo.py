@@ -50,8 +50,12 @@ from stream_app.topics import ensure_topics
 # Livelier than the production defaults, unless the user set their own. The simulated
 # event time runs some 60 times faster than the clock, so it is soon ahead of it: no
 # future_ts check.
-DEMO_ENVIRONMENT = {"UPSELL_WINDOWS": "10m,30m,1d", "UPSELL_GRACE": "10s",
-                    "UPSELL_IDLE_ADVANCE": "30s", "UPSELL_MAX_FUTURE": "off"}
+DEMO_ENVIRONMENT = {
+    "UPSELL_WINDOWS": "10m,30m,1d",
+    "UPSELL_GRACE": "10s",
+    "UPSELL_IDLE_ADVANCE": "30s",
+    "UPSELL_MAX_FUTURE": "off",
+}
 DEMO_RATE = 200  # messages per second: about 64 offers, one per event-second
 SECONDS_PER_OFFER = 1
 # The story, in wall-clock seconds after the simulator starts: email converts at a third
@@ -110,15 +114,24 @@ def plan(started_at_ms: int, event_start_ms: int) -> tuple[DemoSource, str]:
     until = round((DROP_AT_S + DROP_FOR_S) * offers_per_s)
     gap_ms = SECONDS_PER_OFFER * 1000
     drop = InjectedDrop(
-        channel=DROP_CHANNEL, factor=DROP_FACTOR,
-        changes=tuple(RateChange(segment, round(true_rate(DROP_CHANNEL, segment), 4),
-                                 round(true_rate(DROP_CHANNEL, segment) * DROP_FACTOR, 4))
-                      for segment in SEGMENTS),
+        channel=DROP_CHANNEL,
+        factor=DROP_FACTOR,
+        changes=tuple(
+            RateChange(
+                segment,
+                round(true_rate(DROP_CHANNEL, segment), 4),
+                round(true_rate(DROP_CHANNEL, segment) * DROP_FACTOR, 4),
+            )
+            for segment in SEGMENTS
+        ),
         from_event_ms=event_start_ms + after * gap_ms,
         until_event_ms=event_start_ms + until * gap_ms,
-        from_wall_s=DROP_AT_S, until_wall_s=DROP_AT_S + DROP_FOR_S)
-    source = DemoSource(started_at_ms=started_at_ms, event_start_ms=event_start_ms,
-                        speed=round(speed, 1), drop=drop)
+        from_wall_s=DROP_AT_S,
+        until_wall_s=DROP_AT_S + DROP_FOR_S,
+    )
+    source = DemoSource(
+        started_at_ms=started_at_ms, event_start_ms=event_start_ms, speed=round(speed, 1), drop=drop
+    )
     return source, f"{DROP_CHANNEL}:{after}:{DROP_FACTOR}:{until}"
 
 
@@ -131,17 +144,25 @@ def decide(data_dir: Path, fresh: bool) -> Start:
     if fresh:
         return Start(None, f"starting clean: --fresh; the previous demo's {_mb(size)} removed")
     if size > RESUMABLE_BYTES:
-        return Start(None, f"starting clean: the previous demo's data ({_mb(size)}) would "
-                           f"take longer to load back than a clean start (resumes up to "
-                           f"{_mb(RESUMABLE_BYTES)}); removed")
+        return Start(
+            None,
+            f"starting clean: the previous demo's data ({_mb(size)}) would "
+            f"take longer to load back than a clean start (resumes up to "
+            f"{_mb(RESUMABLE_BYTES)}); removed",
+        )
     previous = _read_state(data_dir)
     if previous is None:
-        return Start(None, "starting clean: the previous demo's data is from an older "
-                           f"format of the demo; its {_mb(size)} removed")
+        return Start(
+            None,
+            "starting clean: the previous demo's data is from an older "
+            f"format of the demo; its {_mb(size)} removed",
+        )
     # On from the previous stream time: whatever this run sends is on time.
-    return Start(_next_hour(previous),
-                 f"resuming the previous demo's data ({_mb(size)}): event time carries on from"
-                 f" {rfc3339(previous)} (pass --fresh to start clean)")
+    return Start(
+        _next_hour(previous),
+        f"resuming the previous demo's data ({_mb(size)}): event time carries on from"
+        f" {rfc3339(previous)} (pass --fresh to start clean)",
+    )
 
 
 def run(settings: Settings, fresh: bool = False) -> int:
@@ -175,19 +196,37 @@ def run(settings: Settings, fresh: bool = False) -> int:
         url = settings.web_url
         with console.status(f"starting the worker (log: {logs / 'worker.log'})"):
             _wait_for(f"{url}/api/rates", children[0], timeout_s=600)
-        console.print(f"serving rates {time.monotonic() - began:.0f} s after the start "
-                      f"({'resumed' if start.event_start_ms else 'clean start'})")
+        console.print(
+            f"serving rates {time.monotonic() - began:.0f} s after the start "
+            f"({'resumed' if start.event_start_ms else 'clean start'})"
+        )
         # The story's clock starts with the simulator; the worker reads the description
         # when it changes.
         started_at_ms = _now_ms()
         event_start_ms = start.event_start_ms or _next_hour(started_at_ms) - HOUR_MS
         source, drop = plan(started_at_ms, event_start_ms)
         info.write_text(json.dumps(source.as_json(), indent=1), encoding="utf-8")
-        children.append(_spawn(
-            ["simulate", "--rate", str(DEMO_RATE), "--duration", "86400",
-             "--seconds-per-offer", str(SECONDS_PER_OFFER), "--start", rfc3339(event_start_ms),
-             "--drop", drop, "--truth-file", str(logs / "truth.json")],
-            env, logs / "simulator.log"))
+        children.append(
+            _spawn(
+                [
+                    "simulate",
+                    "--rate",
+                    str(DEMO_RATE),
+                    "--duration",
+                    "86400",
+                    "--seconds-per-offer",
+                    str(SECONDS_PER_OFFER),
+                    "--start",
+                    rfc3339(event_start_ms),
+                    "--drop",
+                    drop,
+                    "--truth-file",
+                    str(logs / "truth.json"),
+                ],
+                env,
+                logs / "simulator.log",
+            )
+        )
         _print_story(console, source, url, logs)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -206,8 +245,10 @@ def run(settings: Settings, fresh: bool = False) -> int:
                 _stop(child)
             if not broker_was_running:
                 local_kafka.run("stop", settings)
-        console.print("demo stopped; nothing left running" + (
-            "" if not broker_was_running else " but the broker that was already there"))
+        console.print(
+            "demo stopped; nothing left running"
+            + ("" if not broker_was_running else " but the broker that was already there")
+        )
 
 
 def bound_topics(settings: Settings) -> None:
@@ -221,8 +262,9 @@ def bound_topics(settings: Settings) -> None:
     admin = make_admin(settings)
     try:
         brokers = [broker["broker_id"] for broker in admin.describe_cluster()["brokers"]]
-        admin.alter_configs([ConfigResource("BROKER", str(node), configs=dict(BROKER_BOUNDS))
-                             for node in brokers])
+        admin.alter_configs(
+            [ConfigResource("BROKER", str(node), configs=dict(BROKER_BOUNDS)) for node in brokers]
+        )
     except (KafkaError, ValueError) as error:
         raise RuntimeError(f"could not bound the demo's topics: {error}") from None
     finally:
@@ -235,12 +277,16 @@ def _print_story(console: Console, source: DemoSource, url: str, logs: Path) -> 
     console.print(f"query API   {url}/api/rates?view=channel_segment&window=30m")
     console.print(f"metrics     {url}/metrics")
     console.print(f"terminal    upsell-stream rates --watch   (logs in {logs})")
-    console.print(f"simulated data, event time about {source.speed:.0f} x the wall clock "
-                  f"from {rfc3339(source.event_start_ms)}")
+    console.print(
+        f"simulated data, event time about {source.speed:.0f} x the wall clock "
+        f"from {rfc3339(source.event_start_ms)}"
+    )
     if drop is not None:
-        console.print(f"injected: {drop.channel} converts at {drop.factor:g} x its rate from "
-                      f"{_clock(drop.from_wall_s)} to {_clock(drop.until_wall_s)} after the "
-                      "start; watch the alert panel")
+        console.print(
+            f"injected: {drop.channel} converts at {drop.factor:g} x its rate from "
+            f"{_clock(drop.from_wall_s)} to {_clock(drop.until_wall_s)} after the "
+            "start; watch the alert panel"
+        )
     console.print("Ctrl-C stops the demo.")
 
 
@@ -295,21 +341,30 @@ def _save_state(settings: Settings, logs: Path) -> None:
         return  # not serving: the previous state (if any) still says where it stood
     if stream_time is not None:
         _state_file(settings.data_dir).write_text(
-            json.dumps({"format": STATE_FORMAT, "stream_time": stream_time}), encoding="utf-8")
+            json.dumps({"format": STATE_FORMAT, "stream_time": stream_time}), encoding="utf-8"
+        )
 
 
 def _remove_demo_data(data_dir: Path) -> None:
     """The broker's topics, the worker's state and the demo's files; the cached broker
     libraries and its settings files stay."""
-    for path in (local_kafka.BrokerPaths.under(data_dir).log_dir, data_dir / "worker",
-                 data_dir / "demo"):
+    for path in (
+        local_kafka.BrokerPaths.under(data_dir).log_dir,
+        data_dir / "worker",
+        data_dir / "demo",
+    ):
         shutil.rmtree(path, ignore_errors=True)
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "stream_app.cli", *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream_app.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:

@@ -42,8 +42,9 @@ class ExpositionWriter:
         output: list[str] = []
         for metric in self._registry.collect():
             lines = self._lines(metric, prefixes)
-            output.append(generate_latest(_Single(metric)).decode("utf-8") if lines is None
-                          else lines)
+            output.append(
+                generate_latest(_Single(metric)).decode("utf-8") if lines is None else lines
+            )
         self._prefixes = prefixes
         return "".join(output).encode("utf-8")
 
@@ -74,8 +75,9 @@ class ExpositionWriter:
         if header is None:
             name = f"{metric.name}_total" if metric.type == "counter" else metric.name
             documentation = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-            header = self._headers[key] = (f"# HELP {name} {documentation}\n"
-                                           f"# TYPE {name} {metric.type}\n")
+            header = self._headers[key] = (
+                f"# HELP {name} {documentation}\n# TYPE {name} {metric.type}\n"
+            )
         return header
 
 
@@ -85,8 +87,7 @@ def _prefix(sample: Sample) -> str | None:
         return None
     if not sample.labels:
         return f"{sample.name} "
-    labels = ",".join(f'{name}="{_escape(value)}"'
-                      for name, value in sorted(sample.labels.items()))
+    labels = ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(sample.labels.items()))
     return f"{sample.name}{{{labels}}} "
 
 

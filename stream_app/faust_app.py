@@ -67,17 +67,28 @@ class DurableProducer(faust_aiokafka.Producer):
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
-    async def create_topic(self, topic: str, partitions: int, replication: int, *,
-                           config: Mapping[str, Any] | None = None, **options: Any) -> None:
+    async def create_topic(
+        self,
+        topic: str,
+        partitions: int,
+        replication: int,
+        *,
+        config: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
         # Faust declares the tables' changelogs and its leader topic with
         # topic_replication_factor, a number fixed before the cluster is known.
         app = self.transport.app
         assert isinstance(app, PipelineApp)
         brokers = len(self._ensure_producer().client.cluster.brokers())
         replicas = replication_factor(app.pipeline.settings.replication_factor, brokers)
-        await super().create_topic(topic, partitions, replicas,
-                                   config={**(config or {}), **durability_config(replicas)},
-                                   **options)
+        await super().create_topic(
+            topic,
+            partitions,
+            replicas,
+            config={**(config or {}), **durability_config(replicas)},
+            **options,
+        )
 
 
 class DurableTransport(BatchTransport):
@@ -120,7 +131,9 @@ def create_app(settings: Settings) -> PipelineApp:
         Table=StateTable,
     )
     partition_table = app.Table(
-        PARTITION_TABLE, partitions=settings.partitions, default=None,
+        PARTITION_TABLE,
+        partitions=settings.partitions,
+        default=None,
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     board_table = app.Table(

@@ -188,19 +188,26 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if self._uncommitted and not self.should_stop:
                     await self._commit_uncommitted()
                 continue
-            inputs = {tp: batch for tp, batch in records.items()
-                      if batch and pipeline.is_input(tp.topic)}
+            inputs = {
+                tp: batch for tp, batch in records.items() if batch and pipeline.is_input(tp.topic)
+            }
             if inputs or pipeline.waiting_inputs:
                 # Also without new input: what waits may leave once time or lag allow.
                 await self._handle_inputs(pipeline, inputs)
-            staged = {tp: batch for tp, batch in records.items()
-                      if batch and tp not in inputs and pipeline.handles(tp.topic)}
+            staged = {
+                tp: batch
+                for tp, batch in records.items()
+                if batch and tp not in inputs and pipeline.handles(tp.topic)
+            }
             if staged:
                 await self._handle_batches(pipeline, staged)
             if self._uncommitted and self._commit_due():
                 await self._commit_uncommitted()
-            others = {tp: batch for tp, batch in records.items()
-                      if batch and tp not in inputs and tp not in staged}
+            others = {
+                tp: batch
+                for tp, batch in records.items()
+                if batch and tp not in inputs and tp not in staged
+            }
             if others:
                 await self._hand_to_faust(others, generation)
 
@@ -265,20 +272,31 @@ class BatchConsumer(faust_aiokafka.Consumer):
             outputs = pipeline.validate(
                 {(tp.topic, tp.partition): batch for tp, batch in owned.items()},
                 behind={(tp.topic, tp.partition): value for tp, value in behind.items()},
-                quiet={(tp.topic, tp.partition) for tp, value in behind.items()
-                       if value is False and self._polled_since_records(tp)})
+                quiet={
+                    (tp.topic, tp.partition)
+                    for tp, value in behind.items()
+                    if value is False and self._polled_since_records(tp)
+                },
+            )
             # Not flushed and committed here: the internal batches of the same fetch flush
             # right after, and these offsets are committed with theirs (two broker round
             # trips fewer per fetch, the longest part of a pass at low load). Records
             # still waiting in the pipeline are not committed: a restart reads them again.
             await self._sender().send(_output_records(outputs))
             positions = pipeline.input_positions()
-            self._uncommitted.update({
-                tp: positions[(tp.topic, tp.partition)] for tp in input_tps
-                if (tp.topic, tp.partition) in positions})
+            self._uncommitted.update(
+                {
+                    tp: positions[(tp.topic, tp.partition)]
+                    for tp in input_tps
+                    if (tp.topic, tp.partition) in positions
+                }
+            )
             rewinds = pipeline.take_rewinds()
-            seeks = {tp: rewinds[(tp.topic, tp.partition)] for tp in owned
-                     if (tp.topic, tp.partition) in rewinds}
+            seeks = {
+                tp: rewinds[(tp.topic, tp.partition)]
+                for tp in owned
+                if (tp.topic, tp.partition) in rewinds
+            }
             for tp, batch in owned.items():
                 if tp not in seeks:
                     self._read_offset[tp] = batch[-1].offset
@@ -332,17 +350,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
         when one is due (COMMIT_INTERVAL_S)."""
         async with self._batch_lock:
             assigned = self.assignment()
-            owned = {tp: batch for tp, batch in batches.items()
-                     if tp in assigned and pipeline.has_state(tp.topic, tp.partition)}
-            unloaded = {tp: batch[0].offset for tp, batch in batches.items()
-                        if tp in assigned and tp not in owned}
+            owned = {
+                tp: batch
+                for tp, batch in batches.items()
+                if tp in assigned and pipeline.has_state(tp.topic, tp.partition)
+            }
+            unloaded = {
+                tp: batch[0].offset
+                for tp, batch in batches.items()
+                if tp in assigned and tp not in owned
+            }
             if unloaded:
                 # Fetched before a rebalance whose recovery has not loaded these partitions'
                 # state yet: a state rebuilt now from a half-replayed changelog would pass
                 # for the whole one. Read the records again later (seek_wait runs on the
                 # consumer's own thread, as aiokafka needs).
-                log.info("records wait for their partitions' state to be recovered: %s",
-                         unloaded)
+                log.info("records wait for their partitions' state to be recovered: %s", unloaded)
                 await self._seek_assigned(unloaded)
             if not owned:
                 return
@@ -363,8 +386,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
             app = self.app
             assert isinstance(app, PipelineApp)
             for store in app.stores:
-                await sender.send((topic, partition, key, value, None)
-                                  for topic, partition, key, value in store.take_outbox())
+                await sender.send(
+                    (topic, partition, key, value, None)
+                    for topic, partition, key, value in store.take_outbox()
+                )
             await self._finish_batches(owned)
 
     async def send_outputs(self, outputs: list[Output]) -> None:
@@ -419,8 +444,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
 
 def _log_dropped(tp: Any, records: list[Any]) -> None:
-    log.info("a rebalance began: %d records of %s from offset %d on are dropped, and read "
-             "again by the next recovery", len(records), tp, records[0].offset)
+    log.info(
+        "a rebalance began: %d records of %s from offset %d on are dropped, and read "
+        "again by the next recovery",
+        len(records),
+        tp,
+        records[0].offset,
+    )
 
 
 def _output_records(outputs: list[Output]) -> Iterator[Record]:
@@ -464,18 +494,17 @@ class BatchSender:
                 if topic not in self._known_topics:
                     await self._track(topic)
                 builder = builders[(topic, partition)] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None,
-                              headers=headers or []) is None:
-                self._pending.append(
-                    await producer.send_batch(builder, topic, partition=partition))
+            if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                self._pending.append(await producer.send_batch(builder, topic, partition=partition))
                 builder = builders[(topic, partition)] = producer.create_batch()
-                if builder.append(key=key, value=value, timestamp=None,
-                                  headers=headers or []) is None:
+                if (
+                    builder.append(key=key, value=value, timestamp=None, headers=headers or [])
+                    is None
+                ):
                     raise ValueError(f"a record for {topic} is larger than a batch")
         for (topic, partition), builder in builders.items():
             if builder.record_count():
-                self._pending.append(
-                    await producer.send_batch(builder, topic, partition=partition))
+                self._pending.append(await producer.send_batch(builder, topic, partition=partition))
 
     async def _track(self, topic: str) -> None:
         # Tracked explicitly: aiokafka asks for every topic's metadata only while it tracks

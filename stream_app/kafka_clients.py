@@ -157,8 +157,9 @@ def refused_login(settings: Settings, timeout_s: float = 10.0) -> bool:
     from aiokafka import AIOKafkaProducer
 
     async def probe() -> None:
-        producer = AIOKafkaProducer(**aiokafka_config(settings),
-                                    request_timeout_ms=int(timeout_s * 1000))
+        producer = AIOKafkaProducer(
+            **aiokafka_config(settings), request_timeout_ms=int(timeout_s * 1000)
+        )
         try:
             await producer.start()
         finally:
@@ -181,9 +182,11 @@ def refused_login(settings: Settings, timeout_s: float = 10.0) -> bool:
 def refused_message(settings: Settings) -> str:
     """One line for refused credentials; it names the user, never the password."""
     security = settings.security
-    return (f"Kafka at {settings.bootstrap_servers} refused the login of user "
-            f"{security.username!r} ({security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
-            "and KAFKA_SASL_PASSWORD")
+    return (
+        f"Kafka at {settings.bootstrap_servers} refused the login of user "
+        f"{security.username!r} ({security.sasl_mechanism}): check KAFKA_SASL_USERNAME "
+        "and KAFKA_SASL_PASSWORD"
+    )
 
 
 @contextmanager

@@ -92,7 +92,8 @@ def scram_user(settings: Settings) -> ScramUser | None:
         )
     assert security.username is not None
     if _UNSAFE_IN_CREDENTIALS.search(security.username) or _UNSAFE_IN_CREDENTIALS.search(
-            security.password.value):
+        security.password.value
+    ):
         raise LocalKafkaError(
             "for the local broker, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must not hold "
             "quotes, backslashes, commas, brackets, '=' or line breaks"
@@ -124,8 +125,9 @@ def parse_loopback_address(bootstrap: str) -> Address:
         raise AddressError(
             f"the local broker needs one host:port in KAFKA_BOOTSTRAP_SERVERS, got {text!r}"
         )
-    match = re.fullmatch(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<host>[^:]+)(?::(?P<port>\d+))?",
-                         text)
+    match = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<host>[^:]+)(?::(?P<port>\d+))?", text
+    )
     if match is None:
         raise AddressError(f"KAFKA_BOOTSTRAP_SERVERS: {text!r} is not host:port")
     host = match["v6"] or match["host"]
@@ -182,8 +184,10 @@ class Layout:
 
     @property
     def voters(self) -> str:
-        return ",".join(f"{node}@{self.address(node).netloc(self.address(node).controller_port)}"
-                        for node in self.node_ids)
+        return ",".join(
+            f"{node}@{self.address(node).netloc(self.address(node).controller_port)}"
+            for node in self.node_ids
+        )
 
     @property
     def replication(self) -> int:
@@ -191,8 +195,13 @@ class Layout:
         return min(3, self.size)
 
 
-def server_properties(address: Address, log_dir: Path, sasl: ScramUser | None = None,
-                      layout: Layout | None = None, node_id: int = 1) -> str:
+def server_properties(
+    address: Address,
+    log_dir: Path,
+    sasl: ScramUser | None = None,
+    layout: Layout | None = None,
+    node_id: int = 1,
+) -> str:
     """One node's properties; `address` is the node's own, `layout` its cluster's."""
     layout = layout or Layout(address)
     controller = address.netloc(address.controller_port)
@@ -276,24 +285,28 @@ def log4j2_properties(log_file: Path) -> str:
 
 def pom_xml() -> str:
     def dependency(group: str, artifact: str, version: str) -> str:
-        return (f"    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
-                f"<version>{version}</version></dependency>")
+        return (
+            f"    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+            f"<version>{version}</version></dependency>"
+        )
 
-    return "\n".join([
-        '<project xmlns="http://maven.apache.org/POM/4.0.0">',
-        "  <modelVersion>4.0.0</modelVersion>",
-        "  <groupId>local.upsell-stream</groupId>",
-        "  <artifactId>kafka-broker-classpath</artifactId>",
-        "  <version>1</version>",
-        "  <packaging>pom</packaging>",
-        "  <dependencies>",
-        dependency("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
-        # The broker jars carry no slf4j binding: without this one it logs nothing.
-        dependency("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
-        "  </dependencies>",
-        "</project>",
-        "",
-    ])
+    return "\n".join(
+        [
+            '<project xmlns="http://maven.apache.org/POM/4.0.0">',
+            "  <modelVersion>4.0.0</modelVersion>",
+            "  <groupId>local.upsell-stream</groupId>",
+            "  <artifactId>kafka-broker-classpath</artifactId>",
+            "  <version>1</version>",
+            "  <packaging>pom</packaging>",
+            "  <dependencies>",
+            dependency("org.apache.kafka", "kafka_2.13", KAFKA_VERSION),
+            # The broker jars carry no slf4j binding: without this one it logs nothing.
+            dependency("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION),
+            "  </dependencies>",
+            "</project>",
+            "",
+        ]
+    )
 
 
 def java_major_version(version_output: str) -> int | None:
@@ -405,7 +418,8 @@ def local_broker_pids(root: BrokerPaths) -> dict[int, Path]:
         properties = Path(args[-1])
         node_dir = properties.parent
         of_root = node_dir == root.root or (
-            node_dir.parent == root.root and node_dir.name.startswith("node-"))
+            node_dir.parent == root.root and node_dir.name.startswith("node-")
+        )
         if properties.name == "server.properties" and of_root and is_alive(int(entry.name)):
             found[int(entry.name)] = properties
     return found
@@ -467,8 +481,9 @@ def _answers(address: Address, timeout_s: float, settings: Settings | None = Non
     config = {**kafka_python_config(settings or Settings()), "bootstrap_servers": [str(address)]}
     with quiet_kafka_logs(), watch_auth() as watch:
         try:
-            admin = KafkaAdminClient(**config, bootstrap_timeout_ms=timeout_ms,
-                                     request_timeout_ms=timeout_ms)
+            admin = KafkaAdminClient(
+                **config, bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
+            )
         except Exception:
             if settings is not None and (watch.refused or refused_login(settings)):
                 raise LocalKafkaError(
@@ -539,8 +554,9 @@ def find_java() -> str:
     if java is None:
         raise LocalKafkaError(JAVA_HINT)
     try:
-        probe = subprocess.run([java, "-version"], capture_output=True, text=True,
-                               timeout=60, check=False)
+        probe = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise LocalKafkaError(f"{JAVA_HINT} ({java} -version failed: {error})") from None
     major = java_major_version(probe.stderr + probe.stdout)
@@ -561,20 +577,35 @@ def broker_classpath(cache_dir: Path) -> Path:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise LocalKafkaError(MAVEN_HINT)
-        print(f"downloading Kafka {KAFKA_VERSION} with Maven, once (cached in {home}) ...",
-              flush=True)
+        print(
+            f"downloading Kafka {KAFKA_VERSION} with Maven, once (cached in {home}) ...", flush=True
+        )
         marker.unlink(missing_ok=True)
         partial = home / "libs.partial"
         # Whatever an interrupted download left is redone from scratch.
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(libs, ignore_errors=True)
         (home / "pom.xml").write_text(pom_xml())
-        command = [mvn, "-B", "-q", "-f", str(home / "pom.xml"),
-                   "dependency:copy-dependencies", "-DincludeScope=runtime",
-                   f"-DoutputDirectory={partial}"]
+        command = [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(home / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={partial}",
+        ]
         try:
-            result = subprocess.run(command, cwd=home, capture_output=True, text=True,
-                                    stdin=subprocess.DEVNULL, timeout=900, check=False)
+            result = subprocess.run(
+                command,
+                cwd=home,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=900,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise LocalKafkaError("Maven did not finish downloading the broker in 15 min") from None
         if result.returncode != 0 or not any(partial.glob("kafka_2.13-*.jar")):
@@ -594,8 +625,14 @@ def broker_classpath(cache_dir: Path) -> Path:
 
 def _java_command(java: str, libs: Path, paths: BrokerPaths, *main: str) -> list[str]:
     # Java expands the classpath wildcard itself: no shell involved.
-    return [java, "-Xmx512m", f"-Dlog4j2.configurationFile={paths.log4j}",
-            "-cp", f"{libs}/*", *main]
+    return [
+        java,
+        "-Xmx512m",
+        f"-Dlog4j2.configurationFile={paths.log4j}",
+        "-cp",
+        f"{libs}/*",
+        *main,
+    ]
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -606,8 +643,9 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _format_storage(java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser | None,
-                    cluster_id: str | None = None) -> None:
+def _format_storage(
+    java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser | None, cluster_id: str | None = None
+) -> None:
     if (paths.log_dir / "meta.properties").exists():
         if sasl is not None and sasl.listing not in _formatted_users(paths):
             raise LocalKafkaError(
@@ -618,19 +656,27 @@ def _format_storage(java: str, libs: Path, paths: BrokerPaths, sasl: ScramUser |
         return
     if cluster_id is None:
         cluster_id = _random_cluster_id(java, libs, paths)
-    users = [] if sasl is None else [
-        # On the format step's command line for its few seconds: StorageTool takes users
-        # no other way.
-        "--add-scram", f'{sasl.mechanism}=[name={sasl.name},password="{sasl.password.value}"]']
-    _storage_tool(java, libs, paths, "format", "-t", cluster_id, "-c", str(paths.properties),
-                  *users)
+    users = (
+        []
+        if sasl is None
+        else [
+            # On the format step's command line for its few seconds: StorageTool takes users
+            # no other way.
+            "--add-scram",
+            f'{sasl.mechanism}=[name={sasl.name},password="{sasl.password.value}"]',
+        ]
+    )
+    _storage_tool(
+        java, libs, paths, "format", "-t", cluster_id, "-c", str(paths.properties), *users
+    )
     paths.scram_users.write_text("" if sasl is None else sasl.listing + "\n")
 
 
 def _storage_tool(java: str, libs: Path, paths: BrokerPaths, *args: str) -> str:
     command = _java_command(java, libs, paths, "kafka.tools.StorageTool", *args)
-    result = subprocess.run(command, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=180, check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180, check=False
+    )
     if result.returncode != 0:
         last = (result.stderr + result.stdout).strip().splitlines() or ["no output"]
         raise LocalKafkaError(f"formatting {paths.log_dir} failed: {last[-1][:300]}")
@@ -672,9 +718,14 @@ def _launch(java: str, libs: Path, paths: BrokerPaths) -> subprocess.Popen[bytes
     command = _java_command(java, libs, paths, "kafka.Kafka", str(paths.properties))
     with paths.out_file.open("wb") as out:
         # A session of its own: Ctrl-C in the terminal that started it must not stop it.
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, cwd=paths.root,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=paths.root,
+            start_new_session=True,
+        )
     paths.pid_file.write_text(f"{process.pid}\n")
     return process
 
@@ -688,9 +739,13 @@ def _report_failure(paths: BrokerPaths, why: str) -> None:
             print("\n".join(lines), file=sys.stderr)
 
 
-def _wait_until_answering(layout: Layout, pids: list[int], deadline: float,
-                          processes: list[subprocess.Popen[bytes]] | None = None,
-                          settings: Settings | None = None) -> str | None:
+def _wait_until_answering(
+    layout: Layout,
+    pids: list[int],
+    deadline: float,
+    processes: list[subprocess.Popen[bytes]] | None = None,
+    settings: Settings | None = None,
+) -> str | None:
     """None once every node answers a metadata request listing all the brokers, else why
     not. Asked of each node: a broker killed a moment ago stays listed for seconds."""
     brokers = layout.size
@@ -702,9 +757,12 @@ def _wait_until_answering(layout: Layout, pids: list[int], deadline: float,
                 return f"the broker process {process.pid} exited with code {process.returncode}"
         if not processes and not all(is_alive(pid) for pid in pids):
             return "the broker process exited"
-        if all(_port_open(layout.address(node)) and _answers(
-                layout.address(node), min(5.0, deadline - time.monotonic()), settings) >= brokers
-               for node in layout.node_ids):
+        if all(
+            _port_open(layout.address(node))
+            and _answers(layout.address(node), min(5.0, deadline - time.monotonic()), settings)
+            >= brokers
+            for node in layout.node_ids
+        ):
             return None
         time.sleep(0.5)
     what = "the broker" if brokers == 1 else f"a cluster of {brokers} brokers"
@@ -728,7 +786,8 @@ def start(settings: Settings, brokers: int = 1, allow_privileged_port: bool = Fa
         raise AddressError(
             f"KAFKA_BOOTSTRAP_SERVERS: port {layout.first.port} is below "
             f"{FIRST_UNPRIVILEGED_PORT} (privileged, needs root); use a port from "
-            f"{FIRST_UNPRIVILEGED_PORT} to 65534, or pass --allow-privileged-port")
+            f"{FIRST_UNPRIVILEGED_PORT} to 65534, or pass --allow-privileged-port"
+        )
     address = layout.first
     root = BrokerPaths.under(settings.data_dir)
     nodes = root.nodes(layout)
@@ -753,8 +812,7 @@ def start(settings: Settings, brokers: int = 1, allow_privileged_port: bool = Fa
                     f"not {address}; `upsell-stream kafka stop` it first"
                 )
         if len(live) == layout.size:
-            why = _wait_until_answering(layout, live, began + START_TIMEOUT_S,
-                                        settings=settings)
+            why = _wait_until_answering(layout, live, began + START_TIMEOUT_S, settings=settings)
             if why is not None:
                 raise LocalKafkaError(
                     f"{'a broker' if layout.size == 1 else 'a cluster'} of {root.root} "
@@ -763,8 +821,9 @@ def start(settings: Settings, brokers: int = 1, allow_privileged_port: bool = Fa
                 )
             print(f"already running (pid {', '.join(map(str, live))}) on {_describe(layout)}")
             return 0
-        missing = [(node, paths, node_address) for node, paths, node_address in nodes
-                   if pids[node] is None]
+        missing = [
+            (node, paths, node_address) for node, paths, node_address in nodes if pids[node] is None
+        ]
         for _, paths, node_address in missing:
             paths.pid_file.unlink(missing_ok=True)
             for port in (node_address.port, node_address.controller_port):
@@ -779,8 +838,9 @@ def start(settings: Settings, brokers: int = 1, allow_privileged_port: bool = Fa
         libs = broker_classpath(settings.cache_dir)
         for node, paths, node_address in missing:
             paths.log_dir.mkdir(parents=True, exist_ok=True)
-            _write_private(paths.properties, server_properties(
-                node_address, paths.log_dir, sasl, layout, node))
+            _write_private(
+                paths.properties, server_properties(node_address, paths.log_dir, sasl, layout, node)
+            )
             paths.log4j.write_text(log4j2_properties(paths.log_file))
         cluster_id = _cluster_id([paths for _, paths, _ in nodes])
         if cluster_id is None and layout.size > 1:
@@ -792,8 +852,9 @@ def start(settings: Settings, brokers: int = 1, allow_privileged_port: bool = Fa
         processes = [_launch(java, libs, paths) for _, paths, _ in missing]
         launched = [process.pid for process in processes]
         try:
-            why = _wait_until_answering(layout, launched, time.monotonic() + START_TIMEOUT_S,
-                                        processes, settings)
+            why = _wait_until_answering(
+                layout, launched, time.monotonic() + START_TIMEOUT_S, processes, settings
+            )
         except (KeyboardInterrupt, LocalKafkaError):
             _terminate(launched)
             for _, paths, _ in missing:
@@ -806,10 +867,15 @@ def start(settings: Settings, brokers: int = 1, allow_privileged_port: bool = Fa
                 paths.pid_file.unlink(missing_ok=True)
             return 1
     every = sorted([*live, *launched])
-    what = f"Kafka {KAFKA_VERSION}" if layout.size == 1 else (
-        f"a cluster of {layout.size} Kafka {KAFKA_VERSION} brokers")
-    print(f"started {what} (pid {', '.join(map(str, every))}) on {_describe(layout)} in "
-          f"{time.monotonic() - began:.1f} s; data and logs in {root.root}")
+    what = (
+        f"Kafka {KAFKA_VERSION}"
+        if layout.size == 1
+        else (f"a cluster of {layout.size} Kafka {KAFKA_VERSION} brokers")
+    )
+    print(
+        f"started {what} (pid {', '.join(map(str, every))}) on {_describe(layout)} in "
+        f"{time.monotonic() - began:.1f} s; data and logs in {root.root}"
+    )
     return 0
 
 
@@ -857,22 +923,29 @@ def status(settings: Settings) -> int:
         return 0
     # A cluster: every node it was started with, down ones included.
     by_node = {properties.parent: pid for pid, properties in running.items()}
-    node_dirs = sorted((properties.parent for properties in root.root.glob("node-*/"
-                                                                            "server.properties")),
-                       key=lambda path: int(path.name.removeprefix("node-") or 0))
+    node_dirs = sorted(
+        (properties.parent for properties in root.root.glob("node-*/server.properties")),
+        key=lambda path: int(path.name.removeprefix("node-") or 0),
+    )
     for node_dir in node_dirs:
         node_pid = by_node.get(node_dir)
-        state = "not running" if node_pid is None else _status_line(
-            BrokerPaths(node_dir), node_pid, "?")
+        state = (
+            "not running"
+            if node_pid is None
+            else _status_line(BrokerPaths(node_dir), node_pid, "?")
+        )
         print(f"{node_dir.name}: {state}")
     return 0 if len(by_node) == len(node_dirs) else 1
 
 
-def run(action: str, settings: Settings, brokers: int = 1,
-        allow_privileged_port: bool = False) -> int:
-    commands = {"start": lambda: start(settings, brokers, allow_privileged_port),
-                "stop": lambda: stop(settings),
-                "status": lambda: status(settings)}
+def run(
+    action: str, settings: Settings, brokers: int = 1, allow_privileged_port: bool = False
+) -> int:
+    commands = {
+        "start": lambda: start(settings, brokers, allow_privileged_port),
+        "stop": lambda: stop(settings),
+        "status": lambda: status(settings),
+    }
     if action not in commands:
         print(f"upsell-stream kafka: unknown action {action!r}", file=sys.stderr)
         return 2

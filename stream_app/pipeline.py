@@ -96,8 +96,9 @@ def window_config(settings: Settings) -> WindowConfig:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, partition_store: PartitionStore,
-                 board_store: PartitionStore) -> None:
+    def __init__(
+        self, settings: Settings, partition_store: PartitionStore, board_store: PartitionStore
+    ) -> None:
         self.settings = settings
         self.config = window_config(settings)
         self.bands = settings.band_scales
@@ -127,8 +128,10 @@ class Pipeline:
         self.events_in = 0
         # Input records waiting for the other input partitions to catch up (validate).
         self._merge: EventTimeMerge[Event | tuple[Record, InvalidEvent]] = EventTimeMerge(
-            max_buffered=_MAX_WAITING_INPUTS, max_wait_s=_MAX_INPUT_WAIT_S,
-            idle_wait_s=_INPUT_IDLE_WAIT_S)
+            max_buffered=_MAX_WAITING_INPUTS,
+            max_wait_s=_MAX_INPUT_WAIT_S,
+            idle_wait_s=_INPUT_IDLE_WAIT_S,
+        )
         # The same by input topic, for the throughput metric.
         self.events_in_by_topic: Counter[str] = Counter()
         # Records that left the merge early because too many waited, not logged yet.
@@ -187,11 +190,14 @@ class Pipeline:
         return self.publish
 
     # -- stage 1 ---------------------------------------------------------------------
-    def validate(self, batches: dict[tuple[str, int], Sequence[Record]],
-                 behind: Mapping[tuple[str, int], bool | None] | None = None,
-                 now: float | None = None,
-                 quiet: Container[tuple[str, int]] = (),
-                 wall_clock: float | None = None) -> list[Output]:
+    def validate(
+        self,
+        batches: dict[tuple[str, int], Sequence[Record]],
+        behind: Mapping[tuple[str, int], bool | None] | None = None,
+        now: float | None = None,
+        quiet: Container[tuple[str, int]] = (),
+        wall_clock: float | None = None,
+    ) -> list[Output]:
         """Validate input records and forward what may leave, in event-time order.
 
         Records wait in an EventTimeMerge (core/merge.py) until no input partition that is
@@ -217,8 +223,13 @@ class Pipeline:
                 continue
             rewind_to = merge.admit(source, records[0].offset, records[-1].offset)
             if rewind_to is not None:
-                log.info("input %s[%d]: a batch from offset %d is read again from %d",
-                         topic, partition, records[0].offset, rewind_to)
+                log.info(
+                    "input %s[%d]: a batch from offset %d is read again from %d",
+                    topic,
+                    partition,
+                    records[0].offset,
+                    rewind_to,
+                )
                 self._rewinds[source] = rewind_to
                 continue
             for record in records:
@@ -244,11 +255,13 @@ class Pipeline:
                 outputs.extend(self._reject(topic, partition, record, invalid))
                 continue
             event = outcome
-            outputs.append(Output(
-                settings.topic_events,
-                event.customer_id.encode(),
-                encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
-            ))
+            outputs.append(
+                Output(
+                    settings.topic_events,
+                    event.customer_id.encode(),
+                    encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
+                )
+            )
             if forwarded_ids.is_duplicate(event.event_id, stamp):
                 continue
             forwarded_ids.remember(event.event_id, event.ts)
@@ -272,15 +285,22 @@ class Pipeline:
         merge = self._merge
         abandoned, forced = merge.take_order_breaks()
         if abandoned:
-            log.warning("input partitions %s: no fetch told their lag within %.0f s; the "
-                        "others' records wait for theirs (up to %d records)",
-                        sorted(abandoned), merge.max_wait_s, merge.max_buffered)
+            log.warning(
+                "input partitions %s: no fetch told their lag within %.0f s; the "
+                "others' records wait for theirs (up to %d records)",
+                sorted(abandoned),
+                merge.max_wait_s,
+                merge.max_buffered,
+            )
         # Once a minute at most: an overflow lasts for many batches.
         self._forced_unreported += forced
         if self._forced_unreported and now - self._forced_reported_at >= 60:
-            log.warning("%d input records left before older ones of partitions still "
-                        "behind: more than %d waited for those", self._forced_unreported,
-                        merge.max_buffered)
+            log.warning(
+                "%d input records left before older ones of partitions still "
+                "behind: more than %d waited for those",
+                self._forced_unreported,
+                merge.max_buffered,
+            )
             self._forced_unreported, self._forced_reported_at = 0, now
 
     def take_rewinds(self) -> dict[tuple[str, int], int]:
@@ -300,8 +320,10 @@ class Pipeline:
     def _ticks(self, stream_time: int) -> list[Output]:
         # Ticks carry no source offset of their own: the receiving stage never skips them.
         marker = encode_forwarded(tick("", -1, -1, stream_time))
-        return [Output(self.settings.topic_events, None, marker, partition=events_partition)
-                for events_partition in range(self.settings.partitions)]
+        return [
+            Output(self.settings.topic_events, None, marker, partition=events_partition)
+            for events_partition in range(self.settings.partitions)
+        ]
 
     def idle_ticks(self, now: float) -> list[Output]:
         """With UPSELL_IDLE_ADVANCE: once no input arrived for that long, stream time
@@ -311,8 +333,10 @@ class Pipeline:
             return []  # records held for event-time order are input, not silence
         base, since = self._last_input
         if base is None:
-            base = max((p.stream_time for p in self.partitions.values()
-                        if p.stream_time is not None), default=None)
+            base = max(
+                (p.stream_time for p in self.partitions.values() if p.stream_time is not None),
+                default=None,
+            )
         if idle_ms is None or base is None:
             return []
         advanced = base + int((now - since) * 1000) - idle_ms
@@ -321,17 +345,23 @@ class Pipeline:
         self._stream_time = advanced
         return self._ticks(advanced)
 
-    def _reject(self, topic: str, partition: int, record: Record,
-                error: InvalidEvent) -> list[Output]:
+    def _reject(
+        self, topic: str, partition: int, record: Record, error: InvalidEvent
+    ) -> list[Output]:
         counted = Forwarded(topic, partition, record.offset, None, reject_reason=error.reason)
         return [
             self._dead_letter(topic, partition, record, error),
-            Output(self.settings.topic_events, None, encode_forwarded(counted),
-                   partition=self._reject_partition(topic, partition)),
+            Output(
+                self.settings.topic_events,
+                None,
+                encode_forwarded(counted),
+                partition=self._reject_partition(topic, partition),
+            ),
         ]
 
-    def _dead_letter(self, topic: str, partition: int, record: Record,
-                     error: InvalidEvent) -> Output:
+    def _dead_letter(
+        self, topic: str, partition: int, record: Record, error: InvalidEvent
+    ) -> Output:
         headers = [
             ("source_topic", topic.encode()),
             ("source_partition", str(partition).encode()),
@@ -365,9 +395,14 @@ class Pipeline:
         if state is None:
             state = CustomerPartition.restore(self.config, self._partition_store.load(partition))
             self.partitions[partition] = state
-            log.info("events-by-customer partition %d loaded: next offset %d, %d offers "
-                     "counted, %d open", partition, state.next_offset,
-                     sum(state.totals[OFFERS_TOTAL].values()), state.open_offers())
+            log.info(
+                "events-by-customer partition %d loaded: next offset %d, %d offers "
+                "counted, %d open",
+                partition,
+                state.next_offset,
+                sum(state.totals[OFFERS_TOTAL].values()),
+                state.open_offers(),
+            )
         return state
 
     def _board(self, partition: int) -> RatesBoard:
@@ -390,9 +425,16 @@ class Pipeline:
         # message's partials by the stream time before it, and this batch's partials
         # belong to windows that were not final before this batch.
         return [
-            Output(self.settings.topic_partials, None,
-                   encode_partials(partition, state.stream_time if i == starts[-1] else None,
-                                   partials[i : i + _PARTIALS_PER_MESSAGE]), partition=0)
+            Output(
+                self.settings.topic_partials,
+                None,
+                encode_partials(
+                    partition,
+                    state.stream_time if i == starts[-1] else None,
+                    partials[i : i + _PARTIALS_PER_MESSAGE],
+                ),
+                partition=0,
+            )
             for i in starts
         ]
 
@@ -418,13 +460,15 @@ class Pipeline:
             else:
                 self._fired_alerts.pop((alert.label, alert.key), None)
         alerts = [
-            Output(self.settings.topic_alerts, alert.topic_key.encode(),
-                   dumps(alert.as_json(now_ms)))
+            Output(
+                self.settings.topic_alerts, alert.topic_key.encode(), dumps(alert.as_json(now_ms))
+            )
             for alert in taken
         ]
         return [
             Output(
-                self.settings.topic_rates if record.view is CHANNEL_SEGMENT
+                self.settings.topic_rates
+                if record.view is CHANNEL_SEGMENT
                 else self.settings.topic_kpis,
                 record.topic_key.encode(),
                 dumps(record.as_json(self.bands, now_ms)),
@@ -445,8 +489,9 @@ class Pipeline:
     def persist_board(self, partition: int) -> None:
         board = self.boards.get(partition)
         if board is not None:
-            self._board_store.write(partition, {**board.take_changes(),
-                                                **self.detectors[partition].take_changes()})
+            self._board_store.write(
+                partition, {**board.take_changes(), **self.detectors[partition].take_changes()}
+            )
 
     def persist(self, topic: str, partition: int) -> None:
         if topic == self.settings.topic_events:

@@ -39,8 +39,9 @@ from stream_app.core.fastjson import loads
 log = logging.getLogger(__name__)
 
 
-def recovery_document(changelogs: Sequence[tuple[str, int, int, int]],
-                      elapsed_s: float) -> dict[str, Any]:
+def recovery_document(
+    changelogs: Sequence[tuple[str, int, int, int]], elapsed_s: float
+) -> dict[str, Any]:
     """What a recovering worker says about its progress (/healthz, /api/rates).
 
     `changelogs`: per changelog partition being replayed, (topic, partition, records
@@ -59,9 +60,15 @@ def recovery_document(changelogs: Sequence[tuple[str, int, int, int]],
         "elapsed_s": round(elapsed_s, 1),
         "records_per_second": None if rate is None else round(rate),
         "estimated_seconds_left": (round(left / rate, 1) if rate else None) if left else 0.0,
-        "changelogs": [{"topic": topic, "partition": partition, "records_replayed": done,
-                        "records_total": whole}
-                       for topic, partition, done, whole in sorted(changelogs)],
+        "changelogs": [
+            {
+                "topic": topic,
+                "partition": partition,
+                "records_replayed": done,
+                "records_total": whole,
+            }
+            for topic, partition, done, whole in sorted(changelogs)
+        ],
     }
 
 
@@ -112,13 +119,15 @@ class RecoveryProgress:
             read = recovery.active_offsets.get(tp)
             read = start if read is None else int(read)
             total = max(0, int(highwater) - start)
-            changelogs.append((str(tp.topic), int(tp.partition),
-                               min(total, max(0, read - start)), total))
+            changelogs.append(
+                (str(tp.topic), int(tp.partition), min(total, max(0, read - start)), total)
+            )
         return recovery_document(changelogs, self._clock() - started_at)
 
 
-def apply_changelog_batch(recovery: Any, tp: Any, records: Sequence[Any],
-                          progress: RecoveryProgress | None = None) -> bool:
+def apply_changelog_batch(
+    recovery: Any, tp: Any, records: Sequence[Any], progress: RecoveryProgress | None = None
+) -> bool:
     """Apply a fetched batch of one active changelog partition; False if it is not ours."""
     if tp not in recovery.active_tps:
         return False
@@ -143,8 +152,9 @@ def apply_changelog_batch(recovery: Any, tp: Any, records: Sequence[Any],
             key = to_key(loads(record.key))
         except (TypeError, ValueError) as error:
             # Not written by this service; Faust's path logs and skips such a record too.
-            log.warning("changelog record %s offset %d is not JSON, skipped: %s",
-                        tp, record.offset, error)
+            log.warning(
+                "changelog record %s offset %d is not JSON, skipped: %s", tp, record.offset, error
+            )
             continue
         # Kept encoded: most values are replaced by a later record before the state is
         # loaded, and decoding them all took a third of a restart (PartitionStore.load

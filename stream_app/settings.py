@@ -59,14 +59,17 @@ def parse_duration_setting(name: str, raw: str, also: str = "") -> int:
     what else the variable accepts, for the message."""
     try:
         if not raw.isascii() or len(raw) > 40:
-            raise DurationError(f"{_shown(raw)} is not a duration: write a whole number and a "
-                                "unit (ms, s, m, h, d), e.g. 5m")
+            raise DurationError(
+                f"{_shown(raw)} is not a duration: write a whole number and a "
+                "unit (ms, s, m, h, d), e.g. 5m"
+            )
         value = parse_duration_ms(raw)
     except DurationError as error:
         raise SettingsError(f"{name}: {error}{also}") from None
     if value > MAX_DURATION_MS:
-        raise SettingsError(f"{name}: {_shown(raw)} is longer than "
-                            f"{format_duration(MAX_DURATION_MS)}{also}")
+        raise SettingsError(
+            f"{name}: {_shown(raw)} is longer than {format_duration(MAX_DURATION_MS)}{also}"
+        )
     return value
 
 
@@ -191,17 +194,21 @@ class Settings:
         def topic(name: str, default: str) -> str:
             value = text(name, default)
             if _TOPIC.fullmatch(value) is None or value in (".", ".."):
-                raise SettingsError(f"{name}: {_shown(value)} is not a Kafka topic name "
-                                    "(up to 249 of A-Z a-z 0-9 . _ -)")
+                raise SettingsError(
+                    f"{name}: {_shown(value)} is not a Kafka topic name "
+                    "(up to 249 of A-Z a-z 0-9 . _ -)"
+                )
             return value
 
-        port = parse_whole("UPSELL_WEB_PORT", text("UPSELL_WEB_PORT", str(defaults.web_port)),
-                           high=65535)
+        port = parse_whole(
+            "UPSELL_WEB_PORT", text("UPSELL_WEB_PORT", str(defaults.web_port)), high=65535
+        )
         grace_ms = duration("UPSELL_GRACE", defaults.grace_ms)
         attribution_ms = duration("UPSELL_ATTRIBUTION_WINDOW", defaults.attribution_window_ms)
         return cls(
-            bootstrap_servers=_parse_bootstrap(text("KAFKA_BOOTSTRAP_SERVERS",
-                                                    defaults.bootstrap_servers)),
+            bootstrap_servers=_parse_bootstrap(
+                text("KAFKA_BOOTSTRAP_SERVERS", defaults.bootstrap_servers)
+            ),
             app_id=_parse_app_id(text("UPSELL_APP_ID", defaults.app_id)),
             web_host=_parse_web_host(text("UPSELL_WEB_HOST", defaults.web_host)),
             web_port=port,
@@ -218,17 +225,20 @@ class Settings:
             cache_dir=_cache_dir(env, defaults.cache_dir),
             partitions=positive_int("UPSELL_PARTITIONS", defaults.partitions),
             bands=_parse_bands(env, "UPSELL_BANDS", defaults.bands, CAMPAIGN_BANDS),
-            loyalty_bands=_parse_bands(env, "UPSELL_LOYALTY_BANDS", defaults.loyalty_bands,
-                                       LOYALTY_BANDS),
+            loyalty_bands=_parse_bands(
+                env, "UPSELL_LOYALTY_BANDS", defaults.loyalty_bands, LOYALTY_BANDS
+            ),
             idle_advance_ms=_parse_idle_advance(env),
             log_level=_parse_log_level(env),
             batch_max_records=positive_int("UPSELL_BATCH_MAX_RECORDS", defaults.batch_max_records),
-            drops=_parse_drops(env, positive_int, duration("UPSELL_DROP_AGE", grace_ms),
-                               grace_ms, attribution_ms),
+            drops=_parse_drops(
+                env, positive_int, duration("UPSELL_DROP_AGE", grace_ms), grace_ms, attribution_ms
+            ),
             security=_parse_security(env),
             max_label_values=positive_int("UPSELL_MAX_LABEL_VALUES", defaults.max_label_values),
             session_timeout_ms=_parse_session_timeout(
-                duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)),
+                duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)
+            ),
             max_future_ms=_duration_or_off(env, "UPSELL_MAX_FUTURE", defaults.max_future_ms),
             replication_factor=_parse_replication_factor(env),
             demo_info=Path(env["UPSELL_DEMO_INFO"]) if env.get("UPSELL_DEMO_INFO") else None,
@@ -239,15 +249,19 @@ def _parse_bootstrap(raw: str) -> str:
     for part in raw.split(","):
         match = _BROKER.fullmatch(part.strip())
         if match is None or (match["port"] is not None and not 1 <= int(match["port"]) <= 65535):
-            raise SettingsError(f"KAFKA_BOOTSTRAP_SERVERS: {_shown(part.strip())} is not "
-                                "host:port (a comma-separated list of them)")
+            raise SettingsError(
+                f"KAFKA_BOOTSTRAP_SERVERS: {_shown(part.strip())} is not "
+                "host:port (a comma-separated list of them)"
+            )
     return raw
 
 
 def _parse_app_id(raw: str) -> str:
     if _TOPIC.fullmatch(raw) is None or len(raw) > _MAX_APP_ID:
-        raise SettingsError(f"UPSELL_APP_ID: {_shown(raw)} is not up to {_MAX_APP_ID} of "
-                            "A-Z a-z 0-9 . _ - (it prefixes the internal topics' names)")
+        raise SettingsError(
+            f"UPSELL_APP_ID: {_shown(raw)} is not up to {_MAX_APP_ID} of "
+            "A-Z a-z 0-9 . _ - (it prefixes the internal topics' names)"
+        )
     return raw
 
 
@@ -280,15 +294,19 @@ def _parse_session_timeout(value_ms: int) -> int:
     return value_ms
 
 
-def _parse_bands(env: Mapping[str, str], name: str, default: tuple[float, ...],
-                 names: tuple[str, ...]) -> tuple[float, ...]:
+def _parse_bands(
+    env: Mapping[str, str], name: str, default: tuple[float, ...], names: tuple[str, ...]
+) -> tuple[float, ...]:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    what = (f"a list of {len(names) - 1} increasing rates within [0, 1] "
-            f"(lower bounds of {', '.join(names[1:])})")
-    bounds = tuple(parse_decimal(name, part.strip(), 0.0, 1.0, what)
-                   for part in raw.strip("[]").split(","))
+    what = (
+        f"a list of {len(names) - 1} increasing rates within [0, 1] "
+        f"(lower bounds of {', '.join(names[1:])})"
+    )
+    bounds = tuple(
+        parse_decimal(name, part.strip(), 0.0, 1.0, what) for part in raw.strip("[]").split(",")
+    )
     try:
         BandScale(name, names, bounds)
     except ValueError as error:
@@ -315,32 +333,50 @@ def _parse_idle_advance(env: Mapping[str, str]) -> int | None:
     return value
 
 
-def _parse_drops(env: Mapping[str, str], positive_int: Callable[[str, int], int], age_ms: int,
-                 grace_ms: int, attribution_ms: int) -> DropSettings:
+def _parse_drops(
+    env: Mapping[str, str],
+    positive_int: Callable[[str, int], int],
+    age_ms: int,
+    grace_ms: int,
+    attribution_ms: int,
+) -> DropSettings:
     defaults = DropSettings()
 
     def share(name: str, default: float, low: float, high: float, what: str) -> float:
         raw = env.get(name, "").strip()
         return parse_decimal(name, raw, low, high, what) if raw else default
 
-    significance = share("UPSELL_DROP_SIGNIFICANCE", defaults.significance, 1e-12, 0.5,
-                         "a significance level above 0 and at most 0.5, e.g. 0.0001")
-    relative = share("UPSELL_DROP_MIN_RELATIVE", defaults.min_relative_drop, 0.0, 0.99,
-                     "a relative drop from 0 to 0.99, e.g. 0.2 for 20 %")
+    significance = share(
+        "UPSELL_DROP_SIGNIFICANCE",
+        defaults.significance,
+        1e-12,
+        0.5,
+        "a significance level above 0 and at most 0.5, e.g. 0.0001",
+    )
+    relative = share(
+        "UPSELL_DROP_MIN_RELATIVE",
+        defaults.min_relative_drop,
+        0.0,
+        0.99,
+        "a relative drop from 0 to 0.99, e.g. 0.2 for 20 %",
+    )
     if age_ms < grace_ms:
-        raise SettingsError(f"UPSELL_DROP_AGE: {format_duration(age_ms)} is shorter than "
-                            f"UPSELL_GRACE ({format_duration(grace_ms)}): a window is "
-                            "measured once it has closed")
+        raise SettingsError(
+            f"UPSELL_DROP_AGE: {format_duration(age_ms)} is shorter than "
+            f"UPSELL_GRACE ({format_duration(grace_ms)}): a window is "
+            "measured once it has closed"
+        )
     if age_ms > attribution_ms + grace_ms:
-        raise SettingsError(f"UPSELL_DROP_AGE: {format_duration(age_ms)} is longer than "
-                            "UPSELL_ATTRIBUTION_WINDOW + UPSELL_GRACE, when a window is "
-                            "forgotten")
+        raise SettingsError(
+            f"UPSELL_DROP_AGE: {format_duration(age_ms)} is longer than "
+            "UPSELL_ATTRIBUTION_WINDOW + UPSELL_GRACE, when a window is "
+            "forgotten"
+        )
     return DropSettings(
         significance=significance,
         min_offers=positive_int("UPSELL_DROP_MIN_OFFERS", defaults.min_offers),
         min_relative_drop=relative,
-        baseline_windows=positive_int("UPSELL_DROP_BASELINE_WINDOWS",
-                                      defaults.baseline_windows),
+        baseline_windows=positive_int("UPSELL_DROP_BASELINE_WINDOWS", defaults.baseline_windows),
         age_ms=age_ms,
     )
 

@@ -107,8 +107,9 @@ class PartitionStore:
         for key in stored:
             value = data[key]
             short = key[len(prefix) :]
-            entries[short] = (_decoded(partition, short, value) if isinstance(value, bytes)
-                              else value)
+            entries[short] = (
+                _decoded(partition, short, value) if isinstance(value, bytes) else value
+            )
         if not self._keep_copy:
             for key in stored:
                 del data[key]
@@ -136,8 +137,9 @@ class PartitionStore:
         if fixed_slots:
             latest = max(chunk[0] for chunk in fixed_slots.values())
             count = next(chunk[1] for chunk in fixed_slots.values() if chunk[0] == latest)
-            if all(index in fixed_slots and fixed_slots[index][0] == latest
-                   for index in range(count)):
+            if all(
+                index in fixed_slots and fixed_slots[index][0] == latest for index in range(count)
+            ):
                 for index in range(count):
                     journals.append(fixed_slots[index][2])
         for sequence in sorted(batches):

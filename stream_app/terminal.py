@@ -18,8 +18,14 @@ from rich.table import Table
 
 from stream_app.settings import Settings
 
-_BAND_STYLE = {"low": "red", "moderate": "yellow", "good": "green", "healthy": "green",
-               "excellent": "bold green", "exceptional": "bold green"}
+_BAND_STYLE = {
+    "low": "red",
+    "moderate": "yellow",
+    "good": "green",
+    "healthy": "green",
+    "excellent": "bold green",
+    "exceptional": "bold green",
+}
 
 
 class ApiError(RuntimeError):
@@ -37,8 +43,10 @@ def fetch(settings: Settings, view: str | None, window: str | None) -> dict[str,
         detail = json.loads(error.read() or b"{}").get("error", error.reason)
         raise ApiError(f"{url}: {detail}") from None
     except (urllib.error.URLError, OSError) as error:
-        raise ApiError(f"cannot reach a worker at {url} ({error}); is `upsell-stream worker` "
-                       "running with the same UPSELL_WEB_HOST/UPSELL_WEB_PORT?") from None
+        raise ApiError(
+            f"cannot reach a worker at {url} ({error}); is `upsell-stream worker` "
+            "running with the same UPSELL_WEB_HOST/UPSELL_WEB_PORT?"
+        ) from None
 
 
 _RATES = ("rate", "customer_rate", "transaction_rate", "revenue_share", "buyer_rate")
@@ -80,13 +88,17 @@ def render(document: dict[str, Any]) -> Table:
     table = Table(title=escape(title), caption=f"stream time {document['stream_time']}")
     for column in columns:
         dimension = column in document["dimensions"]
-        table.add_column(column, justify="left" if dimension else "right",
-                         overflow="fold" if dimension else "ellipsis",
-                         no_wrap=not dimension)
+        table.add_column(
+            column,
+            justify="left" if dimension else "right",
+            overflow="fold" if dimension else "ellipsis",
+            no_wrap=not dimension,
+        )
     for row in rows:
         band = row.get("band")
-        table.add_row(*(_cell(column, row[column], band if column in _BANDED else None)
-                        for column in columns))
+        table.add_row(
+            *(_cell(column, row[column], band if column in _BANDED else None) for column in columns)
+        )
     return table
 
 
@@ -107,8 +119,9 @@ def run(settings: Settings, view: str | None, window: str | None, watch: bool) -
         if not watch:
             console.print(render(fetch(settings, view, window)))
             return 0
-        with Live(render(fetch(settings, view, window)), console=console,
-                  refresh_per_second=1) as live:
+        with Live(
+            render(fetch(settings, view, window)), console=console, refresh_per_second=1
+        ) as live:
             while True:
                 time.sleep(2)
                 live.update(render(fetch(settings, view, window)))

@@ -106,15 +106,15 @@ def _unreachable(settings: Settings, error: BaseException) -> TopicsError:
     )
 
 
-
 def _connect(settings: Settings, timeout_s: float) -> Any:
     from kafka.errors import KafkaError
 
     timeout_ms = int(timeout_s * 1000)
     with watch_auth() as watch:
         try:
-            return make_admin(settings, bootstrap_timeout_ms=timeout_ms,
-                              request_timeout_ms=timeout_ms)
+            return make_admin(
+                settings, bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
+            )
         except (KafkaError, OSError) as error:
             if watch.refused or refused_login(settings):
                 raise TopicsError(refused_message(settings)) from None
@@ -141,8 +141,12 @@ def ensure_topics(
         admin.close()
 
 
-def _ensure(settings: Settings, admin: Any, wanted: list[TopicSpec], ready_timeout_s: float,
-            ) -> list[str]:
+def _ensure(
+    settings: Settings,
+    admin: Any,
+    wanted: list[TopicSpec],
+    ready_timeout_s: float,
+) -> list[str]:
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     try:

@@ -43,8 +43,8 @@ _WINDOW_COUNT = re.compile(r"[1-9][0-9]{0,2}")
 # defence. nosniff: a browser never runs a JSON answer as a script.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self'; object-src 'none'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
+    "img-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -68,8 +68,9 @@ class Throughput:
         return (count - first) / (now - first_at) if now > first_at else None
 
 
-def parse_query(pairs: Iterable[tuple[str, str]],
-                window_labels: Sequence[str]) -> tuple[View, str, int]:
+def parse_query(
+    pairs: Iterable[tuple[str, str]], window_labels: Sequence[str]
+) -> tuple[View, str, int]:
     """The view, window size and number of windows a query asks for, or BadRequest.
 
     Strict: only the known parameters, each at most once, a known view and size, and the
@@ -78,8 +79,9 @@ def parse_query(pairs: Iterable[tuple[str, str]],
     query: dict[str, str] = {}
     for name, value in pairs:
         if name not in _PARAMETERS:
-            raise BadRequest(f"unknown parameter {_shown(name)}; "
-                             f"the API takes {', '.join(_PARAMETERS)}")
+            raise BadRequest(
+                f"unknown parameter {_shown(name)}; the API takes {', '.join(_PARAMETERS)}"
+            )
         if name in query:
             raise BadRequest(f"parameter {name} is given more than once")
         query[name] = value
@@ -89,12 +91,12 @@ def parse_query(pairs: Iterable[tuple[str, str]],
         raise BadRequest(f"view {_shown(view_name)} is not one of {', '.join(VIEW_BY_NAME)}")
     label = query.get("window", window_labels[0])
     if label not in window_labels:
-        raise BadRequest(f"window {_shown(label)} is not a configured size "
-                         f"({', '.join(window_labels)})")
+        raise BadRequest(
+            f"window {_shown(label)} is not a configured size ({', '.join(window_labels)})"
+        )
     count = query.get("windows", str(RECENT_WINDOWS))
     if _WINDOW_COUNT.fullmatch(count) is None or int(count) > MAX_WINDOWS:
-        raise BadRequest(f"windows {_shown(count)} must be a whole number from 1 to "
-                         f"{MAX_WINDOWS}")
+        raise BadRequest(f"windows {_shown(count)} must be a whole number from 1 to {MAX_WINDOWS}")
     return view, label, int(count)
 
 
@@ -103,9 +105,15 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:40] + "…")
 
 
-def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str,
-                   count: int, health: dict[str, Any],
-                   source: DemoSource | None = None) -> dict[str, Any]:
+def rates_document(
+    pipeline: Pipeline,
+    board: RatesBoard,
+    view: View,
+    label: str,
+    count: int,
+    health: dict[str, Any],
+    source: DemoSource | None = None,
+) -> dict[str, Any]:
     config = pipeline.config
     size = config.size_ms(label)
     stream_time = board.stream_time
@@ -119,14 +127,16 @@ def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str
             row: dict[str, Any] = dict(zip(view.dimensions, key, strict=True))
             row.update(figures(view, key, vector, pipeline.bands))
             rows.append(row)
-        windows.append({
-            "window_start": rfc3339(start),
-            "window_end": rfc3339(start + size),
-            "current": start == current,
-            "closed": closed,
-            "final": False,  # a final window's record is published, then it is forgotten
-            "rows": rows,
-        })
+        windows.append(
+            {
+                "window_start": rfc3339(start),
+                "window_end": rfc3339(start + size),
+                "current": start == current,
+                "closed": closed,
+                "final": False,  # a final window's record is published, then it is forgotten
+                "rows": rows,
+            }
+        )
     return {
         "view": view.name,
         "window": label,
@@ -135,8 +145,10 @@ def rates_document(pipeline: Pipeline, board: RatesBoard, view: View, label: str
         "stream_time": None if stream_time is None else rfc3339(stream_time),
         "windows": windows,
         "alerts": [alert_document(alert) for alert in pipeline.active_alerts()],
-        "bands": {scale.scale: scale.lower_bounds()
-                  for scale in (pipeline.bands.campaign, pipeline.bands.loyalty)},
+        "bands": {
+            scale.scale: scale.lower_bounds()
+            for scale in (pipeline.bands.campaign, pipeline.bands.loyalty)
+        },
         "health": health,
         **({} if source is None else {"source": source.as_json()}),
     }
@@ -173,8 +185,7 @@ class DemoSourceFile:
             return DemoSource.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError) as error:  # SourceError and JSONDecodeError included
             reason = str(error) if isinstance(error, SourceError) else type(error).__name__
-            log.warning("UPSELL_DEMO_INFO %s: %s; the page shows no demo description",
-                        path, reason)
+            log.warning("UPSELL_DEMO_INFO %s: %s; the page shows no demo description", path, reason)
             return None
 
 
@@ -183,8 +194,7 @@ def alert_document(alert: ActiveAlert) -> dict[str, Any]:
     worker started (the rates and reason are then unknown here)."""
     if alert.fired is not None and alert.fired_at_ms is not None:
         return alert.fired.as_json(alert.fired_at_ms)
-    return {"state": FIRED, "window": alert.label, "channel": alert.key[0],
-            "segment": alert.key[1]}
+    return {"state": FIRED, "window": alert.label, "channel": alert.key[0], "segment": alert.key[1]}
 
 
 def health_figures(pipeline: Pipeline, throughput: Throughput) -> dict[str, Any]:
@@ -243,8 +253,12 @@ class ExpositionCache:
     RENDER_SPACING = 4.0
     MAX_DELAY_S = 0.25
 
-    def __init__(self, pipeline: Pipeline, registry: CollectorRegistry,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pipeline = pipeline
         self._writer = ExpositionWriter(registry)
         self._clock = clock
@@ -269,13 +283,17 @@ class ExpositionCache:
 RECOVERY_RETRY_AFTER_S = 2
 
 
-def health_document(pipeline: Pipeline, figures: dict[str, Any],
-                    recovery: dict[str, Any] | None) -> dict[str, Any]:
+def health_document(
+    pipeline: Pipeline, figures: dict[str, Any], recovery: dict[str, Any] | None
+) -> dict[str, Any]:
     """/healthz: always HTTP 200 (a liveness probe must not kill a worker that replays its
     state); `status` is "recovering", with the replay's progress, until the state is
     loaded."""
-    document: dict[str, Any] = {"status": "ok" if recovery is None else "recovering",
-                                "boards": sorted(pipeline.boards), **figures}
+    document: dict[str, Any] = {
+        "status": "ok" if recovery is None else "recovering",
+        "boards": sorted(pipeline.boards),
+        **figures,
+    }
     if recovery is not None:
         document["recovery"] = recovery
     return document
@@ -286,17 +304,23 @@ def no_board_document(recovery: dict[str, Any] | None) -> dict[str, Any]:
     worker is replaying its changelogs, the board's among them or not yet known, or the
     board is held by another worker of the group."""
     if recovery is not None:
-        return {"state": "recovering",
-                "error": "this worker is restoring its state from the changelogs; "
-                         "ask again shortly",
-                "progress": recovery}
-    return {"state": "not_held",
-            "error": "this worker does not hold the rates board now; "
-                     "ask another worker of the group"}
+        return {
+            "state": "recovering",
+            "error": "this worker is restoring its state from the changelogs; ask again shortly",
+            "progress": recovery,
+        }
+    return {
+        "state": "not_held",
+        "error": "this worker does not hold the rates board now; ask another worker of the group",
+    }
 
 
-def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry,
-             recovery: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
+def register(
+    app: faust.App,
+    pipeline: Pipeline,
+    registry: CollectorRegistry,
+    recovery: Callable[[], dict[str, Any] | None] = lambda: None,
+) -> None:
     """Add the pages to the Faust app's web server; `recovery` tells the progress of a
     recovery under way (None: none)."""
     throughput = Throughput()
@@ -309,8 +333,7 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry,
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json(health_document(pipeline, health_figures(pipeline, throughput),
-                                        recovery()))
+        return web.json(health_document(pipeline, health_figures(pipeline, throughput), recovery()))
 
     @app.page("/api/rates")
     async def api_rates(web: Any, request: Any) -> Any:
@@ -326,22 +349,29 @@ def register(app: faust.App, pipeline: Pipeline, registry: CollectorRegistry,
             if progress is not None:
                 headers["Retry-After"] = str(RECOVERY_RETRY_AFTER_S)
             return web.json(no_board_document(progress), status=503, headers=headers)
-        document = rates_document(pipeline, boards[0], view, label, count,
-                                  health_figures(pipeline, throughput),
-                                  source.current())
+        document = rates_document(
+            pipeline,
+            boards[0],
+            view,
+            label,
+            count,
+            health_figures(pipeline, throughput),
+            source.current(),
+        )
         return web.json(document, headers=dict(SECURITY_HEADERS))
 
     @app.page("/")
     async def index(web: Any, request: Any) -> Any:
-        return web.bytes(page_file("index.html"), content_type="text/html",
-                         headers=dict(SECURITY_HEADERS))
+        return web.bytes(
+            page_file("index.html"), content_type="text/html", headers=dict(SECURITY_HEADERS)
+        )
 
     @app.page("/static/{name}")
     async def static(web: Any, request: Any, name: str) -> Any:
         found = _STATIC_FILES.get(name)
         if found is None:
-            return web.json({"error": f"no file {_shown(name)}"}, status=404,
-                            headers=dict(SECURITY_HEADERS))
+            return web.json(
+                {"error": f"no file {_shown(name)}"}, status=404, headers=dict(SECURITY_HEADERS)
+            )
         path, content_type = found
-        return web.bytes(page_file(path), content_type=content_type,
-                         headers=dict(SECURITY_HEADERS))
+        return web.bytes(page_file(path), content_type=content_type, headers=dict(SECURITY_HEADERS))

@@ -38,10 +38,13 @@ class Worker(faust.Worker):
 def _stop_now() -> None:
     # Sound at any moment: outputs and state are flushed before offsets are committed, so
     # a worker ended anywhere restarts exact (tests/e2e/test_crash_kill9.py).
-    print(f"upsell-stream worker: still stopping {STOP_TIMEOUT_S:.0f} s after the signal "
-          "(is Kafka reachable?); exiting now. Nothing committed is lost: a restart "
-          "resumes from the committed offsets and the changelog.", file=sys.stderr,
-          flush=True)
+    print(
+        f"upsell-stream worker: still stopping {STOP_TIMEOUT_S:.0f} s after the signal "
+        "(is Kafka reachable?); exiting now. Nothing committed is lost: a restart "
+        "resumes from the committed offsets and the changelog.",
+        file=sys.stderr,
+        flush=True,
+    )
     os._exit(1)
 
 
@@ -57,8 +60,7 @@ def run(settings: Settings) -> int:
         # Faust makes only the last level of its directory (UPSELL_DATA_DIR/worker).
         app.conf.datadir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        print(f"upsell-stream worker: cannot create {app.conf.datadir}: {error}",
-              file=sys.stderr)
+        print(f"upsell-stream worker: cannot create {app.conf.datadir}: {error}", file=sys.stderr)
         return 1
     register(app, app.pipeline, build_registry(app.pipeline), app.recovery_status)
     worker = Worker(app, loglevel=settings.log_level, quiet=True)

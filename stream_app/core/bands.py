@@ -45,8 +45,10 @@ class Bands:
 
     @classmethod
     def of(cls, campaign: tuple[float, ...], loyalty: tuple[float, ...]) -> Bands:
-        return cls(BandScale("campaign", CAMPAIGN_BANDS, campaign),
-                   BandScale("loyalty", LOYALTY_BANDS, loyalty))
+        return cls(
+            BandScale("campaign", CAMPAIGN_BANDS, campaign),
+            BandScale("loyalty", LOYALTY_BANDS, loyalty),
+        )
 
 
 DEFAULT_BANDS: Final = Bands.of((0.05, 0.10, 0.20), (0.15, 0.25))

@@ -59,19 +59,24 @@ class WindowRecord:
         """Rates topic: `<window>|<start>|<channel>|<segment>`; KPI topic: view first
         (values encoded by topic_keys.py)."""
         values = (self.label, rfc3339(self.start), *self.key)
-        return topic_key(*values) if self.view is CHANNEL_SEGMENT else topic_key(
-            self.view.name, *values)
+        return (
+            topic_key(*values)
+            if self.view is CHANNEL_SEGMENT
+            else topic_key(self.view.name, *values)
+        )
 
     def as_json(self, bands: Bands, emitted_at_ms: int) -> dict[str, Any]:
         first, second = self.view.dimensions
         document: dict[str, Any] = {} if self.view is CHANNEL_SEGMENT else {"view": self.view.name}
-        document.update({
-            "window": self.label,
-            "window_start": rfc3339(self.start),
-            "window_end": rfc3339(self.end),
-            first: self.key[0],
-            second: self.key[1],
-        })
+        document.update(
+            {
+                "window": self.label,
+                "window_start": rfc3339(self.start),
+                "window_end": rfc3339(self.end),
+                first: self.key[0],
+                second: self.key[1],
+            }
+        )
         document.update(figures(self.view, self.key, self.vector, bands))
         document["final"] = self.final
         document["emitted_at"] = rfc3339(emitted_at_ms)
@@ -149,8 +154,9 @@ class RatesBoard:
 
     def retained(self, view: View, label: str) -> list[int]:
         """Starts of the windows of this view and size still kept, oldest first."""
-        return sorted(start for name, lab, start in self._windows
-                      if name == view.name and lab == label)
+        return sorted(
+            start for name, lab, start in self._windows if name == view.name and lab == label
+        )
 
     def take_records(self) -> list[WindowRecord]:
         """Records due since the last call: closes, changes after close, and finals."""
@@ -183,20 +189,25 @@ class RatesBoard:
         for slot in self._changed_windows:
             window = self._windows.get(slot)
             entry = _WINDOW + dumps_key(slot)
-            changes[entry] = None if window is None else [
-                window.announced,
-                [[*key, partition, vector]
-                 for key, parts in window.by_partition.items()
-                 for partition, vector in parts.items()],
-                [list(key) for key in window.changed],
-            ]
+            changes[entry] = (
+                None
+                if window is None
+                else [
+                    window.announced,
+                    [
+                        [*key, partition, vector]
+                        for key, parts in window.by_partition.items()
+                        for partition, vector in parts.items()
+                    ],
+                    [list(key) for key in window.changed],
+                ]
+            )
         self._changed_windows.clear()
         changes[META_KEY] = [self.next_offset, list(self._stream_times.items())]
         return changes
 
     @classmethod
-    def restore(cls, config: WindowConfig, partitions: int, entries: dict[str, Any]
-                ) -> RatesBoard:
+    def restore(cls, config: WindowConfig, partitions: int, entries: dict[str, Any]) -> RatesBoard:
         board = cls(config, partitions)
         meta = entries.get(META_KEY)
         if meta is not None:

@@ -33,11 +33,31 @@ def event_from_row(row: list[Any]) -> Event:
     # Customer ids and dimension values repeat across events: one shared copy each instead
     # of one per event held for attribution (a few hundred bytes per open offer).
     if row[0] == OFFER_TAG:
-        (_, event_id, offer_id, customer, channel, segment, ts, campaign_id, campaign_type,
-         product_line, *rest) = row
-        return Offer(event_id, offer_id, intern(customer), intern(channel), intern(segment),
-                     ts, _interned(campaign_id), _interned(campaign_type),
-                     _interned(product_line), *rest)
+        (
+            _,
+            event_id,
+            offer_id,
+            customer,
+            channel,
+            segment,
+            ts,
+            campaign_id,
+            campaign_type,
+            product_line,
+            *rest,
+        ) = row
+        return Offer(
+            event_id,
+            offer_id,
+            intern(customer),
+            intern(channel),
+            intern(segment),
+            ts,
+            _interned(campaign_id),
+            _interned(campaign_type),
+            _interned(product_line),
+            *rest,
+        )
     (_, event_id, order_id, customer, *rest) = row
     return Purchase(event_id, order_id, intern(customer), *rest)
 

@@ -59,11 +59,15 @@ class DemoSource:
             "started_at": rfc3339(self.started_at_ms),
             "event_start": rfc3339(self.event_start_ms),
             "speed": self.speed,
-            "drop": None if drop is None else {
+            "drop": None
+            if drop is None
+            else {
                 "channel": drop.channel,
                 "factor": drop.factor,
-                "segments": [{"segment": c.segment, "from_rate": c.from_rate,
-                              "to_rate": c.to_rate} for c in drop.changes],
+                "segments": [
+                    {"segment": c.segment, "from_rate": c.from_rate, "to_rate": c.to_rate}
+                    for c in drop.changes
+                ],
                 "from": rfc3339(drop.from_event_ms),
                 "until": rfc3339(drop.until_event_ms),
                 "from_wall_s": drop.from_wall_s,
@@ -75,24 +79,33 @@ class DemoSource:
     def from_json(cls, document: object) -> DemoSource:
         top = _object(document, "the description")
         if top.get("format") != FORMAT:
-            raise SourceError(f"format {top.get('format')!r} is not {FORMAT} "
-                              "(written by another version of the demo)")
+            raise SourceError(
+                f"format {top.get('format')!r} is not {FORMAT} "
+                "(written by another version of the demo)"
+            )
         raw_drop = top.get("drop")
         drop = None
         if raw_drop is not None:
             fields = _object(raw_drop, "drop")
             changes = tuple(
                 RateChange(_text(c, "segment"), _number(c, "from_rate"), _number(c, "to_rate"))
-                for c in (_object(item, "drop segment") for item in _list(fields, "segments")))
+                for c in (_object(item, "drop segment") for item in _list(fields, "segments"))
+            )
             drop = InjectedDrop(
-                channel=_text(fields, "channel"), factor=_number(fields, "factor"),
-                changes=changes, from_event_ms=_time(fields, "from"),
+                channel=_text(fields, "channel"),
+                factor=_number(fields, "factor"),
+                changes=changes,
+                from_event_ms=_time(fields, "from"),
                 until_event_ms=_time(fields, "until"),
                 from_wall_s=_number(fields, "from_wall_s"),
-                until_wall_s=_number(fields, "until_wall_s"))
-        return cls(started_at_ms=_time(top, "started_at"),
-                   event_start_ms=_time(top, "event_start"), speed=_number(top, "speed"),
-                   drop=drop)
+                until_wall_s=_number(fields, "until_wall_s"),
+            )
+        return cls(
+            started_at_ms=_time(top, "started_at"),
+            event_start_ms=_time(top, "event_start"),
+            speed=_number(top, "speed"),
+            drop=drop,
+        )
 
 
 def _object(value: object, what: str) -> dict[str, Any]:

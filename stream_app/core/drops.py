@@ -128,10 +128,14 @@ class DropAlert:
             f"{format_duration(s.age_ms)}; z = {c.z:.2f}, one-sided p = {c.p_value:.2g}"
         )
         if self.state == FIRED:
-            return (f"{head} < {s.significance:g} and at least "
-                    f"{s.min_relative_drop:.0%} below: a significant drop")
-        return (f"{head} >= {s.significance:g} and less than {s.min_relative_drop:.0%} below: "
-                f"back to normal")
+            return (
+                f"{head} < {s.significance:g} and at least "
+                f"{s.min_relative_drop:.0%} below: a significant drop"
+            )
+        return (
+            f"{head} >= {s.significance:g} and less than {s.min_relative_drop:.0%} below: "
+            f"back to normal"
+        )
 
     def as_json(self, emitted_at_ms: int) -> dict[str, Any]:
         c = self.comparison
@@ -203,8 +207,9 @@ class DropDetector:
                 alerts.extend(self.observe(label, start, end, samples))
         return alerts
 
-    def observe(self, label: str, start: int, end: int,
-                samples: Mapping[Key, Sample]) -> list[DropAlert]:
+    def observe(
+        self, label: str, start: int, end: int, samples: Mapping[Key, Sample]
+    ) -> list[DropAlert]:
         """One window of one size, every key measured at the age: the alerts it causes."""
         self._tested_through[label] = max(start, self._tested_through.get(label, start))
         self._changed_labels.add(label)
@@ -215,18 +220,33 @@ class DropDetector:
             state = self._series.get(series)
             if state is None:
                 state = self._series[series] = _SeriesState(
-                    deque(maxlen=self.settings.baseline_windows))
+                    deque(maxlen=self.settings.baseline_windows)
+                )
             comparison = compare(sample, state.summed())
             outcome = verdict(comparison, self.settings)
             windows = len(state.baseline)
             if outcome == "drop" and state.firing is None:
                 state.firing = start
                 state.fired += 1
-                alerts.append(DropAlert(FIRED, label, start, end, key, comparison, windows,
-                                        start, self.settings))
+                alerts.append(
+                    DropAlert(
+                        FIRED, label, start, end, key, comparison, windows, start, self.settings
+                    )
+                )
             elif outcome == "normal" and state.firing is not None:
-                alerts.append(DropAlert(RESOLVED, label, start, end, key, comparison, windows,
-                                        state.firing, self.settings))
+                alerts.append(
+                    DropAlert(
+                        RESOLVED,
+                        label,
+                        start,
+                        end,
+                        key,
+                        comparison,
+                        windows,
+                        state.firing,
+                        self.settings,
+                    )
+                )
                 state.firing = None
                 state.resolved += 1
             if outcome != "drop" and state.firing is None:
@@ -253,7 +273,9 @@ class DropDetector:
             state = self._series[(label, key)]
             changes[_SERIES + json.dumps([label, *key], separators=(",", ":"))] = [
                 [[s.offers, s.conversions] for s in state.baseline],
-                state.firing, state.fired, state.resolved,
+                state.firing,
+                state.fired,
+                state.resolved,
             ]
         for label in self._changed_labels:
             changes[_TESTED + label] = self._tested_through[label]
@@ -269,13 +291,15 @@ class DropDetector:
             if value is None:
                 continue
             if entry.startswith(_TESTED):
-                detector._tested_through[entry[len(_TESTED):]] = value
+                detector._tested_through[entry[len(_TESTED) :]] = value
             elif entry.startswith(_SERIES):
-                label, first, second = json.loads(entry[len(_SERIES):])
+                label, first, second = json.loads(entry[len(_SERIES) :])
                 baseline, firing, fired, resolved = value
                 # A changed setting takes effect at once: keep only the newest windows.
-                samples = deque((Sample(o, c) for o, c in baseline),
-                                maxlen=settings.baseline_windows)
+                samples = deque(
+                    (Sample(o, c) for o, c in baseline), maxlen=settings.baseline_windows
+                )
                 detector._series[(label, (first, second))] = _SeriesState(
-                    samples, firing, fired, resolved)
+                    samples, firing, fired, resolved
+                )
         return detector

@@ -17,8 +17,7 @@ def parse_duration_ms(text: str) -> int:
     match = _DURATION.match(text)
     if match is None:
         raise DurationError(
-            f"{text!r} is not a duration: write a whole number and a unit (ms, s, m, h, d), "
-            "e.g. 5m"
+            f"{text!r} is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. 5m"
         )
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 

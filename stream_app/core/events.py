@@ -28,8 +28,16 @@ NEGATIVE_AMOUNT: Final = "negative_amount"
 BAD_TS: Final = "bad_ts"
 TOO_LONG: Final = "too_long"
 FUTURE_TS: Final = "future_ts"
-REJECT_REASONS: Final = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, TOO_LONG,
-                         NEGATIVE_AMOUNT, BAD_TS, FUTURE_TS)
+REJECT_REASONS: Final = (
+    NOT_JSON,
+    NOT_OBJECT,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    TOO_LONG,
+    NEGATIVE_AMOUNT,
+    BAD_TS,
+    FUTURE_TS,
+)
 
 # The longest identifier or dimension value accepted, in characters (not bytes).
 MAX_VALUE_CHARS: Final = 256
@@ -257,8 +265,10 @@ def _required_ts(fields: Mapping[str, Any], latest_ts: int | None) -> int:
     _require_present(fields, "ts")
     ts = parse_ts(fields["ts"])
     if latest_ts is not None and ts > latest_ts:
-        raise InvalidEvent(FUTURE_TS, f"ts {rfc3339(ts)} is after {rfc3339(latest_ts)}, the "
-                                      "wall clock + UPSELL_MAX_FUTURE")
+        raise InvalidEvent(
+            FUTURE_TS,
+            f"ts {rfc3339(ts)} is after {rfc3339(latest_ts)}, the wall clock + UPSELL_MAX_FUTURE",
+        )
     return ts
 
 
@@ -282,8 +292,9 @@ def _as_str(value: object, name: str) -> str:
     if len(value) > MAX_VALUE_CHARS:
         # Every string field is an identifier or a dimension value: a key, a label or
         # part of a topic key downstream.
-        raise InvalidEvent(TOO_LONG, f"{name} has {len(value)} characters, more than "
-                                     f"{MAX_VALUE_CHARS}")
+        raise InvalidEvent(
+            TOO_LONG, f"{name} has {len(value)} characters, more than {MAX_VALUE_CHARS}"
+        )
     if not value.isascii():
         try:
             value.encode("utf-8")

@@ -40,5 +40,13 @@ CAMPAIGN_TYPE: Final = "campaign_type"
 PRODUCT_LINE: Final = "product_line"
 DIMENSIONS: Final = (CHANNEL, SEGMENT, CAMPAIGN_TYPE, PRODUCT_LINE)
 
-__all__ = ["ALL", "DEFAULT_MAX_LABEL_VALUES", "DIMENSIONS", "MAX_LABEL_CHARS", "OTHER",
-           "REFRESH_DIVISOR", "RESERVED", "LabelCap"]
+__all__ = [
+    "ALL",
+    "DEFAULT_MAX_LABEL_VALUES",
+    "DIMENSIONS",
+    "MAX_LABEL_CHARS",
+    "OTHER",
+    "REFRESH_DIVISOR",
+    "RESERVED",
+    "LabelCap",
+]

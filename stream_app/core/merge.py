@@ -66,8 +66,9 @@ class EventTimeMerge(Generic[T]):
     def __len__(self) -> int:
         return self._waiting
 
-    def add(self, source: Source, offset: int, ts: int | None, payload: T,
-            now: float | None = None) -> None:
+    def add(
+        self, source: Source, offset: int, ts: int | None, payload: T, now: float | None = None
+    ) -> None:
         """One record read from `source` at `now`; `ts` None for a record without an event
         time."""
         waiting = self._sources.get(source)
@@ -82,8 +83,9 @@ class EventTimeMerge(Generic[T]):
         waiting.next_offset = offset + 1
         self._waiting += 1
 
-    def release(self, behind: Mapping[Source, bool | None], now: float,
-                quiet: Container[Source] = ()) -> list[tuple[Source, int, T]]:
+    def release(
+        self, behind: Mapping[Source, bool | None], now: float, quiet: Container[Source] = ()
+    ) -> list[tuple[Source, int, T]]:
         """The records that may leave, in event-time order.
 
         `behind` says, for each partition read, whether Kafka holds records of it not read
@@ -91,8 +93,11 @@ class EventTimeMerge(Generic[T]):
         partitions that a fetch found empty after their last record: they hold nothing back.
         """
         bound = self._bound(behind, now, quiet)
-        heads = [(waiting.items[0][0], source) for source, waiting in self._sources.items()
-                 if waiting.items]
+        heads = [
+            (waiting.items[0][0], source)
+            for source, waiting in self._sources.items()
+            if waiting.items
+        ]
         heapq.heapify(heads)
         released: list[tuple[Source, int, T]] = []
         # Beyond max_buffered, the oldest leave anyway, down to half of it: order degrades
@@ -112,8 +117,9 @@ class EventTimeMerge(Generic[T]):
         self._waiting -= len(released)
         return released
 
-    def _bound(self, behind: Mapping[Source, bool | None], now: float,
-               quiet: Container[Source]) -> int:
+    def _bound(
+        self, behind: Mapping[Source, bool | None], now: float, quiet: Container[Source]
+    ) -> int:
         bound = 2**63
         for source, is_behind in behind.items():
             waiting = self._sources.get(source)
@@ -129,9 +135,12 @@ class EventTimeMerge(Generic[T]):
             else:
                 self._lag_known(source)
             if is_behind is False:
-                live = (waiting is not None and waiting.arrived is not None
-                        and now - waiting.arrived < self.idle_wait_s
-                        and source not in quiet)
+                live = (
+                    waiting is not None
+                    and waiting.arrived is not None
+                    and now - waiting.arrived < self.idle_wait_s
+                    and source not in quiet
+                )
                 if live:
                     assert waiting is not None
                     bound = min(bound, waiting.key)

@@ -69,16 +69,27 @@ REJECTED_TOTAL = "rejected"  # (topic, reason)
 LATE_TOTAL = "late"  # (topic,)
 DUPLICATES_TOTAL = "duplicates"  # (topic,)
 LABEL_OVERFLOW_TOTAL = "label_overflow"  # (dimension,)
-TOTALS = (OFFERS_TOTAL, CONVERSIONS_TOTAL, REVENUE_TOTAL, CAMPAIGN_OFFERS_TOTAL,
-          CAMPAIGN_CONVERSIONS_TOTAL, CAMPAIGN_REVENUE_TOTAL, PURCHASES_TOTAL,
-          PURCHASE_AMOUNT_TOTAL, REJECTED_TOTAL, LATE_TOTAL, DUPLICATES_TOTAL,
-          LABEL_OVERFLOW_TOTAL)
+TOTALS = (
+    OFFERS_TOTAL,
+    CONVERSIONS_TOTAL,
+    REVENUE_TOTAL,
+    CAMPAIGN_OFFERS_TOTAL,
+    CAMPAIGN_CONVERSIONS_TOTAL,
+    CAMPAIGN_REVENUE_TOTAL,
+    PURCHASES_TOTAL,
+    PURCHASE_AMOUNT_TOTAL,
+    REJECTED_TOTAL,
+    LATE_TOTAL,
+    DUPLICATES_TOTAL,
+    LABEL_OVERFLOW_TOTAL,
+)
 
 
 @dataclass(slots=True)
 class Totals:
     counters: dict[str, Counter[tuple[str, ...]]] = field(
-        default_factory=lambda: {name: Counter() for name in TOTALS})
+        default_factory=lambda: {name: Counter() for name in TOTALS}
+    )
 
     def __getitem__(self, name: str) -> Counter[tuple[str, ...]]:
         return self.counters[name]
@@ -88,8 +99,11 @@ class Totals:
             self.counters[name].update(counter)
 
     def as_row(self) -> dict[str, list[list[Any]]]:
-        return {name: [[*key, n] for key, n in counter.items()]
-                for name, counter in self.counters.items() if counter}
+        return {
+            name: [[*key, n] for key, n in counter.items()]
+            for name, counter in self.counters.items()
+            if counter
+        }
 
     @classmethod
     def from_row(cls, row: dict[str, list[list[Any]]]) -> Totals:
@@ -113,11 +127,13 @@ class CustomerPartition:
     """One partition of customers, compiled (engine/src/partition.rs): this face keeps the
     typed Python API and hands every call to the compiled state."""
 
-    def __init__(self, config: WindowConfig, *, _core: _engine.CustomerPartition | None = None
-                 ) -> None:
+    def __init__(
+        self, config: WindowConfig, *, _core: _engine.CustomerPartition | None = None
+    ) -> None:
         self.config = config
-        self._core = _core if _core is not None else _engine.CustomerPartition(
-            *_config_args(config))
+        self._core = (
+            _core if _core is not None else _engine.CustomerPartition(*_config_args(config))
+        )
 
     # -- processing ------------------------------------------------------------------
     def apply(self, item: Forwarded, offset: int) -> None:
@@ -172,8 +188,7 @@ class CustomerPartition:
     @classmethod
     def restore(cls, config: WindowConfig, entries: dict[str, Any]) -> CustomerPartition:
         """Rebuild from the store entries that `take_changes` wrote."""
-        return cls(config, _core=_engine.CustomerPartition.restore(*_config_args(config),
-                                                                    entries))
+        return cls(config, _core=_engine.CustomerPartition.restore(*_config_args(config), entries))
 
 
 def _config_args(config: WindowConfig) -> tuple[list[tuple[str, int]], int, int, int]:

@@ -52,7 +52,8 @@ def _purchase_figures(key: Key, named: dict[str, int], bands: Bands) -> dict[str
         "other_amount": other_amount,
         "transaction_rate": rate,
         "revenue_share": ratio(upsell_amount, upsell_amount + other_amount),
-        "aov_uplift": None if upsell_mean is None or other_mean is None
+        "aov_uplift": None
+        if upsell_mean is None or other_mean is None
         else upsell_mean - other_mean,
         "buyers": named["buyers_any"],
         "upsell_buyers": named["buyers_upsell"],

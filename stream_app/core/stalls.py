@@ -24,11 +24,13 @@ class Stalled:
     def message(self) -> str:
         """What the worker logs, with what to do about it."""
         topic, partition = self.partition
-        return (f"{topic} partition {partition}: {self.waiting} records wait and none was "
-                f"handled for {self.seconds:.0f} s (stream_processing_timeout). Look above in "
-                "this worker's log for what it waits on (a broker that does not answer, a "
-                "failed send); if nothing explains it, restart the worker: it resumes from "
-                "its last commit and loses nothing.")
+        return (
+            f"{topic} partition {partition}: {self.waiting} records wait and none was "
+            f"handled for {self.seconds:.0f} s (stream_processing_timeout). Look above in "
+            "this worker's log for what it waits on (a broker that does not answer, a "
+            "failed send); if nothing explains it, restart the worker: it resumes from "
+            "its last commit and loses nothing."
+        )
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ class StallDetector:
         self.timeout_s = timeout_s
         self._seen: dict[Partition, _Seen] = {}
 
-    def observe(self, partition: Partition, now: float, handled: int | None,
-                waiting: int) -> Stalled | Resumed | None:
+    def observe(
+        self, partition: Partition, now: float, handled: int | None, waiting: int
+    ) -> Stalled | Resumed | None:
         """One look at a partition: `handled` is the offset of the last record handled
         (None: none yet), `waiting` how many records Kafka holds past it."""
         seen = self._seen.get(partition)
@@ -75,4 +78,3 @@ class StallDetector:
         if seen is not None and seen.reported and seen.since is not None:
             return Resumed(partition, now - seen.since)
         return None
-

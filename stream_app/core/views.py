@@ -37,10 +37,8 @@ class View:
 OFFER_SUMS: Final = ("offers", "conversions", "revenue_micros")
 OFFER_DISTINCT: Final = ("customers_targeted", "customers_upsold")
 
-CHANNEL_SEGMENT: Final = View("channel_segment", ("channel", "segment"), OFFER_SUMS,
-                              OFFER_DISTINCT)
-CAMPAIGN: Final = View("campaign", ("campaign_type", "product_line"), OFFER_SUMS,
-                       OFFER_DISTINCT)
+CHANNEL_SEGMENT: Final = View("channel_segment", ("channel", "segment"), OFFER_SUMS, OFFER_DISTINCT)
+CAMPAIGN: Final = View("campaign", ("campaign_type", "product_line"), OFFER_SUMS, OFFER_DISTINCT)
 PURCHASES: Final = View(
     "purchases",
     ("loyalty", "product_line"),

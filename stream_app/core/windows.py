@@ -85,8 +85,9 @@ def civil_from_days(days: int) -> tuple[int, int, int]:
     shifted = days + 719_468
     era = shifted // 146_097
     day_of_era = shifted - era * 146_097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524
-                   - day_of_era // 146_096) // 365
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096
+    ) // 365
     day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
     month_index = (5 * day_of_year + 2) // 153
     day = day_of_year - (153 * month_index + 2) // 5 + 1

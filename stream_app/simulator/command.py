@@ -122,8 +122,9 @@ def parse_options(args: argparse.Namespace, settings: Settings, now_ms: int) -> 
             config = replace(config, start_ms=parse_start(None, max(0, now_ms - span_ms)))
     except ScenarioError as error:
         raise OptionError(str(error)) from None
-    return SimulateOptions(config, rate, truth_file,
-                           random_keys=bool(getattr(args, "random_keys", False)))
+    return SimulateOptions(
+        config, rate, truth_file, random_keys=bool(getattr(args, "random_keys", False))
+    )
 
 
 def warnings_for(options: SimulateOptions) -> list[str]:
@@ -146,8 +147,7 @@ def parse_start(text: str | None, now_ms: int) -> int:
         return parse_ts(text)
     except InvalidEvent:
         raise OptionError(
-            f"--start {text!r}: give an RFC 3339 date-time with offset, "
-            "e.g. 2026-11-22T10:15:00Z"
+            f"--start {text!r}: give an RFC 3339 date-time with offset, e.g. 2026-11-22T10:15:00Z"
         ) from None
 
 
@@ -164,8 +164,7 @@ def parse_drop(text: str) -> RateDrop:
         )
     for name, number in (("AFTER", after), *(("UNTIL", u) for u in until)):
         if not (number.isascii() and number.isdigit()):
-            raise OptionError(
-                f"--drop {text!r}: {name} {number!r} is not a whole number of offers")
+            raise OptionError(f"--drop {text!r}: {name} {number!r} is not a whole number of offers")
     try:
         multiplier = float(factor)
     except ValueError:
@@ -269,8 +268,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{PREFIX}: {error}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print(f"{PREFIX}: interrupted after {progress.sent:,} messages; no ground truth "
-                  "(the stream stopped half-way)", file=sys.stderr)
+            print(
+                f"{PREFIX}: interrupted after {progress.sent:,} messages; no ground truth "
+                "(the stream stopped half-way)",
+                file=sys.stderr,
+            )
             return 130
         finally:
             producer.close(timeout=5)
@@ -282,8 +284,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             options.truth_file.write_text(text + "\n", encoding="utf-8")
         except OSError as error:
-            print(f"{PREFIX}: could not write {options.truth_file}: {error.strerror or error}",
-                  file=sys.stderr)
+            print(
+                f"{PREFIX}: could not write {options.truth_file}: {error.strerror or error}",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

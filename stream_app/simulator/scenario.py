@@ -171,8 +171,14 @@ PURCHASE_REQUIRED: Final = ("event_id", "order_id", "customer_id", "ts", "amount
 PURCHASE_REQUIRED_STRINGS: Final = ("event_id", "order_id", "customer_id")
 OFFER_REJECT_REASONS: Final = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, BAD_TS)
 # The defects it makes; never too_long or future_ts, limits of the worker's settings.
-PURCHASE_REJECT_REASONS: Final = (NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, NEGATIVE_AMOUNT,
-                                   BAD_TS)
+PURCHASE_REJECT_REASONS: Final = (
+    NOT_JSON,
+    NOT_OBJECT,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    NEGATIVE_AMOUNT,
+    BAD_TS,
+)
 BAD_TS_TEXTS: Final = (
     "yesterday",
     "2026-11-22",
@@ -224,8 +230,11 @@ class RateDrop:
 
     def applies_to(self, index: int, channel: str) -> bool:
         """Whether offer number `index` in `channel` converts at the dropped rate."""
-        return (channel == self.channel and index >= self.after_offers
-                and (self.until_offers is None or index < self.until_offers))
+        return (
+            channel == self.channel
+            and index >= self.after_offers
+            and (self.until_offers is None or index < self.until_offers)
+        )
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
@@ -284,8 +293,13 @@ class ScenarioConfig:
             raise ScenarioError(f"longest conversion delay {self.max_delay_ms} ms must be >= 0")
         if self.settle_ms < 0:
             raise ScenarioError(f"settle time {self.settle_ms} ms must be >= 0")
-        last_ms = (self.start_ms + self.offers * self.offer_gap_ms + self.max_delay_ms
-                   + self.settle_ms + 86_400_000)
+        last_ms = (
+            self.start_ms
+            + self.offers * self.offer_gap_ms
+            + self.max_delay_ms
+            + self.settle_ms
+            + 86_400_000
+        )
         if self.start_ms < 0 or last_ms > _MAX_TS_MS:
             raise ScenarioError("event times must fall between 1970 and 9999")
         if self.offers_topic == self.purchases_topic:
@@ -387,8 +401,7 @@ class GroundTruth:
             "duplicates": {topic: self.duplicates[topic] for topic in self.topics},
             "rejected": {
                 topic: {
-                    reason: self.rejected.get(topic, Counter())[reason]
-                    for reason in REJECT_REASONS
+                    reason: self.rejected.get(topic, Counter())[reason] for reason in REJECT_REASONS
                 }
                 for topic in self.topics
             },
@@ -416,8 +429,9 @@ class GroundTruth:
                 "factor": drop.factor,
                 "until_offers": drop.until_offers,
                 "from_ts": None if self.drop_from_ts is None else format_ts_ms(self.drop_from_ts),
-                "until_ts": (None if self.drop_until_ts is None
-                             else format_ts_ms(self.drop_until_ts)),
+                "until_ts": (
+                    None if self.drop_until_ts is None else format_ts_ms(self.drop_until_ts)
+                ),
                 "rates_after": {
                     key: round(true_rate(*key.split("|")) * drop.factor, 6) for key in dropped
                 },
@@ -813,9 +827,7 @@ class Simulation(Iterator[SimMessage]):
         if self.config.malformed and noise.random() < self.config.malformed:
             self._send_malformed(kind, customer, fields)
 
-    def _send_malformed(
-        self, kind: TopicKind, customer: int, fields: Mapping[str, Any]
-    ) -> None:
+    def _send_malformed(self, kind: TopicKind, customer: int, fields: Mapping[str, Any]) -> None:
         noise = self._noise
         template = dict(fields)
         template["event_id"] = self._new_malformed_id()
@@ -825,13 +837,19 @@ class Simulation(Iterator[SimMessage]):
         if kind == "offers":
             template["offer_id"] = self._new_malformed_id()
             reasons, required, strings = (
-                OFFER_REJECT_REASONS, OFFER_REQUIRED, OFFER_REQUIRED_STRINGS)
+                OFFER_REJECT_REASONS,
+                OFFER_REQUIRED,
+                OFFER_REQUIRED_STRINGS,
+            )
         else:
             template["order_id"] = f"ORD-X{self._malformed_ids:08d}"
             template.pop("offer_id", None)
             template["is_upsell"] = False
             reasons, required, strings = (
-                PURCHASE_REJECT_REASONS, PURCHASE_REQUIRED, PURCHASE_REQUIRED_STRINGS)
+                PURCHASE_REJECT_REASONS,
+                PURCHASE_REQUIRED,
+                PURCHASE_REQUIRED_STRINGS,
+            )
         reason = noise.choice(reasons)
         key: bytes | None = self._cust_keys[customer]
         if reason == NOT_JSON:
@@ -840,7 +858,8 @@ class Simulation(Iterator[SimMessage]):
                 # A legacy producer writing Latin-1: é becomes a lone 0xE9 byte.
                 template["note"] = "café crème"
                 value = json.dumps(template, ensure_ascii=False, separators=(",", ":")).encode(
-                    "latin-1")
+                    "latin-1"
+                )
             else:
                 whole = _encode(template)
                 value = whole[: noise.randrange(1, len(whole))]

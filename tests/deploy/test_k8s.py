@@ -18,15 +18,21 @@ def manifest(name: str) -> dict[str, Any]:
 
 
 def test_settings_and_credentials_are_valid_for_the_worker() -> None:
-    env = {**manifest("configmap.yaml")["data"],
-           **{k: v for k, v in manifest("secret.example.yaml")["stringData"].items()
-              if k.startswith("KAFKA_")}}
+    env = {
+        **manifest("configmap.yaml")["data"],
+        **{
+            k: v
+            for k, v in manifest("secret.example.yaml")["stringData"].items()
+            if k.startswith("KAFKA_")
+        },
+    }
     settings = Settings.from_env(env)
     assert settings.security.protocol == "SASL_SSL"
     assert settings.web_host == "0.0.0.0"  # scraped from other pods
     # Credentials come from the Secret only.
     assert not {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"} & set(
-        manifest("configmap.yaml")["data"])
+        manifest("configmap.yaml")["data"]
+    )
 
 
 def test_deployment_service_and_scrape_discovery_agree() -> None:
@@ -43,14 +49,20 @@ def test_deployment_service_and_scrape_discovery_agree() -> None:
     assert service["spec"]["clusterIP"] == "None"
     (container,) = pod["spec"]["containers"]
     port = str(container["ports"][0]["containerPort"])
-    assert port == config["data"]["UPSELL_WEB_PORT"] == pod["metadata"]["annotations"][
-        "prometheus.io/port"]
+    assert (
+        port
+        == config["data"]["UPSELL_WEB_PORT"]
+        == pod["metadata"]["annotations"]["prometheus.io/port"]
+    )
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
-        "labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     sources = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
-    assert sources == {config["metadata"]["name"],
-                       manifest("secret.example.yaml")["metadata"]["name"]}
+    assert sources == {
+        config["metadata"]["name"],
+        manifest("secret.example.yaml")["metadata"]["name"],
+    }
     kustomization = manifest("kustomization.yaml")
     assert "secret.example.yaml" not in kustomization["resources"]

@@ -21,8 +21,13 @@ def load(path: Path) -> Any:
 
 
 def rules(kind: str) -> set[str]:
-    return {rule[kind] for path in RULE_FILES for group in load(path)["groups"]
-            for rule in group["rules"] if kind in rule}
+    return {
+        rule[kind]
+        for path in RULE_FILES
+        for group in load(path)["groups"]
+        for rule in group["rules"]
+        if kind in rule
+    }
 
 
 def test_rule_files_pass_check_and_lint() -> None:
@@ -51,8 +56,9 @@ def test_unit_tests_cover_every_rule() -> None:
         loaded = {(path.parent / name).resolve() for name in document["rule_files"]}
         assert loaded <= {p.resolve() for p in RULE_FILES}, path
         for group in document["tests"]:
-            tested_exprs += [case["expr"] for case in group.get("promql_expr_test", [])
-                             if case["exp_samples"]]
+            tested_exprs += [
+                case["expr"] for case in group.get("promql_expr_test", []) if case["exp_samples"]
+            ]
             for case in group.get("alert_rule_test", []):
                 (firing if case["exp_alerts"] else silent).add(case["alertname"])
     records = rules("record")

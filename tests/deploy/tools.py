@@ -21,5 +21,11 @@ def tool(name: str) -> str:
 
 
 def run(name: str, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool(name), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, check=False, cwd=ROOT)
+    return subprocess.run(
+        [tool(name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )

@@ -90,7 +90,11 @@ class Deployment:
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*CLI, *args], env=self.env(), capture_output=True, text=True, timeout=timeout,
+            [*CLI, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             check=False,
         )
 
@@ -99,7 +103,10 @@ class Deployment:
         port = web_port or (self.web_port if not self.workers else free_port())
         log = open(self.data_dir / f"{self.name}-worker-{len(self.workers)}.log", "ab")
         process = subprocess.Popen(
-            [*CLI, "worker"], env=self.env(port), stdout=log, stderr=subprocess.STDOUT,
+            [*CLI, "worker"],
+            env=self.env(port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.workers.append(process)
         self.worker_ports.append(port)
@@ -150,8 +157,12 @@ class Deployment:
         consumer = KafkaConsumer(bootstrap_servers=BROKER)
         try:
             committed = admin.list_group_offsets(self.name).get(self.name, {})
-            names = [self.topics["offers"], self.topics["purchases"],
-                     f"{self.name}-events-by-customer", f"{self.name}-window-partials"]
+            names = [
+                self.topics["offers"],
+                self.topics["purchases"],
+                f"{self.name}-events-by-customer",
+                f"{self.name}-window-partials",
+            ]
             partitions: list[TopicPartition] = []
             for topic in names:
                 known = consumer.partitions_for_topic(topic)
@@ -200,7 +211,9 @@ def as_json(value: dict[str, Any]) -> bytes:
 def read_topic(topic: str, timeout: float = 10) -> list[Any]:
     """Every record of a topic from the beginning (records with key, value, headers)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=BROKER, auto_offset_reset="earliest", enable_auto_commit=False,
+        bootstrap_servers=BROKER,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         consumer_timeout_ms=int(timeout * 1000),
     )
     try:

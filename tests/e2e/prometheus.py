@@ -52,8 +52,9 @@ class Prometheus:
         return result
 
     def label_values(self, label: str, match: str) -> list[str]:
-        reply = requests.get(f"{self.url}/api/v1/label/{label}/values",
-                             params={"match[]": match}, timeout=10)
+        reply = requests.get(
+            f"{self.url}/api/v1/label/{label}/values", params={"match[]": match}, timeout=10
+        )
         values: list[str] = reply.json()["data"]
         return values
 
@@ -69,8 +70,9 @@ class Prometheus:
 
 
 @contextmanager
-def prometheus(workdir: Path, targets: list[str], durations: Mapping[str, str],
-               interval: str = "1s") -> Iterator[Prometheus]:
+def prometheus(
+    workdir: Path, targets: list[str], durations: Mapping[str, str], interval: str = "1s"
+) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus not found: run scripts/setup (it installs Debian's package)")
@@ -88,10 +90,16 @@ def prometheus(workdir: Path, targets: list[str], durations: Mapping[str, str],
     port = free_port()
     log = open(workdir / "prometheus.log", "wb")
     process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d",
-         "--web.enable-lifecycle"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1d",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     server = Prometheus(f"http://127.0.0.1:{port}")
 

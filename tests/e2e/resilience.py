@@ -42,8 +42,12 @@ from tests.unit.test_pipeline_drops import FakeTable
 
 # The worker's own bookkeeping (reads, lag, alert life cycle), which a replay or a
 # restart legitimately changes; every other series is a count of the stream.
-NOT_COUNTS = ("upsell_events_processed_total", "upsell_consumer_lag", "upsell_alerts_total",
-              "upsell_rate_drop_active")
+NOT_COUNTS = (
+    "upsell_events_processed_total",
+    "upsell_consumer_lag",
+    "upsell_alerts_total",
+    "upsell_rate_drop_active",
+)
 START = "2026-11-22T00:00:00Z"  # fixed, so that two deployments see the same event times
 ALL = "__all__"
 
@@ -69,8 +73,12 @@ class Simulator:
         truth_file = self.service.data_dir / f"{self.service.name}-truth.json"
         result = subprocess.run(
             [*CLI, "simulate", "--start", START, "--truth-file", str(truth_file), *self.args],
-            env={**self.service.env(), **self.env}, capture_output=True, text=True,
-            timeout=600, check=False)
+            env={**self.service.env(), **self.env},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if result.returncode != 0:
             self.error = result.stderr[-2000:]
             return
@@ -90,27 +98,34 @@ class Simulator:
 
 def worker_metrics(port: int) -> dict[tuple[str, Labels], float]:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def counts(samples: dict[tuple[str, Labels], float]) -> dict[tuple[str, Labels], float]:
     """The series that count the stream, zero-valued ones dropped (absent means 0), with
     `topic` labels stripped of the deployment's name so that two deployments compare."""
     # Rounded: amounts are exact micro-units, but summing several workers' floats is not.
-    return {(name, _unprefixed(labels)): round(value, 6) for (name, labels), value
-            in samples.items()
-            if name.startswith("upsell_") and not name.startswith(NOT_COUNTS) and value != 0}
+    return {
+        (name, _unprefixed(labels)): round(value, 6)
+        for (name, labels), value in samples.items()
+        if name.startswith("upsell_") and not name.startswith(NOT_COUNTS) and value != 0
+    }
 
 
 def _unprefixed(labels: Labels) -> Labels:
-    return frozenset((label, value.partition(".")[2] if label == "topic" else value)
-                     for label, value in labels)
+    return frozenset(
+        (label, value.partition(".")[2] if label == "topic" else value) for label, value in labels
+    )
 
 
 def offers_counted(samples: dict[tuple[str, Labels], float]) -> float:
-    return samples.get(("upsell_offers_presented_total",
-                        frozenset({("channel", ALL), ("segment", ALL)})), 0.0)
+    return samples.get(
+        ("upsell_offers_presented_total", frozenset({("channel", ALL), ("segment", ALL)})), 0.0
+    )
 
 
 def outputs(topic: str) -> dict[str, dict[str, Any]]:
@@ -156,7 +171,11 @@ class OwnBroker:
         result = subprocess.run(
             [*CLI, "kafka", action],
             env={**os.environ, **self.env, "UPSELL_DATA_DIR": str(self.data_dir)},
-            capture_output=True, text=True, timeout=300, check=False)
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         self.printed += [result.stdout, result.stderr]
         return result
 
@@ -195,10 +214,14 @@ def wait_matches_truth(service: Deployment, truth: dict[str, Any], timeout: floa
     try:
         wait_until(matches, timeout, "the metrics to equal the ground truth", every=2)
     except AssertionError:
-        late = {key: value for key, value in service.metrics().items()
-                if key[0] == "upsell_events_late_total"}
-        raise AssertionError(f"never matched the truth: {last}; late: {late}\n"
-                             f"{state_divergence(service)}") from None
+        late = {
+            key: value
+            for key, value in service.metrics().items()
+            if key[0] == "upsell_events_late_total"
+        }
+        raise AssertionError(
+            f"never matched the truth: {last}; late: {late}\n{state_divergence(service)}"
+        ) from None
 
 
 def assert_exact(service: Deployment, truth: dict[str, Any]) -> None:
@@ -206,8 +229,9 @@ def assert_exact(service: Deployment, truth: dict[str, Any]) -> None:
     try:
         assert_matches_truth(service, truth)
     except AssertionError as error:
-        raise AssertionError(f"{error}\n{state_divergence(service)}\n"
-                             f"{forwarding_gaps(service)}") from None
+        raise AssertionError(
+            f"{error}\n{state_divergence(service)}\n{forwarding_gaps(service)}"
+        ) from None
 
 
 def state_divergence(service: Deployment) -> str:
@@ -235,12 +259,17 @@ def state_divergence(service: Deployment) -> str:
         kept = CustomerPartition.restore(config, PartitionStore(table).load(partition))
         for name, counter in replayed.totals.counters.items():
             held = kept.totals.counters.get(name, Counter())
-            differing = {key: (held[key], counter[key]) for key in {*held, *counter}
-                         if held[key] != counter[key]}
+            differing = {
+                key: (held[key], counter[key])
+                for key in {*held, *counter}
+                if held[key] != counter[key]
+            }
             if differing:
-                findings.append(f"partition {partition} ({kept.next_offset} records in its "
-                                f"state, {replayed.next_offset} read): {name} (state, "
-                                f"replay): {differing}")
+                findings.append(
+                    f"partition {partition} ({kept.next_offset} records in its "
+                    f"state, {replayed.next_offset} read): {name} (state, "
+                    f"replay): {differing}"
+                )
     return "\n".join(findings) or "every partition's state equals a replay of its records"
 
 
@@ -256,15 +285,18 @@ def forwarding_gaps(service: Deployment) -> str:
         item = decode_forwarded(record.value)
         if not item.is_tick:
             forwarded.setdefault((item.source_topic, item.source_partition), set()).add(
-                item.source_offset)
+                item.source_offset
+            )
     findings = []
     for topic in settings.input_topics:
         for partition, records in _by_partition(read_topic(topic)).items():
             offsets = {record.offset for record in records}
             missing = sorted(offsets - forwarded.get((topic, partition), set()))
             if missing:
-                findings.append(f"{topic}[{partition}]: {len(missing)} of {len(offsets)} "
-                                f"records never forwarded, offsets {_ranges(missing)}")
+                findings.append(
+                    f"{topic}[{partition}]: {len(missing)} of {len(offsets)} "
+                    f"records never forwarded, offsets {_ranges(missing)}"
+                )
     return "\n".join(findings) or "every input record was forwarded"
 
 
@@ -298,8 +330,14 @@ def close_stream(service: Deployment, truth: dict[str, Any]) -> dict[str, Any]:
     workers have caught up: whatever comes after it is late.
     """
     last = parse_ts(truth["last_ts"])
-    offer = {"event_id": "closing", "offer_id": "closing", "customer_id": "c-closing",
-             "channel": "email", "segment": "smb", "ts": last + CLOSING_AFTER_MS}
+    offer = {
+        "event_id": "closing",
+        "offer_id": "closing",
+        "customer_id": "c-closing",
+        "channel": "email",
+        "segment": "smb",
+        "ts": last + CLOSING_AFTER_MS,
+    }
     produce([(service.topics["offers"], b"c-closing", json.dumps(offer).encode())])
     closed = copy.deepcopy(truth)
     closed["offers_presented"]["email|smb"] = closed["offers_presented"].get("email|smb", 0) + 1

@@ -35,8 +35,10 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.first_port}",
-                "UPSELL_DATA_DIR": str(self.data_dir)}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.first_port}",
+            "UPSELL_DATA_DIR": str(self.data_dir),
+        }
 
     @property
     def bootstrap(self) -> list[str]:
@@ -44,8 +46,14 @@ class Cluster:
         return [f"127.0.0.1:{self.first_port + 2 * k}" for k in range(BROKERS)]
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, "kafka", *args], env={**os.environ, **self.env},
-                              capture_output=True, text=True, timeout=300, check=False)
+        return subprocess.run(
+            [*CLI, "kafka", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     def broker_pid(self, node: int) -> int:
         return int((self.data_dir / "kafka" / f"node-{node}" / "broker.pid").read_text())
@@ -70,13 +78,17 @@ def own_cluster(data_dir: Path) -> Iterator[Cluster]:
         cluster.command("stop")
 
 
-def topic_configs(admin: KafkaAdminClient, names: list[str],
-                  keys: list[str]) -> dict[str, dict[str, str]]:
+def topic_configs(
+    admin: KafkaAdminClient, names: list[str], keys: list[str]
+) -> dict[str, dict[str, str]]:
     described = admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, name, keys) for name in names],
-        config_filter="all")
-    return {name: {key: entry["value"] for key, entry in entries.items()}
-            for name, entries in described["topic"].items()}
+        config_filter="all",
+    )
+    return {
+        name: {key: entry["value"] for key, entry in entries.items()}
+        for name, entries in described["topic"].items()
+    }
 
 
 def durability_of(bootstrap: list[str], prefix: str) -> dict[str, tuple[set[int], str]]:
@@ -86,9 +98,13 @@ def durability_of(bootstrap: list[str], prefix: str) -> dict[str, tuple[set[int]
     try:
         names = [name for name in admin.list_topics() if name.startswith(prefix)]
         min_isr = topic_configs(admin, names, ["min.insync.replicas"])
-        return {topic["name"]: ({len(p["replica_nodes"]) for p in topic["partitions"]},
-                                min_isr[topic["name"]]["min.insync.replicas"])
-                for topic in admin.describe_topics(names)}
+        return {
+            topic["name"]: (
+                {len(p["replica_nodes"]) for p in topic["partitions"]},
+                min_isr[topic["name"]]["min.insync.replicas"],
+            )
+            for topic in admin.describe_topics(names)
+        }
     finally:
         admin.close()
 
@@ -103,18 +119,17 @@ def record_count(bootstrap: list[str], topic: str) -> int:
         consumer.close()
 
 
-def test_the_worker_counts_exact_through_the_loss_of_one_broker_of_three(
-        tmp_path: Path) -> None:
+def test_the_worker_counts_exact_through_the_loss_of_one_broker_of_three(tmp_path: Path) -> None:
     began = time.monotonic()
     with own_cluster(tmp_path / "cluster") as cluster:
         env = {**ENV, "KAFKA_BOOTSTRAP_SERVERS": ",".join(cluster.bootstrap)}
         with deployment(tmp_path, extra_env=env) as service:
             service.start_worker()
             worker = service.workers[0]
-            simulator = Simulator(service, ("--count", "4000", "--seed", "31",
-                                            "--rate", "800")).start()
-            wait_until(lambda: offers_counted(service.metrics()) > 400, 120,
-                       "counting to start")
+            simulator = Simulator(
+                service, ("--count", "4000", "--seed", "31", "--rate", "800")
+            ).start()
+            wait_until(lambda: offers_counted(service.metrics()) > 400, 120, "counting to start")
             assert simulator.running, "the simulator ended before the broker loss"
 
             os.kill(cluster.broker_pid(2), signal.SIGKILL)
@@ -126,15 +141,18 @@ def test_the_worker_counts_exact_through_the_loss_of_one_broker_of_three(
 
             # Every topic the worker and Faust created, changelogs included.
             durability = durability_of(cluster.bootstrap[:1], service.name)
-            assert {f"{service.name}-partition-state-changelog",
-                    f"{service.name}-board-state-changelog",
-                    service.topics["rates"]} <= durability.keys()
+            assert {
+                f"{service.name}-partition-state-changelog",
+                f"{service.name}-board-state-changelog",
+                service.topics["rates"],
+            } <= durability.keys()
             assert durability == {name: ({BROKERS}, "2") for name in durability}
             rejected = sum(n for reasons in truth["rejected"].values() for n in reasons.values())
             assert rejected > 0, "the simulator sent no malformed message to compare with"
             assert record_count(cluster.bootstrap[:1], service.topics["deadletter"]) == rejected
             status = cluster.command("status")
-            assert status.returncode == 1 and "node-2: not running" in status.stdout, (
-                status.stdout)
-    print(f"\n{sum(truth['messages_sent'].values()):,} messages exact, broker 2 killed "
-          f"{killed_at - began:.0f} s in; {time.monotonic() - began:.0f} s in all")
+            assert status.returncode == 1 and "node-2: not running" in status.stdout, status.stdout
+    print(
+        f"\n{sum(truth['messages_sent'].values()):,} messages exact, broker 2 killed "
+        f"{killed_at - began:.0f} s in; {time.monotonic() - began:.0f} s in all"
+    )

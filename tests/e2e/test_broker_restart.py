@@ -23,14 +23,17 @@ ENV = {"UPSELL_GRACE": "1h", "UPSELL_SESSION_TIMEOUT": "6s"}
 
 def test_worker_rides_out_a_broker_restart(tmp_path: Path) -> None:
     began = time.monotonic()
-    with own_broker(tmp_path / "broker") as broker, \
-            deployment(tmp_path, extra_env={**ENV, **broker.env}) as service:
+    with (
+        own_broker(tmp_path / "broker") as broker,
+        deployment(tmp_path, extra_env={**ENV, **broker.env}) as service,
+    ):
         created = service.cli("topics", "create")
         assert created.returncode == 0, created.stderr
         service.start_worker()
         worker = service.workers[0]
-        simulator = Simulator(service, ("--count", "5000", "--seed", "23",
-                                        "--rate", "1500")).start()
+        simulator = Simulator(
+            service, ("--count", "5000", "--seed", "23", "--rate", "1500")
+        ).start()
         wait_until(lambda: offers_counted(service.metrics()) > 500, 120, "counting to start")
 
         stopped = broker.command("stop")
@@ -44,14 +47,19 @@ def test_worker_rides_out_a_broker_restart(tmp_path: Path) -> None:
         wait_matches_truth(service, truth, timeout=240)
         assert worker.poll() is None, "the worker died instead of reconnecting"
         assert service.workers == [worker]
-        print(f"\nbroker down {outage:.1f} s; {sum(truth['messages_sent'].values()):,} "
-              f"messages exact after {time.monotonic() - began:.0f} s")
+        print(
+            f"\nbroker down {outage:.1f} s; {sum(truth['messages_sent'].values()):,} "
+            f"messages exact after {time.monotonic() - began:.0f} s"
+        )
 
 
 def test_a_worker_told_to_stop_while_the_broker_is_down_ends_and_nothing_is_lost(
-        tmp_path: Path) -> None:
-    with own_broker(tmp_path / "broker") as broker, \
-            deployment(tmp_path, extra_env={**ENV, **broker.env}) as service:
+    tmp_path: Path,
+) -> None:
+    with (
+        own_broker(tmp_path / "broker") as broker,
+        deployment(tmp_path, extra_env={**ENV, **broker.env}) as service,
+    ):
         created = service.cli("topics", "create")
         assert created.returncode == 0, created.stderr
         service.start_worker()

@@ -30,8 +30,10 @@ MIN_KILLS, MAX_KILLS = 3, 6
 def test_kill_9_at_random_points_ends_exact(data_dir: Path) -> None:
     rng = random.Random(20261123)
     began = time.monotonic()
-    with deployment(data_dir, extra_env=ENV) as crashed, \
-            deployment(data_dir, extra_env=ENV) as calm:
+    with (
+        deployment(data_dir, extra_env=ENV) as crashed,
+        deployment(data_dir, extra_env=ENV) as calm,
+    ):
         for service in (crashed, calm):
             created = service.cli("topics", "create")
             assert created.returncode == 0, created.stderr
@@ -66,8 +68,10 @@ def test_kill_9_at_random_points_ends_exact(data_dir: Path) -> None:
         crashed.wait_caught_up(timeout=300)
         calm_truth = calm_simulator.join()
         calm.wait_caught_up(timeout=300)
-        print(f"\n{messages_sent(truth):,} messages; kill -9 at (s, offers counted) {kills}; "
-              f"{time.monotonic() - began:.0f} s")
+        print(
+            f"\n{messages_sent(truth):,} messages; kill -9 at (s, offers counted) {kills}; "
+            f"{time.monotonic() - began:.0f} s"
+        )
         assert_matches_truth(crashed, truth)
         assert_matches_truth(calm, calm_truth)
         assert counts(crashed.metrics()) == counts(calm.metrics())

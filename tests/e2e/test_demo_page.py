@@ -58,17 +58,36 @@ HOUR_MS = 3_600_000
 SIMULATOR_ENV = {"UPSELL_ATTRIBUTION_WINDOW": "2m"}
 
 
-def run_phase(service: Deployment, name: str, start_ms: int, offers: int,
-              drop: str | None = None) -> dict[str, Any]:
+def run_phase(
+    service: Deployment, name: str, start_ms: int, offers: int, drop: str | None = None
+) -> dict[str, Any]:
     """One simulator run to its end, then until the worker group has processed it all."""
     truth_file = service.data_dir / f"{service.name}-{name}.json"
-    args = ["simulate", "--rate", str(RATE), "--count", str(offers), "--seed", str(len(name)),
-            "--seconds-per-offer", str(GAP_S), "--start", rfc3339(start_ms),
-            "--truth-file", str(truth_file)]
+    args = [
+        "simulate",
+        "--rate",
+        str(RATE),
+        "--count",
+        str(offers),
+        "--seed",
+        str(len(name)),
+        "--seconds-per-offer",
+        str(GAP_S),
+        "--start",
+        rfc3339(start_ms),
+        "--truth-file",
+        str(truth_file),
+    ]
     if drop is not None:
         args += ["--drop", drop]
-    done = subprocess.run([*CLI, *args], env={**service.env(), **SIMULATOR_ENV},
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [*CLI, *args],
+        env={**service.env(), **SIMULATOR_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     service.wait_caught_up()
     truth: dict[str, Any] = json.loads(truth_file.read_text())
@@ -81,28 +100,53 @@ def next_window(ts: str) -> int:
 
 
 def api(service: Deployment, **query: str) -> dict[str, Any]:
-    response = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
-                            params={"windows": "36", **query}, timeout=10)
+    response = requests.get(
+        f"http://127.0.0.1:{service.web_port}/api/rates",
+        params={"windows": "36", **query},
+        timeout=10,
+    )
     response.raise_for_status()
     document: dict[str, Any] = response.json()
     return document
 
 
 def drop_gauges(service: Deployment) -> dict[tuple[str, str, str], float]:
-    return {(labels["window"], labels["channel"], labels["segment"]): value
-            for (name, frozen), value in service.metrics().items()
-            if name == "upsell_rate_drop_active" for labels in [dict(frozen)]}
+    return {
+        (labels["window"], labels["channel"], labels["segment"]): value
+        for (name, frozen), value in service.metrics().items()
+        if name == "upsell_rate_drop_active"
+        for labels in [dict(frozen)]
+    }
 
 
-def describe(path: Path, started_at_ms: int, event_start_ms: int, drop_from_ms: int,
-             drop_until_ms: int, from_wall_s: float, until_wall_s: float) -> None:
+def describe(
+    path: Path,
+    started_at_ms: int,
+    event_start_ms: int,
+    drop_from_ms: int,
+    drop_until_ms: int,
+    from_wall_s: float,
+    until_wall_s: float,
+) -> None:
     """The demo's description of this run, as `upsell-stream demo` writes it."""
     speed = RATE / expected_messages_per_offer(ScenarioConfig()) * GAP_S
-    source = DemoSource(started_at_ms, event_start_ms, round(speed, 1), InjectedDrop(
-        DROPPED, FACTOR,
-        tuple(RateChange(s, true_rate(DROPPED, s), true_rate(DROPPED, s) * FACTOR)
-              for s in SEGMENTS),
-        drop_from_ms, drop_until_ms, from_wall_s, until_wall_s))
+    source = DemoSource(
+        started_at_ms,
+        event_start_ms,
+        round(speed, 1),
+        InjectedDrop(
+            DROPPED,
+            FACTOR,
+            tuple(
+                RateChange(s, true_rate(DROPPED, s), true_rate(DROPPED, s) * FACTOR)
+                for s in SEGMENTS
+            ),
+            drop_from_ms,
+            drop_until_ms,
+            from_wall_s,
+            until_wall_s,
+        ),
+    )
     path.write_text(json.dumps(source.as_json()))
 
 
@@ -114,20 +158,28 @@ class Page:
         from selenium.webdriver.common.by import By
 
         try:
-            wait_until(lambda: self.driver.find_elements(By.CSS_SELECTOR,
-                                                         "#grid td[data-channel]"),
-                       30, "the page to draw the grid")
+            wait_until(
+                lambda: self.driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]"),
+                30,
+                "the page to draw the grid",
+            )
         except AssertionError as error:
             shown = self.driver.find_element(By.ID, "error").text
-            raise AssertionError(f"{error}; the page says {shown!r}; console: "
-                                 f"{self.driver.get_log('browser')}") from None
+            raise AssertionError(
+                f"{error}; the page says {shown!r}; console: {self.driver.get_log('browser')}"
+            ) from None
 
     def panel(self) -> tuple[set[tuple[str, str, str]], bool]:
         from selenium.webdriver.common.by import By
 
-        alerts = {(li.get_attribute("data-window"), li.get_attribute("data-channel"),
-                   li.get_attribute("data-segment"))
-                  for li in self.driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")}
+        alerts = {
+            (
+                li.get_attribute("data-window"),
+                li.get_attribute("data-channel"),
+                li.get_attribute("data-segment"),
+            )
+            for li in self.driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
+        }
         none = bool(self.driver.find_elements(By.CSS_SELECTOR, "#alerts li.none"))
         return alerts, none
 
@@ -139,9 +191,12 @@ class Page:
             shown, none = self.panel()
             source = self.driver.find_element(By.ID, "source-drop")
             clock = self.driver.find_element(By.ID, "event-clock").text
-            return (shown == alerts and none == (not alerts)
-                    and source.get_attribute("data-phase") == phase
-                    and clock.startswith(stream_time[:10] + " " + stream_time[11:19]))
+            return (
+                shown == alerts
+                and none == (not alerts)
+                and source.get_attribute("data-phase") == phase
+                and clock.startswith(stream_time[:10] + " " + stream_time[11:19])
+            )
 
         wait_until(drawn, 30, f"the page to show alerts {alerts} and drop phase {phase}")
 
@@ -167,8 +222,9 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
     # Six hours before the wall clock: event-time axis labels cannot be wall-clock ones.
     event_start = now_ms - now_ms % HOUR_MS - 6 * HOUR_MS
     started_at = now_ms
-    with deployment(data_dir, partitions=2,
-                    extra_env={**ENV, "UPSELL_DEMO_INFO": str(info)}) as service:
+    with deployment(
+        data_dir, partitions=2, extra_env={**ENV, "UPSELL_DEMO_INFO": str(info)}
+    ) as service:
         assert service.cli("topics", "create").returncode == 0
         service.start_worker()
         normal = run_phase(service, "normal", event_start, NORMAL_OFFERS)
@@ -176,8 +232,15 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
         # The drop's end is not known before the drop phase has run: described as planned.
         planned_end = drop_start + DROP_OFFERS * int(GAP_S * 1000)
         elapsed_s = (time.time() * 1000 - started_at) / 1000
-        describe(info, started_at, event_start, drop_start, planned_end, elapsed_s,
-                 elapsed_s + DROP_OFFERS * expected_messages_per_offer(ScenarioConfig()) / RATE)
+        describe(
+            info,
+            started_at,
+            event_start,
+            drop_start,
+            planned_end,
+            elapsed_s,
+            elapsed_s + DROP_OFFERS * expected_messages_per_offer(ScenarioConfig()) / RATE,
+        )
         driver = browser()
         try:
             page = Page(driver, f"http://127.0.0.1:{service.web_port}/", shots)
@@ -196,11 +259,19 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
 
             # During: the dropped channel's alert on the panel, in the API, on /metrics
             # and on the alerts topic, and no other channel's.
-            dropped = run_phase(service, "drop", drop_start, DROP_OFFERS,
-                                drop=f"{DROPPED}:0:{FACTOR}")
+            dropped = run_phase(
+                service, "drop", drop_start, DROP_OFFERS, drop=f"{DROPPED}:0:{FACTOR}"
+            )
             recovery_start = next_window(dropped["last_ts"])
-            describe(info, started_at, event_start, drop_start, recovery_start, elapsed_s,
-                     (time.time() * 1000 - started_at) / 1000)
+            describe(
+                info,
+                started_at,
+                event_start,
+                drop_start,
+                recovery_start,
+                elapsed_s,
+                (time.time() * 1000 - started_at) / 1000,
+            )
             during = api(service)
             active = {(a["window"], a["channel"], a["segment"]) for a in during["alerts"]}
             # The dropped channel, and all channels together (it is a large share of them).
@@ -208,14 +279,18 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
             assert DROPPED in channels and channels <= {DROPPED, "__all__"}, active
             gauges = drop_gauges(service)
             assert {series for series, value in gauges.items() if value == 1.0} == active
-            fired = {(r["window"], r["channel"], r["segment"])
-                     for r in in_stream_alerts(service) if r["state"] == "fired"}
+            fired = {
+                (r["window"], r["channel"], r["segment"])
+                for r in in_stream_alerts(service)
+                if r["state"] == "fired"
+            }
             # All channels together may also have fired and resolved already (a dip of a
             # few points is a significant drop one window, normal the next).
             assert active <= fired and {c for _, c, _ in fired} <= {DROPPED, "__all__"}, fired
             page.shows(active, "now", during["stream_time"])
-            first = driver.find_element(By.CSS_SELECTOR,
-                                        f'#alerts li.alert[data-channel="{DROPPED}"]')
+            first = driver.find_element(
+                By.CSS_SELECTOR, f'#alerts li.alert[data-channel="{DROPPED}"]'
+            )
             assert "vs baseline" in first.text
             page.screenshot("during")
 
@@ -224,8 +299,11 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
             after = api(service)
             assert after["alerts"] == []
             assert all(drop_gauges(service)[series] == 0.0 for series in active)
-            resolved = {(r["window"], r["channel"], r["segment"])
-                        for r in in_stream_alerts(service) if r["state"] == "resolved"}
+            resolved = {
+                (r["window"], r["channel"], r["segment"])
+                for r in in_stream_alerts(service)
+                if r["state"] == "resolved"
+            }
             assert resolved == fired
             page.shows(set(), "over", after["stream_time"])
             page.screenshot("after")
@@ -238,32 +316,41 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
             ticks = json.loads(chart.get_attribute("data-x-ticks"))
             assert len(ticks) >= 3 and set(ticks) <= minutes, (ticks, sorted(minutes))
             assert json.loads(chart.get_attribute("data-bands")) == after["bands"]["campaign"]
-            filling = next((w for w in after["windows"] if w["current"] and not w["closed"]),
-                           None)
+            filling = next((w for w in after["windows"] if w["current"] and not w["closed"]), None)
             assert chart.get_attribute("data-filling") == (
-                filling["window_start"] if filling else "")
+                filling["window_start"] if filling else ""
+            )
 
             # A hovered value: the legend shows the window under the cursor and its rate.
             over = chart.find_element(By.CSS_SELECTOR, ".u-over")
             ActionChains(driver).move_to_element_with_offset(
-                over, -over.size["width"] // 4, 0).perform()
-            legend = {row.find_element(By.CSS_SELECTOR, ".u-label").text:
-                      row.find_element(By.CSS_SELECTOR, ".u-value").text
-                      for row in chart.find_elements(By.CSS_SELECTOR, ".u-legend .u-series")}
+                over, -over.size["width"] // 4, 0
+            ).perform()
+            legend = {
+                row.find_element(By.CSS_SELECTOR, ".u-label").text: row.find_element(
+                    By.CSS_SELECTOR, ".u-value"
+                ).text
+                for row in chart.find_elements(By.CSS_SELECTOR, ".u-legend .u-series")
+            }
             hovered = legend["window (event time)"]
             document = api(service)
-            window = next(w for w in document["windows"]
-                          if w["window_start"][:16].replace("T", " ") + " UTC" == hovered)
-            row = next(r for r in window["rows"]
-                       if r["channel"] == DROPPED and r["segment"] == "__all__")
+            window = next(
+                w
+                for w in document["windows"]
+                if w["window_start"][:16].replace("T", " ") + " UTC" == hovered
+            )
+            row = next(
+                r for r in window["rows"] if r["channel"] == DROPPED and r["segment"] == "__all__"
+            )
             shown = float(legend[DROPPED].removesuffix(" %"))
             assert abs(shown - 100 * row["rate"]) <= 0.05 + 1e-9, (legend, row)
 
             # uPlot under the page's Content-Security-Policy: only the page's scripts, no
             # report of anything blocked.
             base = f"http://127.0.0.1:{service.web_port}"
-            assert [s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")
-                    ] == [f"{base}/static/uPlot.iife.min.js", f"{base}/static/app.js"]
+            assert [
+                s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")
+            ] == [f"{base}/static/uPlot.iife.min.js", f"{base}/static/app.js"]
             assert csp_reports(driver) == []
         finally:
             driver.quit()

@@ -52,8 +52,14 @@ WORKER_ENV = {
 # Every duration in deploy/prometheus/rules, compressed.
 DURATIONS = {"1w": "40s", "1h": "20s", "15m": "3s", "10m": "10s", "5m": "5s", "2m": "3s"}
 # What Grafana would put in for the dashboard's variables (defaults; window as configured).
-VARIABLES = {"$__rate_interval": "15s", "$__range": "1m", "$__interval": "1s",
-             "$window": "2m", "$channel": ".*", "$segment": ALL}
+VARIABLES = {
+    "$__rate_interval": "15s",
+    "$__range": "1m",
+    "$__interval": "1s",
+    "$window": "2m",
+    "$channel": ".*",
+    "$segment": ALL,
+}
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/upsell.json"
 
 
@@ -61,9 +67,24 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/ups
 def simulator(service: Deployment) -> Iterator[subprocess.Popen[bytes]]:
     log = open(service.data_dir / f"{service.name}-simulator.log", "wb")
     process = subprocess.Popen(
-        [*CLI, "simulate", "--rate", str(RATE), "--count", str(OFFERS), "--seed", "5",
-         "--seconds-per-offer", "0.1", "--drop", f"{DROPPED}:{DROP_AFTER}:{FACTOR}"],
-        env=service.env(), stdout=log, stderr=subprocess.STDOUT)
+        [
+            *CLI,
+            "simulate",
+            "--rate",
+            str(RATE),
+            "--count",
+            str(OFFERS),
+            "--seed",
+            "5",
+            "--seconds-per-offer",
+            "0.1",
+            "--drop",
+            f"{DROPPED}:{DROP_AFTER}:{FACTOR}",
+        ],
+        env=service.env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield process
     finally:
@@ -78,14 +99,32 @@ def late_offer(service: Deployment) -> None:
     late-events counter (a dashboard panel) has a series."""
     ts = int(time.time() * 1000) - 3_600_000
     customer = f"late-{uuid.uuid4().hex[:8]}"
-    produce([(service.topics["offers"], customer.encode(), as_json({
-        "event_id": f"ev-{customer}", "offer_id": f"of-{customer}", "customer_id": customer,
-        "channel": "email", "segment": "smb", "ts": ts}))])
+    produce(
+        [
+            (
+                service.topics["offers"],
+                customer.encode(),
+                as_json(
+                    {
+                        "event_id": f"ev-{customer}",
+                        "offer_id": f"of-{customer}",
+                        "customer_id": customer,
+                        "channel": "email",
+                        "segment": "smb",
+                        "ts": ts,
+                    }
+                ),
+            )
+        ]
+    )
 
 
 def firing_with_channel(server: Prometheus) -> set[tuple[str, str]]:
-    return {(a["labels"]["alertname"], a["labels"]["channel"]) for a in server.alerts()
-            if a["state"] == "firing" and "channel" in a["labels"]}
+    return {
+        (a["labels"]["alertname"], a["labels"]["channel"])
+        for a in server.alerts()
+        if a["state"] == "firing" and "channel" in a["labels"]
+    }
 
 
 def dashboard_queries() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -97,8 +136,11 @@ def dashboard_queries() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
             text = text.replace(name, VARIABLES[name])
         return text
 
-    panels = [(p["title"], substitute(t["expr"])) for p in dashboard["panels"]
-              for t in p.get("targets", [])]
+    panels = [
+        (p["title"], substitute(t["expr"]))
+        for p in dashboard["panels"]
+        for t in p.get("targets", [])
+    ]
     variables = []
     for variable in dashboard["templating"]["list"]:
         inner = variable["definition"].removeprefix("label_values(").removesuffix(")")
@@ -111,7 +153,7 @@ _KEY = f'{{channel="{DROPPED}",segment="{ALL}"}}'
 TRACE = {
     "rate": "channel_segment:upsell_conversions_per_offers_presented:ratio_rate1h" + _KEY,
     "baseline": "channel_segment:upsell_conversions_per_offers_presented:ratio_rate1h_offset1w"
-                + _KEY,
+    + _KEY,
     "z": "channel_segment:upsell_conversion_drop:zscore1h" + _KEY,
     "offers": 'sum(upsell_offers_presented_total{channel="__all__",segment="__all__"})',
     "read/s": "sum(rate(upsell_events_processed_total[5s]))",
@@ -131,17 +173,21 @@ def in_stream_alerts(service: Deployment) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in read_topic(service.topics["alerts"], timeout=2)]
 
 
-def test_a_channel_drop_alerts_in_prometheus_and_in_stream_and_nowhere_else(
-        data_dir: Path) -> None:
+def test_a_channel_drop_alerts_in_prometheus_and_in_stream_and_nowhere_else(data_dir: Path) -> None:
     started = time.monotonic()
     with deployment(data_dir, partitions=2, extra_env=WORKER_ENV) as service:
         assert service.cli("topics", "create").returncode == 0
         port = service.start_worker()
-        with prometheus(data_dir / "prometheus", [f"127.0.0.1:{port}"], DURATIONS) as server, \
-                simulator(service) as sim:
+        with (
+            prometheus(data_dir / "prometheus", [f"127.0.0.1:{port}"], DURATIONS) as server,
+            simulator(service) as sim,
+        ):
             wait_until(server.targets_up, 30, "prometheus to scrape the worker")
-            wait_until(lambda: server.query("upsell_offers_presented_total"), 60,
-                       "the first offers in prometheus")
+            wait_until(
+                lambda: server.query("upsell_offers_presented_total"),
+                60,
+                "the first offers in prometheus",
+            )
             late_offer(service)
             seen: set[tuple[str, str]] = set()
             trace: list[str] = []
@@ -179,11 +225,13 @@ def test_a_channel_drop_alerts_in_prometheus_and_in_stream_and_nowhere_else(
 
             def in_stream_fired() -> list[dict[str, Any]]:
                 seen.update(firing_with_channel(server))
-                return [r for r in in_stream_alerts(service)
-                        if r["state"] == "fired" and r["channel"] == DROPPED]
+                return [
+                    r
+                    for r in in_stream_alerts(service)
+                    if r["state"] == "fired" and r["channel"] == DROPPED
+                ]
 
-            fired = wait_until(in_stream_fired, 120, f"an in-stream alert for {DROPPED}",
-                               every=1)
+            fired = wait_until(in_stream_fired, 120, f"an in-stream alert for {DROPPED}", every=1)
             # Keep watching a few seconds more for alerts on other channels.
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
@@ -197,5 +245,4 @@ def test_a_channel_drop_alerts_in_prometheus_and_in_stream_and_nowhere_else(
     assert first["observed_rate"] < first["baseline_rate"] * 0.7
     assert first["p_value"] < 0.00001 and first["z"] < 0
     assert first["observed_offers"] >= 100 and first["baseline_offers"] >= 100
-    print(f"UpsellRateDrop firing {fired_after:.0f} s after start; in-stream: "
-          f"{first['reason']}")
+    print(f"UpsellRateDrop firing {fired_after:.0f} s after start; in-stream: {first['reason']}")

@@ -46,8 +46,9 @@ def gauges_of_window(samples: dict[Any, float], label: str) -> int:
 
 
 def api(service: Deployment, **query: str) -> dict[str, Any]:
-    response = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates", params=query,
-                            timeout=10)
+    response = requests.get(
+        f"http://127.0.0.1:{service.web_port}/api/rates", params=query, timeout=10
+    )
     response.raise_for_status()
     document: dict[str, Any] = response.json()
     return document
@@ -59,20 +60,42 @@ def test_api_equals_metrics_and_output_records(data_dir: Path) -> None:
         service.start_worker()
         feed(service)
         samples = service.metrics()
-        bad = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
-                           params={"view": "channel_segment", "colour": "red"}, timeout=10)
+        bad = requests.get(
+            f"http://127.0.0.1:{service.web_port}/api/rates",
+            params={"view": "channel_segment", "colour": "red"},
+            timeout=10,
+        )
         assert bad.status_code == 400 and "colour" in bad.json()["error"]
-        assert requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
-                            params={"window": "7m"}, timeout=10).status_code == 400
-        for query in ({"windows": "\u00b2"}, {"windows": "-1"}, {"windows": ""},
-                      {"windows": "9" * 5000}, {"view": "<b>"}):
-            answer = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates",
-                                  params=query, timeout=10)
+        assert (
+            requests.get(
+                f"http://127.0.0.1:{service.web_port}/api/rates",
+                params={"window": "7m"},
+                timeout=10,
+            ).status_code
+            == 400
+        )
+        for query in (
+            {"windows": "\u00b2"},
+            {"windows": "-1"},
+            {"windows": ""},
+            {"windows": "9" * 5000},
+            {"view": "<b>"},
+        ):
+            answer = requests.get(
+                f"http://127.0.0.1:{service.web_port}/api/rates", params=query, timeout=10
+            )
             assert answer.status_code == 400, (query, answer.text)
             assert "\n" not in answer.json()["error"]
         # Faust's own pages (tables' contents, the cluster's routes, internals) are off.
-        for path in ("/table/", "/table/partition-state/", "/router/", "/graph/",
-                     "/performance/", "/stats/", "/assignment/"):
+        for path in (
+            "/table/",
+            "/table/partition-state/",
+            "/router/",
+            "/graph/",
+            "/performance/",
+            "/stats/",
+            "/assignment/",
+        ):
             answer = requests.get(f"http://127.0.0.1:{service.web_port}{path}", timeout=10)
             assert answer.status_code == 404, (path, answer.status_code, answer.text[:200])
 
@@ -81,8 +104,9 @@ def test_api_equals_metrics_and_output_records(data_dir: Path) -> None:
         current = next(w for w in rates["windows"] if w["current"])
         assert current["window_start"] == "2026-11-22T10:00:00.000Z"
         for row in current["rows"]:
-            labels = frozenset({("channel", row["channel"]), ("segment", row["segment"]),
-                                ("window", "1h")})
+            labels = frozenset(
+                {("channel", row["channel"]), ("segment", row["segment"]), ("window", "1h")}
+            )
             assert samples[("upsell_window_offers", labels)] == row["offers"]
             assert samples[("upsell_window_conversions", labels)] == row["conversions"]
             assert samples[("upsell_rate", labels)] == row["rate"]
@@ -90,9 +114,13 @@ def test_api_equals_metrics_and_output_records(data_dir: Path) -> None:
         assert len(current["rows"]) == gauges_of_window(samples, "1h")
         purchases = api(service, view="purchases", window="1h")
         for row in next(w for w in purchases["windows"] if w["current"])["rows"]:
-            purchase_labels = frozenset({("loyalty", row["loyalty"]),
-                                         ("product_line", row["product_line"]),
-                                         ("window", "1h")})
+            purchase_labels = frozenset(
+                {
+                    ("loyalty", row["loyalty"]),
+                    ("product_line", row["product_line"]),
+                    ("window", "1h"),
+                }
+            )
             gauge = samples.get(("upsell_transaction_rate", purchase_labels))
             assert gauge == row["transaction_rate"]
 
@@ -100,20 +128,27 @@ def test_api_equals_metrics_and_output_records(data_dir: Path) -> None:
         rates_records = latest_by_key(read_topic(service.topics["rates"]))
         kpi_records = latest_by_key(read_topic(service.topics["kpis"]))
         compared = 0
-        for view, records in (("channel_segment", rates_records), ("campaign", kpi_records),
-                              ("purchases", kpi_records)):
+        for view, records in (
+            ("channel_segment", rates_records),
+            ("campaign", kpi_records),
+            ("purchases", kpi_records),
+        ):
             document = api(service, view=view, window="5m")
-            closed = next(w for w in document["windows"]
-                          if w["window_start"] == "2026-11-22T10:00:00.000Z")
+            closed = next(
+                w for w in document["windows"] if w["window_start"] == "2026-11-22T10:00:00.000Z"
+            )
             assert closed["closed"] and not closed["current"]
             for row in closed["rows"]:
                 first, second = (row[d] for d in document["dimensions"])
                 key = f"5m|2026-11-22T10:00:00.000Z|{first}|{second}"
                 record = records[key if view == "channel_segment" else f"{view}|{key}"]
                 assert record["final"] is False
-                assert {k: v for k, v in record.items()
-                        if k not in ("emitted_at", "final", "view", "window", "window_start",
-                                     "window_end")} == row
+                assert {
+                    k: v
+                    for k, v in record.items()
+                    if k
+                    not in ("emitted_at", "final", "view", "window", "window_start", "window_end")
+                } == row
                 compared += 1
         assert compared > 20
 
@@ -125,12 +160,21 @@ def browser() -> Any:
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     # The console, to see that the Content-Security-Policy blocks nothing of the page.
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1300,1900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1300,1900",
+    ):
         options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver")
-                                      or "/usr/bin/chromedriver")
+    service = webdriver.ChromeService(
+        executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    )
     return webdriver.Chrome(options=options, service=service)
 
 
@@ -147,30 +191,47 @@ def test_live_page_in_a_real_browser_shows_the_metrics(data_dir: Path) -> None:
             # The current window, which the gauges of /metrics are about (by default the
             # page shows the last closed one).
             driver.get(f"http://127.0.0.1:{service.web_port}/?window=1h&show=current")
-            wait_until(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute(
-                "data-ready") == "true", 30, "the page to draw its first data")
+            wait_until(
+                lambda: (
+                    driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+                ),
+                30,
+                "the page to draw its first data",
+            )
             cells = driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]")
             assert len(cells) == gauges_of_window(samples, "1h")
             for cell in cells:
-                labels = frozenset({("channel", cell.get_attribute("data-channel")),
-                                    ("segment", cell.get_attribute("data-segment")),
-                                    ("window", "1h")})
+                labels = frozenset(
+                    {
+                        ("channel", cell.get_attribute("data-channel")),
+                        ("segment", cell.get_attribute("data-segment")),
+                        ("window", "1h"),
+                    }
+                )
                 assert float(cell.get_attribute("data-rate")) == samples[("upsell_rate", labels)]
-            tiles = {t.get_attribute("data-kpi"): t.get_attribute("data-value")
-                     for t in driver.find_elements(By.CSS_SELECTOR, "#tiles .tile")}
-            everything = frozenset({("channel", "__all__"), ("segment", "__all__"),
-                                    ("window", "1h")})
+            tiles = {
+                t.get_attribute("data-kpi"): t.get_attribute("data-value")
+                for t in driver.find_elements(By.CSS_SELECTOR, "#tiles .tile")
+            }
+            everything = frozenset(
+                {("channel", "__all__"), ("segment", "__all__"), ("window", "1h")}
+            )
             assert float(tiles["rate"]) == samples[("upsell_rate", everything)]
             assert float(tiles["customer_rate"]) == samples[("upsell_customer_rate", everything)]
-            all_purchases = frozenset({("loyalty", "__all__"), ("product_line", "__all__"),
-                                       ("window", "1h")})
-            members = frozenset({("loyalty", "member"), ("product_line", "__all__"),
-                                 ("window", "1h")})
-            assert float(tiles["transaction_rate"]) == samples[
-                ("upsell_transaction_rate", all_purchases)]
+            all_purchases = frozenset(
+                {("loyalty", "__all__"), ("product_line", "__all__"), ("window", "1h")}
+            )
+            members = frozenset(
+                {("loyalty", "member"), ("product_line", "__all__"), ("window", "1h")}
+            )
+            assert (
+                float(tiles["transaction_rate"])
+                == samples[("upsell_transaction_rate", all_purchases)]
+            )
             assert float(tiles["loyalty_rate"]) == samples[("upsell_transaction_rate", members)]
             assert float(tiles["aov_uplift"]) == pytest.approx(
-                samples[("upsell_aov_uplift", all_purchases)])
+                samples[("upsell_aov_uplift", all_purchases)]
+            )
             for chart in ("chart-channel", "chart-campaign", "chart-product"):
                 drawn = driver.find_element(By.ID, chart)
                 assert int(drawn.get_attribute("data-series")) > 1, chart
@@ -189,25 +250,31 @@ TITLE = "upsell-stream · live upsell rates"
 CHANNEL = """<img src=x onerror="document.title='PWNED'">"""
 SEGMENT = "<script>window.pwned=1</script>"
 CAMPAIGN_TYPE = """"><svg onload="window.pwned=2"><img src=x onerror="window.pwned=3">"""
-PRODUCT_LINE = "<b>bold</b> &amp; <iframe src=\"javascript:window.pwned=4\"></iframe>"
+PRODUCT_LINE = '<b>bold</b> &amp; <iframe src="javascript:window.pwned=4"></iframe>'
 HOSTILE_OFFERS = [
     Offer("h1", "cH1", CHANNEL, SEGMENT, CAMPAIGN_TYPE, PRODUCT_LINE, at(1)),
     Offer("h2", "cH2", CHANNEL, "smb", CAMPAIGN_TYPE, "pro", at(2)),
     Offer("h3", "cH3", "email", SEGMENT, "email_offer", PRODUCT_LINE, at(3)),
 ]
-HOSTILE_PURCHASE = Purchase("hp1", "cH1", at(4), 25.0, True,
-                            {"offer_id": "h1", "product_line": PRODUCT_LINE})
+HOSTILE_PURCHASE = Purchase(
+    "hp1", "cH1", at(4), 25.0, True, {"offer_id": "h1", "product_line": PRODUCT_LINE}
+)
 
 
 def security_headers_of(url: str) -> dict[str, str]:
     headers = requests.get(url, timeout=10).headers
-    return {name: headers.get(name, "") for name in
-            ("Content-Security-Policy", "X-Content-Type-Options")}
+    return {
+        name: headers.get(name, "")
+        for name in ("Content-Security-Policy", "X-Content-Type-Options")
+    }
 
 
 def csp_reports(driver: Any) -> list[str]:
-    return [entry["message"] for entry in driver.get_log("browser")
-            if "Content Security Policy" in entry["message"]]
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
 
 
 def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -> None:
@@ -220,8 +287,14 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
         phase(service, [o.message(offers) for o in HOSTILE_OFFERS])
         phase(service, [HOSTILE_PURCHASE.message(purchases)])
         base = f"http://127.0.0.1:{service.web_port}"
-        for path in ("/", "/static/app.js", "/static/style.css", "/static/uPlot.iife.min.js",
-                     "/static/uPlot.min.css", "/api/rates"):
+        for path in (
+            "/",
+            "/static/app.js",
+            "/static/style.css",
+            "/static/uPlot.iife.min.js",
+            "/static/uPlot.min.css",
+            "/api/rates",
+        ):
             headers = security_headers_of(base + path)
             assert "script-src 'self'" in headers["Content-Security-Policy"], path
             assert "object-src 'none'" in headers["Content-Security-Policy"], path
@@ -229,8 +302,11 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
         driver = browser()
         try:
             driver.get(f"{base}/?window=1h&show=current")
-            wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]"),
-                       30, "the page to draw the grid")
+            wait_until(
+                lambda: driver.find_elements(By.CSS_SELECTOR, "#grid td[data-channel]"),
+                30,
+                "the page to draw the grid",
+            )
 
             def text(node: Any) -> str:
                 return str(node.get_property("textContent"))
@@ -239,20 +315,25 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
             grid = driver.find_element(By.ID, "grid")
             assert CHANNEL in [text(th) for th in grid.find_elements(By.CSS_SELECTOR, "tbody th")]
             assert SEGMENT in [text(th) for th in grid.find_elements(By.CSS_SELECTOR, "thead th")]
-            cells = {(c.get_attribute("data-channel"), c.get_attribute("data-segment")):
-                     c.get_attribute("data-rate")
-                     for c in grid.find_elements(By.CSS_SELECTOR, "td[data-channel]")}
+            cells = {
+                (c.get_attribute("data-channel"), c.get_attribute("data-segment")): c.get_attribute(
+                    "data-rate"
+                )
+                for c in grid.find_elements(By.CSS_SELECTOR, "td[data-channel]")
+            }
             assert float(cells[(CHANNEL, SEGMENT)]) == 1.0  # h1, converted by hp1
             assert float(cells[(CHANNEL, "smb")]) == 0.0
             # Charts' legends (uPlot's): the campaign types, product lines and channels.
-            for chart, name in (("chart-channel", CHANNEL), ("chart-campaign", CAMPAIGN_TYPE),
-                                ("chart-product", PRODUCT_LINE)):
+            for chart, name in (
+                ("chart-channel", CHANNEL),
+                ("chart-campaign", CAMPAIGN_TYPE),
+                ("chart-product", PRODUCT_LINE),
+            ):
                 legend = driver.find_elements(By.CSS_SELECTOR, f"#{chart} .u-legend .u-label")
                 assert name in [text(label) for label in legend], chart
             # The purchases table: the product line in its cell.
             rows = driver.find_elements(By.CSS_SELECTOR, "#purchases tbody tr")
-            assert PRODUCT_LINE in [text(row.find_elements(By.TAG_NAME, "td")[1])
-                                    for row in rows]
+            assert PRODUCT_LINE in [text(row.find_elements(By.TAG_NAME, "td")[1]) for row in rows]
 
             # Nothing parsed, nothing run.
             assert driver.title == TITLE
@@ -262,8 +343,9 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
             # No svg (the charts are canvases), and nothing has a handler.
             assert driver.find_elements(By.CSS_SELECTOR, "svg") == []
             assert driver.find_elements(By.CSS_SELECTOR, "[onerror], [onload]") == []
-            assert [s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")
-                    ] == [f"{base}/static/uPlot.iife.min.js", f"{base}/static/app.js"]
+            assert [
+                s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")
+            ] == [f"{base}/static/uPlot.iife.min.js", f"{base}/static/app.js"]
             assert csp_reports(driver) == []
         finally:
             driver.quit()
@@ -286,27 +368,34 @@ def test_a_rate_drop_shows_on_the_alert_panel(data_dir: Path) -> None:
         assert service.cli("topics", "create").returncode == 0
         service.start_worker()
         with simulator(service) as sim:
+
             def dropped_in_api() -> list[dict[str, Any]]:
                 assert sim.poll() in (None, 0), "the simulator failed"
                 return [a for a in alerts_in_api(service) if a["channel"] == DROPPED]
 
-            wait_until(dropped_in_api, 420, f"an active alert for {DROPPED} in /api/rates",
-                       every=1)
+            wait_until(dropped_in_api, 420, f"an active alert for {DROPPED} in /api/rates", every=1)
             driver = browser()
             try:
                 driver.get(f"http://127.0.0.1:{service.web_port}/")
 
                 def panel_equals_api() -> set[tuple[str, str, str]] | None:
-                    shown = {(li.get_attribute("data-window"), li.get_attribute("data-channel"),
-                              li.get_attribute("data-segment"))
-                             for li in driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")}
-                    listed = {(a["window"], a["channel"], a["segment"])
-                              for a in alerts_in_api(service)}
+                    shown = {
+                        (
+                            li.get_attribute("data-window"),
+                            li.get_attribute("data-channel"),
+                            li.get_attribute("data-segment"),
+                        )
+                        for li in driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
+                    }
+                    listed = {
+                        (a["window"], a["channel"], a["segment"]) for a in alerts_in_api(service)
+                    }
                     return shown if shown and shown == listed else None
 
                 shown = wait_until(panel_equals_api, 60, "the alert panel to show the API's")
-                first = driver.find_element(By.CSS_SELECTOR,
-                                            f'#alerts li.alert[data-channel="{DROPPED}"]')
+                first = driver.find_element(
+                    By.CSS_SELECTOR, f'#alerts li.alert[data-channel="{DROPPED}"]'
+                )
                 assert first.find_element(By.TAG_NAME, "b").text.startswith(f"{DROPPED} / ")
                 assert "vs baseline" in first.text
                 assert csp_reports(driver) == []
@@ -339,13 +428,17 @@ def _run_demo(env: dict[str, str], log: Path, web: int) -> str:
     """One `upsell-stream demo` until it serves rates and describes its data, then Ctrl-C;
     its output."""
     with log.open("wb") as out:
-        demo = subprocess.Popen([*CLI, "demo"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        demo = subprocess.Popen(
+            [*CLI, "demo"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         page = wait_until(lambda: _get(f"http://127.0.0.1:{web}/"), 240, "the demo's page")
         assert "upsell-stream" in page
-        rates = wait_until(lambda: _rates_with_events(web), 120,
-                           "the demo's description and its first events in the API")
+        rates = wait_until(
+            lambda: _rates_with_events(web),
+            120,
+            "the demo's description and its first events in the API",
+        )
         described = rates["source"]
         assert described["kind"] == "simulated" and described["drop"]["channel"] == "email"
         assert _processes_mentioning(env["UPSELL_DATA_DIR"])  # the broker runs
@@ -361,9 +454,13 @@ def _run_demo(env: dict[str, str], log: Path, web: int) -> str:
 def test_demo_shows_the_page_resumes_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     port, web = free_port(), free_port()
     data = tmp_path / "demo-data"
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-           "UPSELL_DATA_DIR": str(data), "UPSELL_WEB_PORT": str(web),
-           "UPSELL_APP_ID": "demo-test"}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+        "UPSELL_DATA_DIR": str(data),
+        "UPSELL_WEB_PORT": str(web),
+        "UPSELL_APP_ID": "demo-test",
+    }
     first = _run_demo(env, tmp_path / "first.log", web)
     assert "starting clean (no previous demo data)" in first
     assert "serving rates" in first and "(clean start)" in first

@@ -15,8 +15,10 @@ from tests.e2e.harness import BROKER, Deployment, deployment, wait_until
 # Faust reads both from the environment itself (faust/types/settings/settings.py).
 STALL_TIMEOUT_S = 5
 LOOK_INTERVAL_S = 1.0  # Faust looks every 2.5 x broker_commit_interval
-LIVENESS = {"STREAM_PROCESSING_TIMEOUT": str(STALL_TIMEOUT_S),
-            "BROKER_COMMIT_INTERVAL": str(LOOK_INTERVAL_S / 2.5)}
+LIVENESS = {
+    "STREAM_PROCESSING_TIMEOUT": str(STALL_TIMEOUT_S),
+    "BROKER_COMMIT_INTERVAL": str(LOOK_INTERVAL_S / 2.5),
+}
 RUN_S = 60
 
 
@@ -38,16 +40,28 @@ def test_a_healthy_worker_at_the_demo_rate_logs_no_error(data_dir: Path) -> None
         _join_a_group(service)
         service.start_worker()
         truth_file = service.data_dir / f"{service.name}-truth.json"
-        simulated = service.cli("simulate", "--rate", str(DEMO_RATE), "--duration",
-                                str(RUN_S), "--seed", "7", "--truth-file", str(truth_file),
-                                timeout=RUN_S * 5)
+        simulated = service.cli(
+            "simulate",
+            "--rate",
+            str(DEMO_RATE),
+            "--duration",
+            str(RUN_S),
+            "--seed",
+            "7",
+            "--truth-file",
+            str(truth_file),
+            timeout=RUN_S * 5,
+        )
         assert simulated.returncode == 0, simulated.stderr
         truth: dict[str, Any] = json.loads(truth_file.read_text())
         service.wait_caught_up(timeout=300)
         # Healthy indeed: every offer sent was counted.
-        offers = service.metrics()[("upsell_offers_presented_total",
-                                    frozenset({("channel", "__all__"),
-                                               ("segment", "__all__")}))]
+        offers = service.metrics()[
+            (
+                "upsell_offers_presented_total",
+                frozenset({("channel", "__all__"), ("segment", "__all__")}),
+            )
+        ]
         assert offers == sum(truth["offers_presented"].values())
         log_file = service.data_dir / f"{service.name}-worker-0.log"
         service.stop_all()
@@ -61,10 +75,17 @@ def _join_a_group(service: Deployment) -> None:
     """Until a consumer group has joined on the broker. A broker that has never served a
     group creates its offsets topic at the first request; meanwhile aiokafka logs ERRORs
     ("GroupCoordinatorNotAvailableError") that have nothing to do with liveness."""
-    consumer = KafkaConsumer(service.topics["offers"], bootstrap_servers=BROKER,
-                             group_id=f"{service.name}-warm-up", enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        service.topics["offers"],
+        bootstrap_servers=BROKER,
+        group_id=f"{service.name}-warm-up",
+        enable_auto_commit=False,
+    )
     try:
-        wait_until(lambda: consumer.poll(timeout_ms=500) is not None and consumer.assignment(),
-                   120, "a consumer group to join")
+        wait_until(
+            lambda: consumer.poll(timeout_ms=500) is not None and consumer.assignment(),
+            120,
+            "a consumer group to join",
+        )
     finally:
         consumer.close()

@@ -34,8 +34,9 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "stream_app
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def java_processes_naming(path: Path) -> list[int]:
@@ -49,8 +50,12 @@ def java_processes_naming(path: Path) -> list[int]:
             state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
         except (OSError, IndexError):
             continue
-        if state != "Z" and args and args[0].endswith(b"java") and \
-                any(str(path).encode() in arg for arg in args):
+        if (
+            state != "Z"
+            and args
+            and args[0].endswith(b"java")
+            and any(str(path).encode() in arg for arg in args)
+        ):
             found.append(int(entry.name))
     return found
 
@@ -58,8 +63,11 @@ def java_processes_naming(path: Path) -> list[int]:
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     data_dir = tmp_path.resolve()
-    environment = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": ADDRESS,
-                   "UPSELL_DATA_DIR": str(data_dir)}
+    environment = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": ADDRESS,
+        "UPSELL_DATA_DIR": str(data_dir),
+    }
     try:
         yield environment
     finally:
@@ -106,8 +114,9 @@ def test_start_status_topics_produce_consume_stop(env: dict[str, str]) -> None:
     for spec in specs:
         assert len(described[spec.name]["partitions"]) == spec.partitions, spec.name
         assert policies[spec.name] == spec.config.get("cleanup.policy", "delete"), spec.name
-        assert {len(partition["replica_nodes"]) for partition
-                in described[spec.name]["partitions"]} == {1}, spec.name
+        assert {
+            len(partition["replica_nodes"]) for partition in described[spec.name]["partitions"]
+        } == {1}, spec.name
         assert configs[spec.name]["min.insync.replicas"] == "1", spec.name
     assert len(described[settings.topic_partials]["partitions"]) == 1
     assert policies[settings.topic_rates] == "compact"
@@ -166,7 +175,8 @@ def test_topics_create_without_a_broker_says_so_in_one_line(tmp_path: Path) -> N
 
 
 def test_a_cluster_of_three_brokers_starts_restarts_a_lost_one_and_stops(
-        env: dict[str, str]) -> None:
+    env: dict[str, str],
+) -> None:
     first_port = free_port_run(6)
     env = {**env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{first_port}"}
     data_dir = Path(env["UPSELL_DATA_DIR"])
@@ -195,9 +205,10 @@ def test_a_cluster_of_three_brokers_starts_restarts_a_lost_one_and_stops(
         configs = topic_configs(admin, names, ["min.insync.replicas"])
     finally:
         admin.close()
-    assert {topic["name"]: {len(partition["replica_nodes"]) for partition
-                            in topic["partitions"]} for topic in described} == {
-        name: {3} for name in names}
+    assert {
+        topic["name"]: {len(partition["replica_nodes"]) for partition in topic["partitions"]}
+        for topic in described
+    } == {name: {3} for name in names}
     assert configs == {name: {"min.insync.replicas": "2"} for name in names}
 
     lost = int((data_dir / "kafka" / "node-3" / "broker.pid").read_text())

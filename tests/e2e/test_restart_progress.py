@@ -40,8 +40,11 @@ def test_a_restarted_worker_tells_its_recovery_until_it_serves(data_dir: Path) -
         created = service.cli("topics", "create")
         assert created.returncode == 0, created.stderr
         service.start_worker()
-        truth = Simulator(service, ("--count", str(OFFERS), "--seed", "5", "--rate", "0")
-                          ).start().join()
+        truth = (
+            Simulator(service, ("--count", str(OFFERS), "--seed", "5", "--rate", "0"))
+            .start()
+            .join()
+        )
         service.wait_caught_up(timeout=300)
         before = counts(service.metrics())
         service.stop_worker()
@@ -69,6 +72,8 @@ def test_a_restarted_worker_tells_its_recovery_until_it_serves(data_dir: Path) -
 
         started = time.monotonic()
         wait_until(served, 300, "the restarted worker serving its restored state", every=0.05)
-        print(f"\nserving {time.monotonic() - started:.1f} s after the restart; "
-              f"{seen['recovering']} recovering answers seen")
+        print(
+            f"\nserving {time.monotonic() - started:.1f} s after the restart; "
+            f"{seen['recovering']} recovering answers seen"
+        )
         assert_matches_truth(service, truth)

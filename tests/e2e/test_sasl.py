@@ -23,11 +23,13 @@ USER = "upsell-app"
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnBroker]:
     """A local broker of its own whose only client listener is SASL_PLAINTEXT."""
-    with own_broker(tmp_path_factory.mktemp("sasl-broker"),
-                    KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
-                    KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
-                    KAFKA_SASL_USERNAME=USER,
-                    KAFKA_SASL_PASSWORD=f"pw-{secrets.token_hex(12)}") as broker:
+    with own_broker(
+        tmp_path_factory.mktemp("sasl-broker"),
+        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
+        KAFKA_SASL_USERNAME=USER,
+        KAFKA_SASL_PASSWORD=f"pw-{secrets.token_hex(12)}",
+    ) as broker:
         yield broker
 
 
@@ -48,7 +50,8 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def test_everything_works_over_sasl_and_the_password_shows_nowhere(
-        sasl_broker: OwnBroker, tmp_path: Path) -> None:
+    sasl_broker: OwnBroker, tmp_path: Path
+) -> None:
     env = sasl_broker.env
     password = env["KAFKA_SASL_PASSWORD"]
     assert "UPSELL_WEB_HOST" not in os.environ, "the loopback default is what is checked"
@@ -59,14 +62,18 @@ def test_everything_works_over_sasl_and_the_password_shows_nowhere(
         assert created.returncode == 0, created.stderr
         port = service.start_worker()
         truth_file = tmp_path / "truth.json"
-        simulated = service.cli("simulate", "--count", "400", "--seed", "5",
-                                "--truth-file", str(truth_file))
+        simulated = service.cli(
+            "simulate", "--count", "400", "--seed", "5", "--truth-file", str(truth_file)
+        )
         seen += [simulated.stdout, simulated.stderr]
         assert simulated.returncode == 0, simulated.stderr
         truth = json.loads(truth_file.read_text())
         offers = sum(truth["offers_presented"].values())
-        wait_until(lambda: offers_counted(service.metrics()) == offers, 180,
-                   "the worker to count every offer over SASL")
+        wait_until(
+            lambda: offers_counted(service.metrics()) == offers,
+            180,
+            "the worker to count every offer over SASL",
+        )
 
         # The web server listens on loopback only, unless UPSELL_WEB_HOST says otherwise.
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, little-endian hex

@@ -51,6 +51,7 @@ def owned(port: int) -> list[int]:
 
 def wait_owned_by(service: Deployment, ports: list[int]) -> dict[int, list[int]]:
     """Until the partitions are split over exactly these workers, each owning some."""
+
     def split() -> dict[int, list[int]] | None:
         shares = {port: owned(port) for port in ports}
         every = sorted(p for share in shares.values() for p in share)
@@ -64,8 +65,10 @@ def wait_owned_by(service: Deployment, ports: list[int]) -> dict[int, list[int]]
 
 def test_two_then_three_workers_equal_one(data_dir: Path) -> None:
     began = time.monotonic()
-    with deployment(data_dir, extra_env=ENV, partitions=PARTITIONS) as group, \
-            deployment(data_dir, extra_env=ENV, partitions=PARTITIONS) as alone:
+    with (
+        deployment(data_dir, extra_env=ENV, partitions=PARTITIONS) as group,
+        deployment(data_dir, extra_env=ENV, partitions=PARTITIONS) as alone,
+    ):
         for service in (group, alone):
             assert service.cli("topics", "create").returncode == 0
         # One worker alone on the same stream, meanwhile: a backlog read at full speed.
@@ -97,12 +100,13 @@ def test_two_then_three_workers_equal_one(data_dir: Path) -> None:
         assert counts(group.metrics()) == counts(alone.metrics())
         for topic in ("rates", "kpis"):
             assert outputs(group.topics[topic]) == outputs(alone.topics[topic]), topic
-        print(f"\n{messages_sent(truth):,} messages; shares before/after the third worker "
-              f"{before} / {after}; {time.monotonic() - began:.0f} s")
+        print(
+            f"\n{messages_sent(truth):,} messages; shares before/after the third worker "
+            f"{before} / {after}; {time.monotonic() - began:.0f} s"
+        )
 
 
-def test_a_killed_worker_hands_its_partitions_over_and_the_sum_stays_exact(
-        data_dir: Path) -> None:
+def test_a_killed_worker_hands_its_partitions_over_and_the_sum_stays_exact(data_dir: Path) -> None:
     began = time.monotonic()
     with deployment(data_dir, extra_env=ENV, partitions=PARTITIONS) as group:
         assert group.cli("topics", "create").returncode == 0
@@ -123,10 +127,13 @@ def test_a_killed_worker_hands_its_partitions_over_and_the_sum_stays_exact(
         # The survivor alone now holds every partition, and the exact sum.
         wait_matches_truth(group, truth, timeout=60)
         assert offers_counted(worker_metrics(survivor_port)) == sum(
-            truth["offers_presented"].values())
-        print(f"\n{messages_sent(truth):,} messages; survivor had {shares[survivor_port]} and "
-              f"{share_before:.0f} of {total_before:.0f} offers before the kill, all after; "
-              f"{time.monotonic() - began:.0f} s")
+            truth["offers_presented"].values()
+        )
+        print(
+            f"\n{messages_sent(truth):,} messages; survivor had {shares[survivor_port]} and "
+            f"{share_before:.0f} of {total_before:.0f} offers before the kill, all after; "
+            f"{time.monotonic() - began:.0f} s"
+        )
 
 
 def test_workers_joining_and_leaving_keep_the_sum_exact(data_dir: Path) -> None:
@@ -155,5 +162,7 @@ def test_workers_joining_and_leaving_keep_the_sum_exact(data_dir: Path) -> None:
         truth = close_stream(group, truth)
         group.wait_caught_up(timeout=120)
         wait_matches_truth(group, truth, timeout=60)
-        print(f"\n{messages_sent(truth):,} messages; {moves} joins and leaves; "
-              f"{time.monotonic() - began:.0f} s")
+        print(
+            f"\n{messages_sent(truth):,} messages; {moves} joins and leaves; "
+            f"{time.monotonic() - began:.0f} s"
+        )

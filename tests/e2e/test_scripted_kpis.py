@@ -19,8 +19,10 @@ from tests.e2e.harness import Deployment, as_json, deployment, latest_by_key, re
 from tests.e2e.test_scripted_rates import SIZES, at, family, phase, rfc
 
 ALL, NONE = "__all__", "__none__"
-BANDS = {"campaign": [(0.20, "excellent"), (0.10, "good"), (0.05, "moderate"), (0.0, "low")],
-         "loyalty": [(0.25, "exceptional"), (0.15, "healthy"), (0.0, "low")]}
+BANDS = {
+    "campaign": [(0.20, "excellent"), (0.10, "good"), (0.05, "moderate"), (0.0, "low")],
+    "loyalty": [(0.25, "exceptional"), (0.15, "healthy"), (0.0, "low")],
+}
 
 
 @dataclass
@@ -36,9 +38,13 @@ class Offer:
 
     def message(self, topic: str) -> tuple[str, bytes, bytes]:
         body: dict[str, Any] = {
-            "event_id": f"ev-{self.offer_id}", "offer_id": self.offer_id,
-            "customer_id": self.customer, "channel": self.channel, "segment": self.segment,
-            "ts": rfc(self.ts)}
+            "event_id": f"ev-{self.offer_id}",
+            "offer_id": self.offer_id,
+            "customer_id": self.customer,
+            "channel": self.channel,
+            "segment": self.segment,
+            "ts": rfc(self.ts),
+        }
         if self.campaign_type is not None:
             body["campaign_type"] = self.campaign_type
         if self.product_line is not None:
@@ -60,9 +66,14 @@ class Purchase:
     late_for: tuple[str, ...] = ()
 
     def message(self, topic: str) -> tuple[str, bytes, bytes]:
-        body = {"event_id": self.event_id, "order_id": f"o-{self.event_id}",
-                "customer_id": self.customer, "ts": rfc(self.ts), "amount": self.amount,
-                **self.fields}
+        body = {
+            "event_id": self.event_id,
+            "order_id": f"o-{self.event_id}",
+            "customer_id": self.customer,
+            "ts": rfc(self.ts),
+            "amount": self.amount,
+            **self.fields,
+        }
         return (topic, self.customer.encode(), as_json(body))
 
     def key(self) -> tuple[str, str]:
@@ -72,33 +83,67 @@ class Purchase:
 
 
 OFFERS = [
-    Offer("a1", "cA", "email", "smb", "email_offer", "pro", at(0, 0) + timedelta(seconds=10),
-          converted_amount=50.0),
+    Offer(
+        "a1",
+        "cA",
+        "email",
+        "smb",
+        "email_offer",
+        "pro",
+        at(0, 0) + timedelta(seconds=10),
+        converted_amount=50.0,
+    ),
     Offer("a2", "cA", "sms", "smb", "limited_time", "pro", at(20 / 60)),
     Offer("a3", "cA", "email", "smb", "email_offer", "pro", at(30 / 60)),
-    Offer("b1", "cB", "email", "enterprise", "loyalty_upgrade", None, at(1),
-          converted_amount=120.5),
+    Offer(
+        "b1", "cB", "email", "enterprise", "loyalty_upgrade", None, at(1), converted_amount=120.5
+    ),
     Offer("c1", "cC", "push", "smb", None, "storage", at(1.5), converted_amount=30.0),
     Offer("d1", "cD", "email", "smb", "email_offer", "pro", at(2)),
 ]
 Z1 = Offer("z1", "cZ", "web", "consumer", "limited_time", "basic", at(30))
 FINAL = Offer("f1", "cF2", "web", "consumer", "limited_time", "basic", at(30, hours=2))
 PURCHASES = [
-    Purchase("pa1", "cA", at(40 / 60), 50.0, True,
-             {"offer_id": "a1", "loyalty_member": True, "product_line": "pro"}),
+    Purchase(
+        "pa1",
+        "cA",
+        at(40 / 60),
+        50.0,
+        True,
+        {"offer_id": "a1", "loyalty_member": True, "product_line": "pro"},
+    ),
     Purchase("pb1", "cB", at(1 + 40 / 60), 120.5, True, {"offer_id": "b1"}),
-    Purchase("pc1", "cC", at(2 + 10 / 60), 30.0, True,
-             {"is_upsell": True, "loyalty_member": False, "product_line": "storage"}),
-    Purchase("px1", "cA", at(2 + 20 / 60), 80.0, False,
-             {"is_upsell": False, "loyalty_member": True, "product_line": "pro"}),
-    Purchase("px2", "cE", at(2.5), 20.0, False,
-             {"loyalty_member": False, "product_line": "storage"}),
+    Purchase(
+        "pc1",
+        "cC",
+        at(2 + 10 / 60),
+        30.0,
+        True,
+        {"is_upsell": True, "loyalty_member": False, "product_line": "storage"},
+    ),
+    Purchase(
+        "px1",
+        "cA",
+        at(2 + 20 / 60),
+        80.0,
+        False,
+        {"is_upsell": False, "loyalty_member": True, "product_line": "pro"},
+    ),
+    Purchase(
+        "px2", "cE", at(2.5), 20.0, False, {"loyalty_member": False, "product_line": "storage"}
+    ),
     # An upsell by its own flag; cB has no unconverted offer left, so it converts nothing.
     Purchase("px3", "cB", at(3), 10.0, True, {"is_upsell": True, "product_line": "basic"}),
 ]
-LATE = Purchase("px4", "cF", at(50 / 60), 99.0, True,
-                {"is_upsell": True, "loyalty_member": True, "product_line": "pro"},
-                late_for=("5m",))
+LATE = Purchase(
+    "px4",
+    "cF",
+    at(50 / 60),
+    99.0,
+    True,
+    {"is_upsell": True, "loyalty_member": True, "product_line": "pro"},
+    late_for=("5m",),
+)
 ALL_OFFERS = [*OFFERS, Z1, FINAL]
 ALL_PURCHASES = [*PURCHASES, LATE]
 
@@ -125,8 +170,8 @@ def ratio(a: float, b: float) -> float | None:
 
 def expected_campaign(label: str, start: datetime) -> dict[tuple[str, str], dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"offers": 0, "conversions": 0, "revenue": 0.0, "targeted": set(),
-                 "upsold": set()})
+        lambda: {"offers": 0, "conversions": 0, "revenue": 0.0, "targeted": set(), "upsold": set()}
+    )
     for offer in ALL_OFFERS:
         if start_of(offer.ts, label) != start:
             continue
@@ -138,18 +183,25 @@ def expected_campaign(label: str, start: datetime) -> dict[tuple[str, str], dict
                 row["conversions"] += 1
                 row["revenue"] += offer.converted_amount
                 row["upsold"].add(offer.customer)
-    return {key: {"offers": r["offers"], "conversions": r["conversions"],
-                  "rate": ratio(r["conversions"], r["offers"]), "revenue": r["revenue"],
-                  "customers_targeted": len(r["targeted"]),
-                  "customers_upsold": len(r["upsold"]),
-                  "customer_rate": ratio(len(r["upsold"]), len(r["targeted"])),
-                  "band": band(ratio(r["conversions"], r["offers"]), "campaign")}
-            for key, r in rows.items()}
+    return {
+        key: {
+            "offers": r["offers"],
+            "conversions": r["conversions"],
+            "rate": ratio(r["conversions"], r["offers"]),
+            "revenue": r["revenue"],
+            "customers_targeted": len(r["targeted"]),
+            "customers_upsold": len(r["upsold"]),
+            "customer_rate": ratio(len(r["upsold"]), len(r["targeted"])),
+            "band": band(ratio(r["conversions"], r["offers"]), "campaign"),
+        }
+        for key, r in rows.items()
+    }
 
 
 def expected_purchases(label: str, start: datetime) -> dict[tuple[str, str], dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"n": Counter(), "amount": Counter(), "any": set(), "upsell": set()})
+        lambda: {"n": Counter(), "amount": Counter(), "any": set(), "upsell": set()}
+    )
     for purchase in ALL_PURCHASES:
         if start_of(purchase.ts, label) != start or label in purchase.late_for:
             continue
@@ -167,12 +219,16 @@ def expected_purchases(label: str, start: datetime) -> dict[tuple[str, str], dic
         up_amount, other_amount = r["amount"]["upsell"], r["amount"]["other"]
         rate = ratio(up, up + other)
         result[key] = {
-            "upsell_purchases": up, "other_purchases": other, "purchases": up + other,
-            "upsell_amount": up_amount, "other_amount": other_amount,
+            "upsell_purchases": up,
+            "other_purchases": other,
+            "purchases": up + other,
+            "upsell_amount": up_amount,
+            "other_amount": other_amount,
             "transaction_rate": rate,
             "revenue_share": ratio(up_amount, up_amount + other_amount),
             "aov_uplift": None if not up or not other else up_amount / up - other_amount / other,
-            "buyers": len(r["any"]), "upsell_buyers": len(r["upsell"]),
+            "buyers": len(r["any"]),
+            "upsell_buyers": len(r["upsell"]),
             "buyer_rate": ratio(len(r["upsell"]), len(r["any"])),
             "band": band(rate, "loyalty" if key[0] == "member" else "campaign"),
         }
@@ -188,8 +244,9 @@ def test_kpi_family_on_scripted_events(data_dir: Path, workers: int) -> None:
         for _ in range(workers):
             service.start_worker()
         phase(service, [o.message(offers) for o in OFFERS] + [OFFERS[-1].message(offers)])
-        phase(service, [p.message(purchases) for p in PURCHASES]
-              + [PURCHASES[0].message(purchases)])
+        phase(
+            service, [p.message(purchases) for p in PURCHASES] + [PURCHASES[0].message(purchases)]
+        )
         phase(service, [Z1.message(offers)])
         phase(service, [LATE.message(purchases)])
         check_current_gauges(service)
@@ -208,9 +265,11 @@ def check_current_gauges(service: Deployment) -> None:
     samples = service.metrics()
     window = {"window": "1h"}
     campaign = expected_campaign("1h", at(0))
-    got = {(dict(k)["campaign_type"], dict(k)["product_line"]): v
-           for k, v in family(samples, "upsell_campaign_window_offers").items()
-           if dict(k)["window"] == "1h"}
+    got = {
+        (dict(k)["campaign_type"], dict(k)["product_line"]): v
+        for k, v in family(samples, "upsell_campaign_window_offers").items()
+        if dict(k)["window"] == "1h"
+    }
     assert got == {key: row["offers"] for key, row in campaign.items()}
     for (campaign_type, product_line), row in campaign.items():
         labels = {"campaign_type": campaign_type, "product_line": product_line, **window}
@@ -226,17 +285,23 @@ def check_current_gauges(service: Deployment) -> None:
     for (loyalty, product_line), row in bought.items():
         labels = {"loyalty": loyalty, "product_line": product_line, **window}
         for kind in ("upsell", "other"):
-            assert gauge(samples, "upsell_window_purchases", kind=kind, **labels) == row[
-                f"{kind}_purchases"], (kind, labels)
+            assert (
+                gauge(samples, "upsell_window_purchases", kind=kind, **labels)
+                == row[f"{kind}_purchases"]
+            ), (kind, labels)
             assert gauge(samples, "upsell_window_purchase_amount", kind=kind, **labels) == (
-                pytest.approx(row[f"{kind}_amount"]))
+                pytest.approx(row[f"{kind}_amount"])
+            )
         assert gauge(samples, "upsell_window_buyers", kind="any", **labels) == row["buyers"]
-        assert gauge(samples, "upsell_window_buyers", kind="upsell", **labels) == row[
-            "upsell_buyers"]
+        assert (
+            gauge(samples, "upsell_window_buyers", kind="upsell", **labels) == row["upsell_buyers"]
+        )
         for name in ("transaction_rate", "revenue_share", "aov_uplift", "buyer_rate"):
             value = gauge(samples, f"upsell_{name}", **labels)
             assert value == (None if row[name] is None else pytest.approx(row[name])), (
-                name, labels)
+                name,
+                labels,
+            )
     assert gauge(samples, "upsell_band_lower_bound", scale="campaign", band="good") == 0.10
     assert gauge(samples, "upsell_band_lower_bound", scale="loyalty", band="healthy") == 0.15
 
@@ -267,8 +332,10 @@ def check_counters(service: Deployment) -> None:
                 revenue[key] += offer.converted_amount  # type: ignore[assignment]
 
     def by_campaign(name: str) -> dict[tuple[str, str], float]:
-        return {(dict(k)["campaign_type"], dict(k)["product_line"]): v
-                for k, v in family(samples, name).items()}
+        return {
+            (dict(k)["campaign_type"], dict(k)["product_line"]): v
+            for k, v in family(samples, name).items()
+        }
 
     assert by_campaign("upsell_campaign_offers_presented_total") == dict(offered)
     assert by_campaign("upsell_campaign_conversions_total") == dict(converted)
@@ -280,17 +347,23 @@ def check_counters(service: Deployment) -> None:
         for key in rollups(purchase.key()):
             count[(kind, *key)] += 1
             amount[(kind, *key)] += purchase.amount  # type: ignore[assignment]
-    got = {(dict(k)["kind"], dict(k)["loyalty"], dict(k)["product_line"]): v
-           for k, v in family(samples, "upsell_purchases_total").items()}
+    got = {
+        (dict(k)["kind"], dict(k)["loyalty"], dict(k)["product_line"]): v
+        for k, v in family(samples, "upsell_purchases_total").items()
+    }
     assert got == dict(count)
-    got_amount = {(dict(k)["kind"], dict(k)["loyalty"], dict(k)["product_line"]): v
-                  for k, v in family(samples, "upsell_purchase_amount_total").items()}
+    got_amount = {
+        (dict(k)["kind"], dict(k)["loyalty"], dict(k)["product_line"]): v
+        for k, v in family(samples, "upsell_purchase_amount_total").items()
+    }
     assert got_amount == pytest.approx(dict(amount))
     assert family(samples, "upsell_events_duplicate_total") == {
         frozenset({("topic", service.topics["offers"])}): 1,
-        frozenset({("topic", service.topics["purchases"])}): 1}
+        frozenset({("topic", service.topics["purchases"])}): 1,
+    }
     assert family(samples, "upsell_events_late_total") == {
-        frozenset({("topic", service.topics["purchases"])}): 1}
+        frozenset({("topic", service.topics["purchases"])}): 1
+    }
 
 
 def check_kpi_topic(topic: str) -> None:
@@ -308,9 +381,13 @@ def check_kpi_topic(topic: str) -> None:
         assert record["final"] is True, topic_key
         view, size, window_start, first, second = topic_key.split("|")
         assert (record["view"], record["window"], record["window_start"]) == (
-            view, size, window_start)
-        dims = ("campaign_type", "product_line") if view == "campaign" else (
-            "loyalty", "product_line")
+            view,
+            size,
+            window_start,
+        )
+        dims = (
+            ("campaign_type", "product_line") if view == "campaign" else ("loyalty", "product_line")
+        )
         assert (record[dims[0]], record[dims[1]]) == (first, second)
         for name, value in row.items():
             if isinstance(value, float):

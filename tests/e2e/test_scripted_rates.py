@@ -45,16 +45,35 @@ class ScriptOffer:
 
     def message(self, topic: str, ms_ts: bool = False) -> tuple[str, bytes, bytes]:
         ts: Any = int(self.ts.timestamp() * 1000) if ms_ts else rfc(self.ts)
-        body = {"event_id": f"ev-{self.offer_id}", "offer_id": self.offer_id,
-                "customer_id": self.customer, "channel": self.channel,
-                "segment": self.segment, "ts": ts, "campaign_id": "c-42"}
+        body = {
+            "event_id": f"ev-{self.offer_id}",
+            "offer_id": self.offer_id,
+            "customer_id": self.customer,
+            "channel": self.channel,
+            "segment": self.segment,
+            "ts": ts,
+            "campaign_id": "c-42",
+        }
         return (topic, self.customer.encode(), as_json(body))
 
 
-def purchase(topic: str, event_id: str, customer: str, ts: datetime, amount: float,
-             offer_id: str | None = None, **extra: Any) -> tuple[str, bytes, bytes]:
-    body: dict[str, Any] = {"event_id": event_id, "order_id": f"order-{event_id}",
-                            "customer_id": customer, "ts": rfc(ts), "amount": amount, **extra}
+def purchase(
+    topic: str,
+    event_id: str,
+    customer: str,
+    ts: datetime,
+    amount: float,
+    offer_id: str | None = None,
+    **extra: Any,
+) -> tuple[str, bytes, bytes]:
+    body: dict[str, Any] = {
+        "event_id": event_id,
+        "order_id": f"order-{event_id}",
+        "customer_id": customer,
+        "ts": rfc(ts),
+        "amount": amount,
+        **extra,
+    }
     if offer_id is not None:
         body["offer_id"] = offer_id
     return (topic, customer.encode(), as_json(body))
@@ -74,10 +93,21 @@ OFFERS = [O1, O2, O3, O4, O5, O6, O9, O8, O7, O10]
 
 
 def malformed(offers: str, purchases: str) -> list[tuple[str, bytes | None, bytes, str]]:
-    good_offer = {"event_id": "bad-x", "offer_id": "bad-o", "customer_id": "bad-c",
-                  "channel": "email", "segment": "smb", "ts": rfc(at(2))}
-    good_purchase = {"event_id": "bad-y", "order_id": "bad-order", "customer_id": "bad-c",
-                     "ts": rfc(at(2)), "amount": 5}
+    good_offer = {
+        "event_id": "bad-x",
+        "offer_id": "bad-o",
+        "customer_id": "bad-c",
+        "channel": "email",
+        "segment": "smb",
+        "ts": rfc(at(2)),
+    }
+    good_purchase = {
+        "event_id": "bad-y",
+        "order_id": "bad-order",
+        "customer_id": "bad-c",
+        "ts": rfc(at(2)),
+        "amount": 5,
+    }
 
     def without(doc: dict[str, Any], name: str) -> bytes:
         return as_json({k: v for k, v in doc.items() if k != name})
@@ -145,20 +175,30 @@ def test_scripted_event_set_through_the_real_worker(data_dir: Path) -> None:
         # last-touch conversions, another customer's offer named, duplicates and every kind
         # of malformed message.
         bad = malformed(offers, purchases)
-        phase(service, [
-            O1.message(offers), O2.message(offers, ms_ts=True), O3.message(offers),
-            O4.message(offers), O5.message(offers), O6.message(offers),
-            O1.message(offers),  # duplicate
-            *[(topic, key, value) for topic, key, value, _ in bad if topic == offers],
-        ])
-        phase(service, [
-            purchase(purchases, "p1", "c1", at(2), 10.0, offer_id="o1"),
-            purchase(purchases, "p3", "c3", at(2.5), 30.0, is_upsell=True),  # last touch: o4
-            purchase(purchases, "p5", "c6", at(3.2), 99.0, offer_id="o6"),  # not c6's offer
-            purchase(purchases, "p6", "c5", at(4), 15.0, is_upsell=False),  # not an upsell
-            purchase(purchases, "p1", "c1", at(2), 10.0, offer_id="o1"),  # duplicate
-            *[(topic, key, value) for topic, key, value, _ in bad if topic == purchases],
-        ])
+        phase(
+            service,
+            [
+                O1.message(offers),
+                O2.message(offers, ms_ts=True),
+                O3.message(offers),
+                O4.message(offers),
+                O5.message(offers),
+                O6.message(offers),
+                O1.message(offers),  # duplicate
+                *[(topic, key, value) for topic, key, value, _ in bad if topic == offers],
+            ],
+        )
+        phase(
+            service,
+            [
+                purchase(purchases, "p1", "c1", at(2), 10.0, offer_id="o1"),
+                purchase(purchases, "p3", "c3", at(2.5), 30.0, is_upsell=True),  # last touch: o4
+                purchase(purchases, "p5", "c6", at(3.2), 99.0, offer_id="o6"),  # not c6's offer
+                purchase(purchases, "p6", "c5", at(4), 15.0, is_upsell=False),  # not an upsell
+                purchase(purchases, "p1", "c1", at(2), 10.0, offer_id="o1"),  # duplicate
+                *[(topic, key, value) for topic, key, value, _ in bad if topic == purchases],
+            ],
+        )
         phase(service, [O9.message(offers)])
         # C: stream time is 10:30, so o8 (10:03:30) is late for 5m only.
         phase(service, [O8.message(offers)])
@@ -176,19 +216,27 @@ def test_scripted_event_set_through_the_real_worker(data_dir: Path) -> None:
         for o in OFFERS:
             if o.converted_amount:
                 revenue[(o.channel, o.segment)] += o.converted_amount  # type: ignore[assignment]
-        for name, counter in (("upsell_offers_presented_total", offered),
-                              ("upsell_conversions_total", converted),
-                              ("upsell_revenue_total", revenue)):
-            got = {dict(labels)["channel"] + "|" + dict(labels)["segment"]: value
-                   for labels, value in family(samples, name).items()}
+        for name, counter in (
+            ("upsell_offers_presented_total", offered),
+            ("upsell_conversions_total", converted),
+            ("upsell_revenue_total", revenue),
+        ):
+            got = {
+                dict(labels)["channel"] + "|" + dict(labels)["segment"]: value
+                for labels, value in family(samples, name).items()
+            }
             want = {f"{c}|{s}": v for (c, s), v in pair_rollups(counter).items()}
             assert got == want, name
 
         rejected = Counter((topic, reason) for topic, _, _, reason in bad)
-        assert {(dict(k)["topic"], dict(k)["reason"]): v
-                for k, v in family(samples, "upsell_events_rejected_total").items()} == rejected
+        assert {
+            (dict(k)["topic"], dict(k)["reason"]): v
+            for k, v in family(samples, "upsell_events_rejected_total").items()
+        } == rejected
         assert family(samples, "upsell_events_duplicate_total") == {
-            frozenset({("topic", offers)}): 1, frozenset({("topic", purchases)}): 1}
+            frozenset({("topic", offers)}): 1,
+            frozenset({("topic", purchases)}): 1,
+        }
         assert family(samples, "upsell_events_late_total") == {frozenset({("topic", offers)}): 2}
 
         # Current windows at 12:30: only o10's.
@@ -216,11 +264,14 @@ def check_current_windows(service: Deployment) -> None:
     want = expected_windows()
     current = {"5m": at(30), "1h": at(0)}
     for label, start in current.items():
-        expected = {(c, s): v for (lab, st, c, s), v in want.items()
-                    if lab == label and st == start}
-        got_offers = {(dict(k)["channel"], dict(k)["segment"]): v
-                      for k, v in family(samples, "upsell_window_offers").items()
-                      if dict(k)["window"] == label}
+        expected = {
+            (c, s): v for (lab, st, c, s), v in want.items() if lab == label and st == start
+        }
+        got_offers = {
+            (dict(k)["channel"], dict(k)["segment"]): v
+            for k, v in family(samples, "upsell_window_offers").items()
+            if dict(k)["window"] == label
+        }
         assert got_offers == {key: v[0] for key, v in expected.items()}, label
         for (channel, segment), (n_offers, n_conv, _) in expected.items():
             key = {"channel": channel, "segment": segment, "window": label}

@@ -28,22 +28,24 @@ def rolled_up(by_pair: dict[str, float]) -> dict[tuple[str, str], float]:
     return dict(rolled)
 
 
-def rolled_up_over(by_key: dict[str, float], positions: tuple[int, ...]
-                   ) -> dict[tuple[str, ...], float]:
+def rolled_up_over(
+    by_key: dict[str, float], positions: tuple[int, ...]
+) -> dict[tuple[str, ...], float]:
     """Each "a|b|c" key, and its `__all__` roll-ups over the label positions given."""
     rolled: dict[tuple[str, ...], float] = defaultdict(float)
     for key, value in by_key.items():
         labels = tuple(key.split("|"))
         variants = {labels}
         for position in positions:
-            variants |= {(*v[:position], ALL, *v[position + 1:]) for v in variants}
+            variants |= {(*v[:position], ALL, *v[position + 1 :]) for v in variants}
         for variant in variants:
             rolled[variant] += value
     return dict(rolled)
 
 
-def assert_amounts_equal(actual: dict[tuple[str, ...], float],
-                         expected: dict[tuple[str, ...], float], name: str) -> None:
+def assert_amounts_equal(
+    actual: dict[tuple[str, ...], float], expected: dict[tuple[str, ...], float], name: str
+) -> None:
     assert actual.keys() == expected.keys(), name
     for key, value in expected.items():
         assert round(actual[key], 2) == round(value, 2), (name, key, actual[key], value)
@@ -61,9 +63,9 @@ def assert_matches_truth(service: Deployment, truth: dict[str, Any]) -> None:
     samples = service.metrics()
     pair = ("channel", "segment")
     assert by_labels(samples, "upsell_offers_presented_total", *pair) == rolled_up(
-        truth["offers_presented"])
-    assert by_labels(samples, "upsell_conversions_total", *pair) == rolled_up(
-        truth["conversions"])
+        truth["offers_presented"]
+    )
+    assert by_labels(samples, "upsell_conversions_total", *pair) == rolled_up(truth["conversions"])
     revenue = by_labels(samples, "upsell_revenue_total", *pair)
     expected_revenue = rolled_up(truth["revenue"])
     assert revenue.keys() == expected_revenue.keys()
@@ -71,28 +73,51 @@ def assert_matches_truth(service: Deployment, truth: dict[str, Any]) -> None:
         assert round(revenue[key], 2) == round(value, 2), key
     campaign = ("campaign_type", "product_line")
     assert by_labels(samples, "upsell_campaign_offers_presented_total", *campaign) == (
-        rolled_up_over(truth["campaign_offers_presented"], (0, 1)))
+        rolled_up_over(truth["campaign_offers_presented"], (0, 1))
+    )
     assert by_labels(samples, "upsell_campaign_conversions_total", *campaign) == (
-        rolled_up_over(truth["campaign_conversions"], (0, 1)))
-    assert_amounts_equal(by_labels(samples, "upsell_campaign_revenue_total", *campaign),
-                         rolled_up_over(truth["campaign_revenue"], (0, 1)), "campaign revenue")
+        rolled_up_over(truth["campaign_conversions"], (0, 1))
+    )
+    assert_amounts_equal(
+        by_labels(samples, "upsell_campaign_revenue_total", *campaign),
+        rolled_up_over(truth["campaign_revenue"], (0, 1)),
+        "campaign revenue",
+    )
     purchase = ("kind", "loyalty", "product_line")
     assert by_labels(samples, "upsell_purchases_total", *purchase) == rolled_up_over(
-        truth["purchases_by_kind"], (1, 2))
-    assert_amounts_equal(by_labels(samples, "upsell_purchase_amount_total", *purchase),
-                         rolled_up_over(truth["purchase_amount"], (1, 2)), "purchase amount")
+        truth["purchases_by_kind"], (1, 2)
+    )
+    assert_amounts_equal(
+        by_labels(samples, "upsell_purchase_amount_total", *purchase),
+        rolled_up_over(truth["purchase_amount"], (1, 2)),
+        "purchase amount",
+    )
     duplicates = {k: v for k, v in truth["duplicates"].items() if v}
     assert by_labels(samples, "upsell_events_duplicate_total", "topic") == {
-        (topic,): n for topic, n in duplicates.items()}
-    rejected = {(topic, reason): n for topic, reasons in truth["rejected"].items()
-                for reason, n in reasons.items() if n}
+        (topic,): n for topic, n in duplicates.items()
+    }
+    rejected = {
+        (topic, reason): n
+        for topic, reasons in truth["rejected"].items()
+        for reason, n in reasons.items()
+        if n
+    }
     assert by_labels(samples, "upsell_events_rejected_total", "topic", "reason") == rejected
 
 
 def simulate(service: Deployment, *args: str) -> dict[str, Any]:
     truth_file = service.data_dir / f"{service.name}-truth.json"
-    result = service.cli("simulate", "--count", str(OFFERS), "--seed", "11",
-                         "--truth-file", str(truth_file), *args, timeout=900)
+    result = service.cli(
+        "simulate",
+        "--count",
+        str(OFFERS),
+        "--seed",
+        "11",
+        "--truth-file",
+        str(truth_file),
+        *args,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     printed: dict[str, Any] = json.loads(result.stdout)
     assert printed == json.loads(truth_file.read_text())
@@ -118,7 +143,8 @@ def test_worker_stopped_mid_stream_and_restarted_ends_exact(data_dir: Path) -> N
         service.start_worker()
         outcome: dict[str, Any] = {}
         producer = threading.Thread(
-            target=lambda: outcome.update(simulate(service, "--rate", "8000")))
+            target=lambda: outcome.update(simulate(service, "--rate", "8000"))
+        )
         producer.start()
         # Stop while events are flowing, wait a little, start again, twice.
         for _ in range(2):
@@ -138,5 +164,6 @@ def test_worker_stopped_mid_stream_and_restarted_ends_exact(data_dir: Path) -> N
 
 def _offers_seen(service: Deployment) -> float:
     samples = service.metrics()
-    return samples.get(("upsell_offers_presented_total",
-                        frozenset({("channel", ALL), ("segment", ALL)})), 0.0)
+    return samples.get(
+        ("upsell_offers_presented_total", frozenset({("channel", ALL), ("segment", ALL)})), 0.0
+    )

@@ -13,8 +13,7 @@ from pathlib import Path
 from tests.e2e.harness import deployment, latest_by_key, read_topic
 from tests.e2e.test_scripted_rates import ScriptOffer, at, family, phase, purchase, rfc
 
-SETTINGS = {"UPSELL_WINDOWS": "10m,1h", "UPSELL_GRACE": "30m",
-            "UPSELL_ATTRIBUTION_WINDOW": "15m"}
+SETTINGS = {"UPSELL_WINDOWS": "10m,1h", "UPSELL_GRACE": "30m", "UPSELL_ATTRIBUTION_WINDOW": "15m"}
 JUMPED = ScriptOffer("o1", "c1", "email", "smb", at(21))
 ON_TIME = ScriptOffer("o2", "c2", "sms", "smb", at(24))
 AFTER_THE_JUMP = ScriptOffer("o3", "c3", "web", "consumer", at(0, hours=5))
@@ -37,13 +36,22 @@ def test_a_conversion_due_before_a_jump_counts_in_its_final_windows(data_dir: Pa
         latest = latest_by_key(read_topic(service.topics["rates"]))
         for label, start in (("10m", at(20)), ("1h", at(0))):
             record = latest[f"{label}|{rfc(start)}|email|smb"]
-            assert (record["offers"], record["conversions"], record["revenue"],
-                    record["final"]) == (1, 1, 40.0, True), record
+            assert (
+                record["offers"],
+                record["conversions"],
+                record["revenue"],
+                record["final"],
+            ) == (1, 1, 40.0, True), record
         samples = service.metrics()
         assert family(samples, "upsell_events_duplicate_total") == {
-            frozenset({("topic", offers)}): 1}
+            frozenset({("topic", offers)}): 1
+        }
         assert family(samples, "upsell_events_late_total") == {}
         presented = family(samples, "upsell_offers_presented_total")
-        assert Counter({dict(k)["channel"]: v for k, v in presented.items()
-                        if "__all__" not in dict(k).values()}) == Counter(
-            {"email": 1, "sms": 1, "web": 1})
+        assert Counter(
+            {
+                dict(k)["channel"]: v
+                for k, v in presented.items()
+                if "__all__" not in dict(k).values()
+            }
+        ) == Counter({"email": 1, "sms": 1, "web": 1})

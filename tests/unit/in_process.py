@@ -20,8 +20,11 @@ class InProcessWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pipeline = Pipeline(settings, PartitionStore(FakeTable(), keep_copy=False),
-                                 PartitionStore(FakeTable(), keep_copy=False))
+        self.pipeline = Pipeline(
+            settings,
+            PartitionStore(FakeTable(), keep_copy=False),
+            PartitionStore(FakeTable(), keep_copy=False),
+        )
         self._input_offsets: dict[tuple[str, int], int] = defaultdict(int)
         self._log: dict[tuple[str, int], list[FakeRecord]] = defaultdict(list)
         self._read: dict[tuple[str, int], int] = defaultdict(int)
@@ -39,8 +42,11 @@ class InProcessWorker:
     def drain(self) -> None:
         settings = self.settings
         while True:
-            pending = [(tp, records[self._read[tp]:]) for tp, records in self._log.items()
-                       if self._read[tp] < len(records)]
+            pending = [
+                (tp, records[self._read[tp] :])
+                for tp, records in self._log.items()
+                if self._read[tp] < len(records)
+            ]
             if not pending:
                 return
             for (topic, partition), records in pending:
@@ -65,10 +71,12 @@ class InProcessWorker:
                 self.dead_letters.append(output)
             elif output.topic in (settings.topic_rates, settings.topic_kpis):
                 assert output.key is not None and output.value is not None
-                self.published.append((output.topic, output.key.decode(),
-                                       json.loads(output.value)))
+                self.published.append((output.topic, output.key.decode(), json.loads(output.value)))
 
     def last_records(self, topic: str) -> dict[str, dict[str, Any]]:
         """What a compacted topic keeps: the last record per key."""
-        return {key: record for published_topic, key, record in self.published
-                if published_topic == topic}
+        return {
+            key: record
+            for published_topic, key, record in self.published
+            if published_topic == topic
+        }

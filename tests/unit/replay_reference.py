@@ -91,12 +91,19 @@ class ReplayReference:
         candidates: list[tuple[int, int, str, Callable[[int], None]]] = []
         for waiting in self._last_touch:
             p = waiting.purchase
-            candidates.append((p.ts + self.grace_ms, p.ts, p.event_id,
-                               partial(self._decide_last_touch, waiting)))
+            candidates.append(
+                (p.ts + self.grace_ms, p.ts, p.event_id, partial(self._decide_last_touch, waiting))
+            )
         for waiting in self._named:
             p = waiting.purchase
-            candidates.append((p.ts + self.attribution_ms + self.grace_ms, p.ts, p.event_id,
-                               partial(self._give_up, waiting)))
+            candidates.append(
+                (
+                    p.ts + self.attribution_ms + self.grace_ms,
+                    p.ts,
+                    p.event_id,
+                    partial(self._give_up, waiting),
+                )
+            )
         if not candidates:
             return None
         moment, _, _, decide = min(candidates, key=lambda c: c[:3])
@@ -115,13 +122,13 @@ class ReplayReference:
     def _arrive(self, event: Event) -> None:
         topic = self.topics[0] if isinstance(event, Offer) else self.topics[1]
         seen_ts = self._seen.get(event.event_id)
-        if seen_ts is not None and (self.clock is None or self.clock <= seen_ts
-                                    + self.attribution_ms):
+        if seen_ts is not None and (
+            self.clock is None or self.clock <= seen_ts + self.attribution_ms
+        ):
             self._add("duplicates", (topic,), 1)
             return
         self._seen[event.event_id] = event.ts
-        labels = [label for label, size in self.sizes
-                  if not self._closed(label, size, event.ts)]
+        labels = [label for label, size in self.sizes if not self._closed(label, size, event.ts)]
         if len(labels) < len(self.sizes):
             self._add("late", (topic,), 1)
         self._move(event.ts)
@@ -139,15 +146,20 @@ class ReplayReference:
         for view, key in ((CHANNEL_SEGMENT, pair), (CAMPAIGN, campaign)):
             for label in labels:
                 self._count(view, label, offer.ts, key, "offers", 1, offer.customer_id)
-                self._count(view, label, offer.ts, key, "customers_targeted", 0,
-                            offer.customer_id)
+                self._count(view, label, offer.ts, key, "customers_targeted", 0, offer.customer_id)
         if self._find_offer(offer.customer_id, offer.offer_id) is not None:
             return  # offer_id is unique per presentation: a second one is not kept
         kept = _KeptOffer(offer, labels)
         self._offers.append(kept)
-        naming = sorted((w for w in self._named if w.purchase.customer_id == offer.customer_id
-                         and w.purchase.offer_id == offer.offer_id),
-                        key=lambda w: (w.purchase.ts, w.purchase.event_id))
+        naming = sorted(
+            (
+                w
+                for w in self._named
+                if w.purchase.customer_id == offer.customer_id
+                and w.purchase.offer_id == offer.offer_id
+            ),
+            key=lambda w: (w.purchase.ts, w.purchase.event_id),
+        )
         converted = False
         for waiting in naming:
             self._named.remove(waiting)
@@ -183,8 +195,8 @@ class ReplayReference:
         best = None
         for kept in self._offers:
             if self._eligible(kept, waiting.purchase, as_of) and (
-                best is None or (kept.offer.ts, kept.offer.offer_id)
-                > (best.offer.ts, best.offer.offer_id)
+                best is None
+                or (kept.offer.ts, kept.offer.offer_id) > (best.offer.ts, best.offer.offer_id)
             ):
                 best = kept
         if best is not None:
@@ -209,18 +221,27 @@ class ReplayReference:
                 if self._final(label, offer.ts):
                     continue
                 self._count(view, label, offer.ts, key, "conversions", 1, offer.customer_id)
-                self._count(view, label, offer.ts, key, "revenue_micros", purchase.amount_micros,
-                            offer.customer_id)
-                self._count(view, label, offer.ts, key, "customers_upsold", 0,
-                            offer.customer_id)
+                self._count(
+                    view,
+                    label,
+                    offer.ts,
+                    key,
+                    "revenue_micros",
+                    purchase.amount_micros,
+                    offer.customer_id,
+                )
+                self._count(view, label, offer.ts, key, "customers_upsold", 0, offer.customer_id)
         if not upsell_known and not purchase.is_upsell:
             self._kind(waiting, "upsell")
 
     def _kind(self, waiting: _Waiting, kind: str) -> None:
         """The purchase's kind is known now: it counts in the purchases view."""
         p = waiting.purchase
-        loyalty = "unknown" if p.loyalty_member is None else (
-            "member" if p.loyalty_member else "non_member")
+        loyalty = (
+            "unknown"
+            if p.loyalty_member is None
+            else ("member" if p.loyalty_member else "non_member")
+        )
         key = (loyalty, _dim(p.product_line))
         self._add("purchases", (kind, *key), 1)
         self._add("purchase_amount_micros", (kind, *key), p.amount_micros)
@@ -228,8 +249,9 @@ class ReplayReference:
             if self._final(label, p.ts):
                 continue
             self._count(PURCHASES, label, p.ts, key, f"{kind}_purchases", 1, p.customer_id)
-            self._count(PURCHASES, label, p.ts, key, f"{kind}_amount_micros", p.amount_micros,
-                        p.customer_id)
+            self._count(
+                PURCHASES, label, p.ts, key, f"{kind}_amount_micros", p.amount_micros, p.customer_id
+            )
             self._count(PURCHASES, label, p.ts, key, "buyers_any", 0, p.customer_id)
             if kind == "upsell":
                 self._count(PURCHASES, label, p.ts, key, "buyers_upsell", 0, p.customer_id)
@@ -237,9 +259,12 @@ class ReplayReference:
     # -- rules -----------------------------------------------------------------------
     def _eligible(self, kept: _KeptOffer, purchase: Purchase, as_of: int | None) -> bool:
         offer = kept.offer
-        return (not kept.converted and offer.customer_id == purchase.customer_id
-                and 0 <= purchase.ts - offer.ts <= self.attribution_ms
-                and self._still_kept(offer, as_of))
+        return (
+            not kept.converted
+            and offer.customer_id == purchase.customer_id
+            and 0 <= purchase.ts - offer.ts <= self.attribution_ms
+            and self._still_kept(offer, as_of)
+        )
 
     def _still_kept(self, offer: Offer, as_of: int | None) -> bool:
         """An offer is forgotten once stream time passes its ts + attribution + grace."""
@@ -247,8 +272,11 @@ class ReplayReference:
 
     def _find_offer(self, customer: str, offer_id: str) -> _KeptOffer | None:
         for kept in self._offers:
-            if (kept.offer.customer_id == customer and kept.offer.offer_id == offer_id
-                    and self._still_kept(kept.offer, self.clock)):
+            if (
+                kept.offer.customer_id == customer
+                and kept.offer.offer_id == offer_id
+                and self._still_kept(kept.offer, self.clock)
+            ):
                 return kept
         return None
 
@@ -268,15 +296,17 @@ class ReplayReference:
     def _add(self, name: str, key: tuple[str, ...], amount: int) -> None:
         self.totals.setdefault(name, Counter())[key] += amount
 
-    def _count(self, view: View, label: str, ts: int, key: Key, name: str, amount: int,
-               customer: str) -> None:
+    def _count(
+        self, view: View, label: str, ts: int, key: Key, name: str, amount: int, customer: str
+    ) -> None:
         start, _ = self._bounds(label, ts)
         first, second = key
         for rolled in (key, (first, ALL), (ALL, second), (ALL, ALL)):
             cell = ((view.name, label, start), rolled)
             if name in view.distinct:
                 self._members.setdefault(cell, {d: set() for d in view.distinct})[name].add(
-                    customer)
+                    customer
+                )
             else:
                 self._sums.setdefault(cell, Counter({s: 0 for s in view.sums}))[name] += amount
                 self._members.setdefault(cell, {d: set() for d in view.distinct})

@@ -16,8 +16,9 @@ class FakeBatch:
         self.records: list[tuple[bytes | None, bytes | None]] = []
         self.room = room
 
-    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None,
-               headers: list[Any]) -> object | None:
+    def append(
+        self, *, key: bytes | None, value: bytes | None, timestamp: None, headers: list[Any]
+    ) -> object | None:
         if len(self.records) >= self.room:
             return None
         self.records.append((key, value))
@@ -68,8 +69,11 @@ class FakeProducer:
 
 
 def routed(producer: FakeProducer) -> dict[tuple[str, bytes | None, bytes | None], int]:
-    return {(topic, key, value): partition
-            for topic, partition, records in producer.sent for key, value in records}
+    return {
+        (topic, key, value): partition
+        for topic, partition, records in producer.sent
+        for key, value in records
+    }
 
 
 def expected(key: bytes, partitions: int) -> int:
@@ -81,8 +85,7 @@ def test_keys_go_where_aiokafka_sends_them_whatever_is_remembered() -> None:
     sender = BatchSender(producer)
     sender.KEY_PARTITIONS_HELD = 10  # cleared several times below
     keys = [f"customer-{n % 25}".encode() for n in range(200)]
-    records: list[Record] = [("events", None, key, b"%d" % n, None)
-                             for n, key in enumerate(keys)]
+    records: list[Record] = [("events", None, key, b"%d" % n, None) for n, key in enumerate(keys)]
     records.append(("partials", 0, None, b"pinned", None))
 
     async def run() -> None:
@@ -103,7 +106,11 @@ def test_keys_go_where_aiokafka_sends_them_whatever_is_remembered() -> None:
     assert producer.client.topics == {"events", "partials"}
     # Full batches were sent as they filled, in order within each partition.
     assert all(0 < len(batch) <= 7 for _, _, batch in producer.sent)
-    numbers = [int(value) for topic, partition, batch in producer.sent
-               if topic == "events" and partition == expected(keys[0], 6)
-               for _, value in batch if value is not None and value != b"later"]
+    numbers = [
+        int(value)
+        for topic, partition, batch in producer.sent
+        if topic == "events" and partition == expected(keys[0], 6)
+        for _, value in batch
+        if value is not None and value != b"later"
+    ]
     assert numbers == sorted(numbers)

@@ -12,8 +12,9 @@ from stream_app.settings import ENVIRONMENT, Settings
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
     parser = cli._build_parser()
-    sub = next(action for action in parser._actions
-               if isinstance(action, argparse._SubParsersAction))
+    sub = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
     return dict(sub.choices)
 
 
@@ -26,7 +27,8 @@ def test_every_command_is_covered() -> None:
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_names_each_option_with_help_the_environment_and_an_example(
-        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     command = _commands()[name]
     with pytest.raises(SystemExit) as exited:
         cli.main([name, "--help"])
@@ -48,8 +50,7 @@ def test_help_names_each_option_with_help_the_environment_and_an_example(
     assert f"upsell-stream {name}" in shown.split("example")[-1]
 
 
-def test_kafka_help_says_what_start_stop_and_status_do(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_kafka_help_says_what_start_stop_and_status_do(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["kafka", "--help"])
     shown = capsys.readouterr().out

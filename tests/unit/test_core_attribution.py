@@ -80,8 +80,11 @@ def test_purchase_arriving_before_its_offer_converts_when_the_offer_arrives() ->
     feed = new_feed()
     # The purchase is in the [T0+5m, T0+10m) window, its offer in [T0, T0+5m): the
     # conversion counts in the offer's windows (cohort), not the purchase's.
-    feed.send(purchase("p1", "alice", T0 + 5 * MINUTE + 30 * SECOND, offer_id="X",
-                      amount_micros=3_000_000))
+    feed.send(
+        purchase(
+            "p1", "alice", T0 + 5 * MINUTE + 30 * SECOND, offer_id="X", amount_micros=3_000_000
+        )
+    )
     assert conversions(feed) == {}
     feed.send(offer("o1", "alice", T0 + 4 * MINUTE, offer_id="X"))
     assert conversions(feed) == {EMAIL: 1}
@@ -113,8 +116,10 @@ def test_explicit_outside_attribution_window_converts_nothing(
     delta: int, offer_first: bool
 ) -> None:
     feed = new_feed()
-    events: list[Event] = [offer("o1", "alice", T0, offer_id="X"),
-              purchase("p1", "alice", T0 + delta, offer_id="X")]
+    events: list[Event] = [
+        offer("o1", "alice", T0, offer_id="X"),
+        purchase("p1", "alice", T0 + delta, offer_id="X"),
+    ]
     feed.send_all(events if offer_first else events[::-1])
     flush(feed, T0 + max(delta, 0))
     assert conversions(feed) == {}
@@ -167,8 +172,9 @@ def test_last_touch_waits_for_grace_then_picks_most_recent_unconverted_offer() -
     feed = new_feed()
     feed.send(offer("o1", "alice", T0, offer_id="A", channel="email"))
     feed.send(offer("o2", "alice", T0 + MINUTE, offer_id="B", channel="sms"))
-    feed.send(offer("o3", "alice", T0 + 2 * MINUTE, offer_id="C", channel="push",
-                    segment="enterprise"))
+    feed.send(
+        offer("o3", "alice", T0 + 2 * MINUTE, offer_id="C", channel="push", segment="enterprise")
+    )
     feed.send(offer("o4", "bob", T0 + 150 * SECOND, offer_id="D", channel="email"))
     feed.send(purchase("p0", "alice", T0 + 150 * SECOND, offer_id="C", amount_micros=1))
     assert conversions(feed) == {PUSH: 1}
@@ -259,8 +265,7 @@ def _two_out_of_order(arrival: list[int]) -> Feed:
     feed.send(offer("o2", "alice", T0 + MINUTE, offer_id="B", channel="sms"))
     purchases = [
         purchase("p1", "alice", T0 + 2 * MINUTE, is_upsell=True, amount_micros=10),
-        purchase("p2", "alice", T0 + 2 * MINUTE + 30 * SECOND, is_upsell=True,
-                 amount_micros=20),
+        purchase("p2", "alice", T0 + 2 * MINUTE + 30 * SECOND, is_upsell=True, amount_micros=20),
     ]
     for i in arrival:
         feed.send(purchases[i])
@@ -297,8 +302,7 @@ def test_explicit_purchase_within_grace_wins_over_pending_last_touch() -> None:
         feed.send(offer("o2", "alice", T0 + MINUTE, offer_id="B", channel="sms"))
         purchases = [
             purchase("p1", "alice", T0 + 2 * MINUTE, is_upsell=True, amount_micros=10),
-            purchase("p2", "alice", T0 + 2 * MINUTE + 20 * SECOND, offer_id="B",
-                     amount_micros=20),
+            purchase("p2", "alice", T0 + 2 * MINUTE + 20 * SECOND, offer_id="B", amount_micros=20),
         ]
         for i in order:
             feed.send(purchases[i])
@@ -359,8 +363,9 @@ def _unrelated_event_between(with_unrelated: bool) -> Feed:
     feed.send(offer("o1", "alice", T0 + 5 * SECOND, offer_id="B", channel="sms"))
     feed.send(purchase("p1", "alice", T0 + 10 * SECOND, is_upsell=True, amount_micros=10))
     if with_unrelated:
-        feed.send(offer("x", "bob", T0 + 100 * SECOND, offer_id="Z", channel="push",
-                        segment="enterprise"))
+        feed.send(
+            offer("x", "bob", T0 + 100 * SECOND, offer_id="Z", channel="push", segment="enterprise")
+        )
     feed.send(purchase("p2", "alice", T0 + 130 * SECOND, offer_id="B", amount_micros=20))
     flush(feed, T0 + 130 * SECOND)
     return feed
@@ -383,11 +388,20 @@ def test_in_order_result_does_not_depend_on_unrelated_customers() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.tuples(st.just("offer"), st.sampled_from("abc"), st.sampled_from("XYZW"),
-              st.integers(0, 50)),
-    st.tuples(st.just("advance"), st.just(""), st.just(""), st.integers(0, 20)),
-), max_size=60))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("offer"),
+                st.sampled_from("abc"),
+                st.sampled_from("XYZW"),
+                st.integers(0, 50),
+            ),
+            st.tuples(st.just("advance"), st.just(""), st.just(""), st.integers(0, 20)),
+        ),
+        max_size=60,
+    )
+)
 def test_offers_are_forgotten_once_past_ts_plus_window_plus_grace_in_ts_customer_id_order(
     steps: list[tuple[str, str, str, int]],
 ) -> None:
@@ -416,7 +430,8 @@ def test_offers_are_forgotten_once_past_ts_plus_window_plus_grace_in_ts_customer
         changed += attribution.take_changed_offers()
         assert changed == expected
         assert len(attribution) == len(model)
-        assert {(customer, offer_id): ts
-                for customer, offer_id, ts in attribution.open_offers()} == model
+        assert {
+            (customer, offer_id): ts for customer, offer_id, ts in attribution.open_offers()
+        } == model
         for ref in [(c, o) for c in "abc" for o in "XYZW"]:
             assert attribution.has_offer(ref) == (ref in model)

@@ -57,8 +57,13 @@ class Wire:
         self.offset = board.next_offset
         self.sent: list[tuple[int, int | None, list[Partial]]] = []
 
-    def send(self, partition: int, stream_time: int | None, partials: list[Partial],
-             offset: int | None = None) -> None:
+    def send(
+        self,
+        partition: int,
+        stream_time: int | None,
+        partials: list[Partial],
+        offset: int | None = None,
+    ) -> None:
         source, decoded_time, decoded = decode_partials(
             encode_partials(partition, stream_time, partials)
         )
@@ -75,9 +80,7 @@ class Wire:
 
 
 def rows(records: list[WindowRecord]) -> RecordRows:
-    return {
-        (r.view.name, r.label, r.start, *r.key): (tuple(r.vector), r.final) for r in records
-    }
+    return {(r.view.name, r.label, r.start, *r.key): (tuple(r.vector), r.final) for r in records}
 
 
 def only(view_name: str, found: RecordRows) -> dict[Any, tuple[tuple[int, ...], bool]]:
@@ -90,8 +93,9 @@ def two_partitions() -> tuple[Wire, list[Feed]]:
     feeds[0].send(offer("o1", "alice", T0 + 10 * SECOND, offer_id="A"))
     feeds[0].send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", amount_micros=5))
     feeds[1].send(offer("o2", "bob", T0 + 20 * SECOND, offer_id="B"))
-    feeds[1].send(offer("o3", "carol", T0 + 30 * SECOND, offer_id="C", channel="sms",
-                        segment="enterprise"))
+    feeds[1].send(
+        offer("o3", "carol", T0 + 30 * SECOND, offer_id="C", channel="sms", segment="enterprise")
+    )
     wire = Wire(RatesBoard(BOARD, 2))
     for i, feed in enumerate(feeds):
         wire.flush(i, feed)
@@ -142,7 +146,9 @@ def test_life_cycle_close_change_final_gone() -> None:
         ("5m", T0, ALL, ALL): ((3, 1, 5, 3, 1), False),
     }
     assert set(only(CAMPAIGN.name, closed)) == {
-        ("5m", T0, NONE, NONE), ("5m", T0, NONE, ALL), ("5m", T0, ALL, NONE),
+        ("5m", T0, NONE, NONE),
+        ("5m", T0, NONE, ALL),
+        ("5m", T0, ALL, NONE),
         ("5m", T0, ALL, ALL),
     }
     assert only(PURCHASES_VIEW.name, closed)[("5m", T0, ALL, ALL)] == ((1, 0, 5, 0, 1, 1), False)
@@ -159,7 +165,9 @@ def test_life_cycle_close_change_final_gone() -> None:
         ("5m", T0, ALL, ALL): ((3, 2, 9, 3, 2), False),
     }
     assert set(only(CAMPAIGN.name, changed)) == {
-        ("5m", T0, NONE, NONE), ("5m", T0, NONE, ALL), ("5m", T0, ALL, NONE),
+        ("5m", T0, NONE, NONE),
+        ("5m", T0, NONE, ALL),
+        ("5m", T0, ALL, NONE),
         ("5m", T0, ALL, ALL),
     }
     assert only(PURCHASES_VIEW.name, changed) == {}  # bob's purchase is in an open window
@@ -214,8 +222,7 @@ def test_record_json() -> None:
         "final": False,
         "emitted_at": "2026-11-22T01:00:00.000Z",
     }
-    kpi = by_key["purchases|5m|2026-11-22T00:00:00.000Z|__all__|__all__"].as_json(
-        DEFAULT_BANDS, T0)
+    kpi = by_key["purchases|5m|2026-11-22T00:00:00.000Z|__all__|__all__"].as_json(DEFAULT_BANDS, T0)
     assert kpi["view"] == "purchases"
     assert (kpi["purchases"], kpi["transaction_rate"], kpi["aov_uplift"]) == (1, 1.0, None)
     empty = WindowRecord(CHANNEL_SEGMENT, "1h", T0, T0 + HOUR, EMAIL, [0, 0, 0, 0, 0], True)
@@ -279,8 +286,11 @@ def test_replayed_partials_change_no_counts() -> None:
     again = rows(wire.board.take_records())
     assert all(again[key] == first[key] for key in again)
     advance(wire, feeds, FINAL)
-    final = {key: value[0] for key, value in rows(wire.board.take_records()).items()
-             if key[1:3] == ("5m", T0)}
+    final = {
+        key: value[0]
+        for key, value in rows(wire.board.take_records()).items()
+        if key[1:3] == ("5m", T0)
+    }
     assert final == {key: value[0] for key, value in first.items()}
 
 
@@ -332,8 +342,9 @@ def partials(draw: st.DrawFn) -> Partial:
     view = draw(st.sampled_from([CHANNEL_SEGMENT, PURCHASES_VIEW]))
     label, size = draw(st.sampled_from(SIZES))
     key = (draw(st.sampled_from(["a", "b", ALL])), draw(st.sampled_from(["x", ALL])))
-    vector = draw(st.lists(st.integers(0, 10**6), min_size=len(view.fields),
-                           max_size=len(view.fields)))
+    vector = draw(
+        st.lists(st.integers(0, 10**6), min_size=len(view.fields), max_size=len(view.fields))
+    )
     return Partial(view.name, label, T0 + draw(st.integers(-1, 3)) * size, key, vector)
 
 
@@ -347,7 +358,9 @@ def test_encode_decode_partials_round_trip(
     partition: int, stream_time: int | None, items: list[Partial]
 ) -> None:
     assert decode_partials(encode_partials(partition, stream_time, items)) == (
-        partition, stream_time, items
+        partition,
+        stream_time,
+        items,
     )
 
 
@@ -387,16 +400,19 @@ def test_records_are_sums_of_the_latest_partials_and_restore_changes_nothing(
                 assert rows(restored.board.take_records()) == rows(records)
             for record in records:
                 parts = latest[(record.view.name, record.label, record.start, record.key)]
-                assert record.vector == [sum(column) for column in zip(*parts.values(),
-                                                                       strict=True)]
-                assert record.final == BOARD.is_final((record.label, record.start),
-                                                      original.board.low_watermark)
+                assert record.vector == [
+                    sum(column) for column in zip(*parts.values(), strict=True)
+                ]
+                assert record.final == BOARD.is_final(
+                    (record.label, record.start), original.board.low_watermark
+                )
                 assert is_closed(record.end, original.board.low_watermark, BOARD.grace_ms)
                 assert record.end - record.start == dict(SIZES)[record.label]
             for record in records:
                 if record.final:
-                    for key in [k for k in latest if k[:3] == (record.view.name, record.label,
-                                                               record.start)]:
+                    for key in [
+                        k for k in latest if k[:3] == (record.view.name, record.label, record.start)
+                    ]:
                         del latest[key]
         merge_store(store, original.board.take_changes())
         if restored is not None:
@@ -411,8 +427,9 @@ def test_records_are_sums_of_the_latest_partials_and_restore_changes_nothing(
 @settings(max_examples=100, deadline=None)
 @given(
     data=st.data(),
-    scenario=scenarios(slots=36, slot_ms=5 * MINUTE, max_offers=10, max_purchases=10,
-                       foreign_named_upsell=True),
+    scenario=scenarios(
+        slots=36, slot_ms=5 * MINUTE, max_offers=10, max_purchases=10, foreign_named_upsell=True
+    ),
 )
 def test_partitions_sum_to_what_one_partition_counts(data: st.DataObject, scenario: Any) -> None:
     arrival: list[Event] = data.draw(st.permutations(scenario.events + scenario.duplicates))
@@ -455,8 +472,9 @@ def test_partitions_sum_to_what_one_partition_counts(data: st.DataObject, scenar
                 for index, n in enumerate(vec):
                     acc[index] += n
     assert summed_totals == expected_totals
-    assert {slot: {key: tuple(v) for key, v in cells.items()}
-            for slot, cells in summed_windows.items()} == expected_windows
+    assert {
+        slot: {key: tuple(v) for key, v in cells.items()} for slot, cells in summed_windows.items()
+    } == expected_windows
     assert totals_rows(single.partition.totals) == expected_totals
     # Through the boards: the same records either way, distinct customers included.
     assert rows(one.board.take_records()) == rows(many.board.take_records())

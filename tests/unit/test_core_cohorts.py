@@ -20,15 +20,23 @@ def _counted() -> WindowCounts:
     counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("email", "smb"), ONE_OFFER, TARGETED, "alice")
     counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("sms", "smb"), ONE_OFFER, TARGETED, "alice")
     counts.count(CAMPAIGN, FIVE_MINUTES, ("bundle", "tv"), ONE_OFFER, TARGETED, "alice")
-    counts.count(PURCHASES, FIVE_MINUTES, ("member", "tv"), (("upsell_purchases", 1),),
-                 ("buyers_any",), "alice")
+    counts.count(
+        PURCHASES,
+        FIVE_MINUTES,
+        ("member", "tv"),
+        (("upsell_purchases", 1),),
+        ("buyers_any",),
+        "alice",
+    )
     counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("email", "smb"), ONE_OFFER, TARGETED, "bob")
     return counts
 
 
 def _state(counts: WindowCounts) -> dict[str, dict[tuple[str, str], list[int]]]:
-    return {view.name: counts.cells(view, FIVE_MINUTES)
-            for view in (CHANNEL_SEGMENT, CAMPAIGN, PURCHASES)}
+    return {
+        view.name: counts.cells(view, FIVE_MINUTES)
+        for view in (CHANNEL_SEGMENT, CAMPAIGN, PURCHASES)
+    }
 
 
 def _restored(entries: dict[str, Any]) -> WindowCounts:
@@ -45,8 +53,11 @@ def test_a_customers_memberships_in_a_window_are_one_entry() -> None:
     groups = {key: value for key, value in changes.items() if len(json.loads(key)) == 3}
     assert groups == {
         '["5m",1795305600000,"alice"]': [
-            ["channel_segment", 0, "email", "smb"], ["channel_segment", 0, "sms", "smb"],
-            ["campaign", 0, "bundle", "tv"], ["purchases", 0, "member", "tv"]],
+            ["channel_segment", 0, "email", "smb"],
+            ["channel_segment", 0, "sms", "smb"],
+            ["campaign", 0, "bundle", "tv"],
+            ["purchases", 0, "member", "tv"],
+        ],
         '["5m",1795305600000,"bob"]': [["channel_segment", 0, "email", "smb"]],
     }
     # The rest are the cells' sums: the keys counted and their roll-ups.
@@ -62,7 +73,9 @@ def test_a_membership_added_later_rewrites_the_customers_entry_whole() -> None:
     counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("push", "smb"), ONE_OFFER, TARGETED, "bob")
     changes = counts.take_changes("")
     assert changes['["5m",1795305600000,"bob"]'] == [
-        ["channel_segment", 0, "email", "smb"], ["channel_segment", 0, "push", "smb"]]
+        ["channel_segment", 0, "email", "smb"],
+        ["channel_segment", 0, "push", "smb"],
+    ]
     assert '["5m",1795305600000,"alice"]' not in changes
     entries.update(changes)
     assert _state(_restored(entries)) == _state(counts)
@@ -87,14 +100,18 @@ def test_entries_of_one_membership_each_restore_and_are_replaced() -> None:
         if len(parts) == 3:
             label, start, customer = parts
             for view, index, first, second in rows:
-                old[json.dumps([view, label, start, first, second, index, customer],
-                               separators=(",", ":"))] = 1
+                old[
+                    json.dumps(
+                        [view, label, start, first, second, index, customer], separators=(",", ":")
+                    )
+                ] = 1
     restored = _restored(old)
     assert _state(restored) == _state(_counted())
     changes = restored.take_changes("")
     # Each old entry is deleted and its customer's window entry written.
     assert {key for key, value in changes.items() if value is None} == {
-        key for key in old if len(json.loads(key)) == 7}
+        key for key in old if len(json.loads(key)) == 7
+    }
     migrated = {key: value for key, value in changes.items() if value is not None}
     assert migrated.keys() == current.keys() - old.keys()
     assert _state(_restored({**old, **changes})) == _state(_counted())

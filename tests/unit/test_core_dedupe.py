@@ -68,10 +68,15 @@ def test_an_id_remembered_again_goes_with_its_latest_ts() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.tuples(st.just("remember"), st.sampled_from("abcdefgh"), st.integers(0, 400)),
-    st.tuples(st.just("advance"), st.just(""), st.integers(0, 60)),
-), max_size=80))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("remember"), st.sampled_from("abcdefgh"), st.integers(0, 400)),
+            st.tuples(st.just("advance"), st.just(""), st.integers(0, 60)),
+        ),
+        max_size=80,
+    )
+)
 def test_same_duplicates_and_same_forgotten_ids_in_the_same_order_as_one_heap(
     steps: list[tuple[str, str, int]],
 ) -> None:
@@ -81,7 +86,8 @@ def test_same_duplicates_and_same_forgotten_ids_in_the_same_order_as_one_heap(
         if step == "remember":
             # The partition remembers only what is not a duplicate; restores remember anything.
             assert memory.is_duplicate(event_id, stream_time) == (
-                event_id in reference.seen and stream_time <= reference.seen[event_id] + HORIZON)
+                event_id in reference.seen and stream_time <= reference.seen[event_id] + HORIZON
+            )
             memory.remember(event_id, n)
             reference.remember(event_id, n)
         else:

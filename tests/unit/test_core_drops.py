@@ -34,10 +34,20 @@ T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z
 WINDOW = MINUTE
 CONFIG = WindowConfig(sizes=(("1m", WINDOW),), attribution_ms=30 * MINUTE, grace_ms=10 * SECOND)
 # Measured 5 minutes after the end: most conversions of the window are in by then.
-DEFAULTS = DropSettings(significance=0.0001, min_offers=200, min_relative_drop=0.2,
-                        baseline_windows=6, age_ms=5 * MINUTE)
-AT_CLOSE = DropSettings(significance=0.0001, min_offers=200, min_relative_drop=0.2,
-                        baseline_windows=6, age_ms=CONFIG.grace_ms)
+DEFAULTS = DropSettings(
+    significance=0.0001,
+    min_offers=200,
+    min_relative_drop=0.2,
+    baseline_windows=6,
+    age_ms=5 * MINUTE,
+)
+AT_CLOSE = DropSettings(
+    significance=0.0001,
+    min_offers=200,
+    min_relative_drop=0.2,
+    baseline_windows=6,
+    age_ms=CONFIG.grace_ms,
+)
 KEY: Key = ("email", "smb")
 STEP = 10 * SECOND
 
@@ -68,13 +78,26 @@ class Stream:
         offset = 0
         horizon = T0 + len(rates) * WINDOW + CONFIG.attribution_ms + CONFIG.grace_ms + STEP
         for now in range(T0 + STEP, horizon + STEP, STEP):
-            alive = range(max(0, (now - T0 - CONFIG.attribution_ms) // WINDOW - 1),
-                          min(len(windows), (now - T0) // WINDOW + 1))
+            alive = range(
+                max(0, (now - T0 - CONFIG.attribution_ms) // WINDOW - 1),
+                min(len(windows), (now - T0) // WINDOW + 1),
+            )
             partials = [
-                Partial(CHANNEL_SEGMENT.name, "1m", T0 + i * WINDOW, KEY,
-                        [_upto(windows[i].offer_ts, now), _upto(windows[i].conversion_ts, now),
-                         0, 0, 0])
-                for i in alive if not CONFIG.is_final(("1m", T0 + i * WINDOW), now)
+                Partial(
+                    CHANNEL_SEGMENT.name,
+                    "1m",
+                    T0 + i * WINDOW,
+                    KEY,
+                    [
+                        _upto(windows[i].offer_ts, now),
+                        _upto(windows[i].conversion_ts, now),
+                        0,
+                        0,
+                        0,
+                    ],
+                )
+                for i in alive
+                if not CONFIG.is_final(("1m", T0 + i * WINDOW), now)
             ]
             board.apply(0, now, partials, offset)
             offset += 1
@@ -92,7 +115,8 @@ class Stream:
         offer_ts = sorted(start + rng.randrange(WINDOW) for _ in range(self.offers_per_window))
         conversions = sorted(
             ts + min(round(rng.expovariate(1 / self.mean_delay_ms)), CONFIG.attribution_ms)
-            for ts in offer_ts if rng.random() < rate
+            for ts in offer_ts
+            if rng.random() < rate
         )
         return _Window(offer_ts, conversions)
 
@@ -142,8 +166,11 @@ def test_z_statistic_matches_the_textbook_formula() -> None:
 
 
 def test_no_evidence_without_offers_or_variation() -> None:
-    for observed, baseline in [(Sample(0, 0), Sample(100, 5)), (Sample(100, 0), Sample(100, 0)),
-                               (Sample(50, 50), Sample(80, 80))]:
+    for observed, baseline in [
+        (Sample(0, 0), Sample(100, 5)),
+        (Sample(100, 0), Sample(100, 0)),
+        (Sample(50, 50), Sample(80, 80)),
+    ]:
         result = compare(observed, baseline)
         assert (result.z, result.p_value) == (0.0, 0.5)
 
@@ -160,21 +187,25 @@ def test_fewer_conversions_are_never_less_significant(n1: int, n2: int, data: An
 # -- verdicts ------------------------------------------------------------------------------
 
 
-samples = st.builds(lambda n, share: Sample(n, round(n * share)),
-                    st.integers(0, 100_000), st.floats(0, 1))
+samples = st.builds(
+    lambda n, share: Sample(n, round(n * share)), st.integers(0, 100_000), st.floats(0, 1)
+)
 
 
 @given(samples, samples)
 def test_small_samples_are_never_a_drop(observed: Sample, baseline: Sample) -> None:
-    small = Sample(observed.offers % DEFAULTS.min_offers,
-                   min(observed.conversions, observed.offers % DEFAULTS.min_offers))
+    small = Sample(
+        observed.offers % DEFAULTS.min_offers,
+        min(observed.conversions, observed.offers % DEFAULTS.min_offers),
+    )
     assert verdict(compare(small, baseline), DEFAULTS) == "unclear"
     assert verdict(compare(baseline, small), DEFAULTS) == "unclear"
 
 
 @given(samples, samples)
 def test_a_rate_within_the_minimum_relative_drop_is_never_a_drop(
-        observed: Sample, baseline: Sample) -> None:
+    observed: Sample, baseline: Sample
+) -> None:
     result = compare(observed, baseline)
     relative = result.relative_drop
     if relative is None or relative < DEFAULTS.min_relative_drop:
@@ -190,9 +221,14 @@ def test_a_rise_is_never_a_drop(n1: int, n2: int, baseline_rate: float, data: An
 
 def test_settings_are_validated() -> None:
     bad_values: list[dict[str, Any]] = [
-        {"significance": 0.0}, {"significance": 1.0}, {"min_offers": 0},
-        {"min_relative_drop": 1.0}, {"min_relative_drop": -0.1}, {"baseline_windows": 0},
-        {"age_ms": -1}]
+        {"significance": 0.0},
+        {"significance": 1.0},
+        {"min_offers": 0},
+        {"min_relative_drop": 1.0},
+        {"min_relative_drop": -0.1},
+        {"baseline_windows": 0},
+        {"age_ms": -1},
+    ]
     for bad in bad_values:
         with pytest.raises(ValueError, match=r"must"):
             DropSettings(**bad)
@@ -201,10 +237,12 @@ def test_settings_are_validated() -> None:
 # -- the detector over a stream ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("drops", "seed", "complete"),
-                         [(DEFAULTS, 1, 0.75), (DEFAULTS, 2, 0.75), (AT_CLOSE, 3, 0.2)])
+@pytest.mark.parametrize(
+    ("drops", "seed", "complete"), [(DEFAULTS, 1, 0.75), (DEFAULTS, 2, 0.75), (AT_CLOSE, 3, 0.2)]
+)
 def test_a_steady_rate_with_delayed_conversions_never_alerts(
-        drops: DropSettings, seed: int, complete: float) -> None:
+    drops: DropSettings, seed: int, complete: float
+) -> None:
     stream = Stream(settings=drops, seed=seed)
     assert stream.run([0.10] * 150) == []
     # At its age a window holds only part of the conversions it will have (mean delay
@@ -228,17 +266,22 @@ def test_a_halved_rate_alerts_within_two_windows() -> None:
     assert fired[0].comparison.relative_drop > 0.3
 
 
-@pytest.mark.parametrize(("drops", "mean_delay_ms"), [(AT_CLOSE, 20 * SECOND),
-                                                      (DEFAULTS, 2 * MINUTE)])
+@pytest.mark.parametrize(
+    ("drops", "mean_delay_ms"), [(AT_CLOSE, 20 * SECOND), (DEFAULTS, 2 * MINUTE)]
+)
 def test_a_halved_rate_alerts_whatever_the_age_of_measurement(
-        drops: DropSettings, mean_delay_ms: int) -> None:
+    drops: DropSettings, mean_delay_ms: int
+) -> None:
     stream = Stream(settings=drops, mean_delay_ms=mean_delay_ms, seed=5)
     alerts = stream.run([0.10] * 20 + [0.05] * 15)
     assert [(a.state, window_index(a)) for a in alerts][:1] in ([(FIRED, 20)], [(FIRED, 21)])
 
 
-@given(st.integers(1, DEFAULTS.min_offers - 1), st.lists(st.floats(0, 1), min_size=10,
-                                                       max_size=30), st.integers(0, 2**16))
+@given(
+    st.integers(1, DEFAULTS.min_offers - 1),
+    st.lists(st.floats(0, 1), min_size=10, max_size=30),
+    st.integers(0, 2**16),
+)
 @settings(max_examples=25, deadline=None)
 def test_small_samples_never_alert(offers: int, rates: list[float], seed: int) -> None:
     assert Stream(offers_per_window=offers, seed=seed).run(rates) == []
@@ -267,8 +310,12 @@ def test_restarting_after_every_step_changes_nothing() -> None:
 def test_a_window_waits_for_every_partition_to_reach_its_age() -> None:
     board, detector = RatesBoard(CONFIG, 2), DropDetector(DEFAULTS)
     end = T0 + WINDOW
-    board.apply(0, end + DEFAULTS.age_ms + 1, [
-        Partial(CHANNEL_SEGMENT.name, "1m", T0, KEY, [300, 30, 0, 0, 0])], 0)
+    board.apply(
+        0,
+        end + DEFAULTS.age_ms + 1,
+        [Partial(CHANNEL_SEGMENT.name, "1m", T0, KEY, [300, 30, 0, 0, 0])],
+        0,
+    )
     assert detector.take_alerts(board) == []
     assert list(detector.active()) == []
     board.apply(1, end + DEFAULTS.age_ms, [], 1)  # not past the age yet

@@ -272,8 +272,11 @@ def test_offer_missing_field(name: str, how: str) -> None:
         expected = BAD_TS  # an empty ts is present but unparseable
     else:
         expected = MISSING_FIELD
-    doc = {"absent": without(OFFER, name), "null": with_(OFFER, **{name: None}),
-           "empty": with_(OFFER, **{name: ""})}[how]
+    doc = {
+        "absent": without(OFFER, name),
+        "null": with_(OFFER, **{name: None}),
+        "empty": with_(OFFER, **{name: ""}),
+    }[how]
     assert rejected(parse_offer, raw(doc)) == expected
 
 
@@ -286,8 +289,11 @@ def test_purchase_missing_field(name: str, how: str) -> None:
         expected = WRONG_TYPE  # "" is a string where a number is required
     else:
         expected = MISSING_FIELD
-    doc = {"absent": without(PURCHASE, name), "null": with_(PURCHASE, **{name: None}),
-           "empty": with_(PURCHASE, **{name: ""})}[how]
+    doc = {
+        "absent": without(PURCHASE, name),
+        "null": with_(PURCHASE, **{name: None}),
+        "empty": with_(PURCHASE, **{name: ""}),
+    }[how]
     assert rejected(parse_purchase, raw(doc)) == expected
 
 
@@ -426,19 +432,21 @@ amounts = st.one_of(
 )
 extras = st.dictionaries(
     st.text(min_size=1, max_size=8).filter(
-        lambda k: k
-        not in {
-            *OFFER_REQUIRED,
-            *PURCHASE_REQUIRED,
-            "order_id",
-            "offer_id",
-            "campaign_id",
-            "campaign_type",
-            "product_line",
-            "loyalty_member",
-            "offered_price",
-            "is_upsell",
-        }
+        lambda k: (
+            k
+            not in {
+                *OFFER_REQUIRED,
+                *PURCHASE_REQUIRED,
+                "order_id",
+                "offer_id",
+                "campaign_id",
+                "campaign_type",
+                "product_line",
+                "loyalty_member",
+                "offered_price",
+                "is_upsell",
+            }
+        )
     ),
     st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans()),
     max_size=3,
@@ -464,19 +472,27 @@ def put(doc: dict[str, Any], name: str, value: Any) -> None:
     extra=extras,
 )
 def test_any_valid_offer_parses_and_round_trips(
-    ids: tuple[str, ...], ts: tuple[Any, int], campaign: Any, loyalty: Any, price: Any,
+    ids: tuple[str, ...],
+    ts: tuple[Any, int],
+    campaign: Any,
+    loyalty: Any,
+    price: Any,
     extra: dict[str, Any],
 ) -> None:
     doc: dict[str, Any] = dict(extra)
-    doc.update(zip(["event_id", "offer_id", "customer_id", "channel", "segment"], ids,
-                   strict=True))
+    doc.update(zip(["event_id", "offer_id", "customer_id", "channel", "segment"], ids, strict=True))
     doc["ts"] = ts[0]
     put(doc, "campaign_id", campaign)
     put(doc, "loyalty_member", loyalty)
     put(doc, "offered_price", price)
     parsed = parse_offer(raw(doc))
-    assert (parsed.event_id, parsed.offer_id, parsed.customer_id, parsed.channel,
-            parsed.segment) == ids
+    assert (
+        parsed.event_id,
+        parsed.offer_id,
+        parsed.customer_id,
+        parsed.channel,
+        parsed.segment,
+    ) == ids
     assert parsed.ts == ts[1]
     assert parsed.campaign_id == (None if campaign is ... else campaign)
     assert parsed.loyalty_member == (None if loyalty is ... else loyalty)
@@ -498,8 +514,13 @@ def test_any_valid_offer_parses_and_round_trips(
     extra=extras,
 )
 def test_any_valid_purchase_parses_and_round_trips(
-    ids: tuple[str, ...], ts: tuple[Any, int], amount: float, offer_id: Any, is_upsell: Any,
-    loyalty: Any, extra: dict[str, Any],
+    ids: tuple[str, ...],
+    ts: tuple[Any, int],
+    amount: float,
+    offer_id: Any,
+    is_upsell: Any,
+    loyalty: Any,
+    extra: dict[str, Any],
 ) -> None:
     doc: dict[str, Any] = dict(extra)
     doc.update(zip(["event_id", "order_id", "customer_id"], ids, strict=True))
@@ -536,8 +557,9 @@ def test_arbitrary_bytes_never_raise_anything_else(message: bytes) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -546,8 +568,16 @@ json_values = st.recursive(
 @given(
     base=st.sampled_from([OFFER, PURCHASE]),
     overrides=st.dictionaries(
-        st.sampled_from([*OFFER_REQUIRED, *PURCHASE_REQUIRED, "offer_id", "is_upsell",
-                         "offered_price", "loyalty_member"]),
+        st.sampled_from(
+            [
+                *OFFER_REQUIRED,
+                *PURCHASE_REQUIRED,
+                "offer_id",
+                "is_upsell",
+                "offered_price",
+                "loyalty_member",
+            ]
+        ),
         json_values,
         max_size=3,
     ),

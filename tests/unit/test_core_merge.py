@@ -73,8 +73,7 @@ def test_a_partition_whose_lag_stays_unknown_is_reported_once_per_wait() -> None
 
 
 def test_a_caught_up_partition_that_just_delivered_holds_the_others_for_a_while() -> None:
-    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60,
-                                                idle_wait_s=2)
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60, idle_wait_s=2)
     merge.add(B, 0, 100, "b100", now=10)
     merge.add(A, 0, 100, "a100", now=10)
     merge.add(A, 1, 400, "a400", now=10)
@@ -89,8 +88,7 @@ def test_a_caught_up_partition_that_just_delivered_holds_the_others_for_a_while(
 
 
 def test_a_caught_up_partition_found_empty_by_a_fetch_holds_nothing_back() -> None:
-    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60,
-                                                idle_wait_s=2)
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60, idle_wait_s=2)
     merge.add(B, 0, 100, "b100", now=10)
     merge.add(A, 0, 100, "a100", now=10)
     merge.add(A, 1, 400, "a400", now=10)
@@ -183,21 +181,30 @@ def test_after_the_seek_back_a_jump_in_offsets_is_taken() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@example({A: [1] * 10, B: [1] * 3},
-         [("fetch", 3), ("handle", 2), ("fetch", 3), ("rebalance", 1), ("handle", 1)])
-@given(st.dictionaries(st.sampled_from([A, B]),
-                       st.lists(st.integers(1, 3), min_size=1, max_size=25), min_size=1),
-       st.lists(st.tuples(st.sampled_from(["fetch", "handle", "rebalance"]),
-                          st.integers(1, 6)), max_size=40))
+@example(
+    {A: [1] * 10, B: [1] * 3},
+    [("fetch", 3), ("handle", 2), ("fetch", 3), ("rebalance", 1), ("handle", 1)],
+)
+@given(
+    st.dictionaries(
+        st.sampled_from([A, B]), st.lists(st.integers(1, 3), min_size=1, max_size=25), min_size=1
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["fetch", "handle", "rebalance"]), st.integers(1, 6)), max_size=40
+    ),
+)
 def test_every_record_is_forwarded_through_any_rebalances(
-        gaps: dict[tuple[str, int], list[int]], steps: list[tuple[str, int]]) -> None:
+    gaps: dict[tuple[str, int], list[int]], steps: list[tuple[str, int]]
+) -> None:
     """A model of the hot path: one fetch at a time, which a rebalance (every position back
     to the committed offset) may overtake before it is handled. Whatever the interleaving,
     the receiving stage, which counts a source's items once by offset (it skips an offset
     not above the highest it has seen), ends up with every record of the log."""
     # Offsets with gaps between them, as transaction markers leave.
-    logs = {source: [sum(steps_[:i + 1]) for i in range(len(steps_))]
-            for source, steps_ in gaps.items()}
+    logs = {
+        source: [sum(steps_[: i + 1]) for i in range(len(steps_))]
+        for source, steps_ in gaps.items()
+    }
     merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=1_000, max_wait_s=1)
     position = {source: 0 for source in logs}
     committed = dict(position)
@@ -251,18 +258,23 @@ def test_every_record_is_forwarded_through_any_rebalances(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([A, B, ("offers", 1)]),
-                          st.integers(0, 1000) | st.none()), max_size=60),
-       st.lists(st.integers(1, 8), min_size=1, max_size=10))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([A, B, ("offers", 1)]), st.integers(0, 1000) | st.none()),
+        max_size=60,
+    ),
+    st.lists(st.integers(1, 8), min_size=1, max_size=10),
+)
 def test_each_partition_leaves_in_offset_order_and_nothing_is_lost(
-        records: list[tuple[tuple[str, int], int | None]], cuts: list[int]) -> None:
+    records: list[tuple[tuple[str, int], int | None]], cuts: list[int]
+) -> None:
     merge: EventTimeMerge[int] = EventTimeMerge(max_buffered=10_000, max_wait_s=1)
     offsets: dict[tuple[str, int], int] = {}
     released: list[tuple[tuple[str, int], int, int]] = []
     now = 0.0
     index = 0
     for cut in itertools.cycle(cuts):
-        for source, ts in records[index:index + cut]:
+        for source, ts in records[index : index + cut]:
             offsets[source] = offsets.get(source, -1) + 1
             merge.add(source, offsets[source], ts, index)
             index += 1

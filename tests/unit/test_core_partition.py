@@ -68,8 +68,7 @@ def test_duplicate_offer_changes_nothing_but_the_duplicate_count() -> None:
     totals, windows = snapshot(feed.partition)
     # Same event_id, other content and a later ts: still a duplicate.
     feed.send(Offer("e1", "Y", "bob", "sms", "enterprise", T0 + 20 * MINUTE))
-    assert snapshot(feed.partition) == ({**totals, DUPLICATES_TOTAL: {(OFFERS_TOPIC,): 1}},
-                                        windows)
+    assert snapshot(feed.partition) == ({**totals, DUPLICATES_TOTAL: {(OFFERS_TOPIC,): 1}}, windows)
     assert feed.partition.stream_time == T0 + MINUTE  # did not move stream time
 
 
@@ -230,8 +229,9 @@ def test_rejects_counted_by_topic_and_reason() -> None:
 
 def test_campaign_view_counts_offers_by_campaign_type_and_product_line() -> None:
     feed = new_feed()
-    feed.send(offer("o1", "alice", T0, offer_id="A", campaign_type="limited_time",
-                    product_line="tv"))
+    feed.send(
+        offer("o1", "alice", T0, offer_id="A", campaign_type="limited_time", product_line="tv")
+    )
     feed.send(offer("o2", "bob", T0 + SECOND, offer_id="B"))
     feed.send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", amount_micros=4))
     assert total(feed, CAMPAIGN_OFFERS_TOTAL) == {("limited_time", "tv"): 1, (NONE, NONE): 1}
@@ -244,10 +244,23 @@ def test_campaign_view_counts_offers_by_campaign_type_and_product_line() -> None
 def test_purchases_view_kinds_and_buyers() -> None:
     feed = new_feed()
     feed.send(offer("o1", "alice", T0, offer_id="A"))
-    feed.send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", is_upsell=False,
-                       amount_micros=10, product_line="tv", loyalty_member=True))
-    feed.send(purchase("p2", "alice", T0 + MINUTE, amount_micros=3, product_line="tv",
-                       loyalty_member=True))
+    feed.send(
+        purchase(
+            "p1",
+            "alice",
+            T0 + MINUTE,
+            offer_id="A",
+            is_upsell=False,
+            amount_micros=10,
+            product_line="tv",
+            loyalty_member=True,
+        )
+    )
+    feed.send(
+        purchase(
+            "p2", "alice", T0 + MINUTE, amount_micros=3, product_line="tv", loyalty_member=True
+        )
+    )
     feed.send(purchase("p3", "bob", T0 + 2 * MINUTE, is_upsell=True, amount_micros=5))
     feed.send(purchase("p4", "carol", T0 + 6 * MINUTE, amount_micros=1, loyalty_member=False))
     assert total(feed, PURCHASES_TOTAL) == {
@@ -273,8 +286,7 @@ def test_purchases_view_kinds_and_buyers() -> None:
 
 def test_explicit_non_upsell_purchase_waits_for_its_offer_to_know_its_kind() -> None:
     feed = new_feed()
-    feed.send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", is_upsell=False,
-                       amount_micros=2))
+    feed.send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", is_upsell=False, amount_micros=2))
     assert total(feed, PURCHASES_TOTAL) == {}
     feed.send(offer("o1", "alice", T0, offer_id="A"))
     assert total(feed, PURCHASES_TOTAL) == {("upsell", "unknown", NONE): 1}
@@ -284,8 +296,7 @@ def test_explicit_non_upsell_purchase_waits_for_its_offer_to_know_its_kind() -> 
 def test_explicit_non_upsell_purchase_whose_offer_never_comes_is_other() -> None:
     config = WindowConfig(sizes=SIZES, attribution_ms=10 * MINUTE, grace_ms=MINUTE)
     feed = Feed(CustomerPartition(config))
-    feed.send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", is_upsell=False,
-                       amount_micros=2))
+    feed.send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", is_upsell=False, amount_micros=2))
     feed.tick(T0 + 13 * MINUTE)  # past ts + attribution + grace
     feed.partition.take_changes()
     assert total(feed, PURCHASES_TOTAL) == {("other", "unknown", NONE): 1}
@@ -313,8 +324,10 @@ def test_given_up_purchase_is_counted_whatever_the_batches() -> None:
     config = WindowConfig(sizes=SIZES, attribution_ms=10 * MINUTE, grace_ms=MINUTE)
     reported = []
     # Batches as the pipeline runs them: apply, take_partials, take_changes.
-    for batches in ([[T0 + 13 * MINUTE], [T0 + 17 * MINUTE], []],
-                    [[T0 + 13 * MINUTE, T0 + 17 * MINUTE], []]):
+    for batches in (
+        [[T0 + 13 * MINUTE], [T0 + 17 * MINUTE], []],
+        [[T0 + 13 * MINUTE, T0 + 17 * MINUTE], []],
+    ):
         feed = Feed(CustomerPartition(config))
         feed.send(purchase("p1", "alice", T0 + MINUTE, offer_id="A", is_upsell=False))
         seen: dict[Any, list[int]] = {}
@@ -358,8 +371,10 @@ def test_take_changes_deletes_final_windows_and_expired_state() -> None:
     assert snapshot(restored) == snapshot(feed.partition)
     assert snapshot(restored)[1] == {}
     assert total(feed, OFFERS_TOTAL) == {EMAIL: 1}
-    assert total(feed, PURCHASES_TOTAL) == {("upsell", "unknown", NONE): 1,
-                                            ("other", "unknown", NONE): 1}
+    assert total(feed, PURCHASES_TOTAL) == {
+        ("upsell", "unknown", NONE): 1,
+        ("other", "unknown", NONE): 1,
+    }
 
 
 def test_reused_offer_id_after_expiry_does_not_depend_on_batches() -> None:
@@ -498,9 +513,7 @@ def scenarios(
             )
         )
     events: list[Event] = [*offers, *purchases]
-    duplicates = (
-        draw(st.lists(st.sampled_from(events), max_size=max_duplicates)) if events else []
-    )
+    duplicates = draw(st.lists(st.sampled_from(events), max_size=max_duplicates)) if events else []
     return Scenario(events, duplicates)
 
 
@@ -532,8 +545,14 @@ def operations(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     """A log: events in any order, with ticks and rejects among them."""
     slot_ms = draw(st.sampled_from([MINUTE, 5 * MINUTE]))
     scenario = draw(
-        scenarios(slots=36, slot_ms=slot_ms, max_offers=10, max_purchases=10,
-                  unique_named=False, max_duplicates=4)
+        scenarios(
+            slots=36,
+            slot_ms=slot_ms,
+            max_offers=10,
+            max_purchases=10,
+            unique_named=False,
+            max_duplicates=4,
+        )
     )
     events = scenario.events + scenario.duplicates
     if draw(st.booleans()):
@@ -546,10 +565,12 @@ def operations(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     extras = draw(
         st.lists(
             st.one_of(
-                st.tuples(st.just("tick"),
-                          st.integers(0, 40).map(lambda k: T0 + k * slot_ms)),
-                st.tuples(st.just("reject"), st.sampled_from([OFFERS_TOPIC, PURCHASES_TOPIC]),
-                          st.sampled_from(["not_json", "bad_ts"])),
+                st.tuples(st.just("tick"), st.integers(0, 40).map(lambda k: T0 + k * slot_ms)),
+                st.tuples(
+                    st.just("reject"),
+                    st.sampled_from([OFFERS_TOPIC, PURCHASES_TOPIC]),
+                    st.sampled_from(["not_json", "bad_ts"]),
+                ),
             ),
             max_size=5,
         )
@@ -591,8 +612,11 @@ def check_bounds(totals: TotalsRows, windows: WindowRows) -> None:
         for rolled, vec in cells.items():
             if ALL not in rolled:
                 continue
-            parts = [v for key, v in cells.items() if ALL not in key
-                     and all(r in (ALL, k) for r, k in zip(rolled, key, strict=True))]
+            parts = [
+                v
+                for key, v in cells.items()
+                if ALL not in key and all(r in (ALL, k) for r, k in zip(rolled, key, strict=True))
+            ]
             for index in range(len(view.sums)):
                 assert vec[index] == sum(p[index] for p in parts), (rolled, vec, parts)
             for index in range(len(view.sums), len(vec)):
@@ -631,8 +655,13 @@ def test_restore_round_trip_and_replay_safety(
     data: st.DataObject, ops: list[tuple[Any, ...]], config: WindowConfig
 ) -> None:
     split = data.draw(st.integers(0, len(ops)), label="split")
-    cuts = {i for i, cut in enumerate(data.draw(
-        st.lists(st.booleans(), min_size=split, max_size=split), label="cuts")) if cut}
+    cuts = {
+        i
+        for i, cut in enumerate(
+            data.draw(st.lists(st.booleans(), min_size=split, max_size=split), label="cuts")
+        )
+        if cut
+    }
     original = Feed(CustomerPartition(config))
     store: dict[str, Any] = {}
     for i, op in enumerate(ops[:split]):
@@ -652,7 +681,7 @@ def test_restore_round_trip_and_replay_safety(
     # The rest, to both, at the same log offsets.
     for op in ops[split:]:
         play(original, op)
-    for item, offset in original.log[len(prefix_log):]:
+    for item, offset in original.log[len(prefix_log) :]:
         restored.deliver(item, offset)
     final = snapshot(original.partition)
     assert snapshot(restored.partition) == final
@@ -675,7 +704,7 @@ def test_restore_round_trip_and_replay_safety(
     for item, _ in prefix_log:
         again.deliver(item)
     assert snapshot(again.partition) == at_restore
-    for item, _ in original.log[len(prefix_log):]:
+    for item, _ in original.log[len(prefix_log) :]:
         again.deliver(item)
     assert snapshot(again.partition) == final
 
@@ -690,8 +719,9 @@ def test_batch_boundaries_do_not_matter(
     data: st.DataObject, ops: list[tuple[Any, ...]], config: WindowConfig
 ) -> None:
     cuts = data.draw(
-        st.lists(st.sampled_from(["none", "partials", "both"]), min_size=len(ops),
-                 max_size=len(ops)),
+        st.lists(
+            st.sampled_from(["none", "partials", "both"]), min_size=len(ops), max_size=len(ops)
+        ),
         label="cuts",
     )
 

@@ -176,8 +176,16 @@ def test_final_implies_closed(
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("0s", 0), ("90s", 90_000), ("5m", 5 * MINUTE), ("1h", HOUR), ("1d", DAY),
-     ("7d", 7 * DAY), ("250ms", 250), (" 2h ", 2 * HOUR)],
+    [
+        ("0s", 0),
+        ("90s", 90_000),
+        ("5m", 5 * MINUTE),
+        ("1h", HOUR),
+        ("1d", DAY),
+        ("7d", 7 * DAY),
+        ("250ms", 250),
+        (" 2h ", 2 * HOUR),
+    ],
 )
 def test_parse_duration(text: str, value: int) -> None:
     assert parse_duration_ms(text) == value

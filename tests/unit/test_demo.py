@@ -53,14 +53,17 @@ def test_the_description_reads_back_as_written() -> None:
     assert DemoSource.from_json(document) == source
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"format": 0}, "format 0"),
-    ({"speed": "fast"}, "speed is not a number"),
-    ({"speed": float("nan")}, "speed is not a number"),
-    ({"event_start": "yesterday"}, "event_start 'yesterday'"),
-    ({"drop": {"channel": "email", "factor": 0.3}}, "segments is not a list"),
-    ({"drop": []}, "drop is not a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": 0}, "format 0"),
+        ({"speed": "fast"}, "speed is not a number"),
+        ({"speed": float("nan")}, "speed is not a number"),
+        ({"event_start": "yesterday"}, "event_start 'yesterday'"),
+        ({"drop": {"channel": "email", "factor": 0.3}}, "segments is not a list"),
+        ({"drop": []}, "drop is not a JSON object"),
+    ],
+)
 def test_a_bad_description_is_one_line(change: dict[str, object], message: str) -> None:
     source, _ = demo.plan(STARTED, EVENT_START)
     with pytest.raises(SourceError, match=message) as raised:
@@ -69,7 +72,8 @@ def test_a_bad_description_is_one_line(change: dict[str, object], message: str) 
 
 
 def test_the_worker_reads_the_description_again_when_it_changes(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "source.json"
     reader = DemoSourceFile(path)
     assert reader.current() is None  # not written yet
@@ -98,22 +102,27 @@ def _previous_demo(data_dir: Path, state: object | None) -> None:
 
 
 def test_a_previous_demo_is_resumed_after_its_stream_time(tmp_path: Path) -> None:
-    _previous_demo(tmp_path, {"format": demo.STATE_FORMAT,
-                              "stream_time": "2026-12-05T17:20:00.000Z"})
+    _previous_demo(
+        tmp_path, {"format": demo.STATE_FORMAT, "stream_time": "2026-12-05T17:20:00.000Z"}
+    )
     start = demo.decide(tmp_path, fresh=False)
     # The next whole hour after it, so that every event it sends is on time.
     assert start.event_start_ms == parse_ts("2026-12-05T18:00:00Z")
     assert start.says.startswith("resuming") and "2026-12-05T17:20:00.000Z" in start.says
 
 
-@pytest.mark.parametrize(("state", "fresh", "says"), [
-    (None, False, "older format"),
-    ({"format": 0, "stream_time": "2026-12-05T17:20:00Z"}, False, "older format"),
-    ({"format": demo.STATE_FORMAT, "stream_time": "soon"}, False, "older format"),
-    ({"format": demo.STATE_FORMAT, "stream_time": "2026-12-05T17:20:00Z"}, True, "--fresh"),
-])
+@pytest.mark.parametrize(
+    ("state", "fresh", "says"),
+    [
+        (None, False, "older format"),
+        ({"format": 0, "stream_time": "2026-12-05T17:20:00Z"}, False, "older format"),
+        ({"format": demo.STATE_FORMAT, "stream_time": "soon"}, False, "older format"),
+        ({"format": demo.STATE_FORMAT, "stream_time": "2026-12-05T17:20:00Z"}, True, "--fresh"),
+    ],
+)
 def test_a_previous_demo_is_removed_and_the_demo_says_why(
-        tmp_path: Path, state: object | None, fresh: bool, says: str) -> None:
+    tmp_path: Path, state: object | None, fresh: bool, says: str
+) -> None:
     _previous_demo(tmp_path, state)
     start = demo.decide(tmp_path, fresh=fresh)
     assert start.event_start_ms is None
@@ -121,8 +130,7 @@ def test_a_previous_demo_is_removed_and_the_demo_says_why(
 
 
 def test_a_huge_previous_demo_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _previous_demo(tmp_path, {"format": demo.STATE_FORMAT,
-                              "stream_time": "2026-12-05T17:20:00Z"})
+    _previous_demo(tmp_path, {"format": demo.STATE_FORMAT, "stream_time": "2026-12-05T17:20:00Z"})
     monkeypatch.setattr(demo, "RESUMABLE_BYTES", 5_000)
     start = demo.decide(tmp_path, fresh=False)
     assert start.event_start_ms is None and "longer to load back" in start.says

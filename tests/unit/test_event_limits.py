@@ -25,12 +25,31 @@ from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z
 HOUR = 3_600_000
-OFFER: dict[str, Any] = {"event_id": "e1", "offer_id": "o1", "customer_id": "c1",
-                         "channel": "email", "segment": "smb", "ts": T0}
-PURCHASE: dict[str, Any] = {"event_id": "e2", "order_id": "r1", "customer_id": "c1",
-                            "ts": T0, "amount": 5}
-OFFER_STRINGS = ("event_id", "offer_id", "customer_id", "channel", "segment", "campaign_id",
-                 "campaign_type", "product_line")
+OFFER: dict[str, Any] = {
+    "event_id": "e1",
+    "offer_id": "o1",
+    "customer_id": "c1",
+    "channel": "email",
+    "segment": "smb",
+    "ts": T0,
+}
+PURCHASE: dict[str, Any] = {
+    "event_id": "e2",
+    "order_id": "r1",
+    "customer_id": "c1",
+    "ts": T0,
+    "amount": 5,
+}
+OFFER_STRINGS = (
+    "event_id",
+    "offer_id",
+    "customer_id",
+    "channel",
+    "segment",
+    "campaign_id",
+    "campaign_type",
+    "product_line",
+)
 PURCHASE_STRINGS = ("event_id", "order_id", "customer_id", "offer_id", "product_line")
 
 
@@ -82,7 +101,8 @@ def test_a_too_long_value_says_which_field_and_how_long() -> None:
 
 @pytest.mark.parametrize("parse, doc", [(parse_offer, OFFER), (parse_purchase, PURCHASE)])
 def test_ts_up_to_the_latest_accepted_passes_one_ms_beyond_is_future(
-        parse: Any, doc: dict[str, Any]) -> None:
+    parse: Any, doc: dict[str, Any]
+) -> None:
     now_ms = T0 - HOUR
     latest = now_ms + HOUR  # the wall clock + UPSELL_MAX_FUTURE of 1h
     assert reason(parse, raw(doc, ts=T0), latest) is None  # exactly now + max future
@@ -97,18 +117,28 @@ def test_ts_up_to_the_latest_accepted_passes_one_ms_beyond_is_future(
 def test_future_ts_detail_names_both_times() -> None:
     with pytest.raises(InvalidEvent) as caught:
         parse_offer(raw(OFFER, ts=T0 + 1), T0)
-    assert caught.value.detail == ("ts 2026-11-22T00:00:00.001Z is after "
-                                   "2026-11-22T00:00:00.000Z, the wall clock + "
-                                   "UPSELL_MAX_FUTURE")
+    assert caught.value.detail == (
+        "ts 2026-11-22T00:00:00.001Z is after "
+        "2026-11-22T00:00:00.000Z, the wall clock + "
+        "UPSELL_MAX_FUTURE"
+    )
 
 
 # -- the setting ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (None, HOUR), ("", HOUR), ("off", None), ("OFF", None), ("0s", 0), ("90m", 90 * 60_000),
-    ("2d", 2 * 86_400_000),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, HOUR),
+        ("", HOUR),
+        ("off", None),
+        ("OFF", None),
+        ("0s", 0),
+        ("90m", 90 * 60_000),
+        ("2d", 2 * 86_400_000),
+    ],
+)
 def test_max_future_setting(value: str | None, expected: int | None) -> None:
     env = {} if value is None else {"UPSELL_MAX_FUTURE": value}
     assert Settings.from_env(env).max_future_ms == expected
@@ -130,15 +160,24 @@ def validated(settings: Settings, wall_clock_ms: int, *tss: int) -> list[tuple[s
     """(event_id, outcome) of offers at `tss` validated at that wall clock: "valid" or
     the dead-letter reason, checked against the reject counted downstream."""
     pipeline = Pipeline(settings, PartitionStore(FakeTable()), PartitionStore(FakeTable()))
-    records = [FakeRecord(n, b"c1", raw(OFFER, event_id=f"e{n}", ts=ts))
-               for n, ts in enumerate(tss)]
-    outputs = pipeline.validate({(settings.topic_offers, 0): records},
-                                wall_clock=wall_clock_ms / 1000)
-    dead = {int((dict(o.headers or [])["source_offset"]).decode()):
-            dict(o.headers or [])["reason"].decode()
-            for o in outputs if o.topic == settings.topic_deadletter}
-    forwarded = [decode_forwarded(o.value) for o in outputs
-                 if o.topic == settings.topic_events and o.value is not None]
+    records = [
+        FakeRecord(n, b"c1", raw(OFFER, event_id=f"e{n}", ts=ts)) for n, ts in enumerate(tss)
+    ]
+    outputs = pipeline.validate(
+        {(settings.topic_offers, 0): records}, wall_clock=wall_clock_ms / 1000
+    )
+    dead = {
+        int((dict(o.headers or [])["source_offset"]).decode()): dict(o.headers or [])[
+            "reason"
+        ].decode()
+        for o in outputs
+        if o.topic == settings.topic_deadletter
+    }
+    forwarded = [
+        decode_forwarded(o.value)
+        for o in outputs
+        if o.topic == settings.topic_events and o.value is not None
+    ]
     outcomes = []
     for item in forwarded:
         if item.is_tick:
@@ -154,10 +193,13 @@ def validated(settings: Settings, wall_clock_ms: int, *tss: int) -> list[tuple[s
 def test_the_validating_stage_rejects_what_lies_beyond_its_wall_clock() -> None:
     settings = Settings(partitions=1)
     assert validated(settings, T0, T0, T0 + HOUR, T0 + HOUR + 1, T0 + 30 * 86_400_000) == [
-        ("e0", "valid"), ("e1", "valid"), ("e2", FUTURE_TS), ("e3", FUTURE_TS)]
+        ("e0", "valid"),
+        ("e1", "valid"),
+        ("e2", FUTURE_TS),
+        ("e3", FUTURE_TS),
+    ]
 
 
 def test_the_validating_stage_with_max_future_off_takes_any_ts() -> None:
     settings = Settings(partitions=1, max_future_ms=None)
-    assert validated(settings, T0, T0, T0 + 30 * 86_400_000) == [
-        ("e0", "valid"), ("e1", "valid")]
+    assert validated(settings, T0, T0, T0 + 30 * 86_400_000) == [("e0", "valid"), ("e1", "valid")]

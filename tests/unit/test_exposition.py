@@ -25,14 +25,16 @@ _NAMES = st.from_regex(r"[a-z_:][a-z0-9_:]{0,8}", fullmatch=True)
 # those families to it.
 _ODD_NAMES = st.sampled_from(["odd.name", "label-with-dash", "ünï"])
 _LABEL_NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True).filter(
-    lambda name: not name.startswith("__"))
+    lambda name: not name.startswith("__")
+)
 _VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(2**60), max_value=2**60),
     st.sampled_from([0, 0.0, -0.0, 1e21, 123456789.0, 1e-7, math.inf, -math.inf]),
 )
-_TEXT = st.text(alphabet=st.sampled_from(['a', 'Z', ' ', '\\', '"', '\n', 'é', '💡', '{', '=']),
-                max_size=8)
+_TEXT = st.text(
+    alphabet=st.sampled_from(["a", "Z", " ", "\\", '"', "\n", "é", "💡", "{", "="]), max_size=8
+)
 
 
 @st.composite
@@ -40,19 +42,25 @@ def families(draw: st.DrawFn) -> list[Metric]:
     made: list[Metric] = []
     for index in range(draw(st.integers(min_value=0, max_value=5))):
         name = f"{draw(_NAMES)}_{index}"
-        kind = draw(st.sampled_from(["counter", "gauge", "gauge", "histogram", "info",
-                                     "odd"]))
+        kind = draw(st.sampled_from(["counter", "gauge", "gauge", "histogram", "info", "odd"]))
         labels = draw(st.lists(_LABEL_NAMES, max_size=3, unique=True))
         documentation = draw(_TEXT)
-        rows = draw(st.lists(st.tuples(st.lists(_TEXT, min_size=len(labels),
-                                                max_size=len(labels)), _VALUES),
-                             max_size=6, unique_by=lambda row: tuple(row[0])))
+        rows = draw(
+            st.lists(
+                st.tuples(st.lists(_TEXT, min_size=len(labels), max_size=len(labels)), _VALUES),
+                max_size=6,
+                unique_by=lambda row: tuple(row[0]),
+            )
+        )
         if kind == "counter":
             counter = CounterMetricFamily(name, documentation, labels=labels)
             created = draw(st.booleans())
             for values, value in rows:
-                counter.add_metric(values, abs(value) if not math.isnan(value) else value,
-                                   created=1.7e9 if created else None)
+                counter.add_metric(
+                    values,
+                    abs(value) if not math.isnan(value) else value,
+                    created=1.7e9 if created else None,
+                )
             made.append(counter)
         elif kind == "gauge":
             gauge = GaugeMetricFamily(name, documentation, labels=labels)
@@ -68,8 +76,9 @@ def families(draw: st.DrawFn) -> list[Metric]:
         elif kind == "info":
             made.append(InfoMetricFamily(name, documentation, value={"version": "1"}))
         else:
-            odd = GaugeMetricFamily(draw(_ODD_NAMES) + str(index), documentation,
-                                    labels=["odd.label"])
+            odd = GaugeMetricFamily(
+                draw(_ODD_NAMES) + str(index), documentation, labels=["odd.label"]
+            )
             odd.add_metric(["x"], 1.0)
             made.append(odd)
     return made

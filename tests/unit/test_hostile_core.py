@@ -48,26 +48,72 @@ MIN_TS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 TOPIC = "upsell.offers"
 
-json_scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                | st.text(max_size=30))
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                               max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
-OFFER_FIELDS = ("event_id", "offer_id", "customer_id", "channel", "segment", "ts",
-                "campaign_id", "campaign_type", "product_line", "loyalty_member",
-                "offered_price")
-PURCHASE_FIELDS = ("event_id", "order_id", "customer_id", "ts", "amount", "offer_id",
-                   "is_upsell", "product_line", "loyalty_member")
+OFFER_FIELDS = (
+    "event_id",
+    "offer_id",
+    "customer_id",
+    "channel",
+    "segment",
+    "ts",
+    "campaign_id",
+    "campaign_type",
+    "product_line",
+    "loyalty_member",
+    "offered_price",
+)
+PURCHASE_FIELDS = (
+    "event_id",
+    "order_id",
+    "customer_id",
+    "ts",
+    "amount",
+    "offer_id",
+    "is_upsell",
+    "product_line",
+    "loyalty_member",
+)
 # Values that hostile producers send: the awkward corners of each JSON type.
-awkward: st.SearchStrategy[Any] = st.sampled_from([
-    "", "__all__", "__other__", "__none__", "\ud800", "x" * 5000, "9999-12-31T23:59:59.999Z",
-    "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1969-07-20T20:17:00Z",
-    -1, 0, MAX_TS, MAX_TS + 1, MIN_TS, MIN_TS - 1, 10**30, -(10**30), 1e308, -0.0, 1.5,
-    True, False, None, [], {}, [[[]]],
-])
+awkward: st.SearchStrategy[Any] = st.sampled_from(
+    [
+        "",
+        "__all__",
+        "__other__",
+        "__none__",
+        "\ud800",
+        "x" * 5000,
+        "9999-12-31T23:59:59.999Z",
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "1969-07-20T20:17:00Z",
+        -1,
+        0,
+        MAX_TS,
+        MAX_TS + 1,
+        MIN_TS,
+        MIN_TS - 1,
+        10**30,
+        -(10**30),
+        1e308,
+        -0.0,
+        1.5,
+        True,
+        False,
+        None,
+        [],
+        {},
+        [[[]]],
+    ]
+)
 
 
 def check_outcome(parse: Any, raw: bytes) -> Event | None:
@@ -99,8 +145,11 @@ def test_arbitrary_bytes_are_an_event_or_a_reject(raw: bytes) -> None:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(OFFER_FIELDS + PURCHASE_FIELDS),
-                       json_values | awkward, max_size=14))
+@given(
+    st.dictionaries(
+        st.sampled_from(OFFER_FIELDS + PURCHASE_FIELDS), json_values | awkward, max_size=14
+    )
+)
 def test_arbitrary_objects_are_an_event_or_a_reject(fields: dict[str, Any]) -> None:
     raw = json.dumps(fields, allow_nan=True).encode("utf-8", "surrogatepass")
     check_outcome(parse_offer, raw)
@@ -108,8 +157,15 @@ def test_arbitrary_objects_are_an_event_or_a_reject(fields: dict[str, Any]) -> N
 
 
 def valid_offer(**overrides: Any) -> dict[str, Any]:
-    return {"event_id": "e1", "offer_id": "o1", "customer_id": "c1", "channel": "email",
-            "segment": "smb", "ts": T0, **overrides}
+    return {
+        "event_id": "e1",
+        "offer_id": "o1",
+        "customer_id": "c1",
+        "channel": "email",
+        "segment": "smb",
+        "ts": T0,
+        **overrides,
+    }
 
 
 def reason(raw: bytes, latest_ts: int | None = None) -> str | None:
@@ -130,8 +186,9 @@ def test_hostile_values_get_their_reasons() -> None:
     assert reason(doc(offered_price=float("nan"))) == "not_json"
     assert reason(doc(offered_price=float("inf"))) == "not_json"
     assert reason(doc(offered_price=1e400)) == "not_json"  # json.dumps writes Infinity
-    assert reason(doc().replace(b'"ts": ' + str(T0).encode(), b'"ts": ' + b"9" * 5000)) \
-        == "not_json"  # beyond Python's integer-string limit
+    assert (
+        reason(doc().replace(b'"ts": ' + str(T0).encode(), b'"ts": ' + b"9" * 5000)) == "not_json"
+    )  # beyond Python's integer-string limit
     assert reason(doc(offered_price=10**30)) == WRONG_TYPE
     assert reason(doc(ts=10**30)) == "bad_ts"
     assert reason(doc(ts=float(T0))) == WRONG_TYPE
@@ -172,8 +229,9 @@ def test_civil_from_days_agrees_with_datetime(days: int) -> None:
 # -- the label cap ------------------------------------------------------------------------
 
 CAP = 50
-CONFIG = WindowConfig(sizes=(("5m", 5 * MINUTE),), attribution_ms=SECOND, grace_ms=0,
-                      max_label_values=CAP)
+CONFIG = WindowConfig(
+    sizes=(("5m", 5 * MINUTE),), attribution_ms=SECOND, grace_ms=0, max_label_values=CAP
+)
 
 
 class Driver:
@@ -198,10 +256,23 @@ class Driver:
                 self.store[key] = value
 
 
-def offer(n: int, segment: str, *, channel: str = "email", ts: int | None = None,
-          product_line: str | None = None) -> Offer:
-    return Offer(f"e{n}", f"o{n}", f"c{n % 97}", channel, segment, T0 + n if ts is None else ts,
-                 product_line=product_line)
+def offer(
+    n: int,
+    segment: str,
+    *,
+    channel: str = "email",
+    ts: int | None = None,
+    product_line: str | None = None,
+) -> Offer:
+    return Offer(
+        f"e{n}",
+        f"o{n}",
+        f"c{n % 97}",
+        channel,
+        segment,
+        T0 + n if ts is None else ts,
+        product_line=product_line,
+    )
 
 
 def segments_of(partition: CustomerPartition) -> set[str]:
@@ -245,7 +316,8 @@ def test_distinct_segments_through_a_partition_keep_its_state_bounded() -> None:
     assert totals[LABEL_OVERFLOW_TOTAL] == {("segment",): total - len(counted)}
     assert segments_of(partition) == counted | {OTHER}
     assert partition.admitted_labels("segment") == {
-        f"seg-{n}" for n in range(total - cycle, total) if n % cycle < CAP}
+        f"seg-{n}" for n in range(total - cycle, total) if n % cycle < CAP
+    }
     # Windows hold the capped labels only, and their roll-ups.
     for start in {window_start(T0 + n, 5 * MINUTE) for n in range(0, total, 997)}:
         keys = partition.window_vectors(CHANNEL_SEGMENT, ("5m", start))
@@ -258,9 +330,11 @@ def test_distinct_segments_through_a_partition_keep_its_state_bounded() -> None:
 
 
 def test_the_cap_is_per_dimension_and_reserved_and_long_values_are_other() -> None:
-    partition = CustomerPartition(WindowConfig(sizes=(("5m", 5 * MINUTE),),
-                                               attribution_ms=MINUTE, grace_ms=0,
-                                               max_label_values=2))
+    partition = CustomerPartition(
+        WindowConfig(
+            sizes=(("5m", 5 * MINUTE),), attribution_ms=MINUTE, grace_ms=0, max_label_values=2
+        )
+    )
     driver = Driver(partition)
     driver.send(offer(1, "a", channel="email", product_line="p1"))
     driver.send(offer(2, "b", channel="sms", product_line="p2"))
@@ -271,10 +345,13 @@ def test_the_cap_is_per_dimension_and_reserved_and_long_values_are_other() -> No
     driver.send(offer(7, "x" * (MAX_LABEL_CHARS + 1), channel="email"))
     driver.send(Purchase("p8", "o8", "c1", T0 + 8, 1_000_000, product_line="p4"))
     totals = partition.totals
-    assert totals[OFFERS_TOTAL] == {("email", "a"): 2, ("sms", "b"): 1, (OTHER, OTHER): 1,
-                                    ("email", OTHER): 3}
-    assert totals[LABEL_OVERFLOW_TOTAL] == {("channel",): 1, ("segment",): 4,
-                                            ("product_line",): 2}
+    assert totals[OFFERS_TOTAL] == {
+        ("email", "a"): 2,
+        ("sms", "b"): 1,
+        (OTHER, OTHER): 1,
+        ("email", OTHER): 3,
+    }
+    assert totals[LABEL_OVERFLOW_TOTAL] == {("channel",): 1, ("segment",): 4, ("product_line",): 2}
     assert totals[PURCHASES_TOTAL] == {("other", "unknown", OTHER): 1}
     # A reserved value never takes a place, however empty the cap.
     assert partition.admitted_labels("segment") == {"a", "b"}
@@ -299,19 +376,33 @@ def test_the_admitted_labels_survive_a_restart_and_decide_as_before() -> None:
         restored.send(event, wire=True)
     restored.persist()
     assert restored.partition.totals.as_row() == uninterrupted.partition.totals.as_row()
-    assert restored.partition.admitted_labels("segment") == \
-        uninterrupted.partition.admitted_labels("segment")
+    assert restored.partition.admitted_labels("segment") == uninterrupted.partition.admitted_labels(
+        "segment"
+    )
     assert restored.store == uninterrupted.store
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.text(min_size=1, max_size=8) | awkward.filter(
-    lambda v: isinstance(v, str) and v != "" and "\ud800" not in v),
-    st.integers(min_value=MIN_TS, max_value=MAX_TS)), min_size=1, max_size=60))
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=8)
+            | awkward.filter(lambda v: isinstance(v, str) and v != "" and "\ud800" not in v),
+            st.integers(min_value=MIN_TS, max_value=MAX_TS),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
 def test_any_valid_offers_keep_every_dimension_capped(values: list[tuple[str, int]]) -> None:
-    partition = CustomerPartition(WindowConfig(sizes=(("5m", 5 * MINUTE), ("7d", 7 * 86_400_000)),
-                                               attribution_ms=MINUTE, grace_ms=0,
-                                               max_label_values=3))
+    partition = CustomerPartition(
+        WindowConfig(
+            sizes=(("5m", 5 * MINUTE), ("7d", 7 * 86_400_000)),
+            attribution_ms=MINUTE,
+            grace_ms=0,
+            max_label_values=3,
+        )
+    )
     driver = Driver(partition)
     for n, (value, ts) in enumerate(values):
         driver.send(offer(n, value, channel=value, ts=ts, product_line=value), wire=True)

@@ -28,8 +28,9 @@ class Partition:
 
 def _consumer(partitions: dict[TP, Partition]) -> Any:
     app: Any = object.__new__(PipelineApp)
-    app.pipeline = SimpleNamespace(is_input=lambda topic: topic == OFFERS_2.topic,
-                                   handles=lambda topic: False)
+    app.pipeline = SimpleNamespace(
+        is_input=lambda topic: topic == OFFERS_2.topic, handles=lambda topic: False
+    )
     app.consumer_generation_id = 1
     app._conf = SimpleNamespace(stream_processing_timeout=TIMEOUT_S)
     consumer: Any = object.__new__(BatchConsumer)
@@ -46,7 +47,8 @@ def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_a_busy_partition_is_quiet_and_a_stalled_one_is_logged_once(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     offers = Partition()
     consumer = _consumer({OFFERS_2: offers})
     caplog.set_level(logging.INFO, logger="stream_app.hot_path")
@@ -66,15 +68,19 @@ def test_a_busy_partition_is_quiet_and_a_stalled_one_is_logged_once(
     # The stall counts from the last look that saw progress (look 89); the first look 60 s
     # or more after it is look 98, when nine more looks' records have arrived.
     waiting = 100 + 50 * 89 + 50 * 9 - (stuck_at + 1)
-    assert errors[0].startswith(f"upsell.offers partition 2: {waiting} records wait and "
-                                "none was handled for 63 s")
+    assert errors[0].startswith(
+        f"upsell.offers partition 2: {waiting} records wait and none was handled for 63 s"
+    )
     assert "restart the worker" in errors[0]
     # It moves again: one INFO line, no more errors.
     consumer._read_offset[OFFERS_2] = offers.highwater - 1
     consumer.verify_event_path(7.0 * 180, OFFERS_2)
     assert len(_errors(caplog)) == 1
-    assert caplog.records[-1].getMessage().startswith(
-        "upsell.offers partition 2 moves again after a stall of")
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith("upsell.offers partition 2 moves again after a stall of")
+    )
 
 
 def test_a_rebalance_starts_the_count_again(caplog: pytest.LogCaptureFixture) -> None:
@@ -92,7 +98,8 @@ def test_a_rebalance_starts_the_count_again(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_partitions_outside_the_hot_path_are_left_to_faust(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     changelog = Partition()
     consumer = _consumer({CHANGELOG_0: changelog})
     for look in range(100):

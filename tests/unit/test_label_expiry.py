@@ -26,8 +26,9 @@ ATTRIBUTION = 8 * MINUTE
 # A value leaves once stream time passes its recorded last use by the attribution window
 # + an eighth of it (the step in which the last use is recorded).
 STEP = ATTRIBUTION // 8
-CONFIG = WindowConfig(sizes=(("5m", 5 * MINUTE),), attribution_ms=ATTRIBUTION, grace_ms=0,
-                      max_label_values=2)
+CONFIG = WindowConfig(
+    sizes=(("5m", 5 * MINUTE),), attribution_ms=ATTRIBUTION, grace_ms=0, max_label_values=2
+)
 
 
 class Driver:
@@ -46,8 +47,7 @@ class Driver:
         return counted[1]
 
     def send(self, event: Offer | Purchase) -> None:
-        item = decode_forwarded(encode_forwarded(Forwarded("offers", 0, self.offset, None,
-                                                           event)))
+        item = decode_forwarded(encode_forwarded(Forwarded("offers", 0, self.offset, None, event)))
         self.partition.apply(item, self.offset)
         self.offset += 1
 
@@ -78,8 +78,10 @@ def test_junk_sent_first_leaves_and_a_real_value_is_admitted_instead_of_other() 
     assert driver.partition.admitted_labels("segment") == {"smb"}
     driver.persist()
     # email was recorded one ms before, in use all along: no new write a ms later.
-    assert driver.stored_labels() == {'l|["channel","email"]': T0 + ATTRIBUTION + STEP,
-                                      'l|["segment","smb"]': T0 + ATTRIBUTION + STEP + 1}
+    assert driver.stored_labels() == {
+        'l|["channel","email"]': T0 + ATTRIBUTION + STEP,
+        'l|["segment","smb"]': T0 + ATTRIBUTION + STEP + 1,
+    }
     # A junk value coming back is a new value again, admitted while there is room.
     assert driver.offer("junk-1", T0 + ATTRIBUTION + STEP + 2) == "junk-1"
     assert driver.offer("junk-2", T0 + ATTRIBUTION + STEP + 3) == OTHER
@@ -100,8 +102,9 @@ def test_a_value_in_use_stays_and_the_one_unused_leaves() -> None:
     assert driver.offer("enterprise", T0 + 61 * MINUTE) == "enterprise"
     # The stored last use is refreshed once per step (a minute), not on every use: 60
     # writes each for smb and email, and junk's deletion.
-    assert T0 + 60 * MINUTE - STEP < driver.stored_labels()['l|["segment","smb"]'] \
-        <= T0 + 60 * MINUTE
+    assert (
+        T0 + 60 * MINUTE - STEP < driver.stored_labels()['l|["segment","smb"]'] <= T0 + 60 * MINUTE
+    )
     assert driver.label_writes - writes == 2 * 60 + 1
 
 
@@ -133,15 +136,15 @@ def test_purchase_product_lines_expire_too() -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32), st.integers(1, 60), st.lists(st.integers(1, 399), max_size=6))
 def test_restoring_from_the_stored_changes_decides_as_the_uninterrupted_run(
-        seed: int, persist_every: int, restarts: list[int]) -> None:
+    seed: int, persist_every: int, restarts: list[int]
+) -> None:
     rng = random.Random(seed)
     stream: list[tuple[str, str, int]] = []
     ts = T0
     for _ in range(400):
         ts += rng.choice([0, 1, 1000, STEP, ATTRIBUTION // 2, ATTRIBUTION + STEP])
         # Now and then a late event, before stream time.
-        stream.append((rng.choice("abcde"), rng.choice("xyz"),
-                       ts - rng.choice([0, 0, 0, MINUTE])))
+        stream.append((rng.choice("abcde"), rng.choice("xyz"), ts - rng.choice([0, 0, 0, MINUTE])))
 
     def run(cut_at: set[int]) -> Driver:
         driver = Driver(CustomerPartition(CONFIG))
@@ -150,8 +153,9 @@ def test_restoring_from_the_stored_changes_decides_as_the_uninterrupted_run(
                 driver.persist()
                 restored = Driver(CustomerPartition.restore(CONFIG, dict(driver.store)))
                 for dimension in ("channel", "segment"):
-                    assert restored.partition.admitted_labels(dimension) == \
-                        driver.partition.admitted_labels(dimension)
+                    assert restored.partition.admitted_labels(
+                        dimension
+                    ) == driver.partition.admitted_labels(dimension)
                 restored.offset, restored.store = driver.offset, driver.store
                 driver = restored
             driver.offer(segment, event_ts, channel)
@@ -169,7 +173,8 @@ def test_restoring_from_the_stored_changes_decides_as_the_uninterrupted_run(
         assert restarted.partition.admitted_labels(dimension) == admitted
         # The store holds exactly the admitted values.
         assert {key for key in uninterrupted.stored_labels() if f'"{dimension}"' in key} == {
-            f'l|["{dimension}","{value}"]' for value in admitted}
+            f'l|["{dimension}","{value}"]' for value in admitted
+        }
 
 
 def test_values_unused_for_too_long_leave_the_store_without_another_event() -> None:

@@ -28,8 +28,11 @@ from stream_app.settings import Settings
 
 
 def parse_properties(text: str) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in text.splitlines()
-             if line.strip() and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     return {key.strip(): value.strip() for key, value in pairs}
 
 
@@ -95,7 +98,10 @@ def test_server_properties_describe_a_single_node_kraft_broker(tmp_path: Path) -
 def test_a_cluster_of_three_takes_two_ports_per_node_from_the_first() -> None:
     layout = Layout(Address("127.0.0.1", 39200), 3)
     assert [layout.address(node) for node in layout.node_ids] == [
-        Address("127.0.0.1", 39200), Address("127.0.0.1", 39202), Address("127.0.0.1", 39204)]
+        Address("127.0.0.1", 39200),
+        Address("127.0.0.1", 39202),
+        Address("127.0.0.1", 39204),
+    ]
     assert layout.voters == "1@127.0.0.1:39201,2@127.0.0.1:39203,3@127.0.0.1:39205"
 
 
@@ -113,17 +119,23 @@ def test_each_node_of_a_cluster_has_its_own_id_listeners_and_log_dir(tmp_path: P
         assert props["process.roles"] == "broker,controller"
         assert props["controller.quorum.voters"] == layout.voters
         assert props["listeners"] == (
-            f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}")
+            f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{port + 1}"
+        )
         assert props["advertised.listeners"] == f"PLAINTEXT://127.0.0.1:{port}"
         assert props["log.dirs"] == str(tmp_path / "kafka" / f"node-{node}" / "kraft-logs")
         # Kafka's own topics, and any topic created without settings, survive one lost node.
-        for key in ("offsets.topic.replication.factor",
-                    "transaction.state.log.replication.factor",
-                    "share.coordinator.state.topic.replication.factor",
-                    "default.replication.factor"):
+        for key in (
+            "offsets.topic.replication.factor",
+            "transaction.state.log.replication.factor",
+            "share.coordinator.state.topic.replication.factor",
+            "default.replication.factor",
+        ):
             assert props[key] == "3", key
-        for key in ("transaction.state.log.min.isr", "share.coordinator.state.topic.min.isr",
-                    "min.insync.replicas"):
+        for key in (
+            "transaction.state.log.min.isr",
+            "share.coordinator.state.topic.min.isr",
+            "min.insync.replicas",
+        ):
             assert props[key] == "2", key
     assert len({props["log.dirs"] for props in every}) == 3
 
@@ -133,7 +145,8 @@ def test_a_single_broker_keeps_its_files_and_properties(tmp_path: Path) -> None:
     root = BrokerPaths(tmp_path / "kafka")
     assert root.nodes(Layout(address)) == [(1, root, address)]
     assert server_properties(address, root.log_dir) == server_properties(
-        address, root.log_dir, None, Layout(address, 1), 1)
+        address, root.log_dir, None, Layout(address, 1), 1
+    )
     props = parse_properties(server_properties(address, root.log_dir))
     assert "min.insync.replicas" not in props
     assert "default.replication.factor" not in props
@@ -143,11 +156,14 @@ def test_a_cluster_may_end_on_the_last_port() -> None:
     assert Layout(Address("127.0.0.1", 65530), 3).address(3).controller_port == 65535
 
 
-@pytest.mark.parametrize(("port", "size", "says"), [
-    (65531, 3, "need ports up to 65536"),
-    (9092, 0, "--brokers takes 1 to"),
-    (9092, 10, "--brokers takes 1 to"),
-])
+@pytest.mark.parametrize(
+    ("port", "size", "says"),
+    [
+        (65531, 3, "need ports up to 65536"),
+        (9092, 0, "--brokers takes 1 to"),
+        (9092, 10, "--brokers takes 1 to"),
+    ],
+)
 def test_cluster_layouts_that_do_not_fit(port: int, size: int, says: str) -> None:
     with pytest.raises(LocalKafkaError, match=re.escape(says)) as caught:
         Layout(Address("127.0.0.1", port), size)
@@ -173,8 +189,10 @@ def test_log4j_config_logs_info_to_the_file_and_only_errors_to_the_console(
     assert props["rootLogger.level"] == "info"
     assert props["appender.file.fileName"] == str(tmp_path / "broker.log")
     assert props["appender.console.filter.threshold.level"] == "error"
-    assert {props["rootLogger.appenderRef.file.ref"], props["rootLogger.appenderRef.console.ref"]} \
-        == {props["appender.file.name"], props["appender.console.name"]}
+    assert {
+        props["rootLogger.appenderRef.file.ref"],
+        props["rootLogger.appenderRef.console.ref"],
+    } == {props["appender.file.name"], props["appender.console.name"]}
 
 
 def test_pom_asks_for_the_broker_and_a_matching_log4j_binding() -> None:
@@ -196,8 +214,9 @@ def test_java_major_version(output: str, major: int | None) -> None:
     assert java_major_version(output) == major
 
 
-def test_broker_paths_are_absolute_under_the_data_dir(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broker_paths_are_absolute_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     paths = BrokerPaths.under(Path("var"))
     assert paths.root == tmp_path.resolve() / "var" / "kafka"
@@ -205,8 +224,9 @@ def test_broker_paths_are_absolute_under_the_data_dir(tmp_path: Path,
     assert paths.log_dir.is_relative_to(paths.root)
 
 
-def test_a_non_loopback_address_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
-                                                      tmp_path: Path) -> None:
+def test_a_non_loopback_address_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     settings = Settings(bootstrap_servers="10.1.2.3:9092", data_dir=tmp_path)
     assert run("start", settings) == 2
     captured = capsys.readouterr()
@@ -216,8 +236,9 @@ def test_a_non_loopback_address_exits_2_with_one_line(capsys: pytest.CaptureFixt
     assert not (tmp_path / "kafka").exists()
 
 
-def test_status_of_a_data_dir_without_a_broker(capsys: pytest.CaptureFixture[str],
-                                               tmp_path: Path) -> None:
+def test_status_of_a_data_dir_without_a_broker(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     settings = Settings(bootstrap_servers="127.0.0.1:19192", data_dir=tmp_path)
     assert run("status", settings) == 3
     assert capsys.readouterr().out == "not running\n"
@@ -225,8 +246,9 @@ def test_status_of_a_data_dir_without_a_broker(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out == "not running\n"
 
 
-def test_an_impossible_broker_count_exits_2_with_one_line(capsys: pytest.CaptureFixture[str],
-                                                          tmp_path: Path) -> None:
+def test_an_impossible_broker_count_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     settings = Settings(bootstrap_servers="127.0.0.1:19192", data_dir=tmp_path)
     assert run("start", settings, 10) == 2
     captured = capsys.readouterr()

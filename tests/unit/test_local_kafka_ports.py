@@ -15,17 +15,25 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize(("address", "brokers", "says"), [
-    ("127.0.0.1:1", 1, "port 1 is below 1024 (privileged, needs root)"),
-    ("127.0.0.1:1023", 1, "port 1023 is below 1024"),
-    ("[::1]:80", 3, "port 80 is below 1024"),
-    ("127.0.0.1:65535", 1, "port 65535 is unusable (the controller takes port + 1)"),
-    ("127.0.0.1:65531", 3, "3 brokers from port 65531 need ports up to 65536"),
-    ("127.0.0.1:65000", 10, "--brokers takes 1 to 9"),
-])
+@pytest.mark.parametrize(
+    ("address", "brokers", "says"),
+    [
+        ("127.0.0.1:1", 1, "port 1 is below 1024 (privileged, needs root)"),
+        ("127.0.0.1:1023", 1, "port 1023 is below 1024"),
+        ("[::1]:80", 3, "port 80 is below 1024"),
+        ("127.0.0.1:65535", 1, "port 65535 is unusable (the controller takes port + 1)"),
+        ("127.0.0.1:65531", 3, "3 brokers from port 65531 need ports up to 65536"),
+        ("127.0.0.1:65000", 10, "--brokers takes 1 to 9"),
+    ],
+)
 def test_ports_that_do_not_fit_are_one_line_errors_with_exit_code_2(
-        environment: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str], address: str, brokers: int, says: str) -> None:
+    environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    address: str,
+    brokers: int,
+    says: str,
+) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", address)
     assert cli.main(["kafka", "start", "--brokers", str(brokers)]) == 2
     captured = capsys.readouterr()
@@ -37,15 +45,16 @@ def test_ports_that_do_not_fit_are_one_line_errors_with_exit_code_2(
 
 
 def test_a_privileged_port_error_says_how_to_ask_for_it(
-        environment: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    environment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     assert cli.main(["kafka", "start"]) == 2
     assert "--allow-privileged-port" in capsys.readouterr().err
 
 
 def test_the_first_and_last_ports_that_fit_pass_the_check(
-        environment: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stream_app import local_kafka
     from stream_app.settings import Settings
 
@@ -57,9 +66,14 @@ def test_the_first_and_last_ports_that_fit_pass_the_check(
         raise local_kafka.LocalKafkaError("not started in a unit test")
 
     monkeypatch.setattr(local_kafka.BrokerPaths, "nodes", refuse_to_start)
-    for address, brokers, allow in (("127.0.0.1:1024", 1, False), ("127.0.0.1:65534", 1, False),
-                                    ("127.0.0.1:65530", 3, False), ("127.0.0.1:80", 1, True)):
-        settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": address,
-                                      "UPSELL_DATA_DIR": str(environment)})
+    for address, brokers, allow in (
+        ("127.0.0.1:1024", 1, False),
+        ("127.0.0.1:65534", 1, False),
+        ("127.0.0.1:65530", 3, False),
+        ("127.0.0.1:80", 1, True),
+    ):
+        settings = Settings.from_env(
+            {"KAFKA_BOOTSTRAP_SERVERS": address, "UPSELL_DATA_DIR": str(environment)}
+        )
         assert local_kafka.run("start", settings, brokers, allow_privileged_port=allow) == 1
     assert len(started) == 4

@@ -35,8 +35,11 @@ def forwarded(offset: int, event: object) -> FakeRecord:
 
 def worker() -> tuple[Pipeline, FakeTable]:
     table = FakeTable()
-    pipeline = Pipeline(SETTINGS, PartitionStore(table, keep_copy=False),
-                        PartitionStore(FakeTable(), keep_copy=False))
+    pipeline = Pipeline(
+        SETTINGS,
+        PartitionStore(table, keep_copy=False),
+        PartitionStore(FakeTable(), keep_copy=False),
+    )
     pipeline.attribute(0, [forwarded(0, offer("o1", "alice", T0, offer_id="A"))])
     pipeline.persist_partition(0)
     # What a recovery would have replayed is released once the state is live.
@@ -66,8 +69,11 @@ def test_a_partition_assigned_elsewhere_is_dropped() -> None:
 
 def test_state_counts_as_there_from_its_load_until_its_partition_moves_away() -> None:
     # The hot path reads records of a partition only while this says its state is there.
-    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
-                        PartitionStore(FakeTable(), keep_copy=False))
+    pipeline = Pipeline(
+        SETTINGS,
+        PartitionStore(FakeTable(), keep_copy=False),
+        PartitionStore(FakeTable(), keep_copy=False),
+    )
     partials = SETTINGS.topic_partials
     assert not pipeline.has_state(EVENTS, 1) and not pipeline.has_state(partials, 0)
     pipeline.load(EVENTS, 1)
@@ -79,27 +85,42 @@ def test_state_counts_as_there_from_its_load_until_its_partition_moves_away() ->
 
 
 def offer_record(offset: int) -> FakeRecord:
-    value = {"event_id": f"e{offset}", "offer_id": f"o{offset}", "customer_id": "c1",
-             "channel": "email", "segment": "smb", "ts": T0 + offset}
+    value = {
+        "event_id": f"e{offset}",
+        "offer_id": f"o{offset}",
+        "customer_id": "c1",
+        "channel": "email",
+        "segment": "smb",
+        "ts": T0 + offset,
+    }
     return FakeRecord(offset, b"c1", json.dumps(value).encode())
 
 
 def forwarded_offsets(outputs: list[Output]) -> list[int]:
-    return [decode_forwarded(o.value).source_offset for o in outputs
-            if o.topic == EVENTS and o.value is not None
-            and not decode_forwarded(o.value).is_tick]
+    return [
+        decode_forwarded(o.value).source_offset
+        for o in outputs
+        if o.topic == EVENTS and o.value is not None and not decode_forwarded(o.value).is_tick
+    ]
 
 
 def test_a_batch_fetched_before_a_rebalance_is_read_again_from_what_was_held() -> None:
-    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
-                        PartitionStore(FakeTable(), keep_copy=False))
+    pipeline = Pipeline(
+        SETTINGS,
+        PartitionStore(FakeTable(), keep_copy=False),
+        PartitionStore(FakeTable(), keep_copy=False),
+    )
     source = (OFFERS, 0)
     purchases = (SETTINGS.topic_purchases, 0)
     sent = forwarded_offsets(pipeline.validate({source: [offer_record(0)]}))
     # Held: the purchases partition is behind.
-    sent += forwarded_offsets(pipeline.validate(
-        {source: [offer_record(1), offer_record(2)]}, behind={source: False, purchases: True},
-        now=0.0))
+    sent += forwarded_offsets(
+        pipeline.validate(
+            {source: [offer_record(1), offer_record(2)]},
+            behind={source: False, purchases: True},
+            now=0.0,
+        )
+    )
     assert sent == [0]
     pipeline.forget_waiting_inputs([source, purchases])
     pipeline.keep_only([source, purchases])
@@ -113,8 +134,11 @@ def test_a_batch_fetched_before_a_rebalance_is_read_again_from_what_was_held() -
 
 
 def test_an_input_partition_owned_elsewhere_is_forgotten() -> None:
-    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
-                        PartitionStore(FakeTable(), keep_copy=False))
+    pipeline = Pipeline(
+        SETTINGS,
+        PartitionStore(FakeTable(), keep_copy=False),
+        PartitionStore(FakeTable(), keep_copy=False),
+    )
     pipeline.validate({(OFFERS, 0): [offer_record(0)], (OFFERS, 1): [offer_record(0)]})
     pipeline.forget_waiting_inputs([(OFFERS, 0), (OFFERS, 1)])
     pipeline.keep_only([(OFFERS, 1)])
@@ -122,15 +146,20 @@ def test_an_input_partition_owned_elsewhere_is_forgotten() -> None:
 
 
 def test_records_waiting_long_for_a_partition_whose_lag_is_unknown_are_logged(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A partition no fetch has told the lag of holds the others back (its records may be
     hours older); when that lasts, operators are told, once."""
-    pipeline = Pipeline(SETTINGS, PartitionStore(FakeTable(), keep_copy=False),
-                        PartitionStore(FakeTable(), keep_copy=False))
+    pipeline = Pipeline(
+        SETTINGS,
+        PartitionStore(FakeTable(), keep_copy=False),
+        PartitionStore(FakeTable(), keep_copy=False),
+    )
     source, purchases = (OFFERS, 0), (SETTINGS.topic_purchases, 0)
     caplog.set_level(logging.WARNING, logger="stream_app.pipeline")
-    held = pipeline.validate({source: [offer_record(0)]},
-                             behind={source: False, purchases: None}, now=100.0)
+    held = pipeline.validate(
+        {source: [offer_record(0)]}, behind={source: False, purchases: None}, now=100.0
+    )
     assert held == [] and caplog.messages == []
     still = pipeline.validate({}, behind={source: False, purchases: None}, now=110.0)
     assert forwarded_offsets(still) == []

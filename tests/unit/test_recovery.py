@@ -32,8 +32,12 @@ class Record:
 
 def recovering(partitions: int = 2) -> tuple[Any, Any, list[TP]]:
     """A recovery with every partition of a table active, from the changelog's start."""
-    app = faust.App(f"recovery-test-{next(_apps)}", broker="kafka://127.0.0.1:1",
-                    store="memory://", autodiscover=False)
+    app = faust.App(
+        f"recovery-test-{next(_apps)}",
+        broker="kafka://127.0.0.1:1",
+        store="memory://",
+        autodiscover=False,
+    )
     table = app.Table("state", partitions=partitions, default=None)
     recovery = app.tables.recovery  # type: ignore[attr-defined]
     tps = [TP(table.changelog_topic.get_topic_name(), p) for p in range(partitions)]
@@ -69,16 +73,20 @@ def faust_applies(records: list[Record], partition: int) -> tuple[dict[Any, Any]
             continue
         seen = record.offset
         value = None if record.value is None else json.loads(record.value)
-        events.append(_Event(json.loads(record.key or b""), value,
-                             _Message(record.value, partition)))
+        events.append(
+            _Event(json.loads(record.key or b""), value, _Message(record.value, partition))
+        )
     table.data.apply_changelog_batch(events, to_key=table._to_key, to_value=table._to_value)
     return dict(table.data.data), dict(table.data._key_partition)
 
 
 keys = st.sampled_from([f"1|k{n}" for n in range(6)])
 # Stored values are never falsy (Faust's store deletes a falsy value a batch also deletes).
-values = st.none() | st.lists(st.integers(-2**70, 2**70), min_size=1, max_size=3) | \
-    st.text(min_size=1, max_size=5)
+values = (
+    st.none()
+    | st.lists(st.integers(-(2**70), 2**70), min_size=1, max_size=3)
+    | st.text(min_size=1, max_size=5)
+)
 
 
 @st.composite
@@ -87,8 +95,10 @@ def fetches(draw: st.DrawFn) -> tuple[list[Record], list[list[Record]]]:
     from it: cut anywhere, some read again from an earlier record (a seek), and maybe an
     old batch again at the end."""
     offsets = sorted(draw(st.sets(st.integers(0, 200), min_size=1, max_size=40)))
-    records = [Record(offset, dumps(draw(keys)), None if (v := draw(values)) is None
-                      else dumps(v)) for offset in offsets]
+    records = [
+        Record(offset, dumps(draw(keys)), None if (v := draw(values)) is None else dumps(v))
+        for offset in offsets
+    ]
     batches = []
     start = 0
     while start < len(records):
@@ -98,14 +108,15 @@ def fetches(draw: st.DrawFn) -> tuple[list[Record], list[list[Record]]]:
         start = end
     if draw(st.booleans()):  # records fetched before the last seek, delivered after it
         start = draw(st.integers(0, len(records) - 1))
-        batches.append(records[start:draw(st.integers(start + 1, len(records)))])
+        batches.append(records[start : draw(st.integers(start + 1, len(records)))])
     return records, batches
 
 
 @settings(max_examples=200, deadline=None)
 @given(fetches())
 def test_batches_leave_the_table_as_faust_record_by_record(
-        fetch: tuple[list[Record], list[list[Record]]]) -> None:
+    fetch: tuple[list[Record], list[list[Record]]],
+) -> None:
     records, batches = fetch
     recovery, table, tps = recovering()
     for batch in batches:
@@ -139,9 +150,16 @@ def test_integers_beyond_64_bits_come_back_exact() -> None:
 def test_a_record_not_json_is_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     recovery, table, tps = recovering()
     with caplog.at_level(logging.WARNING):
-        apply_changelog_batch(recovery, tps[0], [
-            Record(0, b"not json", b"1"), Record(1, None, b"1"), Record(2, dumps("0|a"), b"{"),
-            Record(3, dumps("0|b"), b"[2]")])
+        apply_changelog_batch(
+            recovery,
+            tps[0],
+            [
+                Record(0, b"not json", b"1"),
+                Record(1, None, b"1"),
+                Record(2, dumps("0|a"), b"{"),
+                Record(3, dumps("0|b"), b"[2]"),
+            ],
+        )
         assert recovery.active_offsets[tps[0]] == 3
         assert len(caplog.records) == 2
         # A value that is not JSON is found when the state is loaded.

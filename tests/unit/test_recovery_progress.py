@@ -36,15 +36,16 @@ BOARD = TP("upsell-board-state-changelog", 0)
 
 
 def test_the_document_counts_records_replayed_of_the_total_and_estimates_the_rest() -> None:
-    document = recovery_document([("b", 0, 1_000, 4_000), ("a", 3, 3_000, 4_000)],
-                                 elapsed_s=2.0)
+    document = recovery_document([("b", 0, 1_000, 4_000), ("a", 3, 3_000, 4_000)], elapsed_s=2.0)
     assert document["records_replayed"] == 4_000
     assert document["records_total"] == 8_000
     assert document["fraction"] == 0.5
     assert document["records_per_second"] == 2_000
     assert document["estimated_seconds_left"] == 2.0
     assert [(c["topic"], c["records_replayed"]) for c in document["changelogs"]] == [
-        ("a", 3_000), ("b", 1_000)]
+        ("a", 3_000),
+        ("b", 1_000),
+    ]
 
 
 def test_nothing_replayed_yet_has_no_estimate() -> None:
@@ -88,7 +89,8 @@ def test_progress_follows_faust_recovery_from_where_it_began() -> None:
     document = progress.document()
     assert document is not None
     assert [(c["records_replayed"], c["records_total"]) for c in document["changelogs"]] == [
-        (0, 100)]
+        (0, 100)
+    ]
 
 
 def test_healthz_says_recovering_with_progress_and_ok_after() -> None:

@@ -27,12 +27,22 @@ def test_a_malformed_replication_factor_is_one_line(raw: str) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize(("configured", "brokers", "expected"), [
-    (None, 1, 1), (None, 2, 2), (None, 3, 3), (None, 5, 3), (None, 0, 1),
-    (1, 3, 1), (2, 5, 2), (4, 5, 4),
-])
+@pytest.mark.parametrize(
+    ("configured", "brokers", "expected"),
+    [
+        (None, 1, 1),
+        (None, 2, 2),
+        (None, 3, 3),
+        (None, 5, 3),
+        (None, 0, 1),
+        (1, 3, 1),
+        (2, 5, 2),
+        (4, 5, 4),
+    ],
+)
 def test_the_replication_factor_resolves_from_the_cluster(
-        configured: int | None, brokers: int, expected: int) -> None:
+    configured: int | None, brokers: int, expected: int
+) -> None:
     assert replication_factor(configured, brokers) == expected
 
 
@@ -65,18 +75,24 @@ class FakeAdmin:
         pass
 
 
-@pytest.mark.parametrize(("env", "brokers", "replicas", "min_isr"), [
-    ({}, 1, 1, "1"), ({}, 3, 3, "2"), ({}, 6, 3, "2"),
-    ({"UPSELL_REPLICATION_FACTOR": "2"}, 6, 2, "1"),
-])
+@pytest.mark.parametrize(
+    ("env", "brokers", "replicas", "min_isr"),
+    [
+        ({}, 1, 1, "1"),
+        ({}, 3, 3, "2"),
+        ({}, 6, 3, "2"),
+        ({"UPSELL_REPLICATION_FACTOR": "2"}, 6, 2, "1"),
+    ],
+)
 def test_every_created_topic_gets_the_replication_and_min_isr(
-        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], brokers: int, replicas: int,
-        min_isr: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], brokers: int, replicas: int, min_isr: str
+) -> None:
     admin = FakeAdmin(brokers)
     monkeypatch.setattr(topics, "make_admin", lambda settings, **kwargs: admin)
     settings = Settings.from_env(env)
     created = topics.ensure_topics(settings)
     assert created == [spec.name for spec in topics.topic_specs(settings)]
-    assert {name: (request["replication_factor"], request["configs"]["min.insync.replicas"])
-            for name, request in admin.requests.items()} == {
-        name: (replicas, min_isr) for name in created}
+    assert {
+        name: (request["replication_factor"], request["configs"]["min.insync.replicas"])
+        for name, request in admin.requests.items()
+    } == {name: (replicas, min_isr) for name in created}

@@ -52,7 +52,12 @@ BIG = ScenarioConfig(
     drop=RateDrop("web", 60_000, 0.3),
 )
 NOISY = ScenarioConfig(
-    seed=9, offers=20_000, customers=800, duplicates=0.2, malformed=0.2, offer_gap_ms=200,
+    seed=9,
+    offers=20_000,
+    customers=800,
+    duplicates=0.2,
+    malformed=0.2,
+    offer_gap_ms=200,
     settle_ms=3_600_000,
 )
 EDGE_CASES = [
@@ -168,8 +173,11 @@ def recount(config: ScenarioConfig, messages: Iterable[SimMessage]) -> Recount:
         latest_ts = event.ts if latest_ts is None else max(latest_ts, event.ts)
         document = json.loads(message.value)
         if isinstance(event, Offer):
-            seen_offer = SeenOffer(event, len(counts.offers), campaign=_labels(
-                document.get("campaign_type"), document.get("product_line")))
+            seen_offer = SeenOffer(
+                event,
+                len(counts.offers),
+                campaign=_labels(document.get("campaign_type"), document.get("product_line")),
+            )
             counts.campaign_offers_presented[seen_offer.campaign] += 1
             assert event.offer_id not in counts.offers
             counts.offers[event.offer_id] = seen_offer
@@ -180,8 +188,13 @@ def recount(config: ScenarioConfig, messages: Iterable[SimMessage]) -> Recount:
             is_upsell = document.get("is_upsell")
             if is_upsell is None:
                 is_upsell = document.get("offer_id") is not None
-            counts.all_purchases.append(SeenPurchase(event, is_upsell, _labels(
-                _loyalty(document.get("loyalty_member")), document.get("product_line"))))
+            counts.all_purchases.append(
+                SeenPurchase(
+                    event,
+                    is_upsell,
+                    _labels(_loyalty(document.get("loyalty_member")), document.get("product_line")),
+                )
+            )
             if event.offer_id is not None:
                 counts.explicit.append(event)
                 counts.named_offers.add(event.offer_id)
@@ -194,7 +207,8 @@ def recount(config: ScenarioConfig, messages: Iterable[SimMessage]) -> Recount:
 
 def _labels(first: str | None, second: str | None) -> str:
     return f"{first if first is not None else '__none__'}|" + (
-        second if second is not None else "__none__")
+        second if second is not None else "__none__"
+    )
 
 
 def _loyalty(member: bool | None) -> str:
@@ -303,11 +317,13 @@ def assert_kpi_truth_matches(truth: dict[str, Any], counts: Recount) -> None:
     assert truth["campaign_offers_presented"] == nonzero(counts.campaign_offers_presented)
     assert truth["campaign_conversions"] == nonzero(counts.campaign_conversions)
     assert {k: cents(v) for k, v in truth["campaign_revenue"].items()} == nonzero(
-        counts.campaign_revenue_cents)
+        counts.campaign_revenue_cents
+    )
     assert truth["campaign_revenue"].keys() == truth["campaign_conversions"].keys()
     assert truth["purchases_by_kind"] == nonzero(counts.purchases_by_kind)
     assert {k: cents(v) for k, v in truth["purchase_amount"].items()} == nonzero(
-        counts.purchase_amount_cents)
+        counts.purchase_amount_cents
+    )
     assert truth["purchase_amount"].keys() == truth["purchases_by_kind"].keys()
     # Amounts print with at most two decimals.
     for value in (*truth["campaign_revenue"].values(), *truth["purchase_amount"].values()):
@@ -315,7 +331,8 @@ def assert_kpi_truth_matches(truth: dict[str, Any], counts: Recount) -> None:
     # The views total what the channel-segment one and the plain counts say.
     assert sum(truth["campaign_offers_presented"].values()) == truth["offers"]
     assert truth["campaign_conversions"] and sum(truth["campaign_conversions"].values()) == sum(
-        truth["conversions"].values())
+        truth["conversions"].values()
+    )
     assert sum(truth["purchases_by_kind"].values()) == truth["purchases"]
     upsell = sum(n for key, n in truth["purchases_by_kind"].items() if key.startswith("upsell|"))
     assert upsell == truth["conversions_explicit"] + truth["conversions_last_touch"]
@@ -330,7 +347,8 @@ def test_kpi_dimensions_are_varied_with_some_left_out(
     assert {"email_offer", "loyalty_upgrade", "limited_time", "__none__"} <= campaign_types
     assert len(offer_lines) >= 4 and "__none__" in offer_lines
     kinds, loyalties, lines = (
-        {key.split("|")[i] for key in truth["purchases_by_kind"]} for i in range(3))
+        {key.split("|")[i] for key in truth["purchases_by_kind"]} for i in range(3)
+    )
     assert kinds == {"upsell", "other"}
     assert loyalties == {"member", "non_member", "unknown"}
     assert len(lines) >= 4 and "__none__" in lines
@@ -553,14 +571,21 @@ def _repair(reason: str, value: bytes, *, offer: bool) -> bytes | None:
         )
         missing = [name for name in required if name not in document]
         assert len(missing) == 1, document
-        document[missing[0]] = 1_795_341_600_000 if missing[0] == "ts" else (
-            12.5 if missing[0] == "amount" else "x")
+        document[missing[0]] = (
+            1_795_341_600_000 if missing[0] == "ts" else (12.5 if missing[0] == "amount" else "x")
+        )
     elif reason == "wrong_type":
         wrong = [
             name
-            for name, kind in (("event_id", str), ("offer_id", str), ("order_id", str),
-                               ("customer_id", str), ("channel", str), ("segment", str),
-                               ("amount", float))
+            for name, kind in (
+                ("event_id", str),
+                ("offer_id", str),
+                ("order_id", str),
+                ("customer_id", str),
+                ("channel", str),
+                ("segment", str),
+                ("amount", float),
+            )
             if name in document and not isinstance(document[name], kind)
         ]
         assert len(wrong) == 1, document
@@ -658,19 +683,24 @@ def test_bad_configs_are_refused(changes: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("channel", "after", "factor"),
-    [("fax", 10, 0.5), ("email", -1, 0.5), ("email", 10, -0.1), ("call_center", 10, 3.0),
-     ("sms", 10, math.inf)],
+    [
+        ("fax", 10, 0.5),
+        ("email", -1, 0.5),
+        ("email", 10, -0.1),
+        ("call_center", 10, 3.0),
+        ("sms", 10, math.inf),
+    ],
 )
 def test_bad_drops_are_refused(channel: str, after: int, factor: float) -> None:
     with pytest.raises(ScenarioError):
         RateDrop(channel, after, factor)
 
 
-
 def test_a_drop_with_an_end_converts_at_the_true_rate_again_after_it() -> None:
     drop = RateDrop("email", 2_000, 0.0, until_offers=4_000)
-    config = ScenarioConfig(seed=11, offers=8_000, offers_topic="t.offers",
-                            purchases_topic="t.purchases", drop=drop)
+    config = ScenarioConfig(
+        seed=11, offers=8_000, offers_topic="t.offers", purchases_topic="t.purchases", drop=drop
+    )
     simulation = generate(config)
     counts = recount(config, simulation)
     truth = simulation.truth.as_json()

@@ -129,13 +129,30 @@ def test_defaults() -> None:
 
 
 def test_options_reach_the_scenario(tmp_path: Path) -> None:
-    settings = Settings(topic_offers="o", topic_purchases="p", attribution_window_ms=600_000,
-                        grace_ms=3_600_000)
+    settings = Settings(
+        topic_offers="o", topic_purchases="p", attribution_window_ms=600_000, grace_ms=3_600_000
+    )
     args = simulate_args(
-        "--count", "1234", "--seed", "7", "--customers", "99", "--duplicates", "0.1",
-        "--malformed", "0.2", "--start", "2026-11-22T10:15:00.5+01:00",
-        "--seconds-per-offer", "0.25", "--drop", "in_app:600:0.5",
-        "--truth-file", str(tmp_path / "t.json"), "--rate", "50",
+        "--count",
+        "1234",
+        "--seed",
+        "7",
+        "--customers",
+        "99",
+        "--duplicates",
+        "0.1",
+        "--malformed",
+        "0.2",
+        "--start",
+        "2026-11-22T10:15:00.5+01:00",
+        "--seconds-per-offer",
+        "0.25",
+        "--drop",
+        "in_app:600:0.5",
+        "--truth-file",
+        str(tmp_path / "t.json"),
+        "--rate",
+        "50",
     )
     options = parse_options(args, settings, NOW_MS)
     config = options.config
@@ -234,8 +251,18 @@ def test_run_sends_every_message_and_prints_the_truth(
     monkeypatch.setattr(command, "make_producer", make)
     settings = Settings(topic_offers="my.offers", topic_purchases="my.purchases")
     truth_file = tmp_path / "truth.json"
-    args = simulate_args("--count", "300", "--seed", "7", "--truth-file", str(truth_file),
-                         "--duplicates", "0.1", "--malformed", "0.1")
+    args = simulate_args(
+        "--count",
+        "300",
+        "--seed",
+        "7",
+        "--truth-file",
+        str(truth_file),
+        "--duplicates",
+        "0.1",
+        "--malformed",
+        "0.1",
+    )
     assert command.run(args, settings) == 0
     captured = capsys.readouterr()
     truth = json.loads(captured.out)

@@ -59,13 +59,17 @@ def _applied(state: Changes, changes: Changes) -> Changes:
 
 def _journal_end(records: list[ChangelogRecord]) -> int:
     """How many of a write's records must land for its whole journal to be there."""
-    chunks = [i for i, (_, _, key, value) in enumerate(records)
-              if b"|journal|" in key and value is not None]
+    chunks = [
+        i
+        for i, (_, _, key, value) in enumerate(records)
+        if b"|journal|" in key and value is not None
+    ]
     return chunks[-1] + 1 if chunks else 0
 
 
-batch_changes = st.dictionaries(st.sampled_from("abcdefgh"),
-                                st.one_of(st.none(), st.integers(0, 9)), max_size=6)
+batch_changes = st.dictionaries(
+    st.sampled_from("abcdefgh"), st.one_of(st.none(), st.integers(0, 9)), max_size=6
+)
 # None: every record of the write lands; a fraction: the worker stops after that share.
 stop_after = st.one_of(st.none(), st.floats(0, 1))
 
@@ -74,7 +78,8 @@ stop_after = st.one_of(st.none(), st.floats(0, 1))
 @given(st.lists(st.tuples(batch_changes, stop_after), min_size=1, max_size=10))
 @example([({"a": 1}, None), ({"b": 2, "c": 3}, 0.5), ({"d": 4}, None), ({}, 0.0)])
 def test_a_restart_loads_the_state_after_the_last_batch_whose_journal_landed(
-        batches: list[tuple[Changes, float | None]]) -> None:
+    batches: list[tuple[Changes, float | None]],
+) -> None:
     with pytest.MonkeyPatch.context() as patch:
         # Small chunks, so that journals of several chunks land in part.
         patch.setattr(state_store, "CHUNK_BYTES", 12)
@@ -114,7 +119,7 @@ def test_the_journals_loaded_stay_until_a_checkpoint_holds_their_changes() -> No
     changelog.land(store.take_outbox())
     store.write(0, {"b": 2, "c": 3})
     records = store.take_outbox()
-    changelog.land(records[:_journal_end(records) + 1])  # the journal and entry b
+    changelog.land(records[: _journal_end(records) + 1])  # the journal and entry b
     store = changelog.restart()
     assert store.load(0) == {"a": 1, "b": 2, "c": 3}
     store.write(0, {"d": 4})
@@ -122,16 +127,20 @@ def test_the_journals_loaded_stay_until_a_checkpoint_holds_their_changes() -> No
     assert changelog.restart().load(0) == {"a": 1, "b": 2, "c": 3, "d": 4}
 
 
-@pytest.mark.parametrize("older", [
-    # One journal entry per partition, before chunks.
-    {"0|a": 1, "0|journal": {"a": 2, "b": 3}},
-    # Chunks keyed by their index alone, overwritten by each batch, and every entry
-    # written again (the batch of sequence 4 left only its first chunk: it is ignored).
-    {"0|a": 2, "0|b": 3, "0|journal|0": [4, 2, {"a": 9}], "0|journal|1": [3, 2, {"b": 3}]},
-    {"0|a": 1, "0|journal|0": [3, 2, {"a": 2}], "0|journal|1": [3, 2, {"b": 3}]},
-])
+@pytest.mark.parametrize(
+    "older",
+    [
+        # One journal entry per partition, before chunks.
+        {"0|a": 1, "0|journal": {"a": 2, "b": 3}},
+        # Chunks keyed by their index alone, overwritten by each batch, and every entry
+        # written again (the batch of sequence 4 left only its first chunk: it is ignored).
+        {"0|a": 2, "0|b": 3, "0|journal|0": [4, 2, {"a": 9}], "0|journal|1": [3, 2, {"b": 3}]},
+        {"0|a": 1, "0|journal|0": [3, 2, {"a": 2}], "0|journal|1": [3, 2, {"b": 3}]},
+    ],
+)
 def test_older_changelogs_load_and_their_journals_go_with_the_next_checkpoint(
-        older: dict[str, Any]) -> None:
+    older: dict[str, Any],
+) -> None:
     changelog = Changelog()
     changelog.latest = dict(older)
     store = changelog.restart()
@@ -180,24 +189,32 @@ def _customer_logs(offers: int) -> tuple[Pipeline, dict[int, list[FakeRecord]]]:
     """The simulator's stream through the validating stage: the records of each partition
     of customers (grace 1 h, as the SIGTERM restart test runs)."""
     settings = Settings.from_env({"UPSELL_GRACE": "1h", "UPSELL_PARTITIONS": str(PARTITIONS)})
-    config = ScenarioConfig(offers=offers, customers=400, seed=11,
-                            settle_ms=settings.grace_ms, offers_topic=settings.topic_offers,
-                            purchases_topic=settings.topic_purchases)
+    config = ScenarioConfig(
+        offers=offers,
+        customers=400,
+        seed=11,
+        settle_ms=settings.grace_ms,
+        offers_topic=settings.topic_offers,
+        purchases_topic=settings.topic_purchases,
+    )
     inputs: dict[tuple[str, int], list[FakeRecord]] = defaultdict(list)
     for message in Simulation(config):
-        topic = (settings.topic_offers if message.topic_kind == "offers"
-                 else settings.topic_purchases)
+        topic = (
+            settings.topic_offers if message.topic_kind == "offers" else settings.topic_purchases
+        )
         records = inputs[(topic, _partition_of(message.key))]
         records.append(FakeRecord(len(records), message.key, message.value))
     pipeline = Pipeline(settings, PartitionStore(FakeTable()), PartitionStore(FakeTable()))
     logs: dict[int, list[FakeRecord]] = defaultdict(list)
     longest = max(len(records) for records in inputs.values())
     for start in range(0, longest, 300):
-        for output in pipeline.validate({source: records[start:start + 300]
-                                         for source, records in inputs.items()}):
+        for output in pipeline.validate(
+            {source: records[start : start + 300] for source, records in inputs.items()}
+        ):
             if output.topic == settings.topic_events:
-                partition = (output.partition if output.partition is not None
-                             else _partition_of(output.key))
+                partition = (
+                    output.partition if output.partition is not None else _partition_of(output.key)
+                )
                 log = logs[partition]
                 log.append(FakeRecord(len(log), output.key, output.value))
     return pipeline, logs
@@ -213,10 +230,12 @@ def _partition_of(key: bytes | None) -> int:
     return 0 if key is None else zlib.crc32(key) % PARTITIONS
 
 
-@pytest.mark.parametrize(("seed", "checkpoint_bytes"),
-                         [(1, 2 * 1024 * 1024), (2, 30_000), (3, 5_000)])
+@pytest.mark.parametrize(
+    ("seed", "checkpoint_bytes"), [(1, 2 * 1024 * 1024), (2, 30_000), (3, 5_000)]
+)
 def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped(
-        seed: int, checkpoint_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed: int, checkpoint_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(state_store, "CHECKPOINT_BYTES", checkpoint_bytes)
     pipeline, logs = _customer_logs(offers=1_500)
     rng = random.Random(seed)
@@ -228,20 +247,21 @@ def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped
         store = PartitionStore(FakeTable(), keep_copy=False)
         state = CustomerPartition(pipeline.config)
         while state.next_offset < len(log):
-            for record in log[state.next_offset:state.next_offset + rng.randint(1, 800)]:
+            for record in log[state.next_offset : state.next_offset + rng.randint(1, 800)]:
                 _apply(state, record)
             store.write(partition, state.take_changes())
             records = store.take_outbox()
             if rng.random() < 0.7:
                 changelog.land(records)
                 continue
-            changelog.land(records[:rng.randint(0, len(records))])
+            changelog.land(records[: rng.randint(0, len(records))])
             store = changelog.restart()
             state = CustomerPartition.restore(pipeline.config, store.load(partition))
         assert state.totals.as_row() == never_stopped.totals.as_row(), partition
         # And the whole state the changelog holds: open offers, remembered ids, windows.
         store.write(partition, state.take_changes())
         changelog.land(store.take_outbox())
-        expected = {key: value for key, value in never_stopped.take_changes().items()
-                    if value is not None}
+        expected = {
+            key: value for key, value in never_stopped.take_changes().items() if value is not None
+        }
         assert changelog.restart().load(partition) == json.loads(json.dumps(expected))

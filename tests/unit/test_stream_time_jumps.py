@@ -37,11 +37,16 @@ def events(draw: st.DrawFn, *, span_minutes: int) -> list[Event]:
     customers = CUSTOMERS[: draw(st.integers(1, 3))]
     minute = st.integers(0, span_minutes).map(lambda k: T0 + k * MINUTE)
     offers = [
-        Offer(event_id=f"eo{i}", offer_id=f"X{i}", customer_id=draw(st.sampled_from(customers)),
-              channel=draw(st.sampled_from(["email", "sms"])),
-              segment=draw(st.sampled_from(["smb", "enterprise"])), ts=draw(minute),
-              campaign_type=draw(st.sampled_from([None, "limited_time"])),
-              product_line=draw(st.sampled_from([None, "tv"])))
+        Offer(
+            event_id=f"eo{i}",
+            offer_id=f"X{i}",
+            customer_id=draw(st.sampled_from(customers)),
+            channel=draw(st.sampled_from(["email", "sms"])),
+            segment=draw(st.sampled_from(["smb", "enterprise"])),
+            ts=draw(minute),
+            campaign_type=draw(st.sampled_from([None, "limited_time"])),
+            product_line=draw(st.sampled_from([None, "tv"])),
+        )
         for i in range(draw(st.integers(1, 6)))
     ]
     purchases = []
@@ -50,20 +55,31 @@ def events(draw: st.DrawFn, *, span_minutes: int) -> list[Event]:
         offer_id = draw(st.sampled_from([None, None, near.offer_id, "ghost"]))
         customer = near.customer_id if draw(st.booleans()) else draw(st.sampled_from(customers))
         ts = near.ts + draw(st.integers(-2, 40)) * MINUTE if draw(st.booleans()) else draw(minute)
-        purchases.append(Purchase(
-            event_id=f"ep{i}", order_id=f"order{i}", customer_id=customer, ts=ts,
-            amount_micros=draw(st.integers(0, 10**8)), offer_id=offer_id,
-            is_upsell=draw(st.booleans()) if offer_id is not None else draw(
-                st.sampled_from([True, True, False])),
-            product_line=draw(st.sampled_from([None, "tv"])),
-            loyalty_member=draw(st.sampled_from([None, True, False]))))
+        purchases.append(
+            Purchase(
+                event_id=f"ep{i}",
+                order_id=f"order{i}",
+                customer_id=customer,
+                ts=ts,
+                amount_micros=draw(st.integers(0, 10**8)),
+                offer_id=offer_id,
+                is_upsell=draw(st.booleans())
+                if offer_id is not None
+                else draw(st.sampled_from([True, True, False])),
+                product_line=draw(st.sampled_from([None, "tv"])),
+                loyalty_member=draw(st.sampled_from([None, True, False])),
+            )
+        )
     return [*offers, *purchases]
 
 
 configs = st.builds(
-    lambda grace, attribution: WindowConfig(SIZES, attribution_ms=attribution * MINUTE,
-                                            grace_ms=grace * MINUTE),
-    st.sampled_from([1, 5, 30]), st.sampled_from([15, 45, 120]))
+    lambda grace, attribution: WindowConfig(
+        SIZES, attribution_ms=attribution * MINUTE, grace_ms=grace * MINUTE
+    ),
+    st.sampled_from([1, 5, 30]),
+    st.sampled_from([15, 45, 120]),
+)
 
 
 def last_vectors(feed: Feed, seen: dict[Cell, dict[str, int]]) -> None:
@@ -71,7 +87,8 @@ def last_vectors(feed: Feed, seen: dict[Cell, dict[str, int]]) -> None:
     for partial in feed.partition.take_partials():
         view = VIEW_BY_NAME[partial.view]
         seen[((partial.view, partial.label, partial.start), partial.key)] = dict(
-            zip(view.fields, partial.vector, strict=True))
+            zip(view.fields, partial.vector, strict=True)
+        )
 
 
 def plain_totals(totals: dict[str, Counter[tuple[str, ...]]]) -> dict[str, dict[Any, int]]:
@@ -81,12 +98,16 @@ def plain_totals(totals: dict[str, Counter[tuple[str, ...]]]) -> dict[str, dict[
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), config=configs, scenario=events(span_minutes=240))
 def test_a_partition_counts_what_the_arrival_order_reference_counts(
-        data: st.DataObject, config: WindowConfig, scenario: list[Event]) -> None:
+    data: st.DataObject, config: WindowConfig, scenario: list[Event]
+) -> None:
     """Any arrival order, with ticks, far jumps and duplicates (some stamped later)."""
     last = max(e.ts for e in scenario)
-    ticks = data.draw(st.lists(
-        st.integers(0, (last - T0) // MINUTE + 48 * 60).map(lambda k: T0 + k * MINUTE + 1),
-        max_size=4))
+    ticks = data.draw(
+        st.lists(
+            st.integers(0, (last - T0) // MINUTE + 48 * 60).map(lambda k: T0 + k * MINUTE + 1),
+            max_size=4,
+        )
+    )
     duplicates = [
         dataclasses.replace(e, ts=e.ts + data.draw(st.sampled_from([0, 0, 90 * MINUTE])))
         for e in data.draw(st.lists(st.sampled_from(scenario), max_size=2))
@@ -103,7 +124,8 @@ def test_a_partition_counts_what_the_arrival_order_reference_counts(
         if data.draw(st.booleans()):
             feed.partition.take_changes()  # a batch ends: expired state is forgotten
     expected = ReplayReference(config.sizes, config.attribution_ms, config.grace_ms).replay(
-        arrivals)
+        arrivals
+    )
     assert totals_rows(feed.partition.totals) == plain_totals(expected.totals)
     assert seen == expected.cells
 
@@ -154,7 +176,8 @@ class TwoPartitions:
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), config=configs, scenario=events(span_minutes=300))
 def test_a_jump_gives_the_records_of_stream_time_moving_through_every_value(
-        data: st.DataObject, config: WindowConfig, scenario: list[Event]) -> None:
+    data: st.DataObject, config: WindowConfig, scenario: list[Event]
+) -> None:
     arrivals = data.draw(st.permutations(scenario))
     last = max(e.ts for e in scenario)
     jump = last + config.attribution_ms + config.grace_ms + data.draw(st.integers(1, 6)) * HOUR + 1
@@ -177,33 +200,55 @@ def test_a_jump_gives_the_records_of_stream_time_moving_through_every_value(
 
 
 def _settings(grace_ms: int = 30 * MINUTE, partitions: int = 2) -> Settings:
-    return Settings(windows=(WindowSize("10m", 10 * MINUTE), WindowSize("1h", HOUR)),
-                    grace_ms=grace_ms, attribution_window_ms=15 * MINUTE,
-                    partitions=partitions)
+    return Settings(
+        windows=(WindowSize("10m", 10 * MINUTE), WindowSize("1h", HOUR)),
+        grace_ms=grace_ms,
+        attribution_window_ms=15 * MINUTE,
+        partitions=partitions,
+    )
 
 
 def _offer(event_id: str, customer: str, ts: int, **fields: Any) -> dict[str, Any]:
-    return {"event_id": event_id, "offer_id": f"offer-{event_id}", "customer_id": customer,
-            "channel": "email", "segment": "smb", "ts": ts, **fields}
+    return {
+        "event_id": event_id,
+        "offer_id": f"offer-{event_id}",
+        "customer_id": customer,
+        "channel": "email",
+        "segment": "smb",
+        "ts": ts,
+        **fields,
+    }
 
 
 def test_a_last_touch_purchase_learned_hours_later_counts_in_its_windows(
-        partitions: int = 2) -> None:
+    partitions: int = 2,
+) -> None:
     """Issue 18: offer at T+21m, last-touch purchase at T+23m (due at T+53m), then the
     next event at T+5h: the 10m and 1h records end final with the conversion."""
     settings_ = _settings(partitions=partitions)
     worker = InProcessWorker(settings_)
     worker.send(settings_.topic_offers, _offer("o1", "c1", T0 + 21 * MINUTE))
-    worker.send(settings_.topic_purchases, {
-        "event_id": "p1", "order_id": "r1", "customer_id": "c1", "ts": T0 + 23 * MINUTE,
-        "amount": 40.0, "is_upsell": True})
+    worker.send(
+        settings_.topic_purchases,
+        {
+            "event_id": "p1",
+            "order_id": "r1",
+            "customer_id": "c1",
+            "ts": T0 + 23 * MINUTE,
+            "amount": 40.0,
+            "is_upsell": True,
+        },
+    )
     worker.send(settings_.topic_offers, _offer("o2", "c2", T0 + 5 * HOUR))
     records = worker.last_records(settings_.topic_rates)
-    for window, start in (("10m", "2026-11-22T00:20:00.000Z"),
-                          ("1h", "2026-11-22T00:00:00.000Z")):
+    for window, start in (("10m", "2026-11-22T00:20:00.000Z"), ("1h", "2026-11-22T00:00:00.000Z")):
         record = records[f"{window}|{start}|email|smb"]
-        assert (record["offers"], record["conversions"], record["revenue"], record["final"]) \
-            == (1, 1, 40.0, True), record
+        assert (record["offers"], record["conversions"], record["revenue"], record["final"]) == (
+            1,
+            1,
+            40.0,
+            True,
+        ), record
 
 
 def test_a_duplicate_stamped_later_does_not_move_stream_time() -> None:

@@ -24,13 +24,23 @@ values = st.text(alphabet=st.sampled_from("|%7C25a "), max_size=8) | st.text(max
 
 
 def record(view: View, label: str, start: int, first: str, second: str) -> WindowRecord:
-    return WindowRecord(view, label, start, start + HOUR, (first, second),
-                        [0] * len(view.fields), False)
+    return WindowRecord(
+        view, label, start, start + HOUR, (first, second), [0] * len(view.fields), False
+    )
 
 
 def alert(label: str, channel: str, segment: str) -> DropAlert:
-    return DropAlert(FIRED, label, T0, T0 + HOUR, (channel, segment),
-                     compare(Sample(100, 1), Sample(1000, 100)), 3, T0, DropSettings())
+    return DropAlert(
+        FIRED,
+        label,
+        T0,
+        T0 + HOUR,
+        (channel, segment),
+        compare(Sample(100, 1), Sample(1000, 100)),
+        3,
+        T0,
+        DropSettings(),
+    )
 
 
 def test_the_collision_of_the_issue_is_two_keys() -> None:
@@ -41,7 +51,9 @@ def test_the_collision_of_the_issue_is_two_keys() -> None:
     # The records hold the values as they came.
     assert (one.as_json(BANDS, T0)["channel"], one.as_json(BANDS, T0)["segment"]) == ("a|b", "c")
     assert (other.as_json(BANDS, T0)["channel"], other.as_json(BANDS, T0)["segment"]) == (
-        "a", "b|c")
+        "a",
+        "b|c",
+    )
     assert alert("1h", "a|b", "c").topic_key == "1h|a%7Cb|c"
     assert alert("1h", "a", "b|c").topic_key == "1h|a|b%7Cc"
 
@@ -55,19 +67,34 @@ def test_percent_is_encoded_first() -> None:
 
 
 def test_plain_values_are_unchanged() -> None:
-    assert record(CHANNEL_SEGMENT, "5m", T0, "email", "smb").topic_key == \
-        "5m|2026-11-22T00:00:00.000Z|email|smb"
-    assert record(CAMPAIGN, "5m", T0, "email_offer", "__none__").topic_key == \
-        "campaign|5m|2026-11-22T00:00:00.000Z|email_offer|__none__"
+    assert (
+        record(CHANNEL_SEGMENT, "5m", T0, "email", "smb").topic_key
+        == "5m|2026-11-22T00:00:00.000Z|email|smb"
+    )
+    assert (
+        record(CAMPAIGN, "5m", T0, "email_offer", "__none__").topic_key
+        == "campaign|5m|2026-11-22T00:00:00.000Z|email_offer|__none__"
+    )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([CHANNEL_SEGMENT, CAMPAIGN, PURCHASES]),
-                          st.sampled_from(["5m", "1h"]),
-                          st.sampled_from([T0, T0 + HOUR]), values, values),
-                min_size=2, max_size=12, unique=True))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([CHANNEL_SEGMENT, CAMPAIGN, PURCHASES]),
+            st.sampled_from(["5m", "1h"]),
+            st.sampled_from([T0, T0 + HOUR]),
+            values,
+            values,
+        ),
+        min_size=2,
+        max_size=12,
+        unique=True,
+    )
+)
 def test_distinct_records_have_distinct_keys_that_round_trip(
-        rows: list[tuple[View, str, int, str, str]]) -> None:
+    rows: list[tuple[View, str, int, str, str]],
+) -> None:
     keys: dict[str, tuple[View, str, int, str, str]] = {}
     for view, label, start, first, second in rows:
         key = record(view, label, start, first, second).topic_key
@@ -79,10 +106,17 @@ def test_distinct_records_have_distinct_keys_that_round_trip(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["5m", "1h"]), values, values), min_size=2,
-                max_size=12, unique=True))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["5m", "1h"]), values, values),
+        min_size=2,
+        max_size=12,
+        unique=True,
+    )
+)
 def test_distinct_alert_series_have_distinct_keys_that_round_trip(
-        series: list[tuple[str, str, str]]) -> None:
+    series: list[tuple[str, str, str]],
+) -> None:
     keys = {alert(*one).topic_key for one in series}
     assert len(keys) == len(series)
     assert {tuple(split_topic_key(key)) for key in keys} == set(series)

@@ -28,8 +28,12 @@ def test_an_alert_is_active_from_fired_to_resolved_across_a_restart() -> None:
     restarted.pipeline.load(SETTINGS.topic_partials, 0)
     (still,) = restarted.pipeline.active_alerts()
     assert still.fired is None
-    assert alert_document(still) == {"state": "fired", "window": "1m", "channel": "email",
-                                     "segment": "smb"}
+    assert alert_document(still) == {
+        "state": "fired",
+        "window": "1m",
+        "channel": "email",
+        "segment": "smb",
+    }
     for index in range(10, 16):
         restarted.window(index, 400, 40)
     assert [record["state"] for _, _, record in restarted.outputs] == ["resolved"]

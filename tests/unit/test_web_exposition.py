@@ -76,7 +76,6 @@ def test_rendering_takes_at_most_a_share_of_the_loop_however_often_it_is_scraped
     assert clock[0] - changed_at <= ExpositionCache.RENDER_SPACING * 0.05 + 0.01
 
 
-
 def test_a_scrape_long_enough_after_a_change_shows_it_however_slow_rendering_is() -> None:
     exposition, pipeline, collector, clock = cache(0.2)  # 4 x 0.2 s would be 0.8 s
     start = clock[0]

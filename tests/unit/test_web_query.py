@@ -24,15 +24,38 @@ def bad(pairs: list[tuple[str, str]]) -> str:
 
 def test_defaults_and_every_parameter() -> None:
     assert parse_query([], LABELS) == (CHANNEL_SEGMENT, "5m", RECENT_WINDOWS)
-    assert parse_query([("view", "campaign"), ("window", "1d"), ("windows", "500")],
-                       LABELS) == (CAMPAIGN, "1d", 500)
+    assert parse_query([("view", "campaign"), ("window", "1d"), ("windows", "500")], LABELS) == (
+        CAMPAIGN,
+        "1d",
+        500,
+    )
     assert parse_query([("windows", "1"), ("view", "purchases")], LABELS) == (PURCHASES, "5m", 1)
 
 
-@pytest.mark.parametrize("count", [
-    "\u00b2", "\u0663", "\uff11\uff12", "1\u00b2", "\U0001d7d7", "", " 5", "5 ", "-1", "0",
-    "+3", "007", "1e2", "2.0", "0x10", "1_0", "501", "9" * 5000, "nan",
-])
+@pytest.mark.parametrize(
+    "count",
+    [
+        "\u00b2",
+        "\u0663",
+        "\uff11\uff12",
+        "1\u00b2",
+        "\U0001d7d7",
+        "",
+        " 5",
+        "5 ",
+        "-1",
+        "0",
+        "+3",
+        "007",
+        "1e2",
+        "2.0",
+        "0x10",
+        "1_0",
+        "501",
+        "9" * 5000,
+        "nan",
+    ],
+)
 def test_malformed_window_counts(count: str) -> None:
     assert "windows" in bad([("windows", count)])
 
@@ -59,12 +82,19 @@ def test_a_huge_value_is_cut_short_in_the_message() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["view", "window", "windows", "other", ""]),
-                          st.one_of(st.text(max_size=12), st.sampled_from(
-                              [*VIEW_BY_NAME, *LABELS, "1", "12", "500", "501", "\u00b2"]))),
-                max_size=4))
-def test_any_query_is_answered_or_rejected_with_bad_request(
-        pairs: list[tuple[str, str]]) -> None:
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["view", "window", "windows", "other", ""]),
+            st.one_of(
+                st.text(max_size=12),
+                st.sampled_from([*VIEW_BY_NAME, *LABELS, "1", "12", "500", "501", "\u00b2"]),
+            ),
+        ),
+        max_size=4,
+    )
+)
+def test_any_query_is_answered_or_rejected_with_bad_request(pairs: list[tuple[str, str]]) -> None:
     try:
         view, label, count = parse_query(pairs, LABELS)
     except BadRequest:
