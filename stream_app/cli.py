@@ -55,7 +55,7 @@ _RATES = ("UPSELL_WEB_HOST", "UPSELL_WEB_PORT")
 def _epilog(environment: Sequence[str], *examples: str) -> str:
     """The end of a command's help: the environment it reads and examples."""
     width = max(len(name) for name in environment)
-    lines = ["environment (see README, Settings):"]
+    lines = ["environment (see docs/configuration.md):"]
     lines += [f"  {name:<{width}}  {ENVIRONMENT[name]}" for name in environment]
     lines += ["", "example:" if len(examples) == 1 else "examples:"]
     lines += [f"  {example}" for example in examples]

@@ -4,7 +4,7 @@ Faust replays a changelog one record at a time: each one becomes a Message and a
 is decoded through the topic's schema, queued, taken off the queue by
 `Recovery._slurp_changelogs` (two f-string debug lines each), buffered and then applied.
 That ran at about 6,000 records/s here: a restart took a minute per 100,000 events the
-worker had processed since the changelog was last compacted (docs/benchmarks.md).
+worker had processed since the changelog was last compacted (docs/performance.md, Restart).
 
 `apply_changelog_batch` does what that path does to a table of in-memory store, for a
 whole partition batch at once: records at or below the offset the recovery has already

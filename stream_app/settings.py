@@ -432,7 +432,7 @@ def _parse_security(env: Mapping[str, str]) -> KafkaSecurity:
 
 
 # Every environment variable the commands read, with its default in brackets: the
-# commands' --help lists the ones each reads (README's Settings table says more).
+# commands' --help lists the ones each reads (docs/configuration.md says more).
 ENVIRONMENT: dict[str, str] = {
     "KAFKA_BOOTSTRAP_SERVERS": "brokers, host:port comma-separated [127.0.0.1:9092]",
     "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [PLAINTEXT]",
