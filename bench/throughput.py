@@ -26,7 +26,7 @@ from bench.common import (
     Progress,
     truth_mismatches,
 )
-from stream_app.core.durations import parse_duration_ms
+from stream_app.domain.durations import parse_duration_ms
 from stream_app.hot_path import BatchSender, Record
 from stream_app.simulator.scenario import ScenarioConfig, Simulation, expected_messages_per_offer
 

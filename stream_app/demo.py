@@ -6,7 +6,7 @@ resolves within about five minutes; prints where to look; on Ctrl-C (or SIGTERM)
 stops everything it started and leaves no process behind.
 
 The worker learns what it is watching from a description the demo writes under its data
-directory (UPSELL_DEMO_INFO, stream_app.core.demo_source): the page shows it.
+directory (UPSELL_DEMO_INFO, stream_app.domain.demo_source): the page shows it.
 
 On a data directory a previous demo left, it resumes (event time carries on from where
 the previous demo stopped, the story plays again from there) unless `--fresh` is given,
@@ -34,9 +34,9 @@ from typing import Any
 from rich.console import Console
 
 from stream_app import local_kafka
-from stream_app.core.demo_source import DemoSource, InjectedDrop, RateChange
-from stream_app.core.events import InvalidEvent, parse_ts
-from stream_app.core.windows import rfc3339
+from stream_app.domain.demo_source import DemoSource, InjectedDrop, RateChange
+from stream_app.domain.events import InvalidEvent, parse_ts
+from stream_app.domain.windows import rfc3339
 from stream_app.kafka_clients import make_admin
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import (

@@ -21,7 +21,7 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from stream_app.core.stalls import Resumed, StallDetector, Stalled
+from stream_app.domain.stalls import Resumed, StallDetector, Stalled
 from stream_app.pipeline import Output, Pipeline
 from stream_app.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
 from stream_app.state_store import PartitionStore
@@ -340,7 +340,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def _polled_since_records(self, tp: Any) -> bool:
         """Whether a fetch of this caught-up partition answered after its last records were
-        handed over, with nothing new: its next record is a live arrival (core/merge.py)."""
+        handed over, with nothing new: its next record is a live arrival (domain/merge.py)."""
         polled = self._polled_at(tp)
         return polled is not None and polled != self._polled_at_records.get(tp, polled)
 

@@ -16,12 +16,12 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from stream_app.core import partition as totals_of
-from stream_app.core.bands import Bands
-from stream_app.core.events import MICROS_PER_UNIT
-from stream_app.core.partition import Totals
-from stream_app.core.rates import figures
-from stream_app.core.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, Key, View
+from stream_app.domain import partition as totals_of
+from stream_app.domain.bands import Bands
+from stream_app.domain.events import MICROS_PER_UNIT
+from stream_app.domain.partition import Totals
+from stream_app.domain.rates import figures
+from stream_app.domain.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, Key, View
 from stream_app.pipeline import Pipeline
 
 _WINDOW_HELP = " The window label must always be selected, never summed over."

@@ -19,23 +19,23 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from stream_app.core.board import RatesBoard, decode_partials, encode_partials
-from stream_app.core.dedupe import EventIdMemory
-from stream_app.core.drops import FIRED, DropAlert, DropDetector
-from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
-from stream_app.core.fastjson import dumps
-from stream_app.core.forwarding import Forwarded, encode_forwarded, tick
-from stream_app.core.immutable import immutable
-from stream_app.core.merge import EventTimeMerge
-from stream_app.core.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
-from stream_app.core.views import CHANNEL_SEGMENT, Key
+from stream_app.domain.board import RatesBoard, decode_partials, encode_partials
+from stream_app.domain.dedupe import EventIdMemory
+from stream_app.domain.drops import FIRED, DropAlert, DropDetector
+from stream_app.domain.events import Event, InvalidEvent, parse_offer, parse_purchase
+from stream_app.domain.fastjson import dumps
+from stream_app.domain.forwarding import Forwarded, encode_forwarded, tick
+from stream_app.domain.immutable import immutable
+from stream_app.domain.merge import EventTimeMerge
+from stream_app.domain.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
+from stream_app.domain.views import CHANNEL_SEGMENT, Key
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
 
 log = logging.getLogger(__name__)
 
 _PARTIALS_PER_MESSAGE = 2_000
-# Input records held back for event-time order (core/merge.py): room for a few fetches
+# Input records held back for event-time order (domain/merge.py): room for a few fetches
 # of every input partition (a fetch brings up to 1 MB, some 5,000 records, of each), about
 # 0.5 KB each; and how long a partition whose lag is unknown holds the others before
 # that is reported (it holds them until a fetch tells its lag).
@@ -200,7 +200,7 @@ class Pipeline:
     ) -> list[Output]:
         """Validate input records and forward what may leave, in event-time order.
 
-        Records wait in an EventTimeMerge (core/merge.py) until no input partition that is
+        Records wait in an EventTimeMerge (domain/merge.py) until no input partition that is
         still `behind` (records in Kafka not read yet) can deliver an older one, so that a
         backlog read a few partitions at a time does not push stream time ahead of the
         others; a caught-up partition that a fetch found empty since its last record
@@ -281,7 +281,7 @@ class Pipeline:
 
     def _report_order_breaks(self, now: float) -> None:
         """Warn when input records left without waiting for every partition behind: the
-        records of those partitions can then count as late (core/merge.py)."""
+        records of those partitions can then count as late (domain/merge.py)."""
         merge = self._merge
         abandoned, forced = merge.take_order_breaks()
         if abandoned:

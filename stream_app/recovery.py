@@ -34,7 +34,7 @@ from typing import Any
 
 from faust.stores.memory import Store as MemoryStore
 
-from stream_app.core.fastjson import loads
+from stream_app.domain.fastjson import loads
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.core.fastjson import dumps as _dumps
-from stream_app.core.fastjson import loads as _loads
+from stream_app.domain.fastjson import dumps as _dumps
+from stream_app.domain.fastjson import loads as _loads
 
 log = logging.getLogger(__name__)
 

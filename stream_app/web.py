@@ -20,13 +20,13 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
-from stream_app.core.board import RatesBoard
-from stream_app.core.demo_source import DemoSource, SourceError
-from stream_app.core.drops import FIRED
-from stream_app.core.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOTAL
-from stream_app.core.rates import figures
-from stream_app.core.views import VIEW_BY_NAME, View
-from stream_app.core.windows import is_closed, rfc3339, window_start
+from stream_app.domain.board import RatesBoard
+from stream_app.domain.demo_source import DemoSource, SourceError
+from stream_app.domain.drops import FIRED
+from stream_app.domain.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOTAL
+from stream_app.domain.rates import figures
+from stream_app.domain.views import VIEW_BY_NAME, View
+from stream_app.domain.windows import is_closed, rfc3339, window_start
 from stream_app.exposition import ExpositionWriter
 from stream_app.pipeline import ActiveAlert, Pipeline
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from stream_app.core.events import InvalidEvent, parse_ts
+from stream_app.domain.events import InvalidEvent, parse_ts
 from stream_app.kafka_clients import describe_error, make_producer, quiet_kafka_logs
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import (

@@ -77,7 +77,7 @@ from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any, Final, Literal, TypeVar
 
-from stream_app.core.events import (
+from stream_app.domain.events import (
     BAD_TS,
     MISSING_FIELD,
     NEGATIVE_AMOUNT,

@@ -21,9 +21,9 @@ from typing import Any
 
 import requests
 
-from stream_app.core.demo_source import DemoSource, InjectedDrop, RateChange
-from stream_app.core.events import parse_ts
-from stream_app.core.windows import rfc3339
+from stream_app.domain.demo_source import DemoSource, InjectedDrop, RateChange
+from stream_app.domain.events import parse_ts
+from stream_app.domain.windows import rfc3339
 from stream_app.simulator.scenario import (
     SEGMENTS,
     ScenarioConfig,

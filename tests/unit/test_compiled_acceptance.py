@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app import _engine
-from stream_app.core.events import (
+from stream_app.domain.events import (
     Event,
     InvalidEvent,
     check_offer,

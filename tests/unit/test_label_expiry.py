@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.events import Offer, Purchase
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
-from stream_app.core.labels import OTHER
-from stream_app.core.partition import (
+from stream_app.domain.events import Offer, Purchase
+from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
+from stream_app.domain.labels import OTHER
+from stream_app.domain.partition import (
     LABEL_OVERFLOW_TOTAL,
     OFFERS_TOTAL,
     CustomerPartition,

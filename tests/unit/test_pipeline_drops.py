@@ -11,10 +11,10 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.core.board import encode_partials
-from stream_app.core.cohorts import Partial
-from stream_app.core.drops import DropSettings
-from stream_app.core.views import CHANNEL_SEGMENT
+from stream_app.domain.board import encode_partials
+from stream_app.domain.cohorts import Partial
+from stream_app.domain.drops import DropSettings
+from stream_app.domain.views import CHANNEL_SEGMENT
 from stream_app.metrics import build_registry
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings, WindowSize

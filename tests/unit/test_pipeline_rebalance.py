@@ -14,8 +14,8 @@ import logging
 
 import pytest
 
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
-from stream_app.core.partition import CONVERSIONS_TOTAL
+from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
+from stream_app.domain.partition import CONVERSIONS_TOTAL
 from stream_app.pipeline import Output, Pipeline
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore

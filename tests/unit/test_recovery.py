@@ -16,7 +16,7 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.fastjson import dumps, loads
+from stream_app.domain.fastjson import dumps, loads
 from stream_app.recovery import apply_changelog_batch
 from stream_app.state_store import PartitionStore
 

@@ -14,8 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stream_app import state_store
-from stream_app.core.forwarding import decode_forwarded
-from stream_app.core.partition import CustomerPartition
+from stream_app.domain.forwarding import decode_forwarded
+from stream_app.domain.partition import CustomerPartition
 from stream_app.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import ScenarioConfig, Simulation

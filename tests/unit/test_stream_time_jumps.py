@@ -17,10 +17,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.board import RatesBoard
-from stream_app.core.events import Event, Offer, Purchase
-from stream_app.core.partition import LATE_TOTAL, TOTALS, CustomerPartition, WindowConfig
-from stream_app.core.views import VIEW_BY_NAME
+from stream_app.domain.board import RatesBoard
+from stream_app.domain.events import Event, Offer, Purchase
+from stream_app.domain.partition import LATE_TOTAL, TOTALS, CustomerPartition, WindowConfig
+from stream_app.domain.views import VIEW_BY_NAME
 from stream_app.settings import Settings, WindowSize
 from tests.unit.conftest import HOUR, MINUTE, T0, Feed, totals_rows
 from tests.unit.in_process import InProcessWorker

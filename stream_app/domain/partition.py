@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app import _engine
-from stream_app.core.cohorts import Partial, WindowKey
-from stream_app.core.events import Offer, Purchase
-from stream_app.core.forwarding import Forwarded, encode_forwarded
-from stream_app.core.labels import DEFAULT_MAX_LABEL_VALUES
-from stream_app.core.views import CHANNEL_SEGMENT, Key, View
-from stream_app.core.views import dimension as dim
-from stream_app.core.views import loyalty as loyalty_of
-from stream_app.core.windows import is_final
+from stream_app.domain.cohorts import Partial, WindowKey
+from stream_app.domain.events import Offer, Purchase
+from stream_app.domain.forwarding import Forwarded, encode_forwarded
+from stream_app.domain.labels import DEFAULT_MAX_LABEL_VALUES
+from stream_app.domain.views import CHANNEL_SEGMENT, Key, View
+from stream_app.domain.views import dimension as dim
+from stream_app.domain.views import loyalty as loyalty_of
+from stream_app.domain.windows import is_final
 
 # The key of a partition's meta entry in its store (the compiled core writes its entries;
 # the rates board keeps its own meta entry under the same key).

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Final
 
 from stream_app._engine import LabelCap
-from stream_app.core.views import ALL
+from stream_app.domain.views import ALL
 
 OTHER: Final = "__other__"
 DEFAULT_MAX_LABEL_VALUES: Final = 300

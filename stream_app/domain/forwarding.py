@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_app.core.codec import event_from_row, event_to_row
-from stream_app.core.events import Event
-from stream_app.core.fastjson import dumps, loads
-from stream_app.core.immutable import immutable
+from stream_app.domain.codec import event_from_row, event_to_row
+from stream_app.domain.events import Event
+from stream_app.domain.fastjson import dumps, loads
+from stream_app.domain.immutable import immutable
 
 
 @immutable

@@ -33,14 +33,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from stream_app.core.durations import format_duration
-from stream_app.core.proportions import Comparison, Sample, compare
-from stream_app.core.topic_keys import topic_key
-from stream_app.core.views import CHANNEL_SEGMENT, Key
-from stream_app.core.windows import passes, rfc3339
+from stream_app.domain.durations import format_duration
+from stream_app.domain.proportions import Comparison, Sample, compare
+from stream_app.domain.topic_keys import topic_key
+from stream_app.domain.views import CHANNEL_SEGMENT, Key
+from stream_app.domain.windows import passes, rfc3339
 
 if TYPE_CHECKING:
-    from stream_app.core.board import RatesBoard
+    from stream_app.domain.board import RatesBoard
 
 FIRED: Final = "fired"
 RESOLVED: Final = "resolved"

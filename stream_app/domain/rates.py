@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_app.core.bands import Bands
-from stream_app.core.events import MICROS_PER_UNIT
-from stream_app.core.views import CHANNEL_SEGMENT, PURCHASES, Key, View
+from stream_app.domain.bands import Bands
+from stream_app.domain.events import MICROS_PER_UNIT
+from stream_app.domain.views import CHANNEL_SEGMENT, PURCHASES, Key, View
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

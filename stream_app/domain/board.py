@@ -19,15 +19,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.core.bands import Bands
-from stream_app.core.cohorts import Partial, WindowKey
-from stream_app.core.fastjson import dumps, dumps_key, loads
-from stream_app.core.immutable import immutable
-from stream_app.core.partition import META_KEY, WindowConfig
-from stream_app.core.rates import figures
-from stream_app.core.topic_keys import topic_key
-from stream_app.core.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
-from stream_app.core.windows import is_closed, rfc3339, window_start
+from stream_app.domain.bands import Bands
+from stream_app.domain.cohorts import Partial, WindowKey
+from stream_app.domain.fastjson import dumps, dumps_key, loads
+from stream_app.domain.immutable import immutable
+from stream_app.domain.partition import META_KEY, WindowConfig
+from stream_app.domain.rates import figures
+from stream_app.domain.topic_keys import topic_key
+from stream_app.domain.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
+from stream_app.domain.windows import is_closed, rfc3339, window_start
 
 _WINDOW = "w|"
 _Slot = tuple[str, str, int]  # (view name, window label, window start)

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from stream_app.core.events import InvalidEvent, parse_ts
-from stream_app.core.windows import rfc3339
+from stream_app.domain.events import InvalidEvent, parse_ts
+from stream_app.domain.windows import rfc3339
 
 FORMAT = 1
 

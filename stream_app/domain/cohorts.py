@@ -19,8 +19,8 @@ records, about 4 per event.
 from __future__ import annotations
 
 from stream_app._engine import WindowCounts
-from stream_app.core.immutable import immutable
-from stream_app.core.views import Key
+from stream_app.domain.immutable import immutable
+from stream_app.domain.views import Key
 
 WindowKey = tuple[str, int]  # (window label, window start)
 

@@ -14,8 +14,8 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from stream_app._engine import accept_offer, accept_purchase
-from stream_app.core.immutable import immutable
-from stream_app.core.windows import rfc3339
+from stream_app.domain.immutable import immutable
+from stream_app.domain.windows import rfc3339
 
 _T = TypeVar("_T")
 

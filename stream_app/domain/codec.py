@@ -11,7 +11,7 @@ from operator import attrgetter
 from sys import intern
 from typing import Any
 
-from stream_app.core.events import Event, Offer, Purchase
+from stream_app.domain.events import Event, Offer, Purchase
 
 OFFER_TAG = "o"
 PURCHASE_TAG = "p"
