@@ -8,7 +8,7 @@ input partition a batch at a time, `attribute` and `persist_partition` of every
 events-by-customer partition a batch at a time (changelog records encoded, then dropped),
 `publish` and `persist_board` of the window partials. Prints the CPU time per event of
 each stage: whatever the Kafka side costs comes on top, so events/s here bound a worker's.
-The garbage collector runs with the worker's thresholds (stream_app/gc_tuning.py).
+The garbage collector runs with the worker's thresholds (stream_app/runtime/gc_tuning.py).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from aiokafka.partitioner import murmur2
 
 from bench.common import ROOT, MemoryTable
 from bench.throughput import GRACE, scenario
-from stream_app.gc_tuning import tune_collector
 from stream_app.pipeline import Pipeline
+from stream_app.runtime.gc_tuning import tune_collector
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import Simulation
-from stream_app.state_store import PartitionStore
 
 PARTITIONS = 6
 

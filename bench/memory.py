@@ -60,8 +60,8 @@ def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, in
     from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
     from stream_app.domain.partition import CustomerPartition
     from stream_app.pipeline import window_config
+    from stream_app.runtime.state_store import PartitionStore
     from stream_app.settings import Settings
-    from stream_app.state_store import PartitionStore
 
     config = window_config(Settings())
     state = CustomerPartition(config)

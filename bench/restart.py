@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, BenchError, Broker, Deployment, LagReader, Progress, truth_mismatches
 from bench.throughput import WORKER_ENV, Dataset, preload
 from stream_app.local_kafka import BrokerPaths
-from stream_app.topics import BOARD_TABLE, PARTITION_TABLE
+from stream_app.runtime.topics import BOARD_TABLE, PARTITION_TABLE
 
 CHANGELOG_TABLES = (PARTITION_TABLE, BOARD_TABLE)
 

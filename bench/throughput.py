@@ -27,7 +27,7 @@ from bench.common import (
     truth_mismatches,
 )
 from stream_app.domain.durations import parse_duration_ms
-from stream_app.hot_path import BatchSender, Record
+from stream_app.runtime.hot_path import BatchSender, Record
 from stream_app.simulator.scenario import ScenarioConfig, Simulation, expected_messages_per_offer
 
 # Past this much the broker refuses a produce request by default (message.max.bytes, 1 MB).

@@ -305,7 +305,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             args.action, settings, args.brokers, allow_privileged_port=args.allow_privileged_port
         )
     if args.command == "topics":
-        from stream_app import topics
+        from stream_app.runtime import topics
 
         return topics.create_all(settings)
     if args.command == "simulate":
@@ -320,7 +320,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from stream_app import terminal
 
         return terminal.run(settings, args.view, args.window, args.watch)
-    from stream_app import worker
+    from stream_app.runtime import worker
 
     return worker.run(settings)
 

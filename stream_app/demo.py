@@ -37,7 +37,8 @@ from stream_app import local_kafka
 from stream_app.domain.demo_source import DemoSource, InjectedDrop, RateChange
 from stream_app.domain.events import InvalidEvent, parse_ts
 from stream_app.domain.windows import rfc3339
-from stream_app.kafka_clients import make_admin
+from stream_app.runtime.kafka_clients import make_admin
+from stream_app.runtime.topics import ensure_topics
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import (
     SEGMENTS,
@@ -45,7 +46,6 @@ from stream_app.simulator.scenario import (
     expected_messages_per_offer,
     true_rate,
 )
-from stream_app.topics import ensure_topics
 
 # Livelier than the production defaults, unless the user set their own. The simulated
 # event time runs some 60 times faster than the clock, so it is soon ahead of it: no

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_app.kafka_clients import (
+from stream_app.runtime.kafka_clients import (
     kafka_python_config,
     quiet_kafka_logs,
     refused_login,

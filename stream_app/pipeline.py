@@ -29,8 +29,8 @@ from stream_app.domain.immutable import immutable
 from stream_app.domain.merge import EventTimeMerge
 from stream_app.domain.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
 from stream_app.domain.views import CHANNEL_SEGMENT, Key
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
-from stream_app.state_store import PartitionStore
 
 log = logging.getLogger(__name__)
 

@@ -146,7 +146,7 @@ class Settings:
     # UPSELL_MAX_FUTURE: how far past the wall clock a ts may be (None: off).
     max_future_ms: int | None = 3_600_000
     # Replicas of every topic the service creates; None: min(3, brokers in the cluster),
-    # resolved when topics are created (stream_app/topics.py).
+    # resolved when topics are created (stream_app/runtime/topics.py).
     replication_factor: int | None = None
     # The demo's description of what it feeds the worker (stream_app.domain.demo_source).
     demo_info: Path | None = None

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from stream_app.domain.events import InvalidEvent, parse_ts
-from stream_app.kafka_clients import describe_error, make_producer, quiet_kafka_logs
+from stream_app.runtime.kafka_clients import describe_error, make_producer, quiet_kafka_logs
+from stream_app.runtime.topics import TopicsError, ensure_topics, topic_specs
 from stream_app.settings import Settings
 from stream_app.simulator.scenario import (
     CHANNELS,
@@ -38,7 +39,6 @@ from stream_app.simulator.scenario import (
     expected_messages_per_offer,
     generate,
 )
-from stream_app.topics import TopicsError, ensure_topics, topic_specs
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer

@@ -24,9 +24,9 @@ from stream_app.domain.forwarding import decode_forwarded
 from stream_app.domain.partition import CustomerPartition
 from stream_app.domain.windows import rfc3339
 from stream_app.pipeline import window_config
+from stream_app.runtime.state_store import PartitionStore
+from stream_app.runtime.topics import PARTITION_TABLE
 from stream_app.settings import Settings
-from stream_app.state_store import PartitionStore
-from stream_app.topics import PARTITION_TABLE
 from tests.e2e.harness import (
     CLI,
     Deployment,

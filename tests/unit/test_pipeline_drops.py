@@ -17,8 +17,8 @@ from stream_app.domain.drops import DropSettings
 from stream_app.domain.views import CHANNEL_SEGMENT
 from stream_app.metrics import build_registry
 from stream_app.pipeline import Pipeline
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings, WindowSize
-from stream_app.state_store import PartitionStore
 
 MINUTE = 60_000
 T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z

@@ -17,8 +17,8 @@ import pytest
 from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
 from stream_app.domain.partition import CONVERSIONS_TOTAL
 from stream_app.pipeline import Output, Pipeline
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
-from stream_app.state_store import PartitionStore
 from tests.unit.conftest import offer, purchase
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 

@@ -101,7 +101,7 @@ class PartitionStore:
         data = self._table.data
         # One pass over every partition's keys (a restart loads each partition in turn).
         stored = [key for key in data if isinstance(key, str) and key.startswith(prefix)]
-        # The batch recovery keeps values encoded (stream_app/recovery.py); no value this
+        # The batch recovery keeps values encoded (stream_app/runtime/recovery.py); no value this
         # store writes is bytes once decoded.
         entries = {}
         for key in stored:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.kafka_clients import (
+from stream_app.runtime.kafka_clients import (
     describe_error,
     make_admin,
     quiet_kafka_logs,

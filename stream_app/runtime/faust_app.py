@@ -11,12 +11,11 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from stream_app.hot_path import BatchConsumer, BatchTransport, PipelineApp
-from stream_app.kafka_clients import faust_credentials
 from stream_app.pipeline import Pipeline
-from stream_app.settings import Settings
-from stream_app.state_store import PartitionStore
-from stream_app.topics import (
+from stream_app.runtime.hot_path import BatchConsumer, BatchTransport, PipelineApp
+from stream_app.runtime.kafka_clients import faust_credentials
+from stream_app.runtime.state_store import PartitionStore
+from stream_app.runtime.topics import (
     BOARD_TABLE,
     CHANGELOG_CONFIG,
     LARGE_MESSAGE_BYTES,
@@ -24,6 +23,7 @@ from stream_app.topics import (
     durability_config,
     replication_factor,
 )
+from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 

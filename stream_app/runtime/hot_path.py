@@ -6,7 +6,7 @@ see docs). This subclass keeps everything else Faust does (group membership, par
 assignment co-partitioned with the tables, changelog recovery, the web server) and
 replaces only that loop: records of the pipeline's topics go to it a partition batch
 at a time, and so do the tables' changelogs during a recovery, straight into the tables
-(stream_app/recovery.py); any other record takes Faust's path.
+(stream_app/runtime/recovery.py); any other record takes Faust's path.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app.domain.stalls import Resumed, StallDetector, Stalled
 from stream_app.pipeline import Output, Pipeline
-from stream_app.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
-from stream_app.state_store import PartitionStore
+from stream_app.runtime.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
+from stream_app.runtime.state_store import PartitionStore
 
 # topic, partition (None: by key), key, value, headers
 Record = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
@@ -213,7 +213,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _hand_to_faust(self, records: dict[Any, list[Any]], generation: int) -> None:
         """Records of the tables' changelogs, during a recovery, go straight into the
-        tables a partition batch at a time (stream_app/recovery.py); any other record
+        tables a partition batch at a time (stream_app/runtime/recovery.py); any other record
         takes Faust's own path. Both keep the guards of Faust's own loop: nothing once the
         flow is stopped or the generation has changed, and a record whose hand-over to
         Faust is still waiting (the recovery's queue is suspended during a rebalance) is
@@ -235,7 +235,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # Synchronous: the guards above hold until its last record is applied.
             if apply_changelog_batch(recovery, tp, batch, progress):
                 # Faust's recovery loop gets the last record too: it skips it as read and
-                # ends the recovery if nothing is left (stream_app/recovery.py).
+                # ends the recovery if nothing is left (stream_app/runtime/recovery.py).
                 if not await self._hand_over(tp, batch[-1:], generation):
                     return  # a rebalance began: the next recovery seeks its partitions
                 continue
