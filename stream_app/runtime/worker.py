@@ -9,12 +9,12 @@ from typing import Any
 
 import faust
 
-from stream_app.metrics import build_registry
 from stream_app.runtime.faust_app import create_app
 from stream_app.runtime.gc_tuning import tune_collector
 from stream_app.runtime.topics import ensure_topics
+from stream_app.serving.metrics import build_registry
+from stream_app.serving.web import register
 from stream_app.settings import Settings
-from stream_app.web import register
 
 # A stop still under way by then is stuck. With Kafka unreachable, aiokafka's fetcher
 # raises CancelledError while the consumer thread closes it, that thread dies, and Faust's

@@ -15,9 +15,9 @@ from stream_app.domain.board import encode_partials
 from stream_app.domain.cohorts import Partial
 from stream_app.domain.drops import DropSettings
 from stream_app.domain.views import CHANNEL_SEGMENT
-from stream_app.metrics import build_registry
 from stream_app.pipeline import Pipeline
 from stream_app.runtime.state_store import PartitionStore
+from stream_app.serving.metrics import build_registry
 from stream_app.settings import Settings, WindowSize
 
 MINUTE = 60_000

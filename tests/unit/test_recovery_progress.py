@@ -9,8 +9,8 @@ from typing import Any
 from stream_app.pipeline import Pipeline
 from stream_app.runtime.recovery import RecoveryProgress, recovery_document
 from stream_app.runtime.state_store import PartitionStore
+from stream_app.serving.web import health_document, no_board_document
 from stream_app.settings import Settings
-from stream_app.web import health_document, no_board_document
 from tests.unit.test_pipeline_drops import FakeTable
 
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from stream_app.web import ExpositionCache
+from stream_app.serving.web import ExpositionCache
 
 
 class FakePipeline:

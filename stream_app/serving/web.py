@@ -27,8 +27,8 @@ from stream_app.domain.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_T
 from stream_app.domain.rates import figures
 from stream_app.domain.views import VIEW_BY_NAME, View
 from stream_app.domain.windows import is_closed, rfc3339, window_start
-from stream_app.exposition import ExpositionWriter
 from stream_app.pipeline import ActiveAlert, Pipeline
+from stream_app.serving.exposition import ExpositionWriter
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def health_figures(pipeline: Pipeline, throughput: Throughput) -> dict[str, Any]
 
 
 def page_file(path: str) -> bytes:
-    return (resources.files("stream_app").joinpath("static", *path.split("/"))).read_bytes()
+    return (resources.files("stream_app.serving").joinpath("static", *path.split("/"))).read_bytes()
 
 
 # URL name -> (file under static/, content type). uPlot is vendored, see its VERSION.
