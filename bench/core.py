@@ -31,7 +31,7 @@ from stream_app.pipeline import Pipeline
 from stream_app.runtime.gc_tuning import tune_collector
 from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import Simulation
+from stream_app.tools.simulator.scenario import Simulation
 
 PARTITIONS = 6
 

@@ -24,7 +24,7 @@ import requests
 from stream_app.domain.demo_source import DemoSource, InjectedDrop, RateChange
 from stream_app.domain.events import parse_ts
 from stream_app.domain.windows import rfc3339
-from stream_app.simulator.scenario import (
+from stream_app.tools.simulator.scenario import (
     SEGMENTS,
     ScenarioConfig,
     expected_messages_per_offer,

@@ -25,7 +25,7 @@ from stream_app.domain.events import (
     parse_offer,
     parse_purchase,
 )
-from stream_app.simulator.scenario import (
+from stream_app.tools.simulator.scenario import (
     CHANNELS,
     SEGMENTS,
     RateDrop,

@@ -19,7 +19,7 @@ from stream_app.pipeline import Pipeline
 from stream_app.runtime import state_store
 from stream_app.runtime.state_store import ChangelogRecord, PartitionStore
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import ScenarioConfig, Simulation
+from stream_app.tools.simulator.scenario import ScenarioConfig, Simulation
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 Changes = dict[str, Any]

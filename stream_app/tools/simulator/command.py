@@ -29,7 +29,7 @@ from stream_app.domain.events import InvalidEvent, parse_ts
 from stream_app.runtime.kafka_clients import describe_error, make_producer, quiet_kafka_logs
 from stream_app.runtime.topics import TopicsError, ensure_topics, topic_specs
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import (
+from stream_app.tools.simulator.scenario import (
     CHANNELS,
     DEFAULT_MAX_DELAY_MS,
     RateDrop,

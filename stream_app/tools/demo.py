@@ -33,14 +33,14 @@ from typing import Any
 
 from rich.console import Console
 
-from stream_app import local_kafka
 from stream_app.domain.demo_source import DemoSource, InjectedDrop, RateChange
 from stream_app.domain.events import InvalidEvent, parse_ts
 from stream_app.domain.windows import rfc3339
 from stream_app.runtime.kafka_clients import make_admin
 from stream_app.runtime.topics import ensure_topics
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import (
+from stream_app.tools import local_kafka
+from stream_app.tools.simulator.scenario import (
     SEGMENTS,
     ScenarioConfig,
     expected_messages_per_offer,
