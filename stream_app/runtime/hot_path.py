@@ -22,9 +22,10 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app.domain.stalls import Resumed, StallDetector, Stalled
-from stream_app.pipeline import Output, Pipeline
+from stream_app.pipeline import Pipeline
 from stream_app.runtime.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
 from stream_app.runtime.state_store import PartitionStore
+from stream_app.stages.messages import Output
 
 # topic, partition (None: by key), key, value, headers
 Record = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
@@ -376,8 +377,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # for the produce request before it: a broker round trip per fetched partition,
             # about a quarter of each batch's time in a latency trace at 1,000 events/s.
             outputs: list[Output] = []
+            now = pipeline.now()
             for tp, batch in owned.items():
-                outputs.extend(pipeline.stage_of(tp.topic)(tp.partition, batch))
+                outputs.extend(pipeline.handle(tp.topic, tp.partition, batch, now))
             await sender.send(_output_records(outputs))
             # The outputs are durable before the state that says they were made.
             await sender.flush()

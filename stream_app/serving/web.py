@@ -27,8 +27,9 @@ from stream_app.domain.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_T
 from stream_app.domain.rates import figures
 from stream_app.domain.views import VIEW_BY_NAME, View
 from stream_app.domain.windows import is_closed, rfc3339, window_start
-from stream_app.pipeline import ActiveAlert, Pipeline
+from stream_app.pipeline import Pipeline
 from stream_app.serving.exposition import ExpositionWriter
+from stream_app.stages.publish import ActiveAlert
 
 log = logging.getLogger(__name__)
 

@@ -270,6 +270,6 @@ def test_a_duplicate_stamped_later_does_not_move_stream_time() -> None:
 def test_a_batch_s_partials_over_several_messages_all_count(monkeypatch: Any) -> None:
     """Only a batch's last partials message moves the board's stream time: a first message
     carrying the jump would make the board drop the next ones' partials as final."""
-    monkeypatch.setattr("stream_app.pipeline._PARTIALS_PER_MESSAGE", 1)
+    monkeypatch.setattr("stream_app.stages.attribute._PARTIALS_PER_MESSAGE", 1)
     # One partition: the board's low watermark is that partition's stream time.
     test_a_last_touch_purchase_learned_hours_later_counts_in_its_windows(partitions=1)
