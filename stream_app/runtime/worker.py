@@ -13,6 +13,7 @@ from stream_app.runtime.faust_app import create_app
 from stream_app.runtime.gc_tuning import tune_collector
 from stream_app.runtime.topics import ensure_topics
 from stream_app.serving.metrics import build_registry
+from stream_app.serving.read_model import ReadModel
 from stream_app.serving.web import register
 from stream_app.settings import Settings
 
@@ -62,6 +63,7 @@ def run(settings: Settings) -> int:
     except OSError as error:
         print(f"upsell-stream worker: cannot create {app.conf.datadir}: {error}", file=sys.stderr)
         return 1
-    register(app, app.pipeline, build_registry(app.pipeline), app.recovery_status)
+    model = ReadModel(app.pipeline)
+    register(app, model, build_registry(model), app.recovery_status)
     worker = Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()  # exits the process when the worker stops

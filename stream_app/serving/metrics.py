@@ -19,10 +19,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from stream_app.domain import partition as totals_of
 from stream_app.domain.bands import Bands
 from stream_app.domain.events import MICROS_PER_UNIT
-from stream_app.domain.partition import Totals
 from stream_app.domain.rates import figures
 from stream_app.domain.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, Key, View
-from stream_app.pipeline import Pipeline
+from stream_app.serving.read_model import ReadModel
 
 _WINDOW_HELP = " The window label must always be selected, never summed over."
 
@@ -253,13 +252,11 @@ def rolled_up(
 
 
 class PipelineCollector(Collector):
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
+    def __init__(self, model: ReadModel) -> None:
+        self._model = model
 
     def collect(self) -> Iterator[Metric]:
-        totals = Totals()
-        for state in list(self._pipeline.partitions.values()):
-            totals.add(state.totals)
+        totals = self._model.totals()
         for spec in _COUNTERS:
             family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
             for key, value in rolled_up(totals[spec.total], spec.rolled).items():
@@ -268,8 +265,8 @@ class PipelineCollector(Collector):
         yield from self._window_gauges()
         # With the window gauges, from the one worker that holds the board, so that a
         # sum over the workers of a group is still the configured bound.
-        if self._pipeline.boards:
-            yield self._band_bounds(self._pipeline.bands)
+        if self._model.boards():
+            yield self._band_bounds(self._model.bands)
         yield from self._drop_alerts()
         yield from self._progress()
 
@@ -281,8 +278,8 @@ class PipelineCollector(Collector):
             "(valid or rejected), since it started.",
             labels=["topic"],
         )
-        for topic in self._pipeline.settings.input_topics:
-            processed.add_metric([topic], self._pipeline.events_in_by_topic[topic])
+        for topic in self._model.input_topics:
+            processed.add_metric([topic], self._model.events_in_of(topic))
         yield processed
         lag = GaugeMetricFamily(
             "upsell_consumer_lag",
@@ -290,7 +287,7 @@ class PipelineCollector(Collector):
             "(input and internal topics), as of the partition's last batch.",
             labels=["topic", "partition"],
         )
-        for (topic, partition), behind in sorted(self._pipeline.lag.items()):
+        for (topic, partition), behind in self._model.lag():
             lag.add_metric([topic, str(partition)], behind)
         yield lag
 
@@ -308,7 +305,7 @@ class PipelineCollector(Collector):
             "resolved)." + _WINDOW_HELP,
             labels=["channel", "segment", "window", "state"],
         )
-        for detector in list(self._pipeline.detectors.values()):
+        for detector in self._model.detectors():
             for label, key, firing in detector.active():
                 active.add_metric([*key, label], 1.0 if firing else 0.0)
             for label, key, state, count in detector.alert_counts():
@@ -318,8 +315,8 @@ class PipelineCollector(Collector):
 
     def _window_gauges(self) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily] = {}
-        sizes = [size.label for size in self._pipeline.settings.windows]
-        boards = list(self._pipeline.boards.values())
+        sizes = self._model.window_labels
+        boards = self._model.boards()
         # Every gauge of a view reads the same window: summing its partitions' vectors and
         # working out the figures once per view, not once per gauge (19 gauges, 3 views),
         # took most of the time of a /metrics render, on the event loop of the hot path.
@@ -337,7 +334,7 @@ class PipelineCollector(Collector):
                     rows = current.get((index, view.name, label))
                     if rows is None:
                         rows = current[(index, view.name, label)] = [
-                            (key, figures(view, key, vector, self._pipeline.bands))
+                            (key, figures(view, key, vector, self._model.bands))
                             for key, vector in board.current(view, label).items()
                         ]
                     for key, named in rows:
@@ -359,7 +356,7 @@ class PipelineCollector(Collector):
         return family
 
 
-def build_registry(pipeline: Pipeline) -> CollectorRegistry:
+def build_registry(model: ReadModel) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(pipeline))
+    registry.register(PipelineCollector(model))
     return registry

@@ -27,8 +27,8 @@ from stream_app.domain.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_T
 from stream_app.domain.rates import figures
 from stream_app.domain.views import VIEW_BY_NAME, View
 from stream_app.domain.windows import is_closed, rfc3339, window_start
-from stream_app.pipeline import Pipeline
 from stream_app.serving.exposition import ExpositionWriter
+from stream_app.serving.read_model import ReadModel
 from stream_app.stages.publish import ActiveAlert
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _shown(value: str) -> str:
 
 
 def rates_document(
-    pipeline: Pipeline,
+    model: ReadModel,
     board: RatesBoard,
     view: View,
     label: str,
@@ -115,7 +115,7 @@ def rates_document(
     health: dict[str, Any],
     source: DemoSource | None = None,
 ) -> dict[str, Any]:
-    config = pipeline.config
+    config = model.config
     size = config.size_ms(label)
     stream_time = board.stream_time
     starts = board.retained(view, label)
@@ -126,7 +126,7 @@ def rates_document(
         rows = []
         for key, vector in sorted(board.window(view, (label, start)).items()):
             row: dict[str, Any] = dict(zip(view.dimensions, key, strict=True))
-            row.update(figures(view, key, vector, pipeline.bands))
+            row.update(figures(view, key, vector, model.bands))
             rows.append(row)
         windows.append(
             {
@@ -141,14 +141,14 @@ def rates_document(
     return {
         "view": view.name,
         "window": label,
-        "windows_available": [size.label for size in pipeline.settings.windows],
+        "windows_available": model.window_labels,
         "dimensions": list(view.dimensions),
         "stream_time": None if stream_time is None else rfc3339(stream_time),
         "windows": windows,
-        "alerts": [alert_document(alert) for alert in pipeline.active_alerts()],
+        "alerts": [alert_document(alert) for alert in model.active_alerts()],
         "bands": {
             scale.scale: scale.lower_bounds()
-            for scale in (pipeline.bands.campaign, pipeline.bands.loyalty)
+            for scale in (model.bands.campaign, model.bands.loyalty)
         },
         "health": health,
         **({} if source is None else {"source": source.as_json()}),
@@ -198,20 +198,17 @@ def alert_document(alert: ActiveAlert) -> dict[str, Any]:
     return {"state": FIRED, "window": alert.label, "channel": alert.key[0], "segment": alert.key[1]}
 
 
-def health_figures(pipeline: Pipeline, throughput: Throughput) -> dict[str, Any]:
-    rejected = late = duplicates = 0
-    for state in list(pipeline.partitions.values()):
-        rejected += sum(state.totals[REJECTED_TOTAL].values())
-        late += sum(state.totals[LATE_TOTAL].values())
-        duplicates += sum(state.totals[DUPLICATES_TOTAL].values())
+def health_figures(model: ReadModel, throughput: Throughput, now: float) -> dict[str, Any]:
+    """`now`: the monotonic clock, for the throughput."""
+    totals = model.totals()
     return {
-        "events_in": pipeline.events_in,
-        "events_per_second": throughput.sample(pipeline.events_in, time.monotonic()),
-        "rejected": rejected,
-        "late": late,
-        "duplicates": duplicates,
-        "lag": sum(pipeline.lag.values()),
-        "partitions": sorted(pipeline.partitions),
+        "events_in": model.events_in,
+        "events_per_second": throughput.sample(model.events_in, now),
+        "rejected": sum(totals[REJECTED_TOTAL].values()),
+        "late": sum(totals[LATE_TOTAL].values()),
+        "duplicates": sum(totals[DUPLICATES_TOTAL].values()),
+        "lag": sum(behind for _, behind in model.lag()),
+        "partitions": model.customer_partitions(),
     }
 
 
@@ -237,7 +234,7 @@ class ExpositionCache:
     hot path; a scraper polling often (the latency benchmark reads every 10 ms, dashboards
     and several Prometheus servers add up) stalled the stream for most of each second.
     Between two batches the state is the same, so is the text: it is served again while
-    `pipeline.version` is unchanged, and never older than MAX_AGE_S as a safeguard.
+    `model.version` is unchanged, and never older than MAX_AGE_S as a safeguard.
 
     The version moves several times per batch (each stage), so a fast scraper still had the
     text rendered a few times per batch: 45 % of the worker's CPU in a py-spy profile at
@@ -256,11 +253,11 @@ class ExpositionCache:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        model: ReadModel,
         registry: CollectorRegistry,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._pipeline = pipeline
+        self._model = model
         self._writer = ExpositionWriter(registry)
         self._clock = clock
         self._text = b""
@@ -269,7 +266,7 @@ class ExpositionCache:
         self._next_render_at = 0.0
 
     def render(self) -> bytes:
-        version = self._pipeline.version
+        version = self._model.version
         now = self._clock()
         stale = now - self._rendered_at >= self.MAX_AGE_S
         if stale or (version != self._version and now >= self._next_render_at):
@@ -285,14 +282,14 @@ RECOVERY_RETRY_AFTER_S = 2
 
 
 def health_document(
-    pipeline: Pipeline, figures: dict[str, Any], recovery: dict[str, Any] | None
+    model: ReadModel, figures: dict[str, Any], recovery: dict[str, Any] | None
 ) -> dict[str, Any]:
     """/healthz: always HTTP 200 (a liveness probe must not kill a worker that replays its
     state); `status` is "recovering", with the replay's progress, until the state is
     loaded."""
     document: dict[str, Any] = {
         "status": "ok" if recovery is None else "recovering",
-        "boards": sorted(pipeline.boards),
+        "boards": model.board_partitions(),
         **figures,
     }
     if recovery is not None:
@@ -318,15 +315,15 @@ def no_board_document(recovery: dict[str, Any] | None) -> dict[str, Any]:
 
 def register(
     app: faust.App,
-    pipeline: Pipeline,
+    model: ReadModel,
     registry: CollectorRegistry,
     recovery: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> None:
     """Add the pages to the Faust app's web server; `recovery` tells the progress of a
     recovery under way (None: none)."""
     throughput = Throughput()
-    source = DemoSourceFile(pipeline.settings.demo_info)
-    cache = ExpositionCache(pipeline, registry)
+    source = DemoSourceFile(model.demo_info)
+    cache = ExpositionCache(model, registry)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -334,16 +331,16 @@ def register(
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json(health_document(pipeline, health_figures(pipeline, throughput), recovery()))
+        figures = health_figures(model, throughput, time.monotonic())
+        return web.json(health_document(model, figures, recovery()))
 
     @app.page("/api/rates")
     async def api_rates(web: Any, request: Any) -> Any:
-        labels = [size.label for size in pipeline.settings.windows]
         try:
-            view, label, count = parse_query(request.query.items(), labels)
+            view, label, count = parse_query(request.query.items(), model.window_labels)
         except BadRequest as error:
             return web.json({"error": str(error)}, status=400, headers=dict(SECURITY_HEADERS))
-        boards = list(pipeline.boards.values())
+        boards = model.boards()
         if not boards:
             progress = recovery()
             headers = dict(SECURITY_HEADERS)
@@ -351,12 +348,12 @@ def register(
                 headers["Retry-After"] = str(RECOVERY_RETRY_AFTER_S)
             return web.json(no_board_document(progress), status=503, headers=headers)
         document = rates_document(
-            pipeline,
+            model,
             boards[0],
             view,
             label,
             count,
-            health_figures(pipeline, throughput),
+            health_figures(model, throughput, time.monotonic()),
             source.current(),
         )
         return web.json(document, headers=dict(SECURITY_HEADERS))
