@@ -12,6 +12,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream_app.pipeline import Pipeline
+from stream_app.runtime import faust_internals
 from stream_app.runtime.hot_path import BatchConsumer, BatchTransport, PipelineApp
 from stream_app.runtime.kafka_clients import faust_credentials
 from stream_app.runtime.state_store import PartitionStore
@@ -80,7 +81,7 @@ class DurableProducer(faust_aiokafka.Producer):
         # topic_replication_factor, a number fixed before the cluster is known.
         app = self.transport.app
         assert isinstance(app, PipelineApp)
-        brokers = len(self._ensure_producer().client.cluster.brokers())
+        brokers = len(faust_internals.aiokafka_producer(self).client.cluster.brokers())
         replicas = replication_factor(app.pipeline.settings.replication_factor, brokers)
         await super().create_topic(
             topic,

@@ -23,6 +23,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream_app.domain.stalls import Resumed, StallDetector, Stalled
 from stream_app.pipeline import Pipeline
+from stream_app.runtime import faust_internals
 from stream_app.runtime.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
 from stream_app.runtime.state_store import PartitionStore
 from stream_app.stages.messages import Output
@@ -82,7 +83,7 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start(), which creates the fetcher.
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        faust_internals.set_fetch_max_wait_ms(consumer, FETCH_MAX_WAIT_MS)
         return consumer
 
 
@@ -130,7 +131,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         state = self._tp_state(tp)
         if state is None or state.highwater is None or not state.has_valid_position:
             return
-        handled = self._read_offset.get(tp)
+        handled = faust_internals.read_offsets(self).get(tp)
         waiting = state.highwater - (state.position if handled is None else handled + 1)
         seen = self._stalls.observe((tp.topic, tp.partition), now, handled, waiting)
         if isinstance(seen, Stalled):
@@ -175,9 +176,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         app = self.app
         assert isinstance(app, PipelineApp), "BatchTransport serves PipelineApp only"
         pipeline = app.pipeline
-        while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+        while not (faust_internals.is_stopped(self) or faust_internals.is_stopped(fetcher)):
             try:
-                records, _ = await self._wait_next_records(1.0)
+                records, _ = await faust_internals.wait_next_records(self, 1.0)
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
                     return
@@ -255,8 +256,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             for record in batch:
                 if not self.flow_active or self.app.consumer_generation_id != generation:
                     return
-                await self.callback(self._to_message(tp, record))
-                self._read_offset[tp] = record.offset
+                await self.callback(faust_internals.to_message(self, tp, record))
+                faust_internals.read_offsets(self)[tp] = record.offset
                 handed += 1
 
         await self.wait_first(hand_over(), self.suspend_flow.wait())
@@ -300,7 +301,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             }
             for tp, batch in owned.items():
                 if tp not in seeks:
-                    self._read_offset[tp] = batch[-1].offset
+                    faust_internals.read_offsets(self)[tp] = batch[-1].offset
         if seeks:
             await self._seek_assigned(seeks)
 
@@ -329,7 +330,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         changes the assignment during a rebalance, between any two lines of this one:
         aiokafka's own highwater() asserts the partition is assigned (a worker crashed on
         it in the two-worker benchmark), so read the state once and check it."""
-        subscription = self._thread._ensure_consumer()._subscription.subscription
+        subscription = faust_internals.subscription(self)
         if subscription is None or subscription.assignment is None:
             return None
         return subscription.assignment.state_value(tp)
@@ -404,7 +405,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def _sender(self) -> BatchSender:
         if self._batch_sender is None:
             producer: Any = self.app.producer
-            self._batch_sender = BatchSender(producer._ensure_producer())
+            self._batch_sender = BatchSender(faust_internals.aiokafka_producer(producer))
         return self._batch_sender
 
     def _commit_due(self) -> bool:
@@ -420,7 +421,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Commit what is uncommitted; every record sent so far is acknowledged."""
         offsets, self._uncommitted = self._uncommitted, {}
         self._committed_at = time.monotonic()
-        await self._commit_offsets(offsets)
+        await faust_internals.commit_offsets(self, offsets)
 
     async def _finish_batches(self, batches: dict[Any, list[Any]]) -> None:
         # Every output and state record is acknowledged before its input offset is
@@ -436,7 +437,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for tp, batch in batches.items():
             if tp not in assigned:
                 continue
-            self._read_offset[tp] = batch[-1].offset
+            faust_internals.read_offsets(self)[tp] = batch[-1].offset
             state = self._tp_state(tp)
             highwater = None if state is None else state.highwater
             if highwater is not None and highwater >= 0:
@@ -514,7 +515,7 @@ class BatchSender:
         # metadata (unknown leaders, a metadata storm, no sends).
         producer = self._producer
         await producer.client.add_topic(topic)
-        await producer.client._wait_on_metadata(topic)
+        await faust_internals.wait_on_metadata(producer, topic)
         self._known_topics.add(topic)
 
     async def _chooser(self, topic: str) -> Callable[[bytes | None], int]:
@@ -523,14 +524,14 @@ class BatchSender:
         producer = self._producer
         if topic not in self._known_topics:
             await self._track(topic)
-        metadata = producer._metadata
+        metadata = faust_internals.producer_metadata(producer)
         if metadata.partitions_for_topic(topic) is None:
             # A metadata refresh (after a reconnect, say) can come back without the topic
             # for a moment: ask again, as aiokafka's send does every time.
-            await producer.client._wait_on_metadata(topic)
+            await faust_internals.wait_on_metadata(producer, topic)
         every = list(metadata.partitions_for_topic(topic) or ())
         available = list(metadata.available_partitions_for_topic(topic) or ())
-        partitioner = producer._partitioner
+        partitioner = faust_internals.producer_partitioner(producer)
         held = self._key_partitions.get(topic)
         if held is None or held[0] != every:
             held = self._key_partitions[topic] = (every, {})

@@ -35,6 +35,7 @@ from typing import Any
 from faust.stores.memory import Store as MemoryStore
 
 from stream_app.domain.fastjson import loads
+from stream_app.runtime import faust_internals
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def recovery_document(
 
 def recovery_started_at(recovery: Any) -> float | None:
     """When (time.monotonic) Faust's running recovery began; None when none runs."""
-    started_at = getattr(recovery, "_recovery_started_at", None)
+    started_at = faust_internals.recovery_began_at(recovery)
     return started_at if recovery.in_recovery else None
 
 
@@ -135,14 +136,14 @@ def apply_changelog_batch(
         progress.observe()
     table = recovery.tp_to_table.get(tp)
     store = getattr(table, "data", None)
-    if type(store) is not MemoryStore or table._on_changelog_event is not None:
+    if type(store) is not MemoryStore or faust_internals.changelog_event_hook(table) is not None:
         return False
     # Whatever Faust's path buffered goes first, so that the log's order holds.
     recovery.flush_buffers()
     offsets = recovery.active_offsets
     seen = offsets.get(tp)
-    data, key_partition = store.data, store._key_partition
-    to_key = table._to_key
+    data, key_partition = store.data, faust_internals.key_partitions(store)
+    to_key = faust_internals.key_decoder(table)
     partition = tp.partition
     for record in records:
         if seen is not None and record.offset <= seen:
@@ -169,6 +170,5 @@ def apply_changelog_batch(
     now = monotonic()
     if seen is not None:
         offsets[tp] = seen
-    recovery._active_events_received_at[tp] = now
-    recovery._last_flush_at = now
+    faust_internals.mark_recovery_active(recovery, tp, now)
     return True

@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from stream_app.runtime import faust_internals
 from stream_app.runtime.faust_app import create_app
 from stream_app.runtime.gc_tuning import tune_collector
 from stream_app.runtime.topics import ensure_topics
@@ -29,7 +30,7 @@ class Worker(faust.Worker):
 
     def _schedule_shutdown(self, signal: Any) -> None:
         # mode's Worker calls this for every stop signal; the first one starts the stop.
-        if not self._signal_stop_time:
+        if not faust_internals.stop_signalled(self):
             deadline = threading.Timer(STOP_TIMEOUT_S, _stop_now)
             deadline.daemon = True
             deadline.start()
