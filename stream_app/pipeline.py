@@ -19,7 +19,8 @@ from typing import Protocol
 
 from stream_app.domain.board import RatesBoard
 from stream_app.domain.drops import DropDetector
-from stream_app.domain.partition import CustomerPartition, WindowConfig
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
 from stream_app.stages.attribute import AttributeStage
 from stream_app.stages.messages import Now, Output, Record, StateStore

@@ -20,17 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.domain.bands import Bands
-from stream_app.domain.cohorts import Partial, WindowKey
+from stream_app.domain.cohorts import Partial, ViewWindowKey, WindowKey
 from stream_app.domain.fastjson import dumps, dumps_key, loads
 from stream_app.domain.immutable import immutable
-from stream_app.domain.partition import META_KEY, WindowConfig
 from stream_app.domain.rates import figures
+from stream_app.domain.store_keys import META_KEY, WINDOW_PREFIX
 from stream_app.domain.topic_keys import topic_key
 from stream_app.domain.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
+from stream_app.domain.window_config import WindowConfig
 from stream_app.domain.windows import is_closed, rfc3339, window_start
-
-_WINDOW = "w|"
-_Slot = tuple[str, str, int]  # (view name, window label, window start)
 
 
 @dataclass(slots=True)
@@ -100,8 +98,8 @@ class RatesBoard:
         self.partitions = partitions
         self.next_offset = 0
         self._stream_times: dict[int, int] = {}
-        self._windows: dict[_Slot, _BoardWindow] = {}
-        self._changed_windows: set[_Slot] = set()
+        self._windows: dict[ViewWindowKey, _BoardWindow] = {}
+        self._changed_windows: set[ViewWindowKey] = set()
 
     @property
     def stream_time(self) -> int | None:
@@ -188,7 +186,7 @@ class RatesBoard:
         changes: dict[str, Any] = {}
         for slot in self._changed_windows:
             window = self._windows.get(slot)
-            entry = _WINDOW + dumps_key(slot)
+            entry = WINDOW_PREFIX + dumps_key(slot)
             changes[entry] = (
                 None
                 if window is None
@@ -214,9 +212,9 @@ class RatesBoard:
             board.next_offset = meta[0]
             board._stream_times = {int(p): t for p, t in meta[1]}
         for entry, value in entries.items():
-            if value is None or not entry.startswith(_WINDOW):
+            if value is None or not entry.startswith(WINDOW_PREFIX):
                 continue
-            view_name, label, start = json.loads(entry[len(_WINDOW) :])
+            view_name, label, start = json.loads(entry[len(WINDOW_PREFIX) :])
             announced, rows, changed = value
             window = _BoardWindow(announced=announced, changed={(a, b) for a, b in changed})
             for first, second, partition, vector in rows:

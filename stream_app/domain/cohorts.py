@@ -23,6 +23,7 @@ from stream_app.domain.immutable import immutable
 from stream_app.domain.views import Key
 
 WindowKey = tuple[str, int]  # (window label, window start)
+ViewWindowKey = tuple[str, str, int]  # (view name, window label, window start)
 
 
 @immutable

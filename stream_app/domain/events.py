@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import orjson
 
 from stream_app._engine import accept_offer, accept_purchase
 from stream_app.domain.immutable import immutable
-from stream_app.domain.windows import rfc3339
+from stream_app.domain.windows import EPOCH, FIRST_TS_MS, LAST_TS_MS, rfc3339
 
 _T = TypeVar("_T")
 
@@ -47,10 +47,7 @@ MICROS_PER_UNIT: Final = 1_000_000
 # Beyond this an amount loses cents in a float; no real order is that large.
 _MAX_NUMBER: Final = 1e15
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
-_MIN_TS_MS: Final = -62_135_596_800_000  # 0001-01-01T00:00:00Z
-_MAX_TS_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 class InvalidEvent(ValueError):
@@ -177,7 +174,7 @@ def parse_ts(value: object) -> int:
     if isinstance(value, bool):
         raise InvalidEvent(WRONG_TYPE, "ts is a boolean")
     if isinstance(value, int):
-        if not _MIN_TS_MS <= value <= _MAX_TS_MS:
+        if not FIRST_TS_MS <= value <= LAST_TS_MS:
             raise InvalidEvent(BAD_TS, f"ts {value} is outside years 1-9999")
         return value
     if not isinstance(value, str):
@@ -196,9 +193,9 @@ def _parse_rfc3339_ms(text: str) -> int:
     if moment.tzinfo is None:
         raise InvalidEvent(BAD_TS, f"ts {text[:40]!r} has no UTC offset")
     # Integer arithmetic on timedelta keeps every millisecond exact (sub-ms digits truncate).
-    ms = (moment - _EPOCH) // _ONE_MS
+    ms = (moment - EPOCH) // _ONE_MS
     # An offset can carry a local year 1 or 9999 outside those years in UTC.
-    if not _MIN_TS_MS <= ms <= _MAX_TS_MS:
+    if not FIRST_TS_MS <= ms <= LAST_TS_MS:
         raise InvalidEvent(BAD_TS, f"ts {text[:40]!r} is outside years 1-9999 in UTC")
     return ms
 

@@ -23,7 +23,7 @@ def dumps(value: Any) -> bytes:
     """Compact JSON; the same bytes as json.dumps(separators=(",", ":")) for ASCII text."""
     try:
         # orjson's result keeps the capacity of its output buffer (about 4 KB, however
-        # short the text): holding a batch of them took gigabytes. A copy is exact-sized;
+        # short the text): holding a batch of them would take gigabytes. A copy is exact-sized;
         # joining with an empty piece makes one (a single piece would be returned as it
         # is) at a third of the cost of bytes(memoryview(...)).
         return b"".join((orjson.dumps(value), b""))

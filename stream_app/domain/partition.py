@@ -8,119 +8,22 @@ offset they reflect. Results depend only on the order of the log, never on how i
 into batches, so a replay after a crash ends in the same state.
 
 The state and its rules are compiled (engine/src/partition.rs and the modules it uses);
-this module keeps what Python code shares: the window configuration, the totals and
-their names, the views' keys, and the typed face of the compiled class.
+this module is the typed face of the compiled class. The window configuration
+(window_config.py), the totals (totals.py), the stored keys (store_keys.py) and the views'
+keys (views.py) are modules of their own.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app import _engine
 from stream_app.domain.cohorts import Partial, WindowKey
-from stream_app.domain.events import Offer, Purchase
 from stream_app.domain.forwarding import Forwarded, encode_forwarded
-from stream_app.domain.labels import DEFAULT_MAX_LABEL_VALUES
-from stream_app.domain.views import CHANNEL_SEGMENT, Key, View
-from stream_app.domain.views import dimension as dim
-from stream_app.domain.views import loyalty as loyalty_of
-from stream_app.domain.windows import is_final
-
-# The key of a partition's meta entry in its store (the compiled core writes its entries;
-# the rates board keeps its own meta entry under the same key).
-META_KEY = "m"
-
-
-@dataclass(frozen=True, slots=True)
-class WindowConfig:
-    sizes: tuple[tuple[str, int], ...]
-    attribution_ms: int
-    grace_ms: int
-    # UPSELL_MAX_LABEL_VALUES: values admitted per dimension and partition (labels.py).
-    max_label_values: int = DEFAULT_MAX_LABEL_VALUES
-
-    _size_by_label: dict[str, int] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Looked up several times per event.
-        object.__setattr__(self, "_size_by_label", dict(self.sizes))
-
-    def size_ms(self, label: str) -> int:
-        return self._size_by_label[label]
-
-    def is_final(self, window: WindowKey, stream_time: int | None) -> bool:
-        end = window[1] + self.size_ms(window[0])
-        return is_final(end, stream_time, self.grace_ms, self.attribution_ms)
-
-
-# Totals: counters since the start of the stream, by name, each keyed by label values.
-OFFERS_TOTAL = "offers"  # (channel, segment)
-CONVERSIONS_TOTAL = "conversions"
-REVENUE_TOTAL = "revenue_micros"
-CAMPAIGN_OFFERS_TOTAL = "campaign_offers"  # (campaign_type, product_line)
-CAMPAIGN_CONVERSIONS_TOTAL = "campaign_conversions"
-CAMPAIGN_REVENUE_TOTAL = "campaign_revenue_micros"
-PURCHASES_TOTAL = "purchases"  # (kind, loyalty, product_line)
-PURCHASE_AMOUNT_TOTAL = "purchase_amount_micros"
-REJECTED_TOTAL = "rejected"  # (topic, reason)
-LATE_TOTAL = "late"  # (topic,)
-DUPLICATES_TOTAL = "duplicates"  # (topic,)
-LABEL_OVERFLOW_TOTAL = "label_overflow"  # (dimension,)
-TOTALS = (
-    OFFERS_TOTAL,
-    CONVERSIONS_TOTAL,
-    REVENUE_TOTAL,
-    CAMPAIGN_OFFERS_TOTAL,
-    CAMPAIGN_CONVERSIONS_TOTAL,
-    CAMPAIGN_REVENUE_TOTAL,
-    PURCHASES_TOTAL,
-    PURCHASE_AMOUNT_TOTAL,
-    REJECTED_TOTAL,
-    LATE_TOTAL,
-    DUPLICATES_TOTAL,
-    LABEL_OVERFLOW_TOTAL,
-)
-
-
-@dataclass(slots=True)
-class Totals:
-    counters: dict[str, Counter[tuple[str, ...]]] = field(
-        default_factory=lambda: {name: Counter() for name in TOTALS}
-    )
-
-    def __getitem__(self, name: str) -> Counter[tuple[str, ...]]:
-        return self.counters[name]
-
-    def add(self, other: Totals) -> None:
-        for name, counter in other.counters.items():
-            self.counters[name].update(counter)
-
-    def as_row(self) -> dict[str, list[list[Any]]]:
-        return {
-            name: [[*key, n] for key, n in counter.items()]
-            for name, counter in self.counters.items()
-            if counter
-        }
-
-    @classmethod
-    def from_row(cls, row: dict[str, list[list[Any]]]) -> Totals:
-        totals = cls()
-        for name, entries in row.items():
-            totals.counters[name] = Counter({tuple(entry[:-1]): entry[-1] for entry in entries})
-        return totals
-
-
-def offer_key(view: View, offer: Offer) -> Key:
-    if view is CHANNEL_SEGMENT:
-        return (offer.channel, offer.segment)
-    return (dim(offer.campaign_type), dim(offer.product_line))
-
-
-def purchase_key(purchase: Purchase) -> Key:
-    return (loyalty_of(purchase.loyalty_member), dim(purchase.product_line))
+from stream_app.domain.totals import Totals
+from stream_app.domain.views import Key, View
+from stream_app.domain.window_config import WindowConfig
 
 
 class CustomerPartition:

@@ -11,7 +11,10 @@ counts of the partitions add up exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from stream_app.domain.events import Offer, Purchase
 
 ALL: Final = "__all__"
 NONE: Final = "__none__"
@@ -65,3 +68,13 @@ def loyalty(member: bool | None) -> str:
     if member is None:
         return "unknown"
     return "member" if member else "non_member"
+
+
+def offer_key(view: View, offer: Offer) -> Key:
+    if view is CHANNEL_SEGMENT:
+        return (offer.channel, offer.segment)
+    return (dimension(offer.campaign_type), dimension(offer.product_line))
+
+
+def purchase_key(purchase: Purchase) -> Key:
+    return (loyalty(purchase.loyalty_member), dimension(purchase.product_line))

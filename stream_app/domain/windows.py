@@ -11,8 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Final
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# The timestamps datetime can hold, years 1 to 9999, in epoch milliseconds.
+FIRST_TS_MS: Final = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+LAST_TS_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +52,6 @@ def is_final(window_end: int, stream_time: int | None, grace_ms: int, attributio
 
 
 _MS_PER_DAY = 86_400_000
-# The range datetime can hold: years 1 to 9999.
-_FIRST_MS = -62_135_596_800_000
-_LAST_MS = 253_402_300_799_999
 
 
 # Window bounds come back in record after record, and a batch's records share their
@@ -64,9 +65,9 @@ def rfc3339(ms: int) -> str:
     expanded year ("+10000-01-01T00:00:00.000Z") instead of crashing the publisher.
     """
     days, rest = divmod(ms, _MS_PER_DAY)
-    if _FIRST_MS <= ms <= _LAST_MS:
+    if FIRST_TS_MS <= ms <= LAST_TS_MS:
         # strftime's %Y does not pad years below 1000 on every platform.
-        moment = _EPOCH + timedelta(days=days)
+        moment = EPOCH + timedelta(days=days)
         year, month, day = moment.year, moment.month, moment.day
     else:
         year, month, day = civil_from_days(days)

@@ -172,8 +172,8 @@ def create_app(settings: Settings) -> PipelineApp:
             # it raises while waiting for the changelogs (`except Exception` around
             # `_wait(signal_recovery_end.wait())` in faust/tables/recovery.py) and calls
             # this as if the recovery were complete: the tables then hold part of the
-            # changelogs, and state loaded from them lost the rest (hundreds of offers in
-            # the scale-out tests). The newer recovery calls this again when it is done.
+            # changelogs, and state loaded from them would lack the rest. The newer
+            # recovery calls this again when it is done.
             log.info("recovery interrupted by a rebalance: state is loaded after the next one")
             return
         # Load state as soon as it is recovered, so /metrics shows the counts of an owned

@@ -1,8 +1,8 @@
 """A Faust consumer that hands whole fetched batches to the pipeline.
 
 Faust's own consumer loop awaits each message through two tasks and an asyncio.wait,
-then Event objects, channel queues and sensors (about 3% of the bare consumer's speed,
-see docs). This subclass keeps everything else Faust does (group membership, partition
+then Event objects, channel queues and sensors: far more work per record than the
+pipeline's own. This subclass keeps everything else Faust does (group membership, partition
 assignment co-partitioned with the tables, changelog recovery, the web server) and
 replaces only that loop: records of the pipeline's topics go to it a partition batch
 at a time, and so do the tables' changelogs during a recovery, straight into the tables
@@ -36,14 +36,14 @@ log = logging.getLogger(__name__)
 # How long the broker may hold a fetch that finds no new record (Faust sets 1,500 ms).
 # aiokafka keeps one fetch in flight per broker and leaves out the partitions whose records
 # are still buffered, so records written meanwhile to those partitions (the internal topics
-# this worker just produced to, the inputs it just drained) waited for that fetch to time
-# out: up to 1.5 s per stage of the pipeline. An idle worker now asks 10 times a second.
+# this worker just produced to, the inputs it just drained) wait for that fetch to time
+# out, once per stage of the pipeline. With 100 ms an idle worker asks 10 times a second.
 FETCH_MAX_WAIT_MS = 100
 # How often a worker commits at most while records keep coming, as Kafka Streams'
 # commit.interval.ms. Every stage's state carries the offsets it reflects, so a commit only
-# shortens what a restart or the next owner reads again (and skips); a commit per pass
-# was a round trip through the consumer's thread and the group coordinator, 11 ms median
-# of a 70 ms pass at 2,000 events/s. A worker with nothing new to read commits at once.
+# shortens what a restart or the next owner reads again (and skips), while a commit per
+# pass would add a round trip through the consumer's thread and the group coordinator to
+# every pass. A worker with nothing new to read commits at once.
 COMMIT_INTERVAL_S = 1.0
 
 
@@ -107,7 +107,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         # Faust checks the assignment before flushing the producer; a rebalance during the
-        # flush left nothing to commit and aiokafka's commit({}) crashed the worker. The
+        # flush can leave nothing to commit, and aiokafka's commit({}) raises then. The
         # state carries its offsets, so a skipped commit only means a re-read, never a loss.
         owned = {tp: offset for tp, offset in offsets.items() if tp in self.assignment()}
         if not owned:
@@ -117,10 +117,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def verify_event_path(self, now: float, tp: Any) -> None:
         """Faust's liveness check of a partition, run for every assigned one every
         2.5 x broker_commit_interval outside rebalances. Faust's own reads when its
-        per-message stream last took an event, which this consumer replaces: every
-        partition looked stalled after stream_processing_timeout, about 130 ERRORs a
-        minute from a healthy worker. This one reads the offset the hot path handled and
-        logs a stall (records waiting, none handled for stream_processing_timeout) once."""
+        per-message stream last took an event, which this consumer replaces, so every
+        partition would look stalled after stream_processing_timeout and a healthy worker
+        would log errors for all of them, again and again. This one reads the offset the
+        hot path handled and logs a stall (records waiting, none handled for
+        stream_processing_timeout) once."""
         pipeline = self.app.pipeline if isinstance(self.app, PipelineApp) else None
         if pipeline is None or not (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic)):
             return  # the tables' changelogs: the recovery checks those
@@ -328,8 +329,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def _tp_state(self, tp: Any) -> Any:
         """aiokafka's state of a partition, None unless it is assigned. The consumer thread
         changes the assignment during a rebalance, between any two lines of this one:
-        aiokafka's own highwater() asserts the partition is assigned (a worker crashed on
-        it in the two-worker benchmark), so read the state once and check it."""
+        aiokafka's own highwater() asserts the partition is assigned, which fails for one
+        revoked in between, so read the state once and check it."""
         subscription = faust_internals.subscription(self)
         if subscription is None or subscription.assignment is None:
             return None
@@ -470,8 +471,8 @@ class BatchSender:
     """
 
     # Keys whose partition is remembered, per topic: the customers of the validated events
-    # come back again and again, and aiokafka's murmur2 is pure Python (2-3 % of a
-    # worker's CPU). Bounded so that a stream of ever new customers cannot grow it.
+    # come back again and again, and aiokafka's murmur2 is pure Python, too slow to run
+    # for every record. Bounded so that a stream of ever new customers cannot grow it.
     KEY_PARTITIONS_HELD = 50_000
 
     def __init__(self, producer: Any) -> None:

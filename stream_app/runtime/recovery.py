@@ -3,8 +3,8 @@
 Faust replays a changelog one record at a time: each one becomes a Message and an Event,
 is decoded through the topic's schema, queued, taken off the queue by
 `Recovery._slurp_changelogs` (two f-string debug lines each), buffered and then applied.
-That ran at about 6,000 records/s here: a restart took a minute per 100,000 events the
-worker had processed since the changelog was last compacted (docs/benchmarks.md).
+That costs far more than the record's own work: a restart would take a time that grows
+with every event processed since the changelog was last compacted.
 
 `apply_changelog_batch` does what that path does to a table of in-memory store, for a
 whole partition batch at once: records at or below the offset the recovery has already
@@ -158,8 +158,8 @@ def apply_changelog_batch(
             )
             continue
         # Kept encoded: most values are replaced by a later record before the state is
-        # loaded, and decoding them all took a third of a restart (PartitionStore.load
-        # decodes the ones left).
+        # loaded, and decoding them all would be a large share of a restart
+        # (PartitionStore.load decodes the ones left).
         value = record.value
         if value is None:
             data.pop(key, None)

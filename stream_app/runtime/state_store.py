@@ -19,10 +19,10 @@ order:
   they were written), and each key ends with its newest value.
 Journals that were loaded are merged into the next checkpoint and deleted with it.
 
-Older versions wrote the whole state twice, as `<partition>|journal|<i>` chunks (one key per
-chunk index, overwritten by each batch) and then as entries, and before that one
-`<partition>|journal` entry; both are still read, applied before the newer journals, and
-deleted by the next checkpoint.
+Two earlier layouts are still read, so that a changelog written in them loads: the whole
+state written twice, as `<partition>|journal|<i>` chunks (one key per chunk index,
+overwritten by each batch) and then as entries, and a single `<partition>|journal` entry;
+both are applied before the newer journals and deleted by the next checkpoint.
 
 The records are encoded here and queued in `outbox`; the hot path produces them straight
 to the changelog topic (keys and values JSON, as Faust's own table serializers write and

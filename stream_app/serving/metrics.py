@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from stream_app.domain import partition as totals_of
+from stream_app.domain import totals as totals_of
 from stream_app.domain.bands import Bands
 from stream_app.domain.events import MICROS_PER_UNIT
 from stream_app.domain.rates import figures
@@ -319,7 +319,7 @@ class PipelineCollector(Collector):
         boards = self._model.boards()
         # Every gauge of a view reads the same window: summing its partitions' vectors and
         # working out the figures once per view, not once per gauge (19 gauges, 3 views),
-        # took most of the time of a /metrics render, on the event loop of the hot path.
+        # is most of a /metrics render's work, done on the event loop of the hot path.
         current: dict[tuple[int, str, str], list[tuple[Key, dict[str, Any]]]] = {}
         for name, help_text, view, figure, fixed in _GAUGES:
             labels = [label for label, _ in fixed] + [*view.dimensions, "window"]

@@ -12,7 +12,8 @@ from pathlib import Path
 from stream_app.domain.bands import Bands
 from stream_app.domain.board import RatesBoard
 from stream_app.domain.drops import DropDetector
-from stream_app.domain.partition import Totals, WindowConfig
+from stream_app.domain.totals import Totals
+from stream_app.domain.window_config import WindowConfig
 from stream_app.pipeline import Pipeline
 from stream_app.stages.publish import ActiveAlert
 

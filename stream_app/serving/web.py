@@ -23,8 +23,8 @@ from prometheus_client.registry import CollectorRegistry
 from stream_app.domain.board import RatesBoard
 from stream_app.domain.demo_source import DemoSource, SourceError
 from stream_app.domain.drops import FIRED
-from stream_app.domain.partition import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOTAL
 from stream_app.domain.rates import figures
+from stream_app.domain.totals import DUPLICATES_TOTAL, LATE_TOTAL, REJECTED_TOTAL
 from stream_app.domain.views import VIEW_BY_NAME, View
 from stream_app.domain.windows import is_closed, rfc3339, window_start
 from stream_app.serving.exposition import ExpositionWriter
@@ -232,18 +232,17 @@ class ExpositionCache:
 
     Rendering every series takes tens of milliseconds on the event loop that also runs the
     hot path; a scraper polling often (the latency benchmark reads every 10 ms, dashboards
-    and several Prometheus servers add up) stalled the stream for most of each second.
+    and several Prometheus servers add up) would stall the stream for most of each second.
     Between two batches the state is the same, so is the text: it is served again while
     `model.version` is unchanged, and never older than MAX_AGE_S as a safeguard.
 
-    The version moves several times per batch (each stage), so a fast scraper still had the
-    text rendered a few times per batch: 45 % of the worker's CPU in a py-spy profile at
-    1,000 events/s, which made each batch take about a second and a record wait 2-3 batches
-    to reach /metrics. After a render taking d seconds, the next one waits until
-    RENDER_SPACING x d has passed since it began, so rendering takes at most 1 /
-    RENDER_SPACING of the loop whatever the scrapers do. The wait is capped at MAX_DELAY_S,
-    so a scrape more than that after a change always shows it, however slow a render was
-    on a loaded machine (a test or a user that waits for the group's lag to reach 0 and
+    The version moves several times per batch (each stage), so a fast scraper alone would
+    still have the text rendered a few times per batch, taking the CPU the batches need and
+    delaying what /metrics shows by several batches. After a render taking d seconds, the
+    next one waits until RENDER_SPACING x d has passed since it began, so rendering takes
+    at most 1 / RENDER_SPACING of the loop whatever the scrapers do. The wait is capped at
+    MAX_DELAY_S, so a scrape more than that after a change always shows it, however slow a
+    render was on a loaded machine (a test or a user that waits for the group's lag to reach 0 and
     then reads /metrics once gets the final figures).
     """
 

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Container, Sequence
 
 from stream_app.domain.board import encode_partials
-from stream_app.domain.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import OFFERS_TOTAL
+from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
 from stream_app.stages.messages import Now, Output, Record, StateStore
 

@@ -13,8 +13,8 @@ from stream_app.domain.board import RatesBoard, decode_partials
 from stream_app.domain.drops import FIRED, DropAlert, DropDetector
 from stream_app.domain.fastjson import dumps
 from stream_app.domain.immutable import immutable
-from stream_app.domain.partition import WindowConfig
 from stream_app.domain.views import CHANNEL_SEGMENT, Key
+from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
 from stream_app.stages.messages import Now, Output, Record, StateStore
 

@@ -85,7 +85,7 @@ BROKER_BOUNDS = {
 
 STATE_FORMAT = 1
 # The worker loads its state back from the changelogs at roughly 5 to 10 MB a second on
-# a busy two-core machine (a five-minute demo's 500 MB took 50 to 120 s, a clean start
+# a busy two-core machine (a five-minute demo's 500 MB takes 50 to 120 s, a clean start
 # 15 s): above this, starting clean is quicker than resuming.
 RESUMABLE_BYTES = 128 * 1024 * 1024
 

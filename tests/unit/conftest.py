@@ -14,7 +14,8 @@ from typing import Any
 
 from stream_app.domain.events import Event, Offer, Purchase
 from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
-from stream_app.domain.partition import (
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import (
     CAMPAIGN_CONVERSIONS_TOTAL,
     CAMPAIGN_OFFERS_TOTAL,
     CAMPAIGN_REVENUE_TOTAL,
@@ -25,14 +26,20 @@ from stream_app.domain.partition import (
     PURCHASES_TOTAL,
     REVENUE_TOTAL,
     TOTALS,
-    CustomerPartition,
     Totals,
-    WindowConfig,
+)
+from stream_app.domain.views import (
+    CAMPAIGN,
+    CHANNEL_SEGMENT,
+    OFFER_VIEWS,
+    VIEWS,
+    Key,
     offer_key,
     purchase_key,
+    rollups,
 )
-from stream_app.domain.views import CAMPAIGN, CHANNEL_SEGMENT, OFFER_VIEWS, VIEWS, Key, rollups
 from stream_app.domain.views import PURCHASES as PURCHASES_VIEW
+from stream_app.domain.window_config import WindowConfig
 from stream_app.domain.windows import window_start
 
 OFFERS_TOPIC = "upsell.offers"

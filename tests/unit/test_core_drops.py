@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from stream_app.domain.board import RatesBoard
 from stream_app.domain.cohorts import Partial
 from stream_app.domain.drops import FIRED, RESOLVED, DropAlert, DropDetector, DropSettings, verdict
-from stream_app.domain.partition import WindowConfig
 from stream_app.domain.proportions import Sample, compare, lower_tail
 from stream_app.domain.views import CHANNEL_SEGMENT, Key
+from stream_app.domain.window_config import WindowConfig
 
 SECOND = 1_000
 MINUTE = 60 * SECOND

@@ -31,14 +31,10 @@ from stream_app.domain.events import (
 )
 from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
 from stream_app.domain.labels import MAX_LABEL_CHARS, OTHER, LabelCap
-from stream_app.domain.partition import (
-    LABEL_OVERFLOW_TOTAL,
-    OFFERS_TOTAL,
-    PURCHASES_TOTAL,
-    CustomerPartition,
-    WindowConfig,
-)
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import LABEL_OVERFLOW_TOTAL, OFFERS_TOTAL, PURCHASES_TOTAL
 from stream_app.domain.views import ALL, CHANNEL_SEGMENT
+from stream_app.domain.window_config import WindowConfig
 from stream_app.domain.windows import civil_from_days, rfc3339, window_start
 
 SECOND = 1_000

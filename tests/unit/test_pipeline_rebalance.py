@@ -15,7 +15,7 @@ import logging
 import pytest
 
 from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
-from stream_app.domain.partition import CONVERSIONS_TOTAL
+from stream_app.domain.totals import CONVERSIONS_TOTAL
 from stream_app.pipeline import Pipeline
 from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 
 from stream_app.domain.board import RatesBoard
 from stream_app.domain.events import Event, Offer, Purchase
-from stream_app.domain.partition import LATE_TOTAL, TOTALS, CustomerPartition, WindowConfig
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import LATE_TOTAL, TOTALS
 from stream_app.domain.views import VIEW_BY_NAME
+from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings, WindowSize
 from tests.unit.conftest import HOUR, MINUTE, T0, Feed, totals_rows
 from tests.unit.in_process import InProcessWorker

@@ -86,6 +86,8 @@ from stream_app.domain.events import (
     REJECT_REASONS,
     WRONG_TYPE,
 )
+from stream_app.domain.views import NONE, loyalty
+from stream_app.domain.windows import LAST_TS_MS
 
 TopicKind = Literal["offers", "purchases"]
 _T = TypeVar("_T")
@@ -186,7 +188,6 @@ BAD_TS_TEXTS: Final = (
     "2026-11-22 10:15:00",
     "2026-11-22T25:61:00Z",
 )
-_MAX_TS_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 # Valid ids number their events below this bit, malformed ones above: they cannot collide.
 _MALFORMED_ID_BIT: Final = 1 << 47
 _NODE_MASK: Final = (1 << 48) - 1
@@ -195,7 +196,6 @@ _ID_MULTIPLIER: Final = 0x5DEECE66D  # odd, so multiplying modulo 2**48 is a bij
 _UUID_CLEAR: Final = ~((0xF << 76) | (0x3 << 62))
 _UUID_SET: Final = (0x4 << 76) | (0x2 << 62)
 _NEVER: Final = -(1 << 62)
-NONE_LABEL: Final = "__none__"
 UPSELL_KIND: Final = "upsell"
 OTHER_KIND: Final = "other"
 
@@ -300,7 +300,7 @@ class ScenarioConfig:
             + self.settle_ms
             + 86_400_000
         )
-        if self.start_ms < 0 or last_ms > _MAX_TS_MS:
+        if self.start_ms < 0 or last_ms > LAST_TS_MS:
             raise ScenarioError("event times must fall between 1970 and 9999")
         if self.offers_topic == self.purchases_topic:
             raise ScenarioError("the offers and purchases topics must differ")
@@ -447,12 +447,6 @@ def _nonzero(counts: Counter[str], order: Sequence[str]) -> dict[str, int]:
 
 def _sorted_nonzero(counts: Counter[str]) -> dict[str, int]:
     return {key: counts[key] for key in sorted(counts) if counts[key]}
-
-
-def _loyalty_label(member: bool | None) -> str:
-    if member is None:
-        return "unknown"
-    return "member" if member else "non_member"
 
 
 def _cents_to_units(cents: int) -> float:
@@ -631,7 +625,7 @@ class Simulation(Iterator[SimMessage]):
             fields["offered_price"] = _cents_to_units(offered_price)
         self._send_valid("offers", customer, fields, ts)
         truth.offers_presented[pair] += 1
-        campaign = f"{sent_campaign_type or NONE_LABEL}|{offered_line or NONE_LABEL}"
+        campaign = f"{sent_campaign_type or NONE}|{offered_line or NONE}"
         truth.campaign_offers_presented[campaign] += 1
 
         rate = true_rate(channel, segment)
@@ -747,7 +741,7 @@ class Simulation(Iterator[SimMessage]):
         fields["amount"] = _cents_to_units(amount)
         fields["currency"] = "USD"
         fields["ts"] = self._ts_value(ts)
-        return f"{_loyalty_label(member)}|{sent_line or NONE_LABEL}"
+        return f"{loyalty(member)}|{sent_line or NONE}"
 
     # -- drawing ---------------------------------------------------------------------
     def _pick_customer(self) -> int:
