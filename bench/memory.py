@@ -56,12 +56,12 @@ def measure(offers: int, keys: int, customers: int | None = None) -> MemoryRun:
 def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, int]:
     import os
 
-    from stream_app.core.events import Offer
-    from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
-    from stream_app.core.partition import CustomerPartition
+    from stream_app.domain.events import Offer
+    from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
+    from stream_app.domain.partition import CustomerPartition
     from stream_app.pipeline import window_config
+    from stream_app.runtime.state_store import PartitionStore
     from stream_app.settings import Settings
-    from stream_app.state_store import PartitionStore
 
     config = window_config(Settings())
     state = CustomerPartition(config)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, BenchError, Broker, Deployment, LagReader, Progress, truth_mismatches
 from bench.throughput import WORKER_ENV, Dataset, preload
-from stream_app.local_kafka import BrokerPaths
-from stream_app.topics import BOARD_TABLE, PARTITION_TABLE
+from stream_app.runtime.topics import BOARD_TABLE, PARTITION_TABLE
+from stream_app.tools.local_kafka import BrokerPaths
 
 CHANGELOG_TABLES = (PARTITION_TABLE, BOARD_TABLE)
 

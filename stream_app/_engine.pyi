@@ -3,9 +3,9 @@
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from stream_app.core.cohorts import Partial
-from stream_app.core.events import Event, Offer, Purchase
-from stream_app.core.views import View
+from stream_app.domain.cohorts import Partial
+from stream_app.domain.events import Event, Offer, Purchase
+from stream_app.domain.views import View
 
 def version() -> str: ...
 

@@ -573,7 +573,7 @@ pub fn partials_to_py<'py>(
     py: Python<'py>,
     partials: Vec<Partial>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let class = PARTIAL_CLASS.import(py, "stream_app.core.cohorts", "Partial")?;
+    let class = PARTIAL_CLASS.import(py, "stream_app.domain.cohorts", "Partial")?;
     let list = PyList::empty(py);
     for p in partials {
         let key = PyTuple::new(py, [p.key.0.as_ref(), p.key.1.as_ref()])?;

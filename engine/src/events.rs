@@ -202,7 +202,7 @@ fn attr_opt_text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Str>> {
 /// An events.Offer or events.Purchase.
 pub fn event_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Event> {
     let py = obj.py();
-    let offer_class = OFFER_CLASS.import(py, "stream_app.core.events", "Offer")?;
+    let offer_class = OFFER_CLASS.import(py, "stream_app.domain.events", "Offer")?;
     if obj.is_instance(offer_class)? {
         Ok(Event::Offer(Arc::new(Offer {
             event_id: attr_text(obj, "event_id")?,
@@ -236,12 +236,12 @@ pub fn event_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Event> {
 pub fn event_to_py<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyAny>> {
     match event {
         Event::Offer(o) => {
-            let class = OFFER_CLASS.import(py, "stream_app.core.events", "Offer")?;
+            let class = OFFER_CLASS.import(py, "stream_app.domain.events", "Offer")?;
             let row = offer_row(py, o)?;
             class.call1(row.get_slice(1, 12).to_tuple())
         }
         Event::Purchase(p) => {
-            let class = PURCHASE_CLASS.import(py, "stream_app.core.events", "Purchase")?;
+            let class = PURCHASE_CLASS.import(py, "stream_app.domain.events", "Purchase")?;
             let row = purchase_row(py, p)?;
             class.call1(row.get_slice(1, 10).to_tuple())
         }

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream_app.core.demo_source import DemoSource, InjectedDrop, RateChange
-from stream_app.core.events import parse_ts
-from stream_app.core.windows import rfc3339
-from stream_app.simulator.scenario import (
+from stream_app.domain.demo_source import DemoSource, InjectedDrop, RateChange
+from stream_app.domain.events import parse_ts
+from stream_app.domain.windows import rfc3339
+from stream_app.tools.simulator.scenario import (
     SEGMENTS,
     ScenarioConfig,
     expected_messages_per_offer,

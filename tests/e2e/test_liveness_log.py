@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
-from stream_app.demo import DEMO_ENVIRONMENT, DEMO_RATE
+from stream_app.tools.demo import DEMO_ENVIRONMENT, DEMO_RATE
 from tests.e2e.harness import BROKER, Deployment, deployment, wait_until
 
 # Faust reads both from the environment itself (faust/types/settings/settings.py).

@@ -13,13 +13,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stream_app import state_store
-from stream_app.core.forwarding import decode_forwarded
-from stream_app.core.partition import CustomerPartition
+from stream_app.domain.forwarding import decode_forwarded
+from stream_app.domain.partition import CustomerPartition
 from stream_app.pipeline import Pipeline
+from stream_app.runtime import state_store
+from stream_app.runtime.state_store import ChangelogRecord, PartitionStore
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import ScenarioConfig, Simulation
-from stream_app.state_store import ChangelogRecord, PartitionStore
+from stream_app.tools.simulator.scenario import ScenarioConfig, Simulation
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 Changes = dict[str, Any]
