@@ -140,7 +140,7 @@ def create_app(settings: Settings) -> PipelineApp:
         BOARD_TABLE, partitions=1, default=None, extra_topic_configs=CHANGELOG_CONFIG
     )
     # The live state is the only in-memory copy (see PartitionStore).
-    partition_store = PartitionStore(partition_table, keep_copy=False)
+    partition_store = PartitionStore(partition_table, keep_copy=False, keeps_entries=False)
     board_store = PartitionStore(board_table, keep_copy=False)
     app.stores = [partition_store, board_store]
     pipeline = app.pipeline = Pipeline(settings, partition_store, board_store)

@@ -393,7 +393,8 @@ class Pipeline:
     def _partition(self, partition: int) -> CustomerPartition:
         state = self.partitions.get(partition)
         if state is None:
-            state = CustomerPartition.restore(self.config, self._partition_store.load(partition))
+            entries = self._partition_store.load(partition, decode=False)
+            state = CustomerPartition.restore(self.config, entries)
             self.partitions[partition] = state
             log.info(
                 "events-by-customer partition %d loaded: next offset %d, %d offers "
@@ -441,7 +442,8 @@ class Pipeline:
     def persist_partition(self, partition: int) -> None:
         state = self.partitions.get(partition)
         if state is not None:
-            self._partition_store.write(partition, state.take_changes())
+            store = self._partition_store
+            store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)
 
     # -- stage 3 ---------------------------------------------------------------------
     def publish(self, partition: int, records: Sequence[Record]) -> list[Output]:

@@ -463,6 +463,25 @@ impl WindowCounts {
         join(data, &family, index, customer);
     }
 
+    /// Mark every cell and membership held as changed: the next `take_changes` writes
+    /// the whole state (a snapshot).
+    pub fn mark_all_changed(&mut self) {
+        for (slot, data) in &mut self.slots {
+            for (at, cell) in data.cells.iter_mut().enumerate() {
+                if !cell.unsaved {
+                    cell.unsaved = true;
+                    self.changed_cells
+                        .push((slot.clone(), data.generation, at as u32));
+                }
+            }
+            for held_by in &data.members {
+                for customer in held_by.keys() {
+                    self.changed_members.push((slot.clone(), customer.clone()));
+                }
+            }
+        }
+    }
+
     pub fn forget_changes(&mut self) {
         for cell in std::mem::take(&mut self.changed_cells) {
             if let Some(data) = self.slots.get_mut(&cell.0) {

@@ -17,6 +17,7 @@ use crate::events::{
     decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer, Payload, Purchase,
 };
 use crate::labels::{LabelCap, DIMENSIONS};
+use crate::packed::{pack_entries, unpack};
 use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
     Part, Str,
@@ -484,6 +485,19 @@ impl Partition {
         }
     }
 
+    /// Every entry of the state, as `take_changes` writes them (changes not taken yet are
+    /// taken with it).
+    fn snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.forget_expired();
+        self.remembered.extend(self.memory.ids().cloned());
+        self.attribution.mark_all_changed();
+        self.changed_undecided
+            .extend(self.undecided.keys().cloned());
+        self.counts.mark_all_changed();
+        self.labels.mark_all_changed();
+        self.take_changes(py)
+    }
+
     fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.forget_expired();
         self.interned.prune();
@@ -572,6 +586,7 @@ impl Partition {
     fn restore(config: Config, entries: &Bound<'_, PyDict>) -> PyResult<Self> {
         let mut partition = Partition::new(config);
         if let Some(meta) = entries.get_item(META_KEY)? {
+            let meta = decoded(meta)?;
             if !meta.is_none() {
                 let meta = items(&meta)?;
                 if meta.len() != 4 {
@@ -609,6 +624,7 @@ impl Partition {
             if value.is_none() {
                 continue;
             }
+            let value = decoded(value)?;
             let key = key.cast::<PyString>()?;
             let key = key.to_str()?;
             if let Some(event_id) = key.strip_prefix(DEDUPE) {
@@ -653,6 +669,14 @@ impl Partition {
         partition.remembered.clear();
         partition.counts.forget_changes();
         Ok(partition)
+    }
+}
+
+/// An entry's value: bytes are in the store's compact encoding (packed.rs).
+fn decoded(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    match value.cast::<PyBytes>() {
+        Ok(raw) => unpack(value.py(), raw.as_bytes()),
+        Err(_) => Ok(value),
     }
 }
 
@@ -796,5 +820,15 @@ impl PyCustomerPartition {
 
     fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.partition.take_changes(py)
+    }
+
+    /// The changes as store records: (key, encoded value, or None to delete it).
+    fn take_packed_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pack_entries(&self.partition.take_changes(py)?, false)
+    }
+
+    /// The whole state as store records (key, encoded value).
+    fn packed_snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        pack_entries(&self.partition.snapshot(py)?, true)
     }
 }
