@@ -44,6 +44,12 @@ def main() -> None:
         PartitionStore(MemoryTable()),
     )
     entries = len(table.data)
+    store = PartitionStore(table, keep_copy=True, keeps_entries=False)
+    started = time.process_time()
+    merged = [store.load(partition, decode=False) for partition in range(PARTITIONS)]
+    merging = time.process_time() - started
+    state_entries = sum(len(m) for m in merged)
+    del merged
     started = time.process_time()
     for partition in range(PARTITIONS):
         pipeline.load(settings.topic_events, partition)
@@ -52,7 +58,8 @@ def main() -> None:
         f"restore of {events:,} events' customer partitions: {len(written):,} changelog "
         f"records ({sum(len(k) + len(v or b'') for _, _, k, v in written) / 1e6:,.1f} MB), "
         f"{entries:,} entries left; replay {replayed:.2f} s CPU "
-        f"({len(written) / max(replayed, 1e-9):,.0f} records/s), load {loaded:.2f} s CPU"
+        f"({len(written) / max(replayed, 1e-9):,.0f} records/s), load {loaded:.2f} s CPU "
+        f"(of which merging the records into {state_entries:,} entries {merging:.2f} s)"
     )
 
 

@@ -130,14 +130,20 @@ def create_app(settings: Settings) -> PipelineApp:
         datadir=str(settings.data_dir / "worker"),
         Table=StateTable,
     )
+    # Values stay bytes, as PartitionStore encodes them (binary); keys are JSON text.
     partition_table = app.Table(
         PARTITION_TABLE,
         partitions=settings.partitions,
         default=None,
+        value_serializer="raw",
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     board_table = app.Table(
-        BOARD_TABLE, partitions=1, default=None, extra_topic_configs=CHANGELOG_CONFIG
+        BOARD_TABLE,
+        partitions=1,
+        default=None,
+        value_serializer="raw",
+        extra_topic_configs=CHANGELOG_CONFIG,
     )
     # The live state is the only in-memory copy (see PartitionStore).
     partition_store = PartitionStore(partition_table, keep_copy=False, keeps_entries=False)

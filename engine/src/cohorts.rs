@@ -10,6 +10,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::labels::ALL;
+use crate::packed::{
+    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, PackedEntries,
+};
 use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
 
 pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
@@ -300,16 +303,11 @@ impl WindowCounts {
 
     /// Store entries into `changes`: one per changed cell's sums, and one per customer and
     /// window whose memberships changed, holding all of them (None once there are none).
-    pub fn take_changes(
-        &mut self,
-        py: Python<'_>,
-        prefix: &str,
-        changes: &Bound<'_, PyDict>,
-    ) -> PyResult<()> {
+    pub fn take_changes(&mut self, prefix: &str, changes: &mut PackedEntries) {
         let mut groups: OrderedSet<Group> = OrderedSet::default();
         for (slot, data) in std::mem::take(&mut self.dropped) {
             for cell in &data.cells {
-                changes.set_item(cell_key(prefix, &slot, &cell.key), py.None())?;
+                changes.push((cell_key(prefix, &slot, &cell.key), None));
             }
             for held_by in &data.members {
                 for customer in held_by.keys() {
@@ -323,11 +321,12 @@ impl WindowCounts {
                     let c = &mut data.cells[cell.2 as usize];
                     c.unsaved = false;
                     let n = SUM_FIELDS[cell.0.view as usize].len();
-                    let sums = PyList::empty(py);
+                    let mut sums = Vec::with_capacity(4 + 4 * n);
+                    pack_list_header(&mut sums, n);
                     for amount in &c.sums[..n] {
-                        sums.append(int_to_py(py, *amount)?)?;
+                        pack_i128(&mut sums, *amount);
                     }
-                    changes.set_item(cell_key(prefix, &cell.0, &c.key), sums)?;
+                    changes.push((cell_key(prefix, &cell.0, &c.key), Some(sums)));
                 }
             }
         }
@@ -335,7 +334,7 @@ impl WindowCounts {
             groups.insert((slot.label, slot.start, customer));
         }
         for (old_key, group) in std::mem::take(&mut self.migrated) {
-            changes.set_item(format!("{prefix}{old_key}"), py.None())?;
+            changes.push((format!("{prefix}{old_key}"), None));
             groups.insert(group);
         }
         for group in groups {
@@ -347,18 +346,14 @@ impl WindowCounts {
                     Part::Text(&group.2),
                 ],
             );
-            let rows = self.memberships(py, &group)?;
-            if rows.is_empty() {
-                changes.set_item(key, py.None())?;
-            } else {
-                changes.set_item(key, rows)?;
-            }
+            changes.push((key, self.memberships(&group)));
         }
-        Ok(())
     }
 
-    fn memberships<'py>(&self, py: Python<'py>, group: &Group) -> PyResult<Bound<'py, PyList>> {
-        let rows = PyList::empty(py);
+    /// [[view name, distinct field, first key part, second key part], ...] of a customer's
+    /// memberships in a window, encoded; None once there are none.
+    fn memberships(&self, group: &Group) -> Option<Vec<u8>> {
+        let mut rows: Vec<(u8, usize, &Key)> = Vec::new();
         for view in 0..VIEW_NAMES.len() as u8 {
             let slot = Slot {
                 view,
@@ -373,21 +368,23 @@ impl WindowCounts {
                     continue;
                 };
                 for cell in held.cells() {
-                    let key = &data.cells[*cell as usize].key;
-                    rows.append(
-                        (
-                            VIEW_NAMES[view as usize],
-                            index,
-                            key.0.as_ref(),
-                            key.1.as_ref(),
-                        )
-                            .into_pyobject(py)?
-                            .to_list(),
-                    )?;
+                    rows.push((view, index, &data.cells[*cell as usize].key));
                 }
             }
         }
-        Ok(rows)
+        if rows.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(4 + rows.len() * 40);
+        pack_list_header(&mut out, rows.len());
+        for (view, index, key) in rows {
+            pack_list_header(&mut out, 4);
+            pack_text(&mut out, VIEW_NAMES[view as usize]);
+            pack_int(&mut out, index as i64);
+            pack_text(&mut out, &key.0);
+            pack_text(&mut out, &key.1);
+        }
+        Some(out)
     }
 
     /// Take back one entry written by take_changes (without its prefix).
@@ -693,9 +690,9 @@ impl PyWindowCounts {
         partials_to_py(py, self.counts.take_partials())
     }
     fn take_changes<'py>(&mut self, py: Python<'py>, prefix: &str) -> PyResult<Bound<'py, PyDict>> {
-        let changes = PyDict::new(py);
-        self.counts.take_changes(py, prefix, &changes)?;
-        Ok(changes)
+        let mut changes = PackedEntries::new();
+        self.counts.take_changes(prefix, &mut changes);
+        entries_to_dict(py, &changes)
     }
     fn restore(&mut self, entry_key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.counts.restore(entry_key, value)

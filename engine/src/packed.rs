@@ -64,6 +64,92 @@ pub fn pack_list_header(out: &mut Vec<u8>, len: usize) {
     varint(out, len as u64);
 }
 
+pub fn pack_texts<T: AsRef<str>>(out: &mut Vec<u8>, texts: &[T]) {
+    pack_list_header(out, texts.len());
+    for text in texts {
+        pack_text(out, text.as_ref());
+    }
+}
+
+pub fn pack_dict_header(out: &mut Vec<u8>, len: usize) {
+    out.push(DICT);
+    varint(out, len as u64);
+}
+
+/// An integer of up to 128 bits (amounts reach 1e21 micro-units).
+pub fn pack_i128(out: &mut Vec<u8>, n: i128) {
+    match i64::try_from(n) {
+        Ok(small) => pack_int(out, small),
+        Err(_) => sized(out, BIG_INT, n.to_string().as_bytes()),
+    }
+}
+
+pub fn pack_opt_int(out: &mut Vec<u8>, n: Option<i64>) {
+    match n {
+        None => pack_none(out),
+        Some(n) => pack_int(out, n),
+    }
+}
+
+pub fn pack_opt_text(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        None => pack_none(out),
+        Some(text) => pack_text(out, text),
+    }
+}
+
+pub fn pack_opt_bool(out: &mut Vec<u8>, b: Option<bool>) {
+    out.push(match b {
+        None => NONE,
+        Some(false) => FALSE,
+        Some(true) => TRUE,
+    });
+}
+
+pub fn pack_opt_float(out: &mut Vec<u8>, f: Option<f64>) {
+    match f {
+        None => pack_none(out),
+        Some(f) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+    }
+}
+
+/// Store entries as the compiled state writes them: (key, encoded value, or None to
+/// delete the key), in order (a later entry of the same key wins).
+pub type PackedEntries = Vec<(String, Option<Vec<u8>>)>;
+
+/// The entries as a dict of decoded values (None deletes), as the Python API gives them.
+pub fn entries_to_dict<'py>(
+    py: Python<'py>,
+    entries: &PackedEntries,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (key, value) in entries {
+        match value {
+            None => dict.set_item(key, py.None())?,
+            Some(raw) => dict.set_item(key, unpack(py, raw)?)?,
+        }
+    }
+    Ok(dict)
+}
+
+/// The entries as a list of (key, bytes or None), for PartitionStore.
+pub fn entries_to_list<'py>(
+    py: Python<'py>,
+    entries: PackedEntries,
+) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (key, value) in entries {
+        match value {
+            None => list.append((key, py.None()))?,
+            Some(raw) => list.append((key, PyBytes::new(py, &raw)))?,
+        }
+    }
+    Ok(list)
+}
+
 /// Append the encoding of a Python value.
 pub fn pack_into(out: &mut Vec<u8>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     if value.is_none() {

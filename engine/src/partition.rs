@@ -14,10 +14,14 @@ use crate::cohorts::{
 };
 use crate::dedupe::Memory;
 use crate::events::{
-    decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer, Payload, Purchase,
+    decode_item, event_from_row, pack_offer_row, pack_purchase_row, Event, Item, Offer, Payload,
+    Purchase,
 };
 use crate::labels::{LabelCap, DIMENSIONS};
-use crate::packed::{pack_entries, unpack};
+use crate::packed::{
+    entries_to_dict, entries_to_list, pack_dict_header, pack_i128, pack_int, pack_list_header,
+    pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, PackedEntries,
+};
 use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
     Part, Str,
@@ -487,7 +491,7 @@ impl Partition {
 
     /// Every entry of the state, as `take_changes` writes them (changes not taken yet are
     /// taken with it).
-    fn snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn snapshot(&mut self) -> PackedEntries {
         self.forget_expired();
         self.remembered.extend(self.memory.ids().cloned());
         self.attribution.mark_all_changed();
@@ -495,74 +499,98 @@ impl Partition {
             .extend(self.undecided.keys().cloned());
         self.counts.mark_all_changed();
         self.labels.mark_all_changed();
-        self.take_changes(py)
+        let mut whole = self.take_changes();
+        whole.retain(|(_, value)| value.is_some());
+        whole
     }
 
-    fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// Store entries changed since the last call (None deletes), encoded; and forget
+    /// expired state.
+    fn take_changes(&mut self) -> PackedEntries {
         self.forget_expired();
         self.interned.prune();
-        let changes = PyDict::new(py);
+        let mut changes: PackedEntries = Vec::new();
+        let encoded = |write: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::with_capacity(48);
+            write(&mut out);
+            out
+        };
         for event_id in std::mem::take(&mut self.remembered) {
-            changes.set_item(format!("{DEDUPE}{event_id}"), self.memory.ts_of(&event_id))?;
+            let ts = self.memory.ts_of(&event_id);
+            changes.push((
+                format!("{DEDUPE}{event_id}"),
+                ts.map(|ts| encoded(&|out| pack_int(out, ts))),
+            ));
         }
         let attribution_changes = std::mem::take(&mut self.attribution.changes);
         for (customer_id, offer_id) in attribution_changes.offers {
             let key = json_key(OFFER, &[Part::Text(&customer_id), Part::Text(&offer_id)]);
-            match self.attribution.offer(&customer_id, &offer_id) {
-                None => changes.set_item(key, py.None())?,
-                Some(kept) => {
-                    let windows = PyList::new(py, kept.windows.iter().map(|l| l.as_ref()))?;
-                    let converted_by = kept.converted_by.as_ref().map(|c| c.as_ref());
-                    changes.set_item(
-                        key,
-                        (offer_row(py, &kept.offer)?, windows, converted_by)
-                            .into_pyobject(py)?
-                            .to_list(),
-                    )?;
-                }
-            }
+            let value = self.attribution.offer(&customer_id, &offer_id).map(|kept| {
+                encoded(&|out| {
+                    pack_list_header(out, 3);
+                    pack_offer_row(out, &kept.offer);
+                    pack_texts(out, &kept.windows);
+                    pack_opt_text(out, kept.converted_by.as_deref());
+                })
+            });
+            changes.push((key, value));
         }
         for event_id in attribution_changes.purchases {
-            let key = format!("{PENDING}{event_id}");
-            match self.attribution.pending_purchase(&event_id) {
-                None => changes.set_item(key, py.None())?,
-                Some(purchase) => changes.set_item(key, purchase_row(py, purchase)?)?,
-            }
+            let value = self
+                .attribution
+                .pending_purchase(&event_id)
+                .map(|purchase| encoded(&|out| pack_purchase_row(out, purchase)));
+            changes.push((format!("{PENDING}{event_id}"), value));
         }
         for event_id in std::mem::take(&mut self.changed_undecided) {
-            let key = format!("{UNDECIDED}{event_id}");
-            match self.undecided.get(&event_id) {
-                None => changes.set_item(key, py.None())?,
-                Some(labels) => {
-                    changes.set_item(key, PyList::new(py, labels.iter().map(|l| l.as_ref()))?)?
-                }
-            }
+            let value = self
+                .undecided
+                .get(&event_id)
+                .map(|labels| encoded(&|out| pack_texts(out, labels)));
+            changes.push((format!("{UNDECIDED}{event_id}"), value));
         }
-        self.counts.take_changes(py, WINDOW, &changes)?;
+        self.counts.take_changes(WINDOW, &mut changes);
         self.labels.forget_unused(self.stream_time);
         for (dimension, value, last_use) in self.labels.take_changes() {
             let key = json_key(
                 LABEL,
                 &[Part::Text(DIMENSIONS[dimension]), Part::Text(&value)],
             );
-            changes.set_item(key, last_use)?;
+            changes.push((key, last_use.map(|at| encoded(&|out| pack_int(out, at)))));
         }
-        let watermarks = PyList::empty(py);
+        let mut meta = Vec::with_capacity(256);
+        pack_list_header(&mut meta, 4);
+        pack_int(&mut meta, self.next_offset);
+        pack_opt_int(&mut meta, self.stream_time);
+        pack_list_header(&mut meta, self.watermarks.len());
         for ((topic, partition), offset) in &self.watermarks {
-            watermarks.append(
-                (topic.as_ref(), *partition, *offset)
-                    .into_pyobject(py)?
-                    .to_list(),
-            )?;
+            pack_list_header(&mut meta, 3);
+            pack_text(&mut meta, topic);
+            pack_int(&mut meta, *partition);
+            pack_int(&mut meta, *offset);
         }
-        let meta = (
-            self.next_offset,
-            self.stream_time,
-            watermarks,
-            self.totals_row(py)?,
-        );
-        changes.set_item(META_KEY, meta.into_pyobject(py)?.to_list())?;
-        Ok(changes)
+        self.pack_totals_row(&mut meta);
+        changes.push((META_KEY.to_owned(), Some(meta)));
+        changes
+    }
+
+    /// `totals_row`, encoded.
+    fn pack_totals_row(&self, out: &mut Vec<u8>) {
+        pack_dict_header(out, self.totals.iter().filter(|c| !c.is_empty()).count());
+        for (name, counter) in TOTAL_NAMES.iter().zip(&self.totals) {
+            if counter.is_empty() {
+                continue;
+            }
+            pack_text(out, name);
+            pack_list_header(out, counter.len());
+            for (key, n) in counter {
+                pack_list_header(out, key.len() + 1);
+                for part in key {
+                    pack_text(out, part);
+                }
+                pack_i128(out, *n);
+            }
+        }
     }
 
     /// Totals.as_row(): {name: [[*key, n], ...]} of every counter with entries.
@@ -819,16 +847,16 @@ impl PyCustomerPartition {
     }
 
     fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.partition.take_changes(py)
+        entries_to_dict(py, &self.partition.take_changes())
     }
 
     /// The changes as store records: (key, encoded value, or None to delete it).
     fn take_packed_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        pack_entries(&self.partition.take_changes(py)?, false)
+        entries_to_list(py, self.partition.take_changes())
     }
 
     /// The whole state as store records (key, encoded value).
     fn packed_snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        pack_entries(&self.partition.snapshot(py)?, true)
+        entries_to_list(py, self.partition.snapshot())
     }
 }
