@@ -130,19 +130,20 @@ def create_app(settings: Settings) -> PipelineApp:
         datadir=str(settings.data_dir / "worker"),
         Table=StateTable,
     )
-    # Values stay bytes, as PartitionStore encodes them (binary); keys are JSON text.
+    # Values stay bytes (value_type=bytes: the raw serializer), as PartitionStore encodes
+    # them; keys are JSON text.
     partition_table = app.Table(
         PARTITION_TABLE,
         partitions=settings.partitions,
         default=None,
-        value_serializer="raw",
+        value_type=bytes,
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     board_table = app.Table(
         BOARD_TABLE,
         partitions=1,
         default=None,
-        value_serializer="raw",
+        value_type=bytes,
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     # The live state is the only in-memory copy (see PartitionStore).
