@@ -3,7 +3,8 @@
 The pure core (bench/core.py) writes its customer partitions' changelog records; they are
 replayed into a table's data as the batch recovery does (stream_app/recovery.py), and then
 every partition's state is loaded as a restarted worker loads it (`Pipeline.load`). Prints
-the records, the entries left and the CPU seconds of the replay and of the load.
+the records, the table entries left (chunks) and the CPU seconds of the replay and of the
+load.
 """
 
 from __future__ import annotations
@@ -44,12 +45,6 @@ def main() -> None:
         PartitionStore(MemoryTable()),
     )
     entries = len(table.data)
-    store = PartitionStore(table, keep_copy=True, keeps_entries=False)
-    started = time.process_time()
-    merged = [store.load(partition, decode=False) for partition in range(PARTITIONS)]
-    merging = time.process_time() - started
-    state_entries = sum(len(m) for m in merged)
-    del merged
     started = time.process_time()
     for partition in range(PARTITIONS):
         pipeline.load(settings.topic_events, partition)
@@ -58,8 +53,7 @@ def main() -> None:
         f"restore of {events:,} events' customer partitions: {len(written):,} changelog "
         f"records ({sum(len(k) + len(v or b'') for _, _, k, v in written) / 1e6:,.1f} MB), "
         f"{entries:,} entries left; replay {replayed:.2f} s CPU "
-        f"({len(written) / max(replayed, 1e-9):,.0f} records/s), load {loaded:.2f} s CPU "
-        f"(of which merging the records into {state_entries:,} entries {merging:.2f} s)"
+        f"({len(written) / max(replayed, 1e-9):,.0f} records/s), load {loaded:.2f} s CPU"
     )
 
 

@@ -33,6 +33,15 @@ class CustomerPartition:
         max_label_values: int,
         entries: dict[str, Any],
     ) -> CustomerPartition: ...
+    @staticmethod
+    def restore_chunks(
+        sizes: list[tuple[str, int]],
+        attribution_ms: int,
+        grace_ms: int,
+        max_label_values: int,
+        older: dict[str, Any],
+        chunks: list[bytes],
+    ) -> CustomerPartition: ...
     def apply_raw(self, value: bytes, offset: int) -> None: ...
     def apply_records(self, records: Iterable[Record]) -> None: ...
     @property

@@ -393,8 +393,8 @@ class Pipeline:
     def _partition(self, partition: int) -> CustomerPartition:
         state = self.partitions.get(partition)
         if state is None:
-            entries = self._partition_store.load(partition, decode=False)
-            state = CustomerPartition.restore(self.config, entries)
+            older, chunks = self._partition_store.load_chunks(partition)
+            state = CustomerPartition.restore_chunks(self.config, older, chunks)
             self.partitions[partition] = state
             log.info(
                 "events-by-customer partition %d loaded: next offset %d, %d offers "

@@ -172,6 +172,21 @@ class PartitionStore:
     def load(self, partition: int, decode: bool = True) -> dict[str, Any]:
         """The partition's entries as recovered; `decode=False` leaves the values this
         version wrote encoded (bytes), for the compiled core to read."""
+        entries, chunks = self.load_chunks(partition)
+        _engine.merge_chunks(entries, chunks)
+        if self._keeps_entries:
+            self._written[partition].entries = {
+                key: value if isinstance(value, bytes) else _engine.pack(value)
+                for key, value in entries.items()
+            }
+        if decode:
+            _engine.unpack_values(entries)
+        return entries
+
+    def load_chunks(self, partition: int) -> tuple[dict[str, Any], list[bytes]]:
+        """The partition's state as recovered, unmerged: an older format's entries
+        (decoded), and the chunks to apply to them in order (`load` merges them; the
+        compiled partition reads them without a Python object per entry)."""
         prefix = f"{partition}|"
         data = self._table.data
         # One pass over every partition's keys (a restart loads each partition in turn).
@@ -195,31 +210,23 @@ class PartitionStore:
         snapshots = _complete(chunks[SNAPSHOT])
         before = self._written.get(partition)
         written = self._written[partition] = _Written(keys=[k[len(prefix) :] for k in stored])
-        entries: dict[str, Any] = {}
+        older_state: dict[str, Any] = {}
+        snapshot: list[bytes] = []
         after = 0
         if snapshots:
             after, snapshot = snapshots[-1]
             written.snapshot_bytes = sum(len(chunk) for chunk in snapshot)
-            _engine.merge_chunks(entries, snapshot)
         elif older:
-            entries, older_latest = _legacy_state(partition, older)
+            older_state, older_latest = _legacy_state(partition, older)
             latest = max(latest, older_latest)
             written.snapshot_due = True
         journals = [
             chunk for s, whole in _complete(chunks[JOURNAL]) if s > after for chunk in whole
         ]
         written.journal_bytes = sum(len(chunk) for chunk in journals)
-        _engine.merge_chunks(entries, journals)
         # A partition loaded again in this process goes on from the sequence it reached.
         written.sequence = max(0 if before is None else before.sequence, latest)
-        if self._keeps_entries:
-            written.entries = {
-                key: value if isinstance(value, bytes) else _engine.pack(value)
-                for key, value in entries.items()
-            }
-        if decode:
-            _engine.unpack_values(entries)
-        return entries
+        return older_state, snapshot + journals
 
     def release(self, partition: int) -> None:
         """Drop the in-memory copy of a partition's entries (its state is live elsewhere)."""

@@ -11,7 +11,8 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::labels::ALL;
 use crate::packed::{
-    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, PackedEntries,
+    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, PackedEntries, Reader,
+    Stored,
 };
 use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
 
@@ -389,6 +390,11 @@ impl WindowCounts {
 
     /// Take back one entry written by take_changes (without its prefix).
     pub fn restore(&mut self, entry_key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.restore_stored(entry_key, Stored::Py(value.clone()))
+    }
+
+    /// `restore` of a value decoded or encoded.
+    pub fn restore_stored(&mut self, entry_key: &str, value: Stored<'_, '_>) -> PyResult<()> {
         let bad = || PyValueError::new_err(format!("not a window entry: {entry_key}"));
         let parts: Vec<serde_json::Value> = serde_json::from_str(entry_key).map_err(|_| bad())?;
         let text = |i: usize| -> PyResult<Str> {
@@ -398,15 +404,35 @@ impl WindowCounts {
             |i: usize| -> PyResult<i64> { parts.get(i).and_then(|v| v.as_i64()).ok_or_else(bad) };
         if parts.len() == 3 {
             let (label, start, customer) = (text(0)?, int(1)?, text(2)?);
-            for row in value.try_iter()? {
-                let row = items(&row?)?;
-                if row.len() != 4 {
-                    return Err(bad());
+            let mut rows: Vec<(String, usize, String, String)> = Vec::new();
+            match value {
+                Stored::Py(value) => {
+                    for row in value.try_iter()? {
+                        let row = items(&row?)?;
+                        if row.len() != 4 {
+                            return Err(bad());
+                        }
+                        rows.push((
+                            row[0].extract()?,
+                            row[1].extract()?,
+                            row[2].extract()?,
+                            row[3].extract()?,
+                        ));
+                    }
                 }
-                let view_name: String = row[0].extract()?;
-                let index: usize = row[1].extract()?;
-                let first: String = row[2].extract()?;
-                let second: String = row[3].extract()?;
+                Stored::Packed(raw) => {
+                    let mut reader = Reader::new(raw);
+                    for _ in 0..reader.list_len()? {
+                        if reader.list_len()? != 4 {
+                            return Err(bad());
+                        }
+                        let view_name = reader.text()?.to_owned();
+                        let index = usize::try_from(reader.int()?).map_err(|_| bad())?;
+                        rows.push((view_name, index, reader.text()?.to_owned(), reader.text()?.to_owned()));
+                    }
+                }
+            }
+            for (view_name, index, first, second) in rows {
                 let view = view_index(&view_name).ok_or_else(bad)?;
                 self.restore_member(
                     &Slot {
@@ -433,9 +459,22 @@ impl WindowCounts {
             let data = &mut self.slots[at];
             let family = data.family(&key);
             let cell = &mut data.cells[family[0] as usize];
-            for (i, amount) in value.try_iter()?.enumerate() {
-                if i < cell.sums.len() {
-                    cell.sums[i] = int_of(&amount?)?;
+            match value {
+                Stored::Py(value) => {
+                    for (i, amount) in value.try_iter()?.enumerate() {
+                        if i < cell.sums.len() {
+                            cell.sums[i] = int_of(&amount?)?;
+                        }
+                    }
+                }
+                Stored::Packed(raw) => {
+                    let mut reader = Reader::new(raw);
+                    for i in 0..reader.list_len()? {
+                        let amount = reader.i128()?;
+                        if i < cell.sums.len() {
+                            cell.sums[i] = amount;
+                        }
+                    }
                 }
             }
             return Ok(());

@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visi
 
 use crate::packed::{
     pack_i128, pack_int, pack_list_header, pack_opt_bool, pack_opt_float, pack_opt_text, pack_text,
+    Reader,
 };
 use crate::util::{int_of, int_to_py, s, Str};
 
@@ -119,6 +120,26 @@ pub fn pack_offer_row(out: &mut Vec<u8>, o: &Offer) {
     pack_opt_text(out, o.product_line.as_deref());
     pack_opt_bool(out, o.loyalty_member);
     pack_opt_float(out, o.offered_price);
+}
+
+/// An offer `pack_offer_row` wrote.
+pub fn offer_from_packed(reader: &mut Reader<'_>) -> PyResult<Offer> {
+    if reader.list_len()? != 12 || reader.text()? != OFFER_TAG {
+        return Err(PyValueError::new_err("stored row is not an offer"));
+    }
+    Ok(Offer {
+        event_id: s(reader.text()?),
+        offer_id: s(reader.text()?),
+        customer_id: s(reader.text()?),
+        channel: s(reader.text()?),
+        segment: s(reader.text()?),
+        ts: reader.int()?,
+        campaign_id: reader.opt_text()?.map(s),
+        campaign_type: reader.opt_text()?.map(s),
+        product_line: reader.opt_text()?.map(s),
+        loyalty_member: reader.opt_bool()?,
+        offered_price: reader.opt_float()?,
+    })
 }
 
 /// `purchase_row`, encoded (packed.rs).

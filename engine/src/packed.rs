@@ -265,6 +265,49 @@ impl<'a> Reader<'a> {
         Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
     }
 
+    /// An integer of up to 128 bits.
+    pub fn i128(&mut self) -> PyResult<i128> {
+        if self.raw.get(self.at) == Some(&BIG_INT) {
+            self.at += 1;
+            let digits = std::str::from_utf8(self.slice()?).ok();
+            return digits
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| PyValueError::new_err("stored integer is beyond 128 bits"));
+        }
+        Ok(i128::from(self.int()?))
+    }
+
+    pub fn text(&mut self) -> PyResult<&'a str> {
+        self.opt_text()?
+            .ok_or_else(|| PyValueError::new_err("stored value: text expected"))
+    }
+
+    pub fn opt_bool(&mut self) -> PyResult<Option<bool>> {
+        match self.byte()? {
+            NONE => Ok(None),
+            FALSE => Ok(Some(false)),
+            TRUE => Ok(Some(true)),
+            _ => Err(PyValueError::new_err("stored value: a boolean expected")),
+        }
+    }
+
+    pub fn opt_float(&mut self) -> PyResult<Option<f64>> {
+        match self.byte()? {
+            NONE => Ok(None),
+            FLOAT => {
+                let end = self.at + 8;
+                let bytes = self.raw.get(self.at..end).ok_or_else(truncated)?;
+                self.at = end;
+                Ok(Some(f64::from_le_bytes(bytes.try_into().expect("eight bytes"))))
+            }
+            INT => {
+                self.at -= 1;
+                Ok(Some(self.int()? as f64))
+            }
+            _ => Err(PyValueError::new_err("stored value: a number expected")),
+        }
+    }
+
     pub fn list_len(&mut self) -> PyResult<usize> {
         self.expect(LIST, "a list")?;
         Ok(self.varint()? as usize)
@@ -361,7 +404,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The encoding of a value (stream_app/core/packed.py is its typed face).
+/// A stored entry's value: decoded (an older format's JSON, or a test's store) or encoded.
+pub enum Stored<'a, 'py> {
+    Py(Bound<'py, PyAny>),
+    Packed(&'a [u8]),
+}
+
+/// The encoding of a value.
 #[pyfunction]
 pub fn pack<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(64);
@@ -455,24 +504,33 @@ pub fn chunk_header(raw: &[u8]) -> PyResult<(i64, i64)> {
     Ok((reader.int()?, reader.int()?))
 }
 
+/// (key, encoded value or None) of each entry of a chunk `pack_chunks` wrote, in order.
+pub fn chunk_entries(raw: &[u8]) -> PyResult<Vec<(&str, Option<&[u8]>)>> {
+    let mut reader = Reader::new(raw);
+    if reader.list_len()? != 3 {
+        return Err(PyValueError::new_err("not a state chunk"));
+    }
+    reader.int()?;
+    reader.int()?;
+    let n = reader.list_len()? / 2;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        entries.push((reader.text()?, reader.opt_bytes()?));
+    }
+    if !reader.done() {
+        return Err(PyValueError::new_err("a state chunk has bytes after its end"));
+    }
+    Ok(entries)
+}
+
 /// Apply chunks' entries to `entries`, in order: a value is set (encoded), None deletes.
 #[pyfunction]
 pub fn merge_chunks(entries: &Bound<'_, PyDict>, chunks: &Bound<'_, PyList>) -> PyResult<()> {
     let py = entries.py();
     for chunk in chunks.iter() {
         let chunk = chunk.cast::<PyBytes>()?;
-        let mut reader = Reader::new(chunk.as_bytes());
-        if reader.list_len()? != 3 {
-            return Err(PyValueError::new_err("not a state chunk"));
-        }
-        reader.int()?;
-        reader.int()?;
-        let n = reader.list_len()? / 2;
-        for _ in 0..n {
-            let key = reader
-                .opt_text()?
-                .ok_or_else(|| PyValueError::new_err("a state chunk's key is None"))?;
-            match reader.opt_bytes()? {
+        for (key, value) in chunk_entries(chunk.as_bytes())? {
+            match value {
                 None => {
                     if entries.contains(key)? {
                         entries.del_item(key)?;
@@ -480,11 +538,6 @@ pub fn merge_chunks(entries: &Bound<'_, PyDict>, chunks: &Bound<'_, PyList>) -> 
                 }
                 Some(raw) => entries.set_item(key, PyBytes::new(py, raw))?,
             }
-        }
-        if !reader.done() {
-            return Err(PyValueError::new_err(
-                "a state chunk has bytes after its end",
-            ));
         }
     }
     Ok(())

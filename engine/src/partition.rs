@@ -14,13 +14,14 @@ use crate::cohorts::{
 };
 use crate::dedupe::Memory;
 use crate::events::{
-    decode_item, event_from_row, pack_offer_row, pack_purchase_row, Event, Item, Offer, Payload,
-    Purchase,
+    decode_item, event_from_row, offer_from_packed, pack_offer_row, pack_purchase_row, Event,
+    Item, Offer, Payload, Purchase,
 };
 use crate::labels::{LabelCap, DIMENSIONS};
 use crate::packed::{
-    entries_to_dict, entries_to_list, pack_dict_header, pack_i128, pack_int, pack_list_header,
-    pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, PackedEntries,
+    chunk_entries, entries_to_dict, entries_to_list, pack_dict_header, pack_i128, pack_int,
+    pack_list_header, pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, PackedEntries,
+    Reader, Stored,
 };
 use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
@@ -611,22 +612,89 @@ impl Partition {
         Ok(row)
     }
 
+    /// Rebuild from store entries: a dict of values (bytes: encoded), as `restore` of the
+    /// Python face takes them.
     fn restore(config: Config, entries: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = entries.py();
         let mut partition = Partition::new(config);
         if let Some(meta) = entries.get_item(META_KEY)? {
-            let meta = decoded(meta)?;
+            partition.restore_meta(decoded(meta)?)?;
+        }
+        let mut labels: Vec<(String, Str, i64)> = Vec::new();
+        for (key, value) in entries.iter() {
+            if value.is_none() {
+                continue;
+            }
+            let key = key.cast::<PyString>()?;
+            let value = match value.cast::<PyBytes>() {
+                Ok(raw) => Stored::Packed(raw.as_bytes()),
+                Err(_) => Stored::Py(value.clone()),
+            };
+            partition.restore_entry(py, key.to_str()?, value, &mut labels)?;
+        }
+        partition.finish_restore(labels);
+        Ok(partition)
+    }
+
+    /// Rebuild from an older format's entries (decoded) and then the store's chunks in
+    /// order (state_store.py), read here without a Python object per entry.
+    fn restore_chunks(
+        config: Config,
+        older: &Bound<'_, PyDict>,
+        chunks: &Bound<'_, PyList>,
+    ) -> PyResult<Self> {
+        let py = older.py();
+        let chunks: Vec<Bound<'_, PyBytes>> = chunks
+            .iter()
+            .map(|chunk| chunk.cast_into::<PyBytes>().map_err(PyErr::from))
+            .collect::<PyResult<_>>()?;
+        // Each key's newest value (None: deleted), in the order keys first came.
+        let mut merged: OrderedMap<&str, Option<&[u8]>> = OrderedMap::default();
+        for chunk in &chunks {
+            for (key, value) in chunk_entries(chunk.as_bytes())? {
+                merged.insert(key, value);
+            }
+        }
+        let mut partition = Partition::new(config);
+        match merged.get(META_KEY) {
+            Some(Some(raw)) => partition.restore_meta(unpack(py, raw)?)?,
+            Some(None) => {}
+            None => {
+                if let Some(meta) = older.get_item(META_KEY)? {
+                    partition.restore_meta(meta)?;
+                }
+            }
+        }
+        let mut labels: Vec<(String, Str, i64)> = Vec::new();
+        for (key, value) in older.iter() {
+            let key = key.cast::<PyString>()?;
+            let key = key.to_str()?;
+            if value.is_none() || merged.contains_key(key) {
+                continue;
+            }
+            partition.restore_entry(py, key, Stored::Py(value), &mut labels)?;
+        }
+        for (key, value) in &merged {
+            if let Some(raw) = value {
+                partition.restore_entry(py, key, Stored::Packed(raw), &mut labels)?;
+            }
+        }
+        partition.finish_restore(labels);
+        Ok(partition)
+    }
+
+    fn restore_meta(&mut self, meta: Bound<'_, PyAny>) -> PyResult<()> {
             if !meta.is_none() {
                 let meta = items(&meta)?;
                 if meta.len() != 4 {
                     return Err(PyValueError::new_err("the meta entry is not 4 items"));
                 }
-                partition.next_offset = meta[0].extract()?;
-                partition.stream_time = meta[1].extract()?;
+                self.next_offset = meta[0].extract()?;
+                self.stream_time = meta[1].extract()?;
                 for mark in meta[2].try_iter()? {
                     let mark = items(&mark?)?;
                     let topic: String = mark[0].extract()?;
-                    partition
-                        .watermarks
+                    self.watermarks
                         .insert((s(&topic), mark[1].extract()?), mark[2].extract()?);
                 }
                 for (name, rows) in meta[3].cast::<PyDict>()?.iter() {
@@ -642,61 +710,105 @@ impl Partition {
                         for i in 0..n.saturating_sub(1) {
                             key.push(s(&entry.get_item(i)?.extract::<String>()?));
                         }
-                        partition.totals[total].insert(key, int_of(&entry.get_item(n - 1)?)?);
+                        self.totals[total].insert(key, int_of(&entry.get_item(n - 1)?)?);
                     }
                 }
             }
+        Ok(())
+    }
+
+    /// Take back one entry (the meta entry aside); label entries are collected into
+    /// `labels`, restored together by `finish_restore`.
+    fn restore_entry(
+        &mut self,
+        py: Python<'_>,
+        key: &str,
+        value: Stored<'_, '_>,
+        labels: &mut Vec<(String, Str, i64)>,
+    ) -> PyResult<()> {
+        if key == META_KEY {
+            return Ok(());
         }
-        let mut labels: Vec<(String, Str, i64)> = Vec::new();
-        for (key, value) in entries.iter() {
-            if value.is_none() {
-                continue;
-            }
-            let value = decoded(value)?;
-            let key = key.cast::<PyString>()?;
-            let key = key.to_str()?;
+        // The entries a state has most of are read straight from their encoding.
+        if let Stored::Packed(raw) = value {
+            let mut reader = Reader::new(raw);
             if let Some(event_id) = key.strip_prefix(DEDUPE) {
-                partition.memory.remember(s(event_id), value.extract()?);
-            } else if key.starts_with(OFFER) {
-                let row = value.cast::<PyList>()?;
-                let Event::Offer(offer) = event_from_row(&row.get_item(0)?)? else {
+                self.memory.remember(s(event_id), reader.int()?);
+                return Ok(());
+            }
+            if key.starts_with(OFFER) {
+                if reader.list_len()? != 3 {
                     return Err(PyValueError::new_err(format!("{key} holds no offer")));
-                };
-                let Event::Offer(offer) = partition.intern(Event::Offer(offer)) else {
-                    unreachable!("an offer stays one")
-                };
-                let windows: Vec<String> = row.get_item(1)?.extract()?;
-                let windows = partition.shared_labels(windows.iter().map(|w| s(w)).collect());
-                let converted_by: Option<String> = row.get_item(2)?.extract()?;
-                partition.attribution.restore_offer(OpenOffer {
-                    offer,
-                    windows,
-                    converted_by: converted_by.map(|c| s(&c)),
-                });
-            } else if key.starts_with(PENDING) {
-                let Event::Purchase(purchase) = event_from_row(&value)? else {
-                    return Err(PyValueError::new_err(format!("{key} holds no purchase")));
-                };
-                let Event::Purchase(purchase) = partition.intern(Event::Purchase(purchase)) else {
-                    unreachable!("a purchase stays one")
-                };
-                partition.attribution.restore_pending(purchase);
-            } else if let Some(event_id) = key.strip_prefix(UNDECIDED) {
-                let windows: Vec<String> = value.extract()?;
-                let windows = partition.shared_labels(windows.iter().map(|w| s(w)).collect());
-                partition.undecided.insert(s(event_id), windows);
-            } else if let Some(window_key) = key.strip_prefix(WINDOW) {
-                partition.counts.restore(window_key, &value)?;
-            } else if let Some(label_key) = key.strip_prefix(LABEL) {
-                let (dimension, label): (String, String) = serde_json::from_str(label_key)
-                    .map_err(|_| PyValueError::new_err(format!("not a label entry: {key}")))?;
-                labels.push((dimension, s(&label), value.extract()?));
+                }
+                let offer = Arc::new(offer_from_packed(&mut reader)?);
+                let mut windows = Vec::new();
+                for _ in 0..reader.list_len()? {
+                    windows.push(s(reader.text()?));
+                }
+                let converted_by = reader.opt_text()?.map(s);
+                self.restore_offer(offer, windows, converted_by);
+                return Ok(());
+            }
+            if let Some(window_key) = key.strip_prefix(WINDOW) {
+                return self.counts.restore_stored(window_key, Stored::Packed(raw));
             }
         }
-        partition.labels.restore(labels);
-        partition.remembered.clear();
-        partition.counts.forget_changes();
-        Ok(partition)
+        let value = match value {
+            Stored::Py(value) => value,
+            Stored::Packed(raw) => unpack(py, raw)?,
+        };
+        if let Some(event_id) = key.strip_prefix(DEDUPE) {
+            self.memory.remember(s(event_id), value.extract()?);
+        } else if key.starts_with(OFFER) {
+            let row = value.cast::<PyList>()?;
+            let Event::Offer(offer) = event_from_row(&row.get_item(0)?)? else {
+                return Err(PyValueError::new_err(format!("{key} holds no offer")));
+            };
+            let windows: Vec<String> = row.get_item(1)?.extract()?;
+            let converted_by: Option<String> = row.get_item(2)?.extract()?;
+            self.restore_offer(
+                offer,
+                windows.iter().map(|w| s(w)).collect(),
+                converted_by.map(|c| s(&c)),
+            );
+        } else if key.starts_with(PENDING) {
+            let Event::Purchase(purchase) = event_from_row(&value)? else {
+                return Err(PyValueError::new_err(format!("{key} holds no purchase")));
+            };
+            let Event::Purchase(purchase) = self.intern(Event::Purchase(purchase)) else {
+                unreachable!("a purchase stays one")
+            };
+            self.attribution.restore_pending(purchase);
+        } else if let Some(event_id) = key.strip_prefix(UNDECIDED) {
+            let windows: Vec<String> = value.extract()?;
+            let windows = self.shared_labels(windows.iter().map(|w| s(w)).collect());
+            self.undecided.insert(s(event_id), windows);
+        } else if let Some(window_key) = key.strip_prefix(WINDOW) {
+            self.counts.restore(window_key, &value)?;
+        } else if let Some(label_key) = key.strip_prefix(LABEL) {
+            let (dimension, label): (String, String) = serde_json::from_str(label_key)
+                .map_err(|_| PyValueError::new_err(format!("not a label entry: {key}")))?;
+            labels.push((dimension, s(&label), value.extract()?));
+        }
+        Ok(())
+    }
+
+    fn restore_offer(&mut self, offer: Arc<Offer>, windows: Vec<Str>, converted_by: Option<Str>) {
+        let Event::Offer(offer) = self.intern(Event::Offer(offer)) else {
+            unreachable!("an offer stays one")
+        };
+        let windows = self.shared_labels(windows);
+        self.attribution.restore_offer(OpenOffer {
+            offer,
+            windows,
+            converted_by,
+        });
+    }
+
+    fn finish_restore(&mut self, labels: Vec<(String, Str, i64)>) {
+        self.labels.restore(labels);
+        self.remembered.clear();
+        self.counts.forget_changes();
     }
 }
 
@@ -761,6 +873,21 @@ impl PyCustomerPartition {
         let config = config_of(sizes, attribution_ms, grace_ms, max_label_values)?;
         Ok(Self {
             partition: Partition::restore(config, entries)?,
+        })
+    }
+
+    #[staticmethod]
+    fn restore_chunks(
+        sizes: Vec<(String, i64)>,
+        attribution_ms: i64,
+        grace_ms: i64,
+        max_label_values: usize,
+        older: &Bound<'_, PyDict>,
+        chunks: &Bound<'_, PyList>,
+    ) -> PyResult<Self> {
+        let config = config_of(sizes, attribution_ms, grace_ms, max_label_values)?;
+        Ok(Self {
+            partition: Partition::restore_chunks(config, older, chunks)?,
         })
     }
 

@@ -201,6 +201,15 @@ class CustomerPartition:
         as `take_packed_changes` encoded it."""
         return cls(config, _core=_engine.CustomerPartition.restore(*_config_args(config), entries))
 
+    @classmethod
+    def restore_chunks(
+        cls, config: WindowConfig, older: dict[str, Any], chunks: list[bytes]
+    ) -> CustomerPartition:
+        """Rebuild from what `PartitionStore.load_chunks` read: an older format's entries
+        (decoded), then the store's chunks applied in order."""
+        core = _engine.CustomerPartition.restore_chunks(*_config_args(config), older, chunks)
+        return cls(config, _core=core)
+
 
 def _config_args(config: WindowConfig) -> tuple[list[tuple[str, int]], int, int, int]:
     return list(config.sizes), config.attribution_ms, config.grace_ms, config.max_label_values

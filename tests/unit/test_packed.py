@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app import _engine
+from stream_app import _engine, state_store
 from stream_app.core.partition import CustomerPartition, WindowConfig
 from stream_app.state_store import PartitionStore
 from tests.unit.conftest import CONFIG, Feed, merge_store, snapshot
@@ -92,11 +92,21 @@ def test_a_snapshot_holds_what_the_changes_wrote_and_the_older_format_restores_t
     assert feed.partition.take_packed_changes() == [("m", whole["m"])]  # nothing left to write
     expected = snapshot(feed.partition)
     assert snapshot(_restored(config, whole)) == expected
+    # From the store's chunks: the snapshot, and the same after a journal of nothing new.
+    store = PartitionStore(FakeTable(), keep_copy=True, keeps_entries=False)
+    store.write_packed(0, list(whole.items()), lambda: [])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_store, "SNAPSHOT_MIN_BYTES", 0)  # a snapshot after this write
+        store.write_packed(0, [("m", whole["m"])], lambda: list(whole.items()))
+    assert any(b"|#s|" in key for _, _, key, _ in store.take_outbox())
     # The older format: each entry JSON, as a worker of that version wrote and recovered it.
     table = FakeTable()
     table.data = {f"0|{key}": json.dumps(value).encode() for key, value in merged.items()}
-    older = PartitionStore(table).load(0, decode=False)
-    restored = _restored(config, older)
-    assert snapshot(restored) == expected
-    assert restored.open_offers() == feed.partition.open_offers()
-    assert restored.next_offset == feed.partition.next_offset
+    for restored in (
+        CustomerPartition.restore_chunks(config, *store.load_chunks(0)),
+        CustomerPartition.restore_chunks(config, *PartitionStore(table).load_chunks(0)),
+        _restored(config, PartitionStore(table).load(0, decode=False)),
+    ):
+        assert snapshot(restored) == expected
+        assert restored.open_offers() == feed.partition.open_offers()
+        assert restored.next_offset == feed.partition.next_offset

@@ -268,7 +268,8 @@ def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped
                 continue
             changelog.land(records[: rng.randint(0, len(records))])
             store = changelog.restart(keeps_entries=False)
-            state = CustomerPartition.restore(pipeline.config, store.load(partition, decode=False))
+            older, chunks = store.load_chunks(partition)
+            state = CustomerPartition.restore_chunks(pipeline.config, older, chunks)
         assert state.totals.as_row() == never_stopped.totals.as_row(), partition
         # And the whole state the changelog holds: open offers, remembered ids, windows.
         store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)
