@@ -6,10 +6,10 @@ The simulator's events (the same mix as bench/run.py) go through the worker's th
 stages as the hot path calls them, with nothing in between: `Pipeline.validate` of every
 input partition a batch at a time, `attribute` and the attributing stage's `persist` of
 every events-by-customer partition a batch at a time (changelog records encoded, then
-dropped), `publish` and the publishing stage's `persist` of the window partials. Prints
-the CPU time per event of each stage: whatever the Kafka side costs comes on top, so
-events/s here bound a worker's.
-The garbage collector runs with the worker's thresholds (stream_app/runtime/gc_tuning.py).
+dropped), `publish` and the publishing stage's `persist` of the window partials. Prints the
+CPU time per event of each stage: whatever the Kafka side costs comes on top, so events/s
+here bound a worker's. The garbage collector runs with the worker's thresholds
+(stream_app/runtime/gc_tuning.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from bench.common import ROOT, MemoryTable
 from bench.throughput import GRACE, scenario
 from stream_app.pipeline import Pipeline
 from stream_app.runtime.gc_tuning import tune_collector
-from stream_app.runtime.state_store import PartitionStore
+from stream_app.runtime.state_store import ChangelogRecord, PartitionStore
 from stream_app.settings import Settings
 from stream_app.tools.simulator.scenario import Simulation
 
@@ -48,7 +48,8 @@ def _partition(key: bytes | None, fallback: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else fallback % PARTITIONS
 
 
-def run(events: int, batch: int) -> dict[str, float]:
+def run(events: int, batch: int, written: list[ChangelogRecord] | None = None) -> dict[str, float]:
+    """CPU seconds per stage; `written` receives the customer partitions' changelog records."""
     settings = Settings.from_env({"UPSELL_GRACE": GRACE, "UPSELL_PARTITIONS": str(PARTITIONS)})
     inputs: dict[tuple[str, int], list[_Record]] = defaultdict(list)
     for n, message in enumerate(Simulation(scenario(events, 7, "offers", "purchases"))):
@@ -58,7 +59,7 @@ def run(events: int, batch: int) -> dict[str, float]:
         records = inputs[(topic, _partition(message.key, n))]
         records.append(_Record(len(records), message.key, message.value))
     total = sum(len(records) for records in inputs.values())
-    partition_store = PartitionStore(MemoryTable(), keep_copy=False)
+    partition_store = PartitionStore(MemoryTable(), keep_copy=False, keeps_entries=False)
     board_store = PartitionStore(MemoryTable(), keep_copy=False)
     pipeline = Pipeline(settings, partition_store, board_store)
     seconds: dict[str, float] = defaultdict(float)
@@ -89,11 +90,15 @@ def run(events: int, batch: int) -> dict[str, float]:
             outputs = pipeline.attribute(partition, queue[start : start + batch])
             middle = time.process_time()
             pipeline.attributing.persist(partition)
-            written = partition_store.take_outbox()
+            written_now = partition_store.take_outbox()
+            if written is not None:
+                written += written_now
             seconds["attribute"] += middle - started
             seconds["persist"] += time.process_time() - middle
-            changelog["records"] += len(written)
-            changelog["bytes"] += sum(len(key) + len(value or b"") for _, _, key, value in written)
+            changelog["records"] += len(written_now)
+            changelog["bytes"] += sum(
+                len(key) + len(value or b"") for _, _, key, value in written_now
+            )
             partials += [_Record(len(partials), o.key, o.value) for o in outputs]
 
     started = time.process_time()

@@ -23,7 +23,7 @@ from stream_app.domain.partition import CustomerPartition
 from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
 from stream_app.stages.attribute import AttributeStage
-from stream_app.stages.messages import Now, Output, Record, StateStore
+from stream_app.stages.messages import Now, Output, PackedStateStore, Record, StateStore
 from stream_app.stages.publish import ActiveAlert, PublishStage
 from stream_app.stages.validate import ValidateStage
 
@@ -55,7 +55,7 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        partition_store: StateStore,
+        partition_store: PackedStateStore,
         board_store: StateStore,
         clock: Callable[[], Now] = system_clock,
     ) -> None:

@@ -87,11 +87,31 @@ class CustomerPartition:
         """Store entries changed since the last call (None deletes), and forget expired state."""
         return self._core.take_changes()
 
+    def take_packed_changes(self) -> list[tuple[str, bytes | None]]:
+        """`take_changes` as store records: (key, value in the compact encoding of
+        stream_app/state_store.py, or None to delete the key)."""
+        return self._core.take_packed_changes()
+
+    def packed_snapshot(self) -> list[tuple[str, bytes | None]]:
+        """Every store entry of the state, encoded as `take_packed_changes` encodes them
+        (changes not taken yet are taken with it)."""
+        return self._core.packed_snapshot()
+
     # -- restore ---------------------------------------------------------------------
     @classmethod
     def restore(cls, config: WindowConfig, entries: dict[str, Any]) -> CustomerPartition:
-        """Rebuild from the store entries that `take_changes` wrote."""
+        """Rebuild from the store entries that `take_changes` wrote; a value may be bytes,
+        as `take_packed_changes` encoded it."""
         return cls(config, _core=_engine.CustomerPartition.restore(*_config_args(config), entries))
+
+    @classmethod
+    def restore_chunks(
+        cls, config: WindowConfig, older: dict[str, Any], chunks: list[bytes]
+    ) -> CustomerPartition:
+        """Rebuild from what `PartitionStore.load_chunks` read: an older format's entries
+        (decoded), then the store's chunks applied in order."""
+        core = _engine.CustomerPartition.restore_chunks(*_config_args(config), older, chunks)
+        return cls(config, _core=core)
 
 
 def _config_args(config: WindowConfig) -> tuple[list[tuple[str, int]], int, int, int]:

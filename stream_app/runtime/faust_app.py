@@ -131,17 +131,24 @@ def create_app(settings: Settings) -> PipelineApp:
         datadir=str(settings.data_dir / "worker"),
         Table=StateTable,
     )
+    # Values stay bytes (value_type=bytes: the raw serializer), as PartitionStore encodes
+    # them; keys are JSON text.
     partition_table = app.Table(
         PARTITION_TABLE,
         partitions=settings.partitions,
         default=None,
+        value_type=bytes,
         extra_topic_configs=CHANGELOG_CONFIG,
     )
     board_table = app.Table(
-        BOARD_TABLE, partitions=1, default=None, extra_topic_configs=CHANGELOG_CONFIG
+        BOARD_TABLE,
+        partitions=1,
+        default=None,
+        value_type=bytes,
+        extra_topic_configs=CHANGELOG_CONFIG,
     )
     # The live state is the only in-memory copy (see PartitionStore).
-    partition_store = PartitionStore(partition_table, keep_copy=False)
+    partition_store = PartitionStore(partition_table, keep_copy=False, keeps_entries=False)
     board_store = PartitionStore(board_table, keep_copy=False)
     app.stores = [partition_store, board_store]
     pipeline = app.pipeline = Pipeline(settings, partition_store, board_store)

@@ -9,9 +9,8 @@ with every event processed since the changelog was last compacted.
 `apply_changelog_batch` does what that path does to a table of in-memory store, for a
 whole partition batch at once: records at or below the offset the recovery has already
 read are skipped, the others are applied in log order (a tombstone deletes its key), and
-the recovery's offset of the partition moves to the last one. Keys and values are read by
-`fastjson.loads`, which keeps integers beyond 64 bits exact where Faust's orjson codec made
-them floats.
+the recovery's offset of the partition moves to the last one. Keys are read by
+`fastjson.loads`; values are kept as written (PartitionStore.load reads them).
 
 Ending the recovery stays with `_slurp_changelogs`: the caller hands it the batch's last
 record too, which it skips as read and then finds nothing left. It pulses the end signal

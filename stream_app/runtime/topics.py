@@ -35,7 +35,7 @@ BOARD_TABLE = "board-state"
 # about a minute of writes (the cleaner merges small cleaned segments again). Tombstones
 # (the state store deletes its journals this way) stay readable for an hour: a recovery
 # reading from the start must see a delete whose older value it read, and takes seconds,
-# not an hour. The broker stores the JSON records gzipped (the one codec aiokafka reads
+# not an hour. The broker stores the records gzipped (the one codec aiokafka reads
 # without extra packages): the worker writes them plain, the broker's CPU compresses them.
 CHANGELOG_CONFIG = {
     "cleanup.policy": "compact",

@@ -15,7 +15,7 @@ from stream_app.domain.partition import CustomerPartition
 from stream_app.domain.totals import OFFERS_TOTAL
 from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
-from stream_app.stages.messages import Now, Output, Record, StateStore
+from stream_app.stages.messages import Now, Output, PackedStateStore, Record
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ _PARTIALS_PER_MESSAGE = 2_000
 
 class AttributeStage:
     def __init__(
-        self, settings: Settings, config: WindowConfig, partition_store: StateStore
+        self, settings: Settings, config: WindowConfig, partition_store: PackedStateStore
     ) -> None:
         self.settings = settings
         self.config = config
@@ -54,7 +54,8 @@ class AttributeStage:
         """The partition's state, restored from its recovered table entries the first time."""
         state = self.partitions.get(partition)
         if state is None:
-            state = CustomerPartition.restore(self.config, self._partition_store.load(partition))
+            older, chunks = self._partition_store.load_chunks(partition)
+            state = CustomerPartition.restore_chunks(self.config, older, chunks)
             self.partitions[partition] = state
             log.info(
                 "events-by-customer partition %d loaded: next offset %d, %d offers "
@@ -91,4 +92,5 @@ class AttributeStage:
     def persist(self, partition: int) -> None:
         state = self.partitions.get(partition)
         if state is not None:
-            self._partition_store.write(partition, state.take_changes())
+            store = self._partition_store
+            store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from stream_app.domain.immutable import immutable
@@ -44,3 +45,20 @@ class StateStore(Protocol):
 
     def load(self, partition: int) -> dict[str, Any]: ...
     def write(self, partition: int, changes: dict[str, Any]) -> None: ...
+
+
+# A store key and its value in the compiled core's encoding (None deletes the key).
+PackedEntry = tuple[str, bytes | None]
+
+
+class PackedStateStore(StateStore, Protocol):
+    """A StateStore that also takes and gives the compiled core's encoded entries: the
+    customer partitions' state is written and restored without a Python object per entry."""
+
+    def load_chunks(self, partition: int) -> tuple[dict[str, Any], list[bytes]]: ...
+    def write_packed(
+        self,
+        partition: int,
+        entries: list[PackedEntry],
+        snapshot: Callable[[], list[PackedEntry]] | None = None,
+    ) -> None: ...

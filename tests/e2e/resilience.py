@@ -255,7 +255,7 @@ def state_divergence(service: Deployment) -> str:
             if record.value is None:
                 table.data.pop(key, None)
             else:
-                table.data[key] = json.loads(record.value)
+                table.data[key] = record.value  # kept encoded, as the batch recovery keeps it
         kept = CustomerPartition.restore(config, PartitionStore(table).load(partition))
         for name, counter in replayed.totals.counters.items():
             held = kept.totals.counters.get(name, Counter())
