@@ -22,16 +22,51 @@ pub struct OpenOffer {
     pub converted_by: Option<Str>,
 }
 
+/// Which waiting purchase: the internal-topic offset it arrived at and its store key's tail.
+/// Two copies of one event_id can wait at once (the second is a new event once the first's
+/// event_id is no longer remembered, while the first still waits for its grace or its
+/// offer), so a waiting purchase is never told apart by its event_id alone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PendingId {
+    arrival: i64,
+    pub key: Str,
+}
+
+impl PendingId {
+    pub fn arrived(offset: i64, event_id: &str) -> Self {
+        Self {
+            arrival: offset,
+            key: s(&format!("{offset}|{event_id}")),
+        }
+    }
+
+    /// From a store key's tail; an older state keyed by event_id alone (one waiting copy
+    /// per event_id) arrived before anything written since.
+    pub fn stored(key: &str) -> Self {
+        let arrival = key
+            .split_once('|')
+            .and_then(|(offset, _)| offset.parse().ok())
+            .unwrap_or(-1);
+        Self {
+            arrival,
+            key: s(key),
+        }
+    }
+}
+
 pub struct Conversion {
     pub offer: Arc<Offer>,
     pub windows: Labels,
     pub purchase: Arc<Purchase>,
+    /// The purchase's id while it waited; None when it converted on arrival.
+    pub pending: Option<PendingId>,
     /// The stream time whose passing decided it; None when an arrival decided it.
     pub due: Option<i64>,
 }
 
 pub struct GivenUp {
     pub purchase: Arc<Purchase>,
+    pub pending: PendingId,
     pub due: Option<i64>,
 }
 
@@ -65,7 +100,7 @@ impl PartialOrd for Expiring {
 #[derive(Default)]
 pub struct Changes {
     pub offers: OrderedSet<OfferRef>,
-    pub purchases: OrderedSet<Str>,
+    pub purchases: OrderedSet<PendingId>,
 }
 
 pub struct Attribution {
@@ -74,14 +109,12 @@ pub struct Attribution {
     // customer_id -> offer_id -> kept offer.
     offers: Map<Str, Map<Str, OpenOffer>>,
     offer_count: usize,
-    waiting_for_offer: Map<OfferRef, Vec<(u64, Arc<Purchase>)>>,
-    last_touch_due: BinaryHeap<Reverse<(i64, i64, Str, u64)>>,
-    // event_id -> (serial, purchase): the serial tells this purchase from an earlier one
-    // of the same event_id.
-    pending: Map<Str, (u64, Arc<Purchase>)>,
-    next_serial: u64,
+    waiting_for_offer: Map<OfferRef, Vec<PendingId>>,
+    // (due, ts, event_id, id): decided in (ts, event_id) order, copies in arrival order.
+    last_touch_due: BinaryHeap<Reverse<(i64, i64, Str, PendingId)>>,
+    pending: Map<PendingId, Arc<Purchase>>,
     offer_expiry: ExpiryQueue<Expiring>,
-    waiting_expiry: BinaryHeap<Reverse<(i64, Str)>>,
+    waiting_expiry: BinaryHeap<Reverse<(i64, Str, PendingId)>>,
     pub given_up: Vec<GivenUp>,
     pub changes: Changes,
 }
@@ -96,7 +129,6 @@ impl Attribution {
             waiting_for_offer: Map::default(),
             last_touch_due: BinaryHeap::new(),
             pending: Map::default(),
-            next_serial: 0,
             offer_expiry: ExpiryQueue::default(),
             waiting_expiry: BinaryHeap::new(),
             given_up: Vec::new(),
@@ -112,8 +144,8 @@ impl Attribution {
         self.offers.values().flat_map(|offers| offers.values())
     }
 
-    pub fn pending_purchase(&self, event_id: &str) -> Option<&Arc<Purchase>> {
-        self.pending.get(event_id).map(|(_, p)| p)
+    pub fn pending_purchase(&self, id: &PendingId) -> Option<&Arc<Purchase>> {
+        self.pending.get(id)
     }
 
     pub fn len(&self) -> usize {
@@ -132,23 +164,26 @@ impl Attribution {
             converted_by: None,
         });
         let mut conversions = Vec::new();
-        let mut waiting: Vec<(u64, Arc<Purchase>)> = self
+        let mut waiting: Vec<(PendingId, Arc<Purchase>)> = self
             .waiting_for_offer
             .get(&reference)
-            .cloned()
-            .unwrap_or_default();
-        waiting.sort_by(|a, b| (a.1.ts, &a.1.event_id).cmp(&(b.1.ts, &b.1.event_id)));
-        for (_, purchase) in waiting {
-            self.drop_pending(&purchase);
+            .into_iter()
+            .flatten()
+            .map(|id| (id.clone(), self.pending[id].clone()))
+            .collect();
+        waiting.sort_by(|a, b| (a.1.ts, &a.1.event_id, &a.0).cmp(&(b.1.ts, &b.1.event_id, &b.0)));
+        for (id, purchase) in waiting {
+            self.drop_pending(&id);
             let matches = {
                 let kept = self.offer(&reference.0, &reference.1).expect("kept");
                 self.matches(kept, &purchase)
             };
             if conversions.is_empty() && matches {
-                conversions.push(self.convert(&reference, purchase, None));
+                conversions.push(self.convert(&reference, purchase, Some(id), None));
             } else {
                 self.given_up.push(GivenUp {
                     purchase,
+                    pending: id,
                     due: None,
                 });
             }
@@ -156,30 +191,36 @@ impl Attribution {
         conversions
     }
 
-    /// Attribute a purchase: its conversion, and whether it now waits for its named offer.
-    pub fn add_purchase(&mut self, purchase: &Arc<Purchase>) -> (Vec<Conversion>, bool) {
+    /// Attribute a purchase that arrived at internal-topic `offset`: its conversion, and
+    /// its id if it now waits for its named offer.
+    pub fn add_purchase(
+        &mut self,
+        purchase: &Arc<Purchase>,
+        offset: i64,
+    ) -> (Vec<Conversion>, Option<PendingId>) {
+        let id = PendingId::arrived(offset, &purchase.event_id);
         if let Some(offer_id) = &purchase.offer_id {
             let matches = self
                 .offer(&purchase.customer_id, offer_id)
                 .map(|kept| self.matches(kept, purchase));
             match matches {
                 None => {
-                    self.keep_pending(purchase.clone());
-                    return (Vec::new(), true);
+                    self.keep_pending(id.clone(), purchase.clone());
+                    return (Vec::new(), Some(id));
                 }
                 Some(true) => {
                     let reference = (purchase.customer_id.clone(), offer_id.clone());
                     return (
-                        vec![self.convert(&reference, purchase.clone(), None)],
-                        false,
+                        vec![self.convert(&reference, purchase.clone(), None, None)],
+                        None,
                     );
                 }
                 Some(false) => {}
             }
         } else if purchase.is_upsell {
-            self.keep_pending(purchase.clone());
+            self.keep_pending(id, purchase.clone());
         }
-        (Vec::new(), false)
+        (Vec::new(), None)
     }
 
     /// Decide every last-touch purchase whose ts + grace stream time has passed, then
@@ -193,14 +234,13 @@ impl Attribution {
             if now <= *due_at {
                 break;
             }
-            let Reverse((due_at, _, event_id, serial)) = self.last_touch_due.pop().expect("peeked");
-            let purchase = match self.pending.get(&event_id) {
-                Some((pending_serial, purchase)) if *pending_serial == serial => purchase.clone(),
-                _ => continue,
+            let Reverse((due_at, _, _, id)) = self.last_touch_due.pop().expect("peeked");
+            let Some(purchase) = self.pending.get(&id).cloned() else {
+                continue;
             };
-            self.drop_pending(&purchase);
+            self.drop_pending(&id);
             if let Some(reference) = self.last_touch_offer(&purchase) {
-                conversions.push(self.convert(&reference, purchase, Some(due_at)));
+                conversions.push(self.convert(&reference, purchase, Some(id), Some(due_at)));
             }
         }
         self.expire(now);
@@ -216,18 +256,18 @@ impl Attribution {
         for (_, Expiring(offer)) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
             self.forget_offer(&offer.customer_id, &offer.offer_id);
         }
-        while let Some(Reverse((ts, _))) = self.waiting_expiry.peek() {
+        while let Some(Reverse((ts, _, _))) = self.waiting_expiry.peek() {
             if ts + horizon >= now {
                 break;
             }
-            let Reverse((ts, event_id)) = self.waiting_expiry.pop().expect("peeked");
-            let purchase = match self.pending.get(&event_id) {
-                Some((_, purchase)) if purchase.offer_id.is_some() => purchase.clone(),
-                _ => continue,
+            let Reverse((ts, _, id)) = self.waiting_expiry.pop().expect("peeked");
+            let Some(purchase) = self.pending.get(&id).cloned() else {
+                continue;
             };
-            self.drop_pending(&purchase);
+            self.drop_pending(&id);
             self.given_up.push(GivenUp {
                 purchase,
+                pending: id,
                 due: Some(ts + horizon),
             });
         }
@@ -258,8 +298,8 @@ impl Attribution {
                     .insert((customer_id.clone(), offer_id.clone()));
             }
         }
-        for event_id in self.pending.keys() {
-            self.changes.purchases.insert(event_id.clone());
+        for id in self.pending.keys() {
+            self.changes.purchases.insert(id.clone());
         }
     }
 
@@ -269,10 +309,9 @@ impl Attribution {
         self.changes.offers.shift_remove(&reference);
     }
 
-    pub fn restore_pending(&mut self, purchase: Arc<Purchase>) {
-        let event_id = purchase.event_id.clone();
-        self.keep_pending(purchase);
-        self.changes.purchases.shift_remove(&event_id);
+    pub fn restore_pending(&mut self, id: PendingId, purchase: Arc<Purchase>) {
+        self.keep_pending(id.clone(), purchase);
+        self.changes.purchases.shift_remove(&id);
     }
 
     fn matches(&self, kept: &OpenOffer, purchase: &Purchase) -> bool {
@@ -302,6 +341,7 @@ impl Attribution {
         &mut self,
         reference: &OfferRef,
         purchase: Arc<Purchase>,
+        pending: Option<PendingId>,
         due: Option<i64>,
     ) -> Conversion {
         let kept = self
@@ -314,6 +354,7 @@ impl Attribution {
             offer: kept.offer.clone(),
             windows: kept.windows.clone(),
             purchase,
+            pending,
             due,
         };
         self.changes.offers.insert(reference.clone());
@@ -332,36 +373,38 @@ impl Attribution {
     }
 
     /// Wait for the named offer, or in line for a last-touch decision.
-    fn keep_pending(&mut self, purchase: Arc<Purchase>) {
-        let serial = self.next_serial;
-        self.next_serial += 1;
-        self.pending
-            .insert(purchase.event_id.clone(), (serial, purchase.clone()));
-        self.changes.purchases.insert(purchase.event_id.clone());
+    fn keep_pending(&mut self, id: PendingId, purchase: Arc<Purchase>) {
+        self.changes.purchases.insert(id.clone());
         if let Some(offer_id) = &purchase.offer_id {
-            self.waiting_expiry
-                .push(Reverse((purchase.ts, purchase.event_id.clone())));
+            self.waiting_expiry.push(Reverse((
+                purchase.ts,
+                purchase.event_id.clone(),
+                id.clone(),
+            )));
             self.waiting_for_offer
                 .entry((purchase.customer_id.clone(), offer_id.clone()))
                 .or_default()
-                .push((serial, purchase));
+                .push(id.clone());
         } else {
             self.last_touch_due.push(Reverse((
                 purchase.ts + self.grace_ms,
                 purchase.ts,
                 purchase.event_id.clone(),
-                serial,
+                id.clone(),
             )));
         }
+        self.pending.insert(id, purchase);
     }
 
-    fn drop_pending(&mut self, purchase: &Arc<Purchase>) {
-        self.pending.remove(&purchase.event_id);
-        self.changes.purchases.insert(purchase.event_id.clone());
+    fn drop_pending(&mut self, id: &PendingId) {
+        let Some(purchase) = self.pending.remove(id) else {
+            return;
+        };
+        self.changes.purchases.insert(id.clone());
         if let Some(offer_id) = &purchase.offer_id {
             let reference = (purchase.customer_id.clone(), offer_id.clone());
             if let Some(waiting) = self.waiting_for_offer.get_mut(&reference) {
-                if let Some(at) = waiting.iter().position(|(_, p)| **p == **purchase) {
+                if let Some(at) = waiting.iter().position(|w| w == id) {
                     waiting.remove(at);
                 }
                 if waiting.is_empty() {

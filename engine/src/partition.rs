@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
 
-use crate::attribution::{Attribution, Conversion, Labels, OpenOffer};
+use crate::attribution::{Attribution, Conversion, Labels, OpenOffer, PendingId};
 use crate::cohorts::{
     cells_to_py, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN, CHANNEL_SEGMENT,
     OFFER_VIEWS, PURCHASES,
@@ -160,8 +160,8 @@ pub struct Partition {
     counts: WindowCounts,
     labels: LabelCap,
     // Purchases that name an offer not here yet and are not upsells by themselves.
-    undecided: Map<Str, Labels>,
-    changed_undecided: OrderedSet<Str>,
+    undecided: Map<PendingId, Labels>,
+    changed_undecided: OrderedSet<PendingId>,
     remembered: OrderedSet<Str>,
     // The label tuples in use, one shared copy each.
     label_tuples: Map<Vec<Str>, Labels>,
@@ -266,7 +266,7 @@ impl Partition {
         self.advance(Some(event.ts()));
         match event {
             Event::Offer(offer) => self.present(offer, &windows),
-            Event::Purchase(purchase) => self.purchase(purchase, &windows),
+            Event::Purchase(purchase) => self.purchase(purchase, &windows, offset),
         }
         // A purchase that arrived after its ts + grace is due at once: as of now.
         self.settle(self.stream_time);
@@ -327,15 +327,15 @@ impl Partition {
         self.count(conversions, self.stream_time);
     }
 
-    fn purchase(&mut self, purchase: Arc<Purchase>, windows: &[(Str, i64)]) {
-        let (conversions, waiting) = self.attribution.add_purchase(&purchase);
+    fn purchase(&mut self, purchase: Arc<Purchase>, windows: &[(Str, i64)], offset: i64) {
+        let (conversions, waiting) = self.attribution.add_purchase(&purchase, offset);
         let labels = self.shared_labels(windows.iter().map(|(l, _)| l.clone()).collect());
         let now = self.stream_time;
         if purchase.is_upsell || !conversions.is_empty() {
             self.count_purchase(&purchase, &labels, Kind::Upsell, now);
-        } else if waiting {
-            self.undecided.insert(purchase.event_id.clone(), labels);
-            self.changed_undecided.insert(purchase.event_id.clone());
+        } else if let Some(id) = waiting {
+            self.changed_undecided.insert(id.clone());
+            self.undecided.insert(id, labels);
         } else {
             self.count_purchase(&purchase, &labels, Kind::Other, now);
         }
@@ -428,8 +428,12 @@ impl Partition {
                     );
                 }
             }
-            if let Some(labels) = self.undecided.remove(&purchase.event_id) {
-                self.changed_undecided.insert(purchase.event_id.clone());
+            let undecided = conversion.pending.as_ref().and_then(|id| {
+                let labels = self.undecided.remove(id)?;
+                self.changed_undecided.insert(id.clone());
+                Some(labels)
+            });
+            if let Some(labels) = undecided {
                 self.count_purchase(purchase, &labels, Kind::Upsell, decided_at);
             }
         }
@@ -465,9 +469,8 @@ impl Partition {
             self.count(vec![conversion], due);
         }
         for given_up in self.attribution.take_given_up() {
-            if let Some(labels) = self.undecided.remove(&given_up.purchase.event_id) {
-                self.changed_undecided
-                    .insert(given_up.purchase.event_id.clone());
+            if let Some(labels) = self.undecided.remove(&given_up.pending) {
+                self.changed_undecided.insert(given_up.pending.clone());
                 self.count_purchase(
                     &given_up.purchase,
                     &labels,
@@ -536,19 +539,19 @@ impl Partition {
             });
             changes.push((key, value));
         }
-        for event_id in attribution_changes.purchases {
+        for id in attribution_changes.purchases {
             let value = self
                 .attribution
-                .pending_purchase(&event_id)
+                .pending_purchase(&id)
                 .map(|purchase| encoded(&|out| pack_purchase_row(out, purchase)));
-            changes.push((format!("{PENDING}{event_id}"), value));
+            changes.push((format!("{PENDING}{}", id.key), value));
         }
-        for event_id in std::mem::take(&mut self.changed_undecided) {
+        for id in std::mem::take(&mut self.changed_undecided) {
             let value = self
                 .undecided
-                .get(&event_id)
+                .get(&id)
                 .map(|labels| encoded(&|out| pack_texts(out, labels)));
-            changes.push((format!("{UNDECIDED}{event_id}"), value));
+            changes.push((format!("{UNDECIDED}{}", id.key), value));
         }
         self.counts.take_changes(WINDOW, &mut changes);
         self.labels.forget_unused(self.stream_time);
@@ -771,18 +774,19 @@ impl Partition {
                 windows.iter().map(|w| s(w)).collect(),
                 converted_by.map(|c| s(&c)),
             );
-        } else if key.starts_with(PENDING) {
+        } else if let Some(pending) = key.strip_prefix(PENDING) {
             let Event::Purchase(purchase) = event_from_row(&value)? else {
                 return Err(PyValueError::new_err(format!("{key} holds no purchase")));
             };
             let Event::Purchase(purchase) = self.intern(Event::Purchase(purchase)) else {
                 unreachable!("a purchase stays one")
             };
-            self.attribution.restore_pending(purchase);
-        } else if let Some(event_id) = key.strip_prefix(UNDECIDED) {
+            self.attribution
+                .restore_pending(PendingId::stored(pending), purchase);
+        } else if let Some(pending) = key.strip_prefix(UNDECIDED) {
             let windows: Vec<String> = value.extract()?;
             let windows = self.shared_labels(windows.iter().map(|w| s(w)).collect());
-            self.undecided.insert(s(event_id), windows);
+            self.undecided.insert(PendingId::stored(pending), windows);
         } else if let Some(window_key) = key.strip_prefix(WINDOW) {
             self.counts.restore(window_key, &value)?;
         } else if let Some(label_key) = key.strip_prefix(LABEL) {

@@ -13,6 +13,11 @@ window + grace (then it gave up). Both happen when stream time advances, after t
 last-touch purchases due by then are decided, so what is kept never depends on how the
 log was cut into batches.
 
+A waiting purchase is known by the internal-topic offset it arrived at, not by its
+event_id: once stream time passes ts + attribution window the event_id is forgotten, so
+the same event_id can come again as a new event while the first copy still waits, and
+both are decided (store keys p|<offset>|<event_id>; p|<event_id> of older states restore).
+
 Compiled (engine/src/attribution.rs) as part of the partition; `Attribution` alone is
 exposed for the tests of when offers are forgotten.
 """

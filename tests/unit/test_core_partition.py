@@ -411,12 +411,16 @@ def test_overdue_last_touch_does_not_depend_on_batches() -> None:
 def test_forget_expired_drops_every_waiting_purchase() -> None:
     config = WindowConfig(sizes=SIZES, attribution_ms=10 * MINUTE, grace_ms=MINUTE)
     feed = Feed(CustomerPartition(config))
+    keys = []
     for i in range(3):
+        keys.append(f"p|{feed.offset}|p{i}")  # a waiting purchase is known by its arrival
         feed.send(purchase(f"p{i}", "alice", T0 + i * SECOND, offer_id="never-presented"))
     assert feed.partition.open_offers() == 3
+    written = feed.partition.take_changes()
+    assert all(written[key] is not None for key in keys)
     feed.tick(T0 + HOUR)
     changes = feed.partition.take_changes()
-    assert [changes.get(f"p|p{i}", "kept") for i in range(3)] == [None, None, None]
+    assert [changes.get(key, "kept") for key in keys] == [None, None, None]
     assert feed.partition.open_offers() == 0
 
 

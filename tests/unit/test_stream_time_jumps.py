@@ -14,6 +14,7 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ from stream_app.domain.totals import LATE_TOTAL, TOTALS
 from stream_app.domain.views import VIEW_BY_NAME
 from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings, WindowSize
-from tests.unit.conftest import HOUR, MINUTE, T0, Feed, totals_rows
+from tests.unit.conftest import HOUR, MINUTE, T0, Feed, purchase, totals_rows
 from tests.unit.in_process import InProcessWorker
 from tests.unit.replay_reference import Arrival, Cell, ReplayReference
 from tests.unit.test_core_board import Wire
@@ -130,6 +131,63 @@ def test_a_partition_counts_what_the_arrival_order_reference_counts(
     )
     assert totals_rows(feed.partition.totals) == plain_totals(expected.totals)
     assert seen == expected.cells
+
+
+def _resent_copy_arrivals(copy_shift: int) -> list[Arrival]:
+    """A non-upsell purchase naming an offer never presented (it waits until stream time
+    passes ts + attribution + grace, then counts as `other`), and the same event_id again,
+    stamped `copy_shift` away, once the first's event_id is no longer remembered (stream
+    time past ts + attribution) but while the first still waits."""
+    first = purchase("p1", "alice", T0 + 125 * MINUTE, offer_id="ghost", is_upsell=False)
+    return [
+        first,
+        T0 + 171 * MINUTE,  # past 125 + 45 (forgotten), not past 125 + 45 + 1 (waiting)
+        dataclasses.replace(first, ts=first.ts + copy_shift),
+        T0 + 172 * MINUTE,  # the first gives up too
+    ]
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["", "restarted"])
+@pytest.mark.parametrize("copy_shift", [0, -90 * MINUTE], ids=["same_ts", "stamped_earlier"])
+def test_a_copy_accepted_after_its_event_id_is_forgotten_never_replaces_the_waiting_first(
+    copy_shift: int, restart: bool
+) -> None:
+    """Hypothesis' counterexample, reduced: the contract remembers an event_id only "for
+    the attribution window in event time", so the copy is a new event and both count."""
+    config = WindowConfig(SIZES, attribution_ms=45 * MINUTE, grace_ms=MINUTE)
+    arrivals = _resent_copy_arrivals(copy_shift)
+    feed = Feed(CustomerPartition(config))
+    for arrival in arrivals:
+        if isinstance(arrival, int):
+            feed.tick(arrival)
+        else:
+            feed.send(arrival)
+        if restart:
+            state = dict(feed.partition.packed_snapshot())
+            feed.partition = CustomerPartition.restore(config, state)
+    totals = totals_rows(feed.partition.totals)
+    assert totals["purchases"] == {("other", "unknown", "__none__"): 2}
+    assert totals["duplicates"] == {}
+    expected = ReplayReference(config.sizes, config.attribution_ms, config.grace_ms)
+    assert totals == plain_totals(expected.replay(arrivals).totals)
+
+
+def test_a_waiting_purchase_stored_by_event_id_alone_restores_and_is_decided() -> None:
+    """A state written before waiting purchases were keyed by arrival: p|<event_id> and
+    k|<event_id>. It restores, gives up in time, and its entries are deleted."""
+    config = WindowConfig(SIZES, attribution_ms=45 * MINUTE, grace_ms=MINUTE)
+    feed = Feed(CustomerPartition(config))
+    feed.send(purchase("p1", "alice", T0, offer_id="ghost", is_upsell=False))
+    state = dict(feed.partition.packed_snapshot())
+    older = {key.replace(f"|{feed.log[0][1]}|p1", "|p1"): v for key, v in state.items()}
+    assert {"p|p1", "k|p1"} <= older.keys()
+    feed.partition = CustomerPartition.restore(config, older)
+    feed.tick(T0 + 46 * MINUTE)
+    assert totals_rows(feed.partition.totals)["purchases"] == {}  # waits up to ts + 46m
+    feed.tick(T0 + 46 * MINUTE + 1)
+    assert totals_rows(feed.partition.totals)["purchases"] == {("other", "unknown", "__none__"): 1}
+    changes = feed.partition.take_changes()
+    assert (changes["p|p1"], changes["k|p1"]) == (None, None)
 
 
 # -- one jump against every value on the way ----------------------------------------------
