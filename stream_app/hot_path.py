@@ -20,6 +20,7 @@ from typing import Any
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from stream_app.core.stalls import Resumed, StallDetector, Stalled
 from stream_app.pipeline import Output, Pipeline
@@ -193,7 +194,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             }
             if inputs or pipeline.waiting_inputs:
                 # Also without new input: what waits may leave once time or lag allow.
-                await self._handle_inputs(pipeline, inputs)
+                await self._handle_inputs(pipeline, inputs, records)
             staged = {
                 tp: batch
                 for tp, batch in records.items()
@@ -261,10 +262,19 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self.wait_first(hand_over(), self.suspend_flow.wait())
         return handed
 
-    async def _handle_inputs(self, pipeline: Pipeline, inputs: dict[Any, list[Any]]) -> None:
+    async def _handle_inputs(
+        self, pipeline: Pipeline, inputs: dict[Any, list[Any]], fetched: Mapping[Any, Any]
+    ) -> None:
         async with self._batch_lock:
             assigned = self.assignment()
             owned = {tp: batch for tp, batch in inputs.items() if tp in assigned}
+            # Not validated yet: read again once their items can be handed over in order.
+            waiting = {
+                tp: batch[0].offset
+                for tp, batch in owned.items()
+                if not self._handoff_admits(pipeline, tp, fetched)
+            }
+            owned = {tp: batch for tp, batch in owned.items() if tp not in waiting}
             input_tps = {tp for tp in assigned if pipeline.is_input(tp.topic)}
             for tp in owned:
                 self._polled_at_records[tp] = self._polled_at(tp)
@@ -283,6 +293,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # trips fewer per fetch, the longest part of a pass at low load). Records
             # still waiting in the pipeline are not committed: a restart reads them again.
             await self._sender().send(_output_records(outputs))
+            if pipeline.handed_partitions:
+                # As after an internal batch: the outputs are durable before the state
+                # that says they were made, and that state is sent before the input
+                # offsets it reflects are marked for the next commit (after a flush).
+                await self._sender().flush()
+                for partition in pipeline.handed_partitions:
+                    pipeline.persist_partition(partition)
+                pipeline.handed_partitions.clear()
+                await self._send_state()
             positions = pipeline.input_positions()
             self._uncommitted.update(
                 {
@@ -297,6 +316,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 for tp in owned
                 if (tp.topic, tp.partition) in rewinds
             }
+            seeks.update(waiting)
             for tp, batch in owned.items():
                 if tp not in seeks:
                     self._read_offset[tp] = batch[-1].offset
@@ -383,14 +403,35 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await sender.flush()
             for tp in owned:
                 pipeline.persist(tp.topic, tp.partition)
-            app = self.app
-            assert isinstance(app, PipelineApp)
-            for store in app.stores:
-                await sender.send(
-                    (topic, partition, key, value, None)
-                    for topic, partition, key, value in store.take_outbox()
-                )
+            await self._send_state()
             await self._finish_batches(owned)
+
+    async def _send_state(self) -> None:
+        """Send the changelog records the state stores hold since the last call."""
+        app = self.app
+        assert isinstance(app, PipelineApp)
+        for store in app.stores:
+            await self._sender().send(
+                (topic, partition, key, value, None)
+                for topic, partition, key, value in store.take_outbox()
+            )
+
+    def _handoff_admits(self, pipeline: Pipeline, tp: Any, fetched: Mapping[Any, Any]) -> bool:
+        """Whether this input partition's batch may be validated now (stream_app/handoff.py):
+        the facts the hand-over needs about its events-by-customer partition."""
+        events_tp = TP(pipeline.settings.topic_events, tp.partition)
+        state = self._tp_state(events_tp)
+        read = None
+        if state is not None and state.has_valid_position and not fetched.get(events_tp):
+            read = state.position  # every record before it was handled when it came
+        partitions = self._thread._ensure_consumer().partitions_for_topic(tp.topic)
+        return pipeline.handoff.admit(
+            (tp.topic, tp.partition),
+            None if partitions is None else len(partitions),
+            pipeline.has_state(events_tp.topic, events_tp.partition),
+            read,
+            None if state is None else state.highwater,
+        )
 
     async def send_outputs(self, outputs: list[Output]) -> None:
         """Produce outputs made outside a batch (idle ticks), between batches."""

@@ -29,6 +29,7 @@ from stream_app.core.immutable import immutable
 from stream_app.core.merge import EventTimeMerge
 from stream_app.core.partition import OFFERS_TOTAL, CustomerPartition, WindowConfig
 from stream_app.core.views import CHANNEL_SEGMENT, Key
+from stream_app.handoff import Handoff
 from stream_app.settings import Settings
 from stream_app.state_store import PartitionStore
 
@@ -120,6 +121,13 @@ class Pipeline:
         # UPSELL_IDLE_ADVANCE: stream time and the wall clock when the last input arrived.
         self._last_input: tuple[int | None, float] = (None, time.monotonic())
         self.partitions: dict[int, CustomerPartition] = {}
+        # Items handed to the attributing stage in process (stream_app/handoff.py), per
+        # events-by-customer partition, until the end of the validate call.
+        self.handoff = Handoff(settings.partitions)
+        self._handed: dict[int, list[bytes]] = {}
+        # The events-by-customer partitions whose state changed that way: the caller
+        # persists them (`persist_partition`) before it commits the input offsets.
+        self.handed_partitions: set[int] = set()
         self.boards: dict[int, RatesBoard] = {}
         # Rate-drop detection beside each board, persisted with it.
         self.detectors: dict[int, DropDetector] = {}
@@ -156,9 +164,10 @@ class Pipeline:
         """A rebalance began: input records held for event-time order were not committed,
         and whoever owns their partitions next reads them again from the committed offset
         (see EventTimeMerge.rewind)."""
-        for topic, partition in revoked:
-            if topic in self._parsers:
-                self._merge.rewind((topic, partition))
+        sources = {(topic, partition) for topic, partition in revoked if topic in self._parsers}
+        for source in sources:
+            self._merge.rewind(source)
+        self.handoff.forget(sources)
 
     def keep_only(self, assigned: Iterable[tuple[str, int]]) -> None:
         """A rebalance ended: the state of partitions not assigned any more belongs to
@@ -255,18 +264,18 @@ class Pipeline:
                 outputs.extend(self._reject(topic, partition, record, invalid))
                 continue
             event = outcome
-            outputs.append(
-                Output(
-                    settings.topic_events,
-                    event.customer_id.encode(),
-                    encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
-                )
-            )
+            item = encode_forwarded(Forwarded(topic, partition, offset, stamp, event))
+            handed_to = self.handoff.event_destination((topic, partition), event.customer_id)
+            if handed_to is None:
+                outputs.append(Output(settings.topic_events, event.customer_id.encode(), item))
+            else:
+                self._handed.setdefault(handed_to, []).append(item)
             if forwarded_ids.is_duplicate(event.event_id, stamp):
                 continue
             forwarded_ids.remember(event.event_id, event.ts)
             if stamp is None or event.ts > stamp:
                 stamp = event.ts
+        outputs.extend(self._apply_handed())
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
             forwarded_ids.forget_expired(stamp)
@@ -348,15 +357,17 @@ class Pipeline:
     def _reject(
         self, topic: str, partition: int, record: Record, error: InvalidEvent
     ) -> list[Output]:
-        counted = Forwarded(topic, partition, record.offset, None, reject_reason=error.reason)
+        counted = encode_forwarded(
+            Forwarded(topic, partition, record.offset, None, reject_reason=error.reason)
+        )
+        dead_letter = self._dead_letter(topic, partition, record, error)
+        counted_in = self._reject_partition(topic, partition)
+        if self.handoff.reject_destination((topic, partition), counted_in) is not None:
+            self._handed.setdefault(counted_in, []).append(counted)
+            return [dead_letter]
         return [
-            self._dead_letter(topic, partition, record, error),
-            Output(
-                self.settings.topic_events,
-                None,
-                encode_forwarded(counted),
-                partition=self._reject_partition(topic, partition),
-            ),
+            dead_letter,
+            Output(self.settings.topic_events, None, counted, partition=counted_in),
         ]
 
     def _dead_letter(
@@ -419,6 +430,20 @@ class Pipeline:
         self.touch()
         state = self._partition(partition)
         state.apply_records(records)  # decoded and applied in the compiled core
+        return self._partials(partition, state)
+
+    def _apply_handed(self) -> list[Output]:
+        """Apply the items validate handed over in process (stream_app/handoff.py)."""
+        outputs: list[Output] = []
+        for partition, items in self._handed.items():
+            state = self._partition(partition)
+            state.apply_handed(items)
+            outputs.extend(self._partials(partition, state))
+            self.handed_partitions.add(partition)
+        self._handed = {}
+        return outputs
+
+    def _partials(self, partition: int, state: CustomerPartition) -> list[Output]:
         partials = state.take_partials()
         starts = range(0, max(len(partials), 1), _PARTIALS_PER_MESSAGE)
         # Only the last message moves the board's stream time: the board judges a

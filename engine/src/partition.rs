@@ -208,6 +208,12 @@ impl Partition {
             return;
         }
         self.next_offset = offset + 1;
+        self.apply_item(item);
+    }
+
+    /// Apply one item, whichever way it came: read from the internal topic or handed over
+    /// in process by the validating stage (an item's source offset makes it count once).
+    fn apply_item(&mut self, item: Item) {
         let event = match item.payload {
             Payload::Tick => {
                 self.advance(item.stamp);
@@ -735,6 +741,16 @@ impl PyCustomerPartition {
             let bytes = value.cast::<PyBytes>()?;
             let item = decode_item(bytes.as_bytes())?;
             self.partition.apply(item, offset);
+        }
+        Ok(())
+    }
+
+    /// Apply items the validating stage hands over in process, without the internal
+    /// topic (encoded as on that topic, in order): they carry no offset of it.
+    fn apply_handed(&mut self, values: &Bound<'_, PyList>) -> PyResult<()> {
+        for value in values.iter() {
+            let item = decode_item(value.cast::<PyBytes>()?.as_bytes())?;
+            self.partition.apply_item(item);
         }
         Ok(())
     }

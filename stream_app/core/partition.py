@@ -149,6 +149,12 @@ class CustomerPartition:
         records without a value are skipped."""
         self._core.apply_records(records)
 
+    def apply_handed(self, values: list[bytes]) -> None:
+        """Apply items the validating stage hands over in process (stream_app/handoff.py),
+        encoded as encode_forwarded writes them, in order: they have no offset of the
+        internal topic, and count once by their source offsets."""
+        self._core.apply_handed(values)
+
     @property
     def stream_time(self) -> int | None:
         return self._core.stream_time
