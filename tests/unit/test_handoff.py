@@ -32,7 +32,7 @@ Inputs = dict[tuple[str, int], list[FakeRecord]]
 
 
 def partition_of(key: bytes) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+    return int((murmur2(key) & 0x7FFFFFFF) % PARTITIONS)
 
 
 def input_partition(key: bytes) -> int:
@@ -71,7 +71,7 @@ class Worker:
         if self.handing:
             for source in batches:
                 assert self.pipeline.handoff.admit(source, PARTITIONS, True, 0, 0)
-        outputs = self.pipeline.validate(batches)
+        outputs = self.pipeline.validate({source: list(rs) for source, rs in batches.items()})
         for partition in self.pipeline.handed_partitions:
             self.pipeline.persist_partition(partition)
         self.pipeline.handed_partitions.clear()
