@@ -20,17 +20,11 @@ those items changed is written to its changelog, as it does for the internal top
 
 from __future__ import annotations
 
-from aiokafka.partitioner import murmur2
-
 Source = tuple[str, int]  # input topic, partition
 
 
 class Handoff:
     """Which validated items skip the events-by-customer topic (see the module's doc)."""
-
-    # Customer ids whose partition is remembered: murmur2 is pure Python; bounded so that a
-    # stream of ever new customers cannot grow it.
-    KEYS_HELD = 50_000
 
     def __init__(self, partitions: int) -> None:
         # Of the events-by-customer topic.
@@ -40,7 +34,6 @@ class Handoff:
         # Per events-by-customer partition: the end offset to read to before the first
         # hand-over, as first known after the assignment.
         self._read_to: dict[int, int] = {}
-        self._partition_of: dict[bytes, int] = {}
 
     def admit(
         self,
@@ -80,20 +73,11 @@ class Handoff:
     def handing(self, source: Source) -> bool:
         return source in self._handing
 
-    def event_destination(self, source: Source, customer_id: str) -> int | None:
-        """The events-by-customer partition this event is handed to, or None: produce it."""
-        if source not in self._handing:
-            return None
-        key = customer_id.encode()
-        partition = self._partition_of.get(key)
-        if partition is None:
-            if len(self._partition_of) >= self.KEYS_HELD:
-                self._partition_of.clear()
-            # The default partitioner's choice for a key (aiokafka and kafka-python alike).
-            partition = self._partition_of[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
-        return partition if partition == source[1] else None
+    def destinations(self) -> set[int]:
+        """The events-by-customer partitions items are handed to."""
+        return {partition for _, partition in self._handing}
 
-    def reject_destination(self, source: Source, partition: int) -> int | None:
-        """The events-by-customer partition a reject counted in `partition` is handed to,
-        or None: produce it."""
+    def destination(self, source: Source, partition: int) -> int | None:
+        """The events-by-customer partition an item of this source for `partition` (an
+        event's customer's, by murmur2; a reject's) is handed to, or None: produce it."""
         return partition if source in self._handing and partition == source[1] else None

@@ -19,10 +19,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from stream_app._engine import Accepted
 from stream_app.core.board import RatesBoard, decode_partials, encode_partials
 from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.drops import FIRED, DropAlert, DropDetector
-from stream_app.core.events import Event, InvalidEvent, parse_offer, parse_purchase
+from stream_app.core.events import InvalidEvent, validate_batch
 from stream_app.core.fastjson import dumps
 from stream_app.core.forwarding import Forwarded, encode_forwarded, tick
 from stream_app.core.immutable import immutable
@@ -105,9 +106,10 @@ class Pipeline:
         self.bands = settings.band_scales
         self._partition_store = partition_store
         self._board_store = board_store
-        self._parsers: dict[str, Callable[[bytes | None, int | None], Event]] = {
-            settings.topic_offers: parse_offer,
-            settings.topic_purchases: parse_purchase,
+        # Per input topic: whether it carries offers (else purchases).
+        self._carries_offers: dict[str, bool] = {
+            settings.topic_offers: True,
+            settings.topic_purchases: False,
         }
         # Input partitions to read again from an offset, and drop the batch of (validate).
         self._rewinds: dict[tuple[str, int], int] = {}
@@ -135,7 +137,7 @@ class Pipeline:
         self._fired_alerts: dict[tuple[str, Key], tuple[DropAlert, int]] = {}
         self.events_in = 0
         # Input records waiting for the other input partitions to catch up (validate).
-        self._merge: EventTimeMerge[Event | tuple[Record, InvalidEvent]] = EventTimeMerge(
+        self._merge: EventTimeMerge[Accepted | tuple[Record, InvalidEvent]] = EventTimeMerge(
             max_buffered=_MAX_WAITING_INPUTS,
             max_wait_s=_MAX_INPUT_WAIT_S,
             idle_wait_s=_INPUT_IDLE_WAIT_S,
@@ -155,7 +157,7 @@ class Pipeline:
         self.version += 1
 
     def handles(self, topic: str) -> bool:
-        return topic in self._parsers or topic in (
+        return topic in self._carries_offers or topic in (
             self.settings.topic_events,
             self.settings.topic_partials,
         )
@@ -164,7 +166,9 @@ class Pipeline:
         """A rebalance began: input records held for event-time order were not committed,
         and whoever owns their partitions next reads them again from the committed offset
         (see EventTimeMerge.rewind)."""
-        sources = {(topic, partition) for topic, partition in revoked if topic in self._parsers}
+        sources = {
+            (topic, partition) for topic, partition in revoked if topic in self._carries_offers
+        }
         for source in sources:
             self._merge.rewind(source)
         self.handoff.forget(sources)
@@ -191,7 +195,7 @@ class Pipeline:
             self.detectors.pop(partition, None)
 
     def is_input(self, topic: str) -> bool:
-        return topic in self._parsers
+        return topic in self._carries_offers
 
     def stage_of(self, topic: str) -> Callable[[int, Sequence[Record]], list[Output]]:
         if topic == self.settings.topic_events:
@@ -226,7 +230,6 @@ class Pipeline:
         latest_ts = self._latest_ts(time.time() if wall_clock is None else wall_clock)
         self.touch()
         for (topic, partition), records in batches.items():
-            parse = self._parsers[topic]
             source = (topic, partition)
             if not records:
                 continue
@@ -241,14 +244,16 @@ class Pipeline:
                 )
                 self._rewinds[source] = rewind_to
                 continue
-            for record in records:
-                try:
-                    event = parse(record.value, latest_ts)
-                except InvalidEvent as error:
+            values = [record.value for record in records]
+            outcomes = validate_batch(
+                values, self._carries_offers[topic], latest_ts, settings.partitions
+            )
+            for record, checked in zip(records, outcomes, strict=True):
+                if isinstance(checked, InvalidEvent):
                     # A reject keeps its record: the dead-letter copy is the original.
-                    merge.add(source, record.offset, None, (record, error), now)
-                    continue
-                merge.add(source, record.offset, event.ts, event, now)
+                    merge.add(source, record.offset, None, (record, checked), now)
+                else:
+                    merge.add(source, record.offset, checked.ts, checked, now)
             self.events_in += len(records)
             self.events_in_by_topic[topic] += len(records)
         if behind is None:
@@ -264,10 +269,10 @@ class Pipeline:
                 outputs.extend(self._reject(topic, partition, record, invalid))
                 continue
             event = outcome
-            item = encode_forwarded(Forwarded(topic, partition, offset, stamp, event))
-            handed_to = self.handoff.event_destination((topic, partition), event.customer_id)
+            item = event.item(topic, partition, offset, stamp)
+            handed_to = self.handoff.destination((topic, partition), event.partition)
             if handed_to is None:
-                outputs.append(Output(settings.topic_events, event.customer_id.encode(), item))
+                outputs.append(Output(settings.topic_events, event.key, item))
             else:
                 self._handed.setdefault(handed_to, []).append(item)
             if forwarded_ids.is_duplicate(event.event_id, stamp):
@@ -275,11 +280,11 @@ class Pipeline:
             forwarded_ids.remember(event.event_id, event.ts)
             if stamp is None or event.ts > stamp:
                 stamp = event.ts
-        outputs.extend(self._apply_handed())
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
             forwarded_ids.forget_expired(stamp)
-            outputs.extend(self._ticks(stamp))
+            outputs.extend(self._ticks(stamp, self.handoff.destinations()))
+        outputs.extend(self._apply_handed())
         if batches:
             self._last_input = (self._stream_time, time.monotonic())
         return outputs
@@ -326,13 +331,21 @@ class Pipeline:
         """Per input partition, the offset to commit once the forwarded outputs are flushed."""
         return self._merge.positions()
 
-    def _ticks(self, stream_time: int) -> list[Output]:
+    def _ticks(self, stream_time: int, handed: Container[int] = ()) -> list[Output]:
+        """Ticks for every events-by-customer partition: handed over in process to those
+        that `handed` names (after their items, in the state persisted with them, so that
+        no tick is durable before the items it passed), produced to the others."""
         # Ticks carry no source offset of their own: the receiving stage never skips them.
         marker = encode_forwarded(tick("", -1, -1, stream_time))
-        return [
-            Output(self.settings.topic_events, None, marker, partition=events_partition)
-            for events_partition in range(self.settings.partitions)
-        ]
+        outputs = []
+        for events_partition in range(self.settings.partitions):
+            if events_partition in handed:
+                self._handed.setdefault(events_partition, []).append(marker)
+            else:
+                outputs.append(
+                    Output(self.settings.topic_events, None, marker, partition=events_partition)
+                )
+        return outputs
 
     def idle_ticks(self, now: float) -> list[Output]:
         """With UPSELL_IDLE_ADVANCE: once no input arrived for that long, stream time
@@ -362,7 +375,7 @@ class Pipeline:
         )
         dead_letter = self._dead_letter(topic, partition, record, error)
         counted_in = self._reject_partition(topic, partition)
-        if self.handoff.reject_destination((topic, partition), counted_in) is not None:
+        if self.handoff.destination((topic, partition), counted_in) is not None:
             self._handed.setdefault(counted_in, []).append(counted)
             return [dead_letter]
         return [
