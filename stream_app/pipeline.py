@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, S
 from typing import Any, Protocol
 
 from stream_app._engine import Accepted
-from stream_app.core.board import RatesBoard, decode_partials, encode_partials
+from stream_app.core.board import RatesBoard, decode_partials
 from stream_app.core.dedupe import EventIdMemory
 from stream_app.core.drops import FIRED, DropAlert, DropDetector
 from stream_app.core.events import InvalidEvent, validate_batch
@@ -457,23 +457,12 @@ class Pipeline:
         return outputs
 
     def _partials(self, partition: int, state: CustomerPartition) -> list[Output]:
-        partials = state.take_partials()
-        starts = range(0, max(len(partials), 1), _PARTIALS_PER_MESSAGE)
         # Only the last message moves the board's stream time: the board judges a
         # message's partials by the stream time before it, and this batch's partials
         # belong to windows that were not final before this batch.
         return [
-            Output(
-                self.settings.topic_partials,
-                None,
-                encode_partials(
-                    partition,
-                    state.stream_time if i == starts[-1] else None,
-                    partials[i : i + _PARTIALS_PER_MESSAGE],
-                ),
-                partition=0,
-            )
-            for i in starts
+            Output(self.settings.topic_partials, None, message, partition=0)
+            for message in state.take_partials_encoded(partition, _PARTIALS_PER_MESSAGE)
         ]
 
     def persist_partition(self, partition: int) -> None:

@@ -9,8 +9,8 @@ use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
 
 use crate::attribution::{Attribution, Conversion, Labels, OpenOffer};
 use crate::cohorts::{
-    cells_to_py, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN, CHANNEL_SEGMENT,
-    OFFER_VIEWS, PURCHASES,
+    cells_to_py, encode_partials, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN,
+    CHANNEL_SEGMENT, OFFER_VIEWS, PURCHASES,
 };
 use crate::dedupe::Memory;
 use crate::events::{
@@ -812,5 +812,23 @@ impl PyCustomerPartition {
 
     fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.partition.take_changes(py)
+    }
+
+    /// The partials that changed since the last call as the partials topic's messages of
+    /// this partition (cohorts.rs `encode_partials`), at most `per_message` rows each.
+    fn take_partials_encoded<'py>(
+        &mut self,
+        py: Python<'py>,
+        partition: i64,
+        per_message: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let partials = self.partition.counts.take_partials();
+        let messages = encode_partials(
+            partition,
+            self.partition.stream_time,
+            &partials,
+            per_message,
+        );
+        PyList::new(py, messages.iter().map(|m| PyBytes::new(py, m)))
     }
 }

@@ -186,6 +186,12 @@ class CustomerPartition:
     def take_partials(self) -> list[Partial]:
         return self._core.take_partials()
 
+    def take_partials_encoded(self, partition: int, per_message: int) -> list[bytes]:
+        """`take_partials` as the partials topic's messages of this partition, in the
+        format of board.encode_partials, at most `per_message` partials each (one message
+        at least); only the last carries the stream time."""
+        return self._core.take_partials_encoded(partition, per_message)
+
     def take_changes(self) -> dict[str, Any]:
         """Store entries changed since the last call (None deletes), and forget expired state."""
         return self._core.take_changes()
