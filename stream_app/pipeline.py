@@ -36,6 +36,10 @@ from stream_app.state_store import PartitionStore
 
 log = logging.getLogger(__name__)
 
+# An item handed over in process: an accepted event with its source offset and stamp
+# (topic, partition, offset, stamp, event), or another item (tick, reject) encoded.
+HandedItem = tuple[str, int, int, int | None, Accepted] | bytes
+
 _PARTIALS_PER_MESSAGE = 2_000
 # Input records held back for event-time order (core/merge.py): room for a few fetches
 # of every input partition (a fetch brings up to 1 MB, some 5,000 records, of each), about
@@ -126,7 +130,7 @@ class Pipeline:
         # Items handed to the attributing stage in process (stream_app/handoff.py), per
         # events-by-customer partition, until the end of the validate call.
         self.handoff = Handoff(settings.partitions)
-        self._handed: dict[int, list[bytes]] = {}
+        self._handed: dict[int, list[HandedItem]] = {}
         # The events-by-customer partitions whose state changed that way: the caller
         # persists them (`persist_partition`) before it commits the input offsets.
         self.handed_partitions: set[int] = set()
@@ -269,12 +273,14 @@ class Pipeline:
                 outputs.extend(self._reject(topic, partition, record, invalid))
                 continue
             event = outcome
-            item = event.item(topic, partition, offset, stamp)
             handed_to = self.handoff.destination((topic, partition), event.partition)
             if handed_to is None:
+                item = event.item(topic, partition, offset, stamp)
                 outputs.append(Output(settings.topic_events, event.key, item))
             else:
-                self._handed.setdefault(handed_to, []).append(item)
+                self._handed.setdefault(handed_to, []).append(
+                    (topic, partition, offset, stamp, event)
+                )
             if forwarded_ids.is_duplicate(event.event_id, stamp):
                 continue
             forwarded_ids.remember(event.event_id, event.ts)

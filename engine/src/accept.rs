@@ -55,7 +55,7 @@ fn partition_of(key: &[u8], partitions: i64) -> PyResult<i64> {
 /// An accepted event, compiled, with its customer's events-by-customer partition.
 #[pyclass(frozen, name = "Accepted", module = "stream_app._engine")]
 pub struct PyAccepted {
-    event: Event,
+    pub event: Event,
     partition: i64,
 }
 

@@ -7,6 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
 
+use crate::accept::PyAccepted;
 use crate::attribution::{Attribution, Conversion, Labels, OpenOffer};
 use crate::cohorts::{
     cells_to_py, encode_partials, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN,
@@ -746,10 +747,29 @@ impl PyCustomerPartition {
     }
 
     /// Apply items the validating stage hands over in process, without the internal
-    /// topic (encoded as on that topic, in order): they carry no offset of it.
+    /// topic, in order: each an accepted event as `(source_topic, source_partition,
+    /// source_offset, stamp, Accepted)`, or another item encoded as on that topic. They
+    /// carry no offset of it.
     fn apply_handed(&mut self, values: &Bound<'_, PyList>) -> PyResult<()> {
         for value in values.iter() {
-            let item = decode_item(value.cast::<PyBytes>()?.as_bytes())?;
+            let item = if let Ok(raw) = value.cast::<PyBytes>() {
+                decode_item(raw.as_bytes())?
+            } else {
+                let (topic, partition, offset, stamp, accepted): (
+                    String,
+                    i64,
+                    i64,
+                    Option<i64>,
+                    PyRef<'_, PyAccepted>,
+                ) = value.extract()?;
+                Item {
+                    source_topic: s(&topic),
+                    source_partition: partition,
+                    source_offset: offset,
+                    stamp,
+                    payload: Payload::Event(accepted.event.clone()),
+                }
+            };
             self.partition.apply_item(item);
         }
         Ok(())

@@ -149,10 +149,13 @@ class CustomerPartition:
         records without a value are skipped."""
         self._core.apply_records(records)
 
-    def apply_handed(self, values: list[bytes]) -> None:
+    def apply_handed(
+        self, values: list[tuple[str, int, int, int | None, _engine.Accepted] | bytes]
+    ) -> None:
         """Apply items the validating stage hands over in process (stream_app/handoff.py),
-        encoded as encode_forwarded writes them, in order: they have no offset of the
-        internal topic, and count once by their source offsets."""
+        in order: an accepted event as (source topic, partition, offset, stamp, Accepted),
+        or another item as encode_forwarded writes it. They have no offset of the internal
+        topic, and count once by their source offsets."""
         self._core.apply_handed(values)
 
     @property
