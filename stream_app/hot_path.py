@@ -280,7 +280,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             input_tps = {tp for tp in assigned if pipeline.is_input(tp.topic)}
             for tp in owned:
                 self._polled_at_records[tp] = self._polled_at(tp)
-            behind = {tp: self._behind(tp) for tp in input_tps}
+            # A batch read again later holds the others back as records not read yet do.
+            behind = {tp: tp in waiting or self._behind(tp) for tp in input_tps}
             outputs = pipeline.validate(
                 {(tp.topic, tp.partition): batch for tp, batch in owned.items()},
                 behind={(tp.topic, tp.partition): value for tp, value in behind.items()},
@@ -424,8 +425,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         events_tp = TP(pipeline.settings.topic_events, tp.partition)
         state = self._tp_state(events_tp)
         read = None
-        if state is not None and state.has_valid_position and not fetched.get(events_tp):
-            read = state.position  # every record before it was handled when it came
+        if state is not None and state.has_valid_position:
+            # Every record before it was handled in the pass that fetched it; this fetch's
+            # records of the partition are handled after the inputs.
+            unhandled = fetched.get(events_tp)
+            read = unhandled[0].offset if unhandled else state.position
         partitions = self._thread._ensure_consumer().partitions_for_topic(tp.topic)
         return pipeline.handoff.admit(
             (tp.topic, tp.partition),
