@@ -425,11 +425,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         events_tp = TP(pipeline.settings.topic_events, tp.partition)
         state = self._tp_state(events_tp)
         read = None
-        if state is not None and state.has_valid_position:
-            # Every record before it was handled in the pass that fetched it; this fetch's
-            # records of the partition are handled after the inputs.
-            unhandled = fetched.get(events_tp)
-            read = unhandled[0].offset if unhandled else state.position
+        if state is not None and state.has_valid_position and not fetched.get(events_tp):
+            read = state.position  # every record before it was handled when it came
         partitions = self._thread._ensure_consumer().partitions_for_topic(tp.topic)
         return pipeline.handoff.admit(
             (tp.topic, tp.partition),
