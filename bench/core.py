@@ -4,11 +4,12 @@
 
 The simulator's events (the same mix as bench/run.py) go through the worker's three
 stages as the hot path calls them, with nothing in between: `Pipeline.validate` of every
-input partition a batch at a time, `attribute` and `persist_partition` of every
-events-by-customer partition a batch at a time (changelog records encoded, then dropped),
-`publish` and `persist_board` of the window partials. Prints the CPU time per event of
-each stage: whatever the Kafka side costs comes on top, so events/s here bound a worker's.
-The garbage collector runs with the worker's thresholds (stream_app/gc_tuning.py).
+input partition a batch at a time, `attribute` and the attributing stage's `persist` of
+every events-by-customer partition a batch at a time (changelog records encoded, then
+dropped), `publish` and the publishing stage's `persist` of the window partials. Prints the
+CPU time per event of each stage: whatever the Kafka side costs comes on top, so events/s
+here bound a worker's. The garbage collector runs with the worker's thresholds
+(stream_app/runtime/gc_tuning.py).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from aiokafka.partitioner import murmur2
 
 from bench.common import ROOT, MemoryTable
 from bench.throughput import GRACE, scenario
-from stream_app.gc_tuning import tune_collector
 from stream_app.pipeline import Pipeline
+from stream_app.runtime.gc_tuning import tune_collector
+from stream_app.runtime.state_store import ChangelogRecord, PartitionStore
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import Simulation
-from stream_app.state_store import PartitionStore
+from stream_app.tools.simulator.scenario import Simulation
 
 PARTITIONS = 6
 
@@ -47,7 +48,8 @@ def _partition(key: bytes | None, fallback: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else fallback % PARTITIONS
 
 
-def run(events: int, batch: int) -> dict[str, float]:
+def run(events: int, batch: int, written: list[ChangelogRecord] | None = None) -> dict[str, float]:
+    """CPU seconds per stage; `written` receives the customer partitions' changelog records."""
     settings = Settings.from_env({"UPSELL_GRACE": GRACE, "UPSELL_PARTITIONS": str(PARTITIONS)})
     inputs: dict[tuple[str, int], list[_Record]] = defaultdict(list)
     for n, message in enumerate(Simulation(scenario(events, 7, "offers", "purchases"))):
@@ -57,11 +59,9 @@ def run(events: int, batch: int) -> dict[str, float]:
         records = inputs[(topic, _partition(message.key, n))]
         records.append(_Record(len(records), message.key, message.value))
     total = sum(len(records) for records in inputs.values())
-    pipeline = Pipeline(
-        settings,
-        PartitionStore(MemoryTable(), keep_copy=False),
-        PartitionStore(MemoryTable(), keep_copy=False),
-    )
+    partition_store = PartitionStore(MemoryTable(), keep_copy=False, keeps_entries=False)
+    board_store = PartitionStore(MemoryTable(), keep_copy=False)
+    pipeline = Pipeline(settings, partition_store, board_store)
     seconds: dict[str, float] = defaultdict(float)
     # What the customer partitions write to their changelog (keys and values).
     changelog: dict[str, int] = defaultdict(int)
@@ -89,19 +89,23 @@ def run(events: int, batch: int) -> dict[str, float]:
             started = time.process_time()
             outputs = pipeline.attribute(partition, queue[start : start + batch])
             middle = time.process_time()
-            pipeline.persist_partition(partition)
-            written = pipeline._partition_store.take_outbox()
+            pipeline.attributing.persist(partition)
+            written_now = partition_store.take_outbox()
+            if written is not None:
+                written += written_now
             seconds["attribute"] += middle - started
             seconds["persist"] += time.process_time() - middle
-            changelog["records"] += len(written)
-            changelog["bytes"] += sum(len(key) + len(value or b"") for _, _, key, value in written)
+            changelog["records"] += len(written_now)
+            changelog["bytes"] += sum(
+                len(key) + len(value or b"") for _, _, key, value in written_now
+            )
             partials += [_Record(len(partials), o.key, o.value) for o in outputs]
 
     started = time.process_time()
     for start in range(0, len(partials), 50):
         pipeline.publish(0, partials[start : start + 50])
-        pipeline.persist_board(0)
-        pipeline._board_store.take_outbox()
+        pipeline.publishing.persist(0)
+        board_store.take_outbox()
     seconds["publish"] = time.process_time() - started
     return {
         "events": total,

@@ -28,7 +28,7 @@ from aiokafka.partitioner import murmur2
 
 from bench.common import PARTITIONS, BenchError, Broker, Deployment, Progress
 from bench.throughput import WORKER_ENV, create_topics, scenario
-from stream_app.simulator.scenario import Simulation
+from stream_app.tools.simulator.scenario import Simulation
 
 PROBE_EVERY_S = 0.02
 POLL_S = 0.01

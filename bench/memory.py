@@ -56,16 +56,16 @@ def measure(offers: int, keys: int, customers: int | None = None) -> MemoryRun:
 def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, int]:
     import os
 
-    from stream_app.core.events import Offer
-    from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
-    from stream_app.core.partition import CustomerPartition
+    from stream_app.domain.events import Offer
+    from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
+    from stream_app.domain.partition import CustomerPartition
     from stream_app.pipeline import window_config
+    from stream_app.runtime.state_store import PartitionStore
     from stream_app.settings import Settings
-    from stream_app.state_store import PartitionStore
 
     config = window_config(Settings())
     state = CustomerPartition(config)
-    store = PartitionStore(MemoryTable(), keep_copy=False)
+    store = PartitionStore(MemoryTable(), keep_copy=False, keeps_entries=False)
     channels = max(1, round(keys**0.5))
     segments = max(1, keys // channels)
     # A customer comes back only after offers / 4 others: new in nearly every window.
@@ -92,7 +92,7 @@ def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, in
             raw = encode_forwarded(Forwarded("offers", 0, n, START_MS + n * gap, offer))
             state.apply(decode_forwarded(raw), n)
         state.take_partials()
-        store.write(0, state.take_changes())
+        store.write_packed(0, state.take_packed_changes(), state.packed_snapshot)
         store.take_outbox()  # produced and dropped by the hot path in the worker
     gc.collect()
     grown = rss_of(os.getpid()) - before

@@ -29,7 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from bench.common import PARTITIONS, ROOT, BenchError, Broker, Progress
 from bench.throughput import GRACE, Dataset
-from stream_app.core.durations import parse_duration_ms
+from stream_app.domain.durations import parse_duration_ms
 from stream_app.settings import Settings
 
 GRACE_MS = parse_duration_ms(GRACE)

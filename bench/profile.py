@@ -41,7 +41,7 @@ def top(path: Path, count: int = 15) -> list[str]:
         "_run_module_as_main",
         "execute_from_commandline",
         "main (",
-        "run (stream_app/worker.py",
+        "run (stream_app/runtime/worker.py",
         "_execute_task",
         "Fetcher._fetcher",
     )

@@ -5,7 +5,10 @@ equal the simulator's truth; then the changelogs' bytes on disk are set beside t
 topics' bytes, the worker is stopped (SIGTERM) and a new one started on the same group. The
 clock runs from the new worker's start to the moment its /metrics show the restored totals
 (equal to the truth again) and /healthz says ok; on the way it prints what /healthz reports
-while the changelogs are replayed. `measure_restart` is what bench/run.py can call.
+while the changelogs are replayed. Then a second worker joins the group: the clock runs
+from its start until it serves the partitions handed to it (its own counters hold offers,
+both workers say ok, and their summed counters equal the truth: the first worker has let
+go of what the second took). `measure_restart` is what bench/run.py can call.
 """
 
 from __future__ import annotations
@@ -21,10 +24,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, BenchError, Broker, Deployment, LagReader, Progress, truth_mismatches
+from bench.common import (
+    ROOT,
+    BenchError,
+    Broker,
+    Deployment,
+    LagReader,
+    Progress,
+    parse_samples,
+    truth_mismatches,
+)
 from bench.throughput import WORKER_ENV, Dataset, preload
-from stream_app.local_kafka import BrokerPaths
-from stream_app.topics import BOARD_TABLE, PARTITION_TABLE
+from stream_app.runtime.topics import BOARD_TABLE, PARTITION_TABLE
+from stream_app.tools.local_kafka import BrokerPaths
 
 CHANGELOG_TABLES = (PARTITION_TABLE, BOARD_TABLE)
 
@@ -44,6 +56,8 @@ class RestartRun:
     serving_seconds: float
     # What /healthz reported while the worker recovered (the last such document).
     last_recovery: dict[str, Any] | None
+    # From a second worker's start until it serves the partitions handed to it.
+    handover_seconds: float
 
     @property
     def changelog_per_input_byte(self) -> float:
@@ -115,6 +129,7 @@ def measure_restart(
                     break
             time.sleep(0.1)
         progress.done(f"restarted: serving the restored state {serving:.1f} s after start")
+        handover = _measure_handover(deployment, dataset, progress, timeout)
         return RestartRun(
             dataset.messages,
             round(drain_seconds, 1),
@@ -126,10 +141,42 @@ def measure_restart(
             _rounded(replay_ended),
             round(serving, 1),
             last_recovery,
+            round(handover, 1),
         )
     finally:
         lag.close()
         deployment.stop()
+
+
+def _measure_handover(
+    deployment: Deployment, dataset: Dataset, progress: Progress, timeout: float
+) -> float:
+    joined = time.monotonic()
+    deployment.start_worker()
+    joining = len(deployment.workers) - 1
+    deadline = joined + timeout
+    while True:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the joining worker did not serve its partitions in {timeout:.0f} s")
+        healthy = all(
+            (deployment.health(i) or {}).get("status") == "ok"
+            for i in range(len(deployment.workers))
+        )
+        if (
+            healthy
+            and _offers_counted(deployment, joining) > 0
+            and not truth_mismatches(deployment, dataset.truth)
+        ):
+            seconds = time.monotonic() - joined
+            progress.done(f"handover: the joining worker served {seconds:.1f} s after its start")
+            return seconds
+        progress("handover: waiting for the joining worker to serve its partitions")
+        time.sleep(0.1)
+
+
+def _offers_counted(deployment: Deployment, index: int) -> float:
+    samples = parse_samples(deployment.metrics_text(index), {"upsell_offers_presented_total"})
+    return sum(samples.values())
 
 
 def _wait_exact(
@@ -188,6 +235,8 @@ def report_lines(run: RestartRun) -> list[str]:
         f"to serving the restored state (/healthz answering after "
         f"{run.first_answer_seconds:.1f} s, replaying seen from {run.replay_began_seconds} "
         f"to {run.replay_ended_seconds} s)",
+        f"a second worker joining               {run.handover_seconds:>10.1f} s     "
+        "to serving the partitions handed to it",
     ]
 
 

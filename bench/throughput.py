@@ -26,9 +26,13 @@ from bench.common import (
     Progress,
     truth_mismatches,
 )
-from stream_app.core.durations import parse_duration_ms
-from stream_app.hot_path import BatchSender, Record
-from stream_app.simulator.scenario import ScenarioConfig, Simulation, expected_messages_per_offer
+from stream_app.domain.durations import parse_duration_ms
+from stream_app.runtime.hot_path import BatchSender, Record
+from stream_app.tools.simulator.scenario import (
+    ScenarioConfig,
+    Simulation,
+    expected_messages_per_offer,
+)
 
 # Past this much the broker refuses a produce request by default (message.max.bytes, 1 MB).
 _BATCH_BYTES = 900_000

@@ -55,7 +55,7 @@ _RATES = ("UPSELL_WEB_HOST", "UPSELL_WEB_PORT")
 def _epilog(environment: Sequence[str], *examples: str) -> str:
     """The end of a command's help: the environment it reads and examples."""
     width = max(len(name) for name in environment)
-    lines = ["environment (see README, Settings):"]
+    lines = ["environment (see docs/configuration.md):"]
     lines += [f"  {name:<{width}}  {ENVIRONMENT[name]}" for name in environment]
     lines += ["", "example:" if len(examples) == 1 else "examples:"]
     lines += [f"  {example}" for example in examples]
@@ -299,28 +299,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "kafka":
-        from stream_app import local_kafka
+        from stream_app.tools import local_kafka
 
         return local_kafka.run(
             args.action, settings, args.brokers, allow_privileged_port=args.allow_privileged_port
         )
     if args.command == "topics":
-        from stream_app import topics
+        from stream_app.runtime import topics
 
         return topics.create_all(settings)
     if args.command == "simulate":
-        from stream_app.simulator import command as simulator
+        from stream_app.tools.simulator import command as simulator
 
         return simulator.run(args, settings)
     if args.command == "demo":
-        from stream_app import demo
+        from stream_app.tools import demo
 
         return demo.run(settings, fresh=args.fresh)
     if args.command == "rates":
-        from stream_app import terminal
+        from stream_app.tools import terminal
 
         return terminal.run(settings, args.view, args.window, args.watch)
-    from stream_app import worker
+    from stream_app.runtime import worker
 
     return worker.run(settings)
 

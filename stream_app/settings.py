@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream_app.core.bands import CAMPAIGN_BANDS, LOYALTY_BANDS, Bands, BandScale
-from stream_app.core.drops import DropSettings
-from stream_app.core.durations import DurationError, format_duration, parse_duration_ms
-from stream_app.core.labels import DEFAULT_MAX_LABEL_VALUES
+from stream_app.domain.bands import CAMPAIGN_BANDS, LOYALTY_BANDS, Bands, BandScale
+from stream_app.domain.drops import DropSettings
+from stream_app.domain.durations import DurationError, format_duration, parse_duration_ms
+from stream_app.domain.labels import DEFAULT_MAX_LABEL_VALUES
 
 
 class SettingsError(ValueError):
@@ -55,7 +55,7 @@ def parse_decimal(name: str, raw: str, low: float, high: float, what: str) -> fl
 
 
 def parse_duration_setting(name: str, raw: str, also: str = "") -> int:
-    """A duration as in core/durations.py, in ASCII, at most MAX_DURATION_MS; `also` names
+    """A duration as in domain/durations.py, in ASCII, at most MAX_DURATION_MS; `also` names
     what else the variable accepts, for the message."""
     try:
         if not raw.isascii() or len(raw) > 40:
@@ -146,9 +146,9 @@ class Settings:
     # UPSELL_MAX_FUTURE: how far past the wall clock a ts may be (None: off).
     max_future_ms: int | None = 3_600_000
     # Replicas of every topic the service creates; None: min(3, brokers in the cluster),
-    # resolved when topics are created (stream_app/topics.py).
+    # resolved when topics are created (stream_app/runtime/topics.py).
     replication_factor: int | None = None
-    # The demo's description of what it feeds the worker (stream_app.core.demo_source).
+    # The demo's description of what it feeds the worker (stream_app.domain.demo_source).
     demo_info: Path | None = None
 
     @property
@@ -432,7 +432,7 @@ def _parse_security(env: Mapping[str, str]) -> KafkaSecurity:
 
 
 # Every environment variable the commands read, with its default in brackets: the
-# commands' --help lists the ones each reads (README's Settings table says more).
+# commands' --help lists the ones each reads (docs/configuration.md says more).
 ENVIRONMENT: dict[str, str] = {
     "KAFKA_BOOTSTRAP_SERVERS": "brokers, host:port comma-separated [127.0.0.1:9092]",
     "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [PLAINTEXT]",

@@ -7,9 +7,10 @@ script writes, and the end-to-end alerting test runs every panel's query against
 Prometheus. Plain dictionaries in the dashboard JSON model (schemaVersion 39, Grafana 10
 and 11), so nothing beyond the standard library is needed.
 
-Query rules (README, "Metrics"): a rate across workers is summed conversions over summed
-offers; a window gauge is always read for one `window`; the `__all__` roll-ups are their
-own label values, so queries keep `channel` and `segment` rather than summing over them.
+Query rules (docs/outputs.md, "Queries"): a rate across workers is summed conversions over
+summed offers; a window gauge is always read for one `window`; the `__all__` roll-ups are
+their own label values, so queries keep `channel` and `segment` rather than summing over
+them.
 """
 
 from __future__ import annotations

@@ -249,6 +249,20 @@ impl Attribution {
             .insert((customer_id.clone(), offer_id.clone()));
     }
 
+    /// Mark every kept offer and pending purchase as changed (for a snapshot).
+    pub fn mark_all_changed(&mut self) {
+        for (customer_id, offers) in &self.offers {
+            for offer_id in offers.keys() {
+                self.changes
+                    .offers
+                    .insert((customer_id.clone(), offer_id.clone()));
+            }
+        }
+        for event_id in self.pending.keys() {
+            self.changes.purchases.insert(event_id.clone());
+        }
+    }
+
     pub fn restore_offer(&mut self, kept: OpenOffer) {
         let reference = (kept.offer.customer_id.clone(), kept.offer.offer_id.clone());
         self.keep_offer(kept);

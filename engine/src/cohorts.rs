@@ -10,6 +10,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::labels::ALL;
+use crate::packed::{
+    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, PackedEntries, Reader,
+    Stored,
+};
 use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
 
 pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
@@ -300,16 +304,11 @@ impl WindowCounts {
 
     /// Store entries into `changes`: one per changed cell's sums, and one per customer and
     /// window whose memberships changed, holding all of them (None once there are none).
-    pub fn take_changes(
-        &mut self,
-        py: Python<'_>,
-        prefix: &str,
-        changes: &Bound<'_, PyDict>,
-    ) -> PyResult<()> {
+    pub fn take_changes(&mut self, prefix: &str, changes: &mut PackedEntries) {
         let mut groups: OrderedSet<Group> = OrderedSet::default();
         for (slot, data) in std::mem::take(&mut self.dropped) {
             for cell in &data.cells {
-                changes.set_item(cell_key(prefix, &slot, &cell.key), py.None())?;
+                changes.push((cell_key(prefix, &slot, &cell.key), None));
             }
             for held_by in &data.members {
                 for customer in held_by.keys() {
@@ -323,11 +322,12 @@ impl WindowCounts {
                     let c = &mut data.cells[cell.2 as usize];
                     c.unsaved = false;
                     let n = SUM_FIELDS[cell.0.view as usize].len();
-                    let sums = PyList::empty(py);
+                    let mut sums = Vec::with_capacity(4 + 4 * n);
+                    pack_list_header(&mut sums, n);
                     for amount in &c.sums[..n] {
-                        sums.append(int_to_py(py, *amount)?)?;
+                        pack_i128(&mut sums, *amount);
                     }
-                    changes.set_item(cell_key(prefix, &cell.0, &c.key), sums)?;
+                    changes.push((cell_key(prefix, &cell.0, &c.key), Some(sums)));
                 }
             }
         }
@@ -335,7 +335,7 @@ impl WindowCounts {
             groups.insert((slot.label, slot.start, customer));
         }
         for (old_key, group) in std::mem::take(&mut self.migrated) {
-            changes.set_item(format!("{prefix}{old_key}"), py.None())?;
+            changes.push((format!("{prefix}{old_key}"), None));
             groups.insert(group);
         }
         for group in groups {
@@ -347,18 +347,14 @@ impl WindowCounts {
                     Part::Text(&group.2),
                 ],
             );
-            let rows = self.memberships(py, &group)?;
-            if rows.is_empty() {
-                changes.set_item(key, py.None())?;
-            } else {
-                changes.set_item(key, rows)?;
-            }
+            changes.push((key, self.memberships(&group)));
         }
-        Ok(())
     }
 
-    fn memberships<'py>(&self, py: Python<'py>, group: &Group) -> PyResult<Bound<'py, PyList>> {
-        let rows = PyList::empty(py);
+    /// [[view name, distinct field, first key part, second key part], ...] of a customer's
+    /// memberships in a window, encoded; None once there are none.
+    fn memberships(&self, group: &Group) -> Option<Vec<u8>> {
+        let mut rows: Vec<(u8, usize, &Key)> = Vec::new();
         for view in 0..VIEW_NAMES.len() as u8 {
             let slot = Slot {
                 view,
@@ -373,25 +369,32 @@ impl WindowCounts {
                     continue;
                 };
                 for cell in held.cells() {
-                    let key = &data.cells[*cell as usize].key;
-                    rows.append(
-                        (
-                            VIEW_NAMES[view as usize],
-                            index,
-                            key.0.as_ref(),
-                            key.1.as_ref(),
-                        )
-                            .into_pyobject(py)?
-                            .to_list(),
-                    )?;
+                    rows.push((view, index, &data.cells[*cell as usize].key));
                 }
             }
         }
-        Ok(rows)
+        if rows.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(4 + rows.len() * 40);
+        pack_list_header(&mut out, rows.len());
+        for (view, index, key) in rows {
+            pack_list_header(&mut out, 4);
+            pack_text(&mut out, VIEW_NAMES[view as usize]);
+            pack_int(&mut out, index as i64);
+            pack_text(&mut out, &key.0);
+            pack_text(&mut out, &key.1);
+        }
+        Some(out)
     }
 
     /// Take back one entry written by take_changes (without its prefix).
     pub fn restore(&mut self, entry_key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.restore_stored(entry_key, Stored::Py(value.clone()))
+    }
+
+    /// `restore` of a value decoded or encoded.
+    pub fn restore_stored(&mut self, entry_key: &str, value: Stored<'_, '_>) -> PyResult<()> {
         let bad = || PyValueError::new_err(format!("not a window entry: {entry_key}"));
         let parts: Vec<serde_json::Value> = serde_json::from_str(entry_key).map_err(|_| bad())?;
         let text = |i: usize| -> PyResult<Str> {
@@ -401,15 +404,35 @@ impl WindowCounts {
             |i: usize| -> PyResult<i64> { parts.get(i).and_then(|v| v.as_i64()).ok_or_else(bad) };
         if parts.len() == 3 {
             let (label, start, customer) = (text(0)?, int(1)?, text(2)?);
-            for row in value.try_iter()? {
-                let row = items(&row?)?;
-                if row.len() != 4 {
-                    return Err(bad());
+            let mut rows: Vec<(String, usize, String, String)> = Vec::new();
+            match value {
+                Stored::Py(value) => {
+                    for row in value.try_iter()? {
+                        let row = items(&row?)?;
+                        if row.len() != 4 {
+                            return Err(bad());
+                        }
+                        rows.push((
+                            row[0].extract()?,
+                            row[1].extract()?,
+                            row[2].extract()?,
+                            row[3].extract()?,
+                        ));
+                    }
                 }
-                let view_name: String = row[0].extract()?;
-                let index: usize = row[1].extract()?;
-                let first: String = row[2].extract()?;
-                let second: String = row[3].extract()?;
+                Stored::Packed(raw) => {
+                    let mut reader = Reader::new(raw);
+                    for _ in 0..reader.list_len()? {
+                        if reader.list_len()? != 4 {
+                            return Err(bad());
+                        }
+                        let view_name = reader.text()?.to_owned();
+                        let index = usize::try_from(reader.int()?).map_err(|_| bad())?;
+                        rows.push((view_name, index, reader.text()?.to_owned(), reader.text()?.to_owned()));
+                    }
+                }
+            }
+            for (view_name, index, first, second) in rows {
                 let view = view_index(&view_name).ok_or_else(bad)?;
                 self.restore_member(
                     &Slot {
@@ -436,9 +459,22 @@ impl WindowCounts {
             let data = &mut self.slots[at];
             let family = data.family(&key);
             let cell = &mut data.cells[family[0] as usize];
-            for (i, amount) in value.try_iter()?.enumerate() {
-                if i < cell.sums.len() {
-                    cell.sums[i] = int_of(&amount?)?;
+            match value {
+                Stored::Py(value) => {
+                    for (i, amount) in value.try_iter()?.enumerate() {
+                        if i < cell.sums.len() {
+                            cell.sums[i] = int_of(&amount?)?;
+                        }
+                    }
+                }
+                Stored::Packed(raw) => {
+                    let mut reader = Reader::new(raw);
+                    for i in 0..reader.list_len()? {
+                        let amount = reader.i128()?;
+                        if i < cell.sums.len() {
+                            cell.sums[i] = amount;
+                        }
+                    }
                 }
             }
             return Ok(());
@@ -461,6 +497,25 @@ impl WindowCounts {
         let data = &mut self.slots[at];
         let family = data.family(key);
         join(data, &family, index, customer);
+    }
+
+    /// Mark every cell and membership held as changed: the next `take_changes` writes
+    /// the whole state (a snapshot).
+    pub fn mark_all_changed(&mut self) {
+        for (slot, data) in &mut self.slots {
+            for (at, cell) in data.cells.iter_mut().enumerate() {
+                if !cell.unsaved {
+                    cell.unsaved = true;
+                    self.changed_cells
+                        .push((slot.clone(), data.generation, at as u32));
+                }
+            }
+            for held_by in &data.members {
+                for customer in held_by.keys() {
+                    self.changed_members.push((slot.clone(), customer.clone()));
+                }
+            }
+        }
     }
 
     pub fn forget_changes(&mut self) {
@@ -573,7 +628,7 @@ pub fn partials_to_py<'py>(
     py: Python<'py>,
     partials: Vec<Partial>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let class = PARTIAL_CLASS.import(py, "stream_app.core.cohorts", "Partial")?;
+    let class = PARTIAL_CLASS.import(py, "stream_app.domain.cohorts", "Partial")?;
     let list = PyList::empty(py);
     for p in partials {
         let key = PyTuple::new(py, [p.key.0.as_ref(), p.key.1.as_ref()])?;
@@ -736,9 +791,9 @@ impl PyWindowCounts {
         partials_to_py(py, self.counts.take_partials())
     }
     fn take_changes<'py>(&mut self, py: Python<'py>, prefix: &str) -> PyResult<Bound<'py, PyDict>> {
-        let changes = PyDict::new(py);
-        self.counts.take_changes(py, prefix, &changes)?;
-        Ok(changes)
+        let mut changes = PackedEntries::new();
+        self.counts.take_changes(prefix, &mut changes);
+        entries_to_dict(py, &changes)
     }
     fn restore(&mut self, entry_key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.counts.restore(entry_key, value)

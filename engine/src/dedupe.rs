@@ -51,6 +51,10 @@ impl Memory {
         gone
     }
 
+    pub fn ids(&self) -> impl Iterator<Item = &Str> {
+        self.seen.keys()
+    }
+
     pub fn ts_of(&self, event_id: &str) -> Option<i64> {
         self.seen.get(event_id).copied()
     }

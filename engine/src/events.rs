@@ -10,6 +10,10 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyType};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
+use crate::packed::{
+    pack_i128, pack_int, pack_list_header, pack_opt_bool, pack_opt_float, pack_opt_text, pack_text,
+    Reader,
+};
 use crate::util::{int_of, int_to_py, s, Str};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -99,6 +103,58 @@ pub fn offer_row<'py>(py: Python<'py>, o: &Offer) -> PyResult<Bound<'py, PyList>
         },
     ];
     PyList::new(py, items)
+}
+
+/// `offer_row`, encoded (packed.rs).
+pub fn pack_offer_row(out: &mut Vec<u8>, o: &Offer) {
+    pack_list_header(out, 12);
+    pack_text(out, OFFER_TAG);
+    pack_text(out, &o.event_id);
+    pack_text(out, &o.offer_id);
+    pack_text(out, &o.customer_id);
+    pack_text(out, &o.channel);
+    pack_text(out, &o.segment);
+    pack_int(out, o.ts);
+    pack_opt_text(out, o.campaign_id.as_deref());
+    pack_opt_text(out, o.campaign_type.as_deref());
+    pack_opt_text(out, o.product_line.as_deref());
+    pack_opt_bool(out, o.loyalty_member);
+    pack_opt_float(out, o.offered_price);
+}
+
+/// An offer `pack_offer_row` wrote.
+pub fn offer_from_packed(reader: &mut Reader<'_>) -> PyResult<Offer> {
+    if reader.list_len()? != 12 || reader.text()? != OFFER_TAG {
+        return Err(PyValueError::new_err("stored row is not an offer"));
+    }
+    Ok(Offer {
+        event_id: s(reader.text()?),
+        offer_id: s(reader.text()?),
+        customer_id: s(reader.text()?),
+        channel: s(reader.text()?),
+        segment: s(reader.text()?),
+        ts: reader.int()?,
+        campaign_id: reader.opt_text()?.map(s),
+        campaign_type: reader.opt_text()?.map(s),
+        product_line: reader.opt_text()?.map(s),
+        loyalty_member: reader.opt_bool()?,
+        offered_price: reader.opt_float()?,
+    })
+}
+
+/// `purchase_row`, encoded (packed.rs).
+pub fn pack_purchase_row(out: &mut Vec<u8>, p: &Purchase) {
+    pack_list_header(out, 10);
+    pack_text(out, PURCHASE_TAG);
+    pack_text(out, &p.event_id);
+    pack_text(out, &p.order_id);
+    pack_text(out, &p.customer_id);
+    pack_int(out, p.ts);
+    pack_i128(out, p.amount_micros);
+    pack_opt_text(out, p.offer_id.as_deref());
+    pack_opt_bool(out, Some(p.is_upsell));
+    pack_opt_text(out, p.product_line.as_deref());
+    pack_opt_bool(out, p.loyalty_member);
 }
 
 pub fn purchase_row<'py>(py: Python<'py>, p: &Purchase) -> PyResult<Bound<'py, PyList>> {
@@ -202,7 +258,7 @@ fn attr_opt_text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Str>> {
 /// An events.Offer or events.Purchase.
 pub fn event_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Event> {
     let py = obj.py();
-    let offer_class = OFFER_CLASS.import(py, "stream_app.core.events", "Offer")?;
+    let offer_class = OFFER_CLASS.import(py, "stream_app.domain.events", "Offer")?;
     if obj.is_instance(offer_class)? {
         Ok(Event::Offer(Arc::new(Offer {
             event_id: attr_text(obj, "event_id")?,
@@ -236,12 +292,12 @@ pub fn event_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Event> {
 pub fn event_to_py<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyAny>> {
     match event {
         Event::Offer(o) => {
-            let class = OFFER_CLASS.import(py, "stream_app.core.events", "Offer")?;
+            let class = OFFER_CLASS.import(py, "stream_app.domain.events", "Offer")?;
             let row = offer_row(py, o)?;
             class.call1(row.get_slice(1, 12).to_tuple())
         }
         Event::Purchase(p) => {
-            let class = PURCHASE_CLASS.import(py, "stream_app.core.events", "Purchase")?;
+            let class = PURCHASE_CLASS.import(py, "stream_app.domain.events", "Purchase")?;
             let row = purchase_row(py, p)?;
             class.call1(row.get_slice(1, 10).to_tuple())
         }

@@ -185,6 +185,15 @@ impl LabelCap {
         changes
     }
 
+    /// Mark every admitted value as changed (for a snapshot).
+    pub fn mark_all_changed(&mut self) {
+        for (d, admitted) in self.admitted.iter().enumerate() {
+            for value in admitted.keys() {
+                self.changed.insert((d, value.clone()));
+            }
+        }
+    }
+
     /// Values and their recorded last use as `take_changes` gave them, in any order.
     pub fn restore(&mut self, mut entries: Vec<(String, Str, i64)>) {
         entries.sort_by_key(|entry| entry.2);

@@ -15,9 +15,15 @@ use crate::cohorts::{
 };
 use crate::dedupe::Memory;
 use crate::events::{
-    decode_item, event_from_row, offer_row, purchase_row, Event, Item, Offer, Payload, Purchase,
+    decode_item, event_from_row, offer_from_packed, pack_offer_row, pack_purchase_row, Event,
+    Item, Offer, Payload, Purchase,
 };
 use crate::labels::{LabelCap, DIMENSIONS};
+use crate::packed::{
+    chunk_entries, entries_to_dict, entries_to_list, pack_dict_header, pack_i128, pack_int,
+    pack_list_header, pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, PackedEntries,
+    Reader, Stored,
+};
 use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
     Part, Str,
@@ -491,71 +497,108 @@ impl Partition {
         }
     }
 
-    fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// Every entry of the state, as `take_changes` writes them (changes not taken yet are
+    /// taken with it).
+    fn snapshot(&mut self) -> PackedEntries {
+        self.forget_expired();
+        self.remembered.extend(self.memory.ids().cloned());
+        self.attribution.mark_all_changed();
+        self.changed_undecided
+            .extend(self.undecided.keys().cloned());
+        self.counts.mark_all_changed();
+        self.labels.mark_all_changed();
+        let mut whole = self.take_changes();
+        whole.retain(|(_, value)| value.is_some());
+        whole
+    }
+
+    /// Store entries changed since the last call (None deletes), encoded; and forget
+    /// expired state.
+    fn take_changes(&mut self) -> PackedEntries {
         self.forget_expired();
         self.interned.prune();
-        let changes = PyDict::new(py);
+        let mut changes: PackedEntries = Vec::new();
+        let encoded = |write: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::with_capacity(48);
+            write(&mut out);
+            out
+        };
         for event_id in std::mem::take(&mut self.remembered) {
-            changes.set_item(format!("{DEDUPE}{event_id}"), self.memory.ts_of(&event_id))?;
+            let ts = self.memory.ts_of(&event_id);
+            changes.push((
+                format!("{DEDUPE}{event_id}"),
+                ts.map(|ts| encoded(&|out| pack_int(out, ts))),
+            ));
         }
         let attribution_changes = std::mem::take(&mut self.attribution.changes);
         for (customer_id, offer_id) in attribution_changes.offers {
             let key = json_key(OFFER, &[Part::Text(&customer_id), Part::Text(&offer_id)]);
-            match self.attribution.offer(&customer_id, &offer_id) {
-                None => changes.set_item(key, py.None())?,
-                Some(kept) => {
-                    let windows = PyList::new(py, kept.windows.iter().map(|l| l.as_ref()))?;
-                    let converted_by = kept.converted_by.as_ref().map(|c| c.as_ref());
-                    changes.set_item(
-                        key,
-                        (offer_row(py, &kept.offer)?, windows, converted_by)
-                            .into_pyobject(py)?
-                            .to_list(),
-                    )?;
-                }
-            }
+            let value = self.attribution.offer(&customer_id, &offer_id).map(|kept| {
+                encoded(&|out| {
+                    pack_list_header(out, 3);
+                    pack_offer_row(out, &kept.offer);
+                    pack_texts(out, &kept.windows);
+                    pack_opt_text(out, kept.converted_by.as_deref());
+                })
+            });
+            changes.push((key, value));
         }
         for event_id in attribution_changes.purchases {
-            let key = format!("{PENDING}{event_id}");
-            match self.attribution.pending_purchase(&event_id) {
-                None => changes.set_item(key, py.None())?,
-                Some(purchase) => changes.set_item(key, purchase_row(py, purchase)?)?,
-            }
+            let value = self
+                .attribution
+                .pending_purchase(&event_id)
+                .map(|purchase| encoded(&|out| pack_purchase_row(out, purchase)));
+            changes.push((format!("{PENDING}{event_id}"), value));
         }
         for event_id in std::mem::take(&mut self.changed_undecided) {
-            let key = format!("{UNDECIDED}{event_id}");
-            match self.undecided.get(&event_id) {
-                None => changes.set_item(key, py.None())?,
-                Some(labels) => {
-                    changes.set_item(key, PyList::new(py, labels.iter().map(|l| l.as_ref()))?)?
-                }
-            }
+            let value = self
+                .undecided
+                .get(&event_id)
+                .map(|labels| encoded(&|out| pack_texts(out, labels)));
+            changes.push((format!("{UNDECIDED}{event_id}"), value));
         }
-        self.counts.take_changes(py, WINDOW, &changes)?;
+        self.counts.take_changes(WINDOW, &mut changes);
         self.labels.forget_unused(self.stream_time);
         for (dimension, value, last_use) in self.labels.take_changes() {
             let key = json_key(
                 LABEL,
                 &[Part::Text(DIMENSIONS[dimension]), Part::Text(&value)],
             );
-            changes.set_item(key, last_use)?;
+            changes.push((key, last_use.map(|at| encoded(&|out| pack_int(out, at)))));
         }
-        let watermarks = PyList::empty(py);
+        let mut meta = Vec::with_capacity(256);
+        pack_list_header(&mut meta, 4);
+        pack_int(&mut meta, self.next_offset);
+        pack_opt_int(&mut meta, self.stream_time);
+        pack_list_header(&mut meta, self.watermarks.len());
         for ((topic, partition), offset) in &self.watermarks {
-            watermarks.append(
-                (topic.as_ref(), *partition, *offset)
-                    .into_pyobject(py)?
-                    .to_list(),
-            )?;
+            pack_list_header(&mut meta, 3);
+            pack_text(&mut meta, topic);
+            pack_int(&mut meta, *partition);
+            pack_int(&mut meta, *offset);
         }
-        let meta = (
-            self.next_offset,
-            self.stream_time,
-            watermarks,
-            self.totals_row(py)?,
-        );
-        changes.set_item(META_KEY, meta.into_pyobject(py)?.to_list())?;
-        Ok(changes)
+        self.pack_totals_row(&mut meta);
+        changes.push((META_KEY.to_owned(), Some(meta)));
+        changes
+    }
+
+    /// `totals_row`, encoded.
+    fn pack_totals_row(&self, out: &mut Vec<u8>) {
+        pack_dict_header(out, self.totals.iter().filter(|c| !c.is_empty()).count());
+        for (name, counter) in TOTAL_NAMES.iter().zip(&self.totals) {
+            if counter.is_empty() {
+                continue;
+            }
+            pack_text(out, name);
+            pack_list_header(out, counter.len());
+            for (key, n) in counter {
+                pack_list_header(out, key.len() + 1);
+                for part in key {
+                    pack_text(out, part);
+                }
+                pack_i128(out, *n);
+            }
+        }
     }
 
     /// Totals.as_row(): {name: [[*key, n], ...]} of every counter with entries.
@@ -576,21 +619,89 @@ impl Partition {
         Ok(row)
     }
 
+    /// Rebuild from store entries: a dict of values (bytes: encoded), as `restore` of the
+    /// Python face takes them.
     fn restore(config: Config, entries: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = entries.py();
         let mut partition = Partition::new(config);
         if let Some(meta) = entries.get_item(META_KEY)? {
+            partition.restore_meta(decoded(meta)?)?;
+        }
+        let mut labels: Vec<(String, Str, i64)> = Vec::new();
+        for (key, value) in entries.iter() {
+            if value.is_none() {
+                continue;
+            }
+            let key = key.cast::<PyString>()?;
+            let value = match value.cast::<PyBytes>() {
+                Ok(raw) => Stored::Packed(raw.as_bytes()),
+                Err(_) => Stored::Py(value.clone()),
+            };
+            partition.restore_entry(py, key.to_str()?, value, &mut labels)?;
+        }
+        partition.finish_restore(labels);
+        Ok(partition)
+    }
+
+    /// Rebuild from an older format's entries (decoded) and then the store's chunks in
+    /// order (state_store.py), read here without a Python object per entry.
+    fn restore_chunks(
+        config: Config,
+        older: &Bound<'_, PyDict>,
+        chunks: &Bound<'_, PyList>,
+    ) -> PyResult<Self> {
+        let py = older.py();
+        let chunks: Vec<Bound<'_, PyBytes>> = chunks
+            .iter()
+            .map(|chunk| chunk.cast_into::<PyBytes>().map_err(PyErr::from))
+            .collect::<PyResult<_>>()?;
+        // Each key's newest value (None: deleted), in the order keys first came.
+        let mut merged: OrderedMap<&str, Option<&[u8]>> = OrderedMap::default();
+        for chunk in &chunks {
+            for (key, value) in chunk_entries(chunk.as_bytes())? {
+                merged.insert(key, value);
+            }
+        }
+        let mut partition = Partition::new(config);
+        match merged.get(META_KEY) {
+            Some(Some(raw)) => partition.restore_meta(unpack(py, raw)?)?,
+            Some(None) => {}
+            None => {
+                if let Some(meta) = older.get_item(META_KEY)? {
+                    partition.restore_meta(meta)?;
+                }
+            }
+        }
+        let mut labels: Vec<(String, Str, i64)> = Vec::new();
+        for (key, value) in older.iter() {
+            let key = key.cast::<PyString>()?;
+            let key = key.to_str()?;
+            if value.is_none() || merged.contains_key(key) {
+                continue;
+            }
+            partition.restore_entry(py, key, Stored::Py(value), &mut labels)?;
+        }
+        for (key, value) in &merged {
+            if let Some(raw) = value {
+                partition.restore_entry(py, key, Stored::Packed(raw), &mut labels)?;
+            }
+        }
+        partition.finish_restore(labels);
+        Ok(partition)
+    }
+
+    fn restore_meta(&mut self, meta: Bound<'_, PyAny>) -> PyResult<()> {
             if !meta.is_none() {
                 let meta = items(&meta)?;
                 if meta.len() != 4 {
                     return Err(PyValueError::new_err("the meta entry is not 4 items"));
                 }
-                partition.next_offset = meta[0].extract()?;
-                partition.stream_time = meta[1].extract()?;
+                self.next_offset = meta[0].extract()?;
+                self.stream_time = meta[1].extract()?;
                 for mark in meta[2].try_iter()? {
                     let mark = items(&mark?)?;
                     let topic: String = mark[0].extract()?;
-                    partition
-                        .watermarks
+                    self.watermarks
                         .insert((s(&topic), mark[1].extract()?), mark[2].extract()?);
                 }
                 for (name, rows) in meta[3].cast::<PyDict>()?.iter() {
@@ -606,60 +717,113 @@ impl Partition {
                         for i in 0..n.saturating_sub(1) {
                             key.push(s(&entry.get_item(i)?.extract::<String>()?));
                         }
-                        partition.totals[total].insert(key, int_of(&entry.get_item(n - 1)?)?);
+                        self.totals[total].insert(key, int_of(&entry.get_item(n - 1)?)?);
                     }
                 }
             }
+        Ok(())
+    }
+
+    /// Take back one entry (the meta entry aside); label entries are collected into
+    /// `labels`, restored together by `finish_restore`.
+    fn restore_entry(
+        &mut self,
+        py: Python<'_>,
+        key: &str,
+        value: Stored<'_, '_>,
+        labels: &mut Vec<(String, Str, i64)>,
+    ) -> PyResult<()> {
+        if key == META_KEY {
+            return Ok(());
         }
-        let mut labels: Vec<(String, Str, i64)> = Vec::new();
-        for (key, value) in entries.iter() {
-            if value.is_none() {
-                continue;
-            }
-            let key = key.cast::<PyString>()?;
-            let key = key.to_str()?;
+        // The entries a state has most of are read straight from their encoding.
+        if let Stored::Packed(raw) = value {
+            let mut reader = Reader::new(raw);
             if let Some(event_id) = key.strip_prefix(DEDUPE) {
-                partition.memory.remember(s(event_id), value.extract()?);
-            } else if key.starts_with(OFFER) {
-                let row = value.cast::<PyList>()?;
-                let Event::Offer(offer) = event_from_row(&row.get_item(0)?)? else {
+                self.memory.remember(s(event_id), reader.int()?);
+                return Ok(());
+            }
+            if key.starts_with(OFFER) {
+                if reader.list_len()? != 3 {
                     return Err(PyValueError::new_err(format!("{key} holds no offer")));
-                };
-                let Event::Offer(offer) = partition.intern(Event::Offer(offer)) else {
-                    unreachable!("an offer stays one")
-                };
-                let windows: Vec<String> = row.get_item(1)?.extract()?;
-                let windows = partition.shared_labels(windows.iter().map(|w| s(w)).collect());
-                let converted_by: Option<String> = row.get_item(2)?.extract()?;
-                partition.attribution.restore_offer(OpenOffer {
-                    offer,
-                    windows,
-                    converted_by: converted_by.map(|c| s(&c)),
-                });
-            } else if key.starts_with(PENDING) {
-                let Event::Purchase(purchase) = event_from_row(&value)? else {
-                    return Err(PyValueError::new_err(format!("{key} holds no purchase")));
-                };
-                let Event::Purchase(purchase) = partition.intern(Event::Purchase(purchase)) else {
-                    unreachable!("a purchase stays one")
-                };
-                partition.attribution.restore_pending(purchase);
-            } else if let Some(event_id) = key.strip_prefix(UNDECIDED) {
-                let windows: Vec<String> = value.extract()?;
-                let windows = partition.shared_labels(windows.iter().map(|w| s(w)).collect());
-                partition.undecided.insert(s(event_id), windows);
-            } else if let Some(window_key) = key.strip_prefix(WINDOW) {
-                partition.counts.restore(window_key, &value)?;
-            } else if let Some(label_key) = key.strip_prefix(LABEL) {
-                let (dimension, label): (String, String) = serde_json::from_str(label_key)
-                    .map_err(|_| PyValueError::new_err(format!("not a label entry: {key}")))?;
-                labels.push((dimension, s(&label), value.extract()?));
+                }
+                let offer = Arc::new(offer_from_packed(&mut reader)?);
+                let mut windows = Vec::new();
+                for _ in 0..reader.list_len()? {
+                    windows.push(s(reader.text()?));
+                }
+                let converted_by = reader.opt_text()?.map(s);
+                self.restore_offer(offer, windows, converted_by);
+                return Ok(());
+            }
+            if let Some(window_key) = key.strip_prefix(WINDOW) {
+                return self.counts.restore_stored(window_key, Stored::Packed(raw));
             }
         }
-        partition.labels.restore(labels);
-        partition.remembered.clear();
-        partition.counts.forget_changes();
-        Ok(partition)
+        let value = match value {
+            Stored::Py(value) => value,
+            Stored::Packed(raw) => unpack(py, raw)?,
+        };
+        if let Some(event_id) = key.strip_prefix(DEDUPE) {
+            self.memory.remember(s(event_id), value.extract()?);
+        } else if key.starts_with(OFFER) {
+            let row = value.cast::<PyList>()?;
+            let Event::Offer(offer) = event_from_row(&row.get_item(0)?)? else {
+                return Err(PyValueError::new_err(format!("{key} holds no offer")));
+            };
+            let windows: Vec<String> = row.get_item(1)?.extract()?;
+            let converted_by: Option<String> = row.get_item(2)?.extract()?;
+            self.restore_offer(
+                offer,
+                windows.iter().map(|w| s(w)).collect(),
+                converted_by.map(|c| s(&c)),
+            );
+        } else if key.starts_with(PENDING) {
+            let Event::Purchase(purchase) = event_from_row(&value)? else {
+                return Err(PyValueError::new_err(format!("{key} holds no purchase")));
+            };
+            let Event::Purchase(purchase) = self.intern(Event::Purchase(purchase)) else {
+                unreachable!("a purchase stays one")
+            };
+            self.attribution.restore_pending(purchase);
+        } else if let Some(event_id) = key.strip_prefix(UNDECIDED) {
+            let windows: Vec<String> = value.extract()?;
+            let windows = self.shared_labels(windows.iter().map(|w| s(w)).collect());
+            self.undecided.insert(s(event_id), windows);
+        } else if let Some(window_key) = key.strip_prefix(WINDOW) {
+            self.counts.restore(window_key, &value)?;
+        } else if let Some(label_key) = key.strip_prefix(LABEL) {
+            let (dimension, label): (String, String) = serde_json::from_str(label_key)
+                .map_err(|_| PyValueError::new_err(format!("not a label entry: {key}")))?;
+            labels.push((dimension, s(&label), value.extract()?));
+        }
+        Ok(())
+    }
+
+    fn restore_offer(&mut self, offer: Arc<Offer>, windows: Vec<Str>, converted_by: Option<Str>) {
+        let Event::Offer(offer) = self.intern(Event::Offer(offer)) else {
+            unreachable!("an offer stays one")
+        };
+        let windows = self.shared_labels(windows);
+        self.attribution.restore_offer(OpenOffer {
+            offer,
+            windows,
+            converted_by,
+        });
+    }
+
+    fn finish_restore(&mut self, labels: Vec<(String, Str, i64)>) {
+        self.labels.restore(labels);
+        self.remembered.clear();
+        self.counts.forget_changes();
+    }
+}
+
+/// An entry's value: bytes are in the store's compact encoding (packed.rs).
+fn decoded(value: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    match value.cast::<PyBytes>() {
+        Ok(raw) => unpack(value.py(), raw.as_bytes()),
+        Err(_) => Ok(value),
     }
 }
 
@@ -716,6 +880,21 @@ impl PyCustomerPartition {
         let config = config_of(sizes, attribution_ms, grace_ms, max_label_values)?;
         Ok(Self {
             partition: Partition::restore(config, entries)?,
+        })
+    }
+
+    #[staticmethod]
+    fn restore_chunks(
+        sizes: Vec<(String, i64)>,
+        attribution_ms: i64,
+        grace_ms: i64,
+        max_label_values: usize,
+        older: &Bound<'_, PyDict>,
+        chunks: &Bound<'_, PyList>,
+    ) -> PyResult<Self> {
+        let config = config_of(sizes, attribution_ms, grace_ms, max_label_values)?;
+        Ok(Self {
+            partition: Partition::restore_chunks(config, older, chunks)?,
         })
     }
 
@@ -831,7 +1010,17 @@ impl PyCustomerPartition {
     }
 
     fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.partition.take_changes(py)
+        entries_to_dict(py, &self.partition.take_changes())
+    }
+
+    /// The changes as store records: (key, encoded value, or None to delete it).
+    fn take_packed_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        entries_to_list(py, self.partition.take_changes())
+    }
+
+    /// The whole state as store records (key, encoded value).
+    fn packed_snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        entries_to_list(py, self.partition.snapshot())
     }
 
     /// The partials that changed since the last call as the partials topic's messages of

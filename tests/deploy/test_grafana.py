@@ -97,7 +97,7 @@ def test_queries_follow_the_contracts_rules() -> None:
 
 
 def test_queries_name_only_metrics_the_worker_or_the_rules_export() -> None:
-    source = (DEPLOY.parent / "stream_app" / "metrics.py").read_text()
+    source = (DEPLOY.parent / "stream_app" / "serving" / "metrics.py").read_text()
     recorded = (DEPLOY / "prometheus" / "rules" / "upsell-recording.yml").read_text()
     for expr in exprs(committed()):
         for name in re.findall(r"\b(upsell_[a-z_]+|[a-z_]+:[a-z_:0-9]+)\b", expr):

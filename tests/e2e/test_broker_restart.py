@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from stream_app.worker import STOP_TIMEOUT_S
+from stream_app.runtime.worker import STOP_TIMEOUT_S
 from tests.e2e.harness import deployment, wait_until
 from tests.e2e.resilience import (
     Simulator,

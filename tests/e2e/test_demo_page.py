@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from stream_app.core.demo_source import DemoSource, InjectedDrop, RateChange
-from stream_app.core.events import parse_ts
-from stream_app.core.windows import rfc3339
-from stream_app.simulator.scenario import (
+from stream_app.domain.demo_source import DemoSource, InjectedDrop, RateChange
+from stream_app.domain.events import parse_ts
+from stream_app.domain.windows import rfc3339
+from stream_app.tools.simulator.scenario import (
     SEGMENTS,
     ScenarioConfig,
     expected_messages_per_offer,
@@ -32,6 +30,7 @@ from stream_app.simulator.scenario import (
 )
 from tests.e2e.harness import CLI, Deployment, deployment, wait_until
 from tests.e2e.test_drop_alerting import in_stream_alerts
+from tests.e2e.test_live_page import api as rates_document
 from tests.e2e.test_live_page import browser, csp_reports
 
 DROPPED = "in_app"
@@ -100,14 +99,8 @@ def next_window(ts: str) -> int:
 
 
 def api(service: Deployment, **query: str) -> dict[str, Any]:
-    response = requests.get(
-        f"http://127.0.0.1:{service.web_port}/api/rates",
-        params={"windows": "36", **query},
-        timeout=10,
-    )
-    response.raise_for_status()
-    document: dict[str, Any] = response.json()
-    return document
+    """/api/rates with the 36 windows the demo's charts draw."""
+    return rates_document(service, **{"windows": "36", **query})
 
 
 def drop_gauges(service: Deployment) -> dict[tuple[str, str, str], float]:
@@ -170,18 +163,15 @@ class Page:
             ) from None
 
     def panel(self) -> tuple[set[tuple[str, str, str]], bool]:
-        from selenium.webdriver.common.by import By
-
-        alerts = {
-            (
-                li.get_attribute("data-window"),
-                li.get_attribute("data-channel"),
-                li.get_attribute("data-segment"),
-            )
-            for li in self.driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
-        }
-        none = bool(self.driver.find_elements(By.CSS_SELECTOR, "#alerts li.none"))
-        return alerts, none
+        """The alert panel as drawn, read in one script: the page redraws the panel every
+        refresh, so elements found in one call may be gone by the next."""
+        items, none = self.driver.execute_script(
+            "const panel = document.getElementById('alerts');"
+            "return [Array.from(panel.querySelectorAll('li.alert'), li =>"
+            " [li.dataset.window, li.dataset.channel, li.dataset.segment]),"
+            " panel.querySelector('li.none') !== null];"
+        )
+        return {(window, channel, segment) for window, channel, segment in items}, bool(none)
 
     def shows(self, alerts: set[tuple[str, str, str]], phase: str, stream_time: str) -> None:
         """Until the page has drawn the API's state: these alerts, this drop phase."""
@@ -287,6 +277,10 @@ def test_the_demo_story_before_during_and_after_a_drop_in_chromium(data_dir: Pat
             # All channels together may also have fired and resolved already (a dip of a
             # few points is a significant drop one window, normal the next).
             assert active <= fired and {c for _, c, _ in fired} <= {DROPPED, "__all__"}, fired
+            published = [r for r in in_stream_alerts(service) if r["state"] == "fired"]
+            for alert in during["alerts"]:
+                assert alert in published, alert  # the fired record as published, field for field
+                assert alert["observed_rate"] < alert["baseline_rate"] * 0.7, alert
             page.shows(active, "now", during["stream_time"])
             first = driver.find_element(
                 By.CSS_SELECTOR, f'#alerts li.alert[data-channel="{DROPPED}"]'

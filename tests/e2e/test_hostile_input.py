@@ -24,15 +24,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
-from stream_app.core.events import (
+from stream_app.domain.events import (
     FUTURE_TS,
     REJECT_REASONS,
     InvalidEvent,
     parse_offer,
     parse_purchase,
 )
-from stream_app.core.labels import OTHER
-from stream_app.core.windows import rfc3339, window_start
+from stream_app.domain.labels import OTHER
+from stream_app.domain.windows import rfc3339, window_start
 from tests.e2e.harness import BROKER, deployment, read_topic, wait_until
 from tests.e2e.resilience import worker_metrics
 

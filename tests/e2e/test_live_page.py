@@ -23,7 +23,6 @@ from tests.e2e.harness import (
     read_topic,
     wait_until,
 )
-from tests.e2e.test_drop_alerting import DROPPED, WORKER_ENV, in_stream_alerts, simulator
 from tests.e2e.test_scripted_kpis import LATE, OFFERS, PURCHASES, Z1, Offer, Purchase
 from tests.e2e.test_scripted_rates import at, family, phase
 
@@ -349,67 +348,6 @@ def test_markup_from_producers_is_shown_as_text_and_never_runs(data_dir: Path) -
             assert csp_reports(driver) == []
         finally:
             driver.quit()
-
-
-def alerts_in_api(service: Deployment) -> list[dict[str, Any]]:
-    """The active alerts; none while the worker has not loaded the rates board yet (503)."""
-    response = requests.get(f"http://127.0.0.1:{service.web_port}/api/rates", timeout=10)
-    if response.status_code == 503:
-        return []
-    response.raise_for_status()
-    alerts: list[dict[str, Any]] = response.json()["alerts"]
-    return alerts
-
-
-def test_a_rate_drop_shows_on_the_alert_panel(data_dir: Path) -> None:
-    from selenium.webdriver.common.by import By
-
-    with deployment(data_dir, partitions=2, extra_env=WORKER_ENV) as service:
-        assert service.cli("topics", "create").returncode == 0
-        service.start_worker()
-        with simulator(service) as sim:
-
-            def dropped_in_api() -> list[dict[str, Any]]:
-                assert sim.poll() in (None, 0), "the simulator failed"
-                return [a for a in alerts_in_api(service) if a["channel"] == DROPPED]
-
-            wait_until(dropped_in_api, 420, f"an active alert for {DROPPED} in /api/rates", every=1)
-            driver = browser()
-            try:
-                driver.get(f"http://127.0.0.1:{service.web_port}/")
-
-                def panel_equals_api() -> set[tuple[str, str, str]] | None:
-                    shown = {
-                        (
-                            li.get_attribute("data-window"),
-                            li.get_attribute("data-channel"),
-                            li.get_attribute("data-segment"),
-                        )
-                        for li in driver.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
-                    }
-                    listed = {
-                        (a["window"], a["channel"], a["segment"]) for a in alerts_in_api(service)
-                    }
-                    return shown if shown and shown == listed else None
-
-                shown = wait_until(panel_equals_api, 60, "the alert panel to show the API's")
-                first = driver.find_element(
-                    By.CSS_SELECTOR, f'#alerts li.alert[data-channel="{DROPPED}"]'
-                )
-                assert first.find_element(By.TAG_NAME, "b").text.startswith(f"{DROPPED} / ")
-                assert "vs baseline" in first.text
-                assert csp_reports(driver) == []
-            finally:
-                driver.quit()
-            active = alerts_in_api(service)
-        fired = [r for r in in_stream_alerts(service) if r["state"] == "fired"]
-
-    # What the panel showed is what fired on the alerts topic, and only the dropped channel.
-    assert {channel for _, channel, _ in shown} <= {DROPPED, "__all__"}, shown
-    assert {(r["window"], r["channel"], r["segment"]) for r in fired} >= shown
-    for alert in active:
-        assert alert in fired, alert  # the fired record as published, field for field
-        assert alert["observed_rate"] < alert["baseline_rate"] * 0.7
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -19,9 +19,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from stream_app.kafka_clients import make_producer
+from stream_app.runtime.kafka_clients import make_producer
+from stream_app.runtime.topics import topic_specs
 from stream_app.settings import Settings
-from stream_app.topics import topic_specs
 from tests.e2e.harness import free_port, wait_until
 from tests.e2e.resilience import free_pair
 from tests.e2e.test_broker_loss import free_port_run, topic_configs

@@ -12,9 +12,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stream_app.core.events import Event, Offer, Purchase
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
-from stream_app.core.partition import (
+from stream_app.domain.events import Event, Offer, Purchase
+from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import (
     CAMPAIGN_CONVERSIONS_TOTAL,
     CAMPAIGN_OFFERS_TOTAL,
     CAMPAIGN_REVENUE_TOTAL,
@@ -25,15 +26,21 @@ from stream_app.core.partition import (
     PURCHASES_TOTAL,
     REVENUE_TOTAL,
     TOTALS,
-    CustomerPartition,
     Totals,
-    WindowConfig,
+)
+from stream_app.domain.views import (
+    CAMPAIGN,
+    CHANNEL_SEGMENT,
+    OFFER_VIEWS,
+    VIEWS,
+    Key,
     offer_key,
     purchase_key,
+    rollups,
 )
-from stream_app.core.views import CAMPAIGN, CHANNEL_SEGMENT, OFFER_VIEWS, VIEWS, Key, rollups
-from stream_app.core.views import PURCHASES as PURCHASES_VIEW
-from stream_app.core.windows import window_start
+from stream_app.domain.views import PURCHASES as PURCHASES_VIEW
+from stream_app.domain.window_config import WindowConfig
+from stream_app.domain.windows import window_start
 
 OFFERS_TOPIC = "upsell.offers"
 PURCHASES_TOPIC = "upsell.purchases"

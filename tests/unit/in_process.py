@@ -9,9 +9,10 @@ import zlib
 from collections import defaultdict
 from typing import Any
 
-from stream_app.pipeline import Output, Pipeline
+from stream_app.pipeline import Pipeline
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
-from stream_app.state_store import PartitionStore
+from stream_app.stages.messages import Output
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 

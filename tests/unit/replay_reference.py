@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from stream_app.core.events import Event, Offer, Purchase
-from stream_app.core.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, View
+from stream_app.domain.events import Event, Offer, Purchase
+from stream_app.domain.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, View
 
 Tick = int  # a stream-time marker carrying no event
 Arrival = Event | Tick

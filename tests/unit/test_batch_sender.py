@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream_app.hot_path import BatchSender, Record
+from stream_app.runtime.hot_path import BatchSender, Record
 
 
 class FakeBatch:

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app import _engine
-from stream_app.core.events import (
+from stream_app.domain.events import (
     Event,
     InvalidEvent,
     check_offer,
@@ -27,7 +27,7 @@ from stream_app.core.events import (
     parse_offer,
     parse_purchase,
 )
-from stream_app.simulator.scenario import ScenarioConfig, Simulation
+from stream_app.tools.simulator.scenario import ScenarioConfig, Simulation
 
 MIN_TS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z

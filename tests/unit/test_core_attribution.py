@@ -12,16 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.attribution import Attribution, OfferRef
-from stream_app.core.events import Event
-from stream_app.core.partition import (
-    CONVERSIONS_TOTAL,
-    OFFERS_TOTAL,
-    REVENUE_TOTAL,
-    CustomerPartition,
-    WindowConfig,
-)
-from stream_app.core.views import ALL
+from stream_app.domain.attribution import Attribution, OfferRef
+from stream_app.domain.events import Event
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import CONVERSIONS_TOTAL, OFFERS_TOTAL, REVENUE_TOTAL
+from stream_app.domain.views import ALL
+from stream_app.domain.window_config import WindowConfig
 from tests.unit.conftest import (
     CONFIG,
     DAY,

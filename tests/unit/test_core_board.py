@@ -14,14 +14,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.bands import DEFAULT_BANDS
-from stream_app.core.board import RatesBoard, WindowRecord, decode_partials, encode_partials
-from stream_app.core.cohorts import Partial
-from stream_app.core.events import Event
-from stream_app.core.partition import CustomerPartition, WindowConfig
-from stream_app.core.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, NONE, VIEWS, Key
-from stream_app.core.views import PURCHASES as PURCHASES_VIEW
-from stream_app.core.windows import is_closed
+from stream_app.domain.bands import DEFAULT_BANDS
+from stream_app.domain.board import RatesBoard, WindowRecord, decode_partials, encode_partials
+from stream_app.domain.cohorts import Partial
+from stream_app.domain.events import Event
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, NONE, VIEWS, Key
+from stream_app.domain.views import PURCHASES as PURCHASES_VIEW
+from stream_app.domain.window_config import WindowConfig
+from stream_app.domain.windows import is_closed
 from tests.unit.conftest import (
     CONFIG,
     HOUR,

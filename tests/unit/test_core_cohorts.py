@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stream_app.core.cohorts import WindowCounts
-from stream_app.core.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES
+from stream_app.domain.cohorts import WindowCounts
+from stream_app.domain.views import ALL, CAMPAIGN, CHANNEL_SEGMENT, PURCHASES
 
 START = 1_795_305_600_000
 FIVE_MINUTES = ("5m", START)

@@ -8,7 +8,7 @@ import heapq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.dedupe import EventIdMemory
+from stream_app.domain.dedupe import EventIdMemory
 
 HORIZON = 100
 

@@ -1,4 +1,4 @@
-"""Rate-drop detection (core/drops.py, core/proportions.py), pure: no Kafka, no Faust.
+"""Rate-drop detection (domain/drops.py, domain/proportions.py), pure: no Kafka, no Faust.
 
 The stream model below stands in for the attributing stage: offers spread over each
 window, each converting with the window's true rate after an exponential delay, and the
@@ -21,12 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.board import RatesBoard
-from stream_app.core.cohorts import Partial
-from stream_app.core.drops import FIRED, RESOLVED, DropAlert, DropDetector, DropSettings, verdict
-from stream_app.core.partition import WindowConfig
-from stream_app.core.proportions import Sample, compare, lower_tail
-from stream_app.core.views import CHANNEL_SEGMENT, Key
+from stream_app.domain.board import RatesBoard
+from stream_app.domain.cohorts import Partial
+from stream_app.domain.drops import FIRED, RESOLVED, DropAlert, DropDetector, DropSettings, verdict
+from stream_app.domain.proportions import Sample, compare, lower_tail
+from stream_app.domain.views import CHANNEL_SEGMENT, Key
+from stream_app.domain.window_config import WindowConfig
 
 SECOND = 1_000
 MINUTE = 60 * SECOND

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.codec import event_from_row, event_to_row
-from stream_app.core.events import (
+from stream_app.domain.codec import event_from_row, event_to_row
+from stream_app.domain.events import (
     BAD_TS,
     MISSING_FIELD,
     NEGATIVE_AMOUNT,
@@ -26,7 +26,7 @@ from stream_app.core.events import (
     parse_purchase,
     parse_ts,
 )
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
+from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

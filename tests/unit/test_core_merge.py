@@ -7,7 +7,7 @@ import itertools
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.merge import EventTimeMerge
+from stream_app.domain.merge import EventTimeMerge
 
 A, B = ("offers", 0), ("purchases", 3)
 

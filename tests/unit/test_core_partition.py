@@ -12,9 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.events import Event, Offer, Purchase
-from stream_app.core.forwarding import Forwarded
-from stream_app.core.partition import (
+from stream_app.domain.events import Event, Offer, Purchase
+from stream_app.domain.forwarding import Forwarded
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import (
     CAMPAIGN_OFFERS_TOTAL,
     CONVERSIONS_TOTAL,
     DUPLICATES_TOTAL,
@@ -24,11 +25,10 @@ from stream_app.core.partition import (
     PURCHASES_TOTAL,
     REJECTED_TOTAL,
     REVENUE_TOTAL,
-    CustomerPartition,
-    WindowConfig,
 )
-from stream_app.core.views import ALL, CAMPAIGN, NONE, OFFER_VIEWS, VIEW_BY_NAME
-from stream_app.core.views import PURCHASES as PURCHASES_VIEW
+from stream_app.domain.views import ALL, CAMPAIGN, NONE, OFFER_VIEWS, VIEW_BY_NAME
+from stream_app.domain.views import PURCHASES as PURCHASES_VIEW
+from stream_app.domain.window_config import WindowConfig
 from tests.unit.conftest import (
     CONFIG,
     DAY,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream_app.core.stalls import Resumed, StallDetector, Stalled
+from stream_app.domain.stalls import Resumed, StallDetector, Stalled
 
 OFFERS_3 = ("upsell.offers", 3)
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.durations import DurationError, format_duration, parse_duration_ms
-from stream_app.core.events import parse_ts
-from stream_app.core.windows import (
+from stream_app.domain.durations import DurationError, format_duration, parse_duration_ms
+from stream_app.domain.events import parse_ts
+from stream_app.domain.windows import (
     Window,
     is_closed,
     is_final,

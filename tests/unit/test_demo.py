@@ -11,13 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from stream_app import demo
-from stream_app.core.demo_source import DemoSource, SourceError
-from stream_app.core.events import parse_ts
-from stream_app.core.windows import rfc3339
-from stream_app.simulator.command import parse_drop
-from stream_app.simulator.scenario import SEGMENTS, ScenarioConfig, expected_messages_per_offer
-from stream_app.web import DemoSourceFile
+from stream_app.domain.demo_source import DemoSource, SourceError
+from stream_app.domain.events import parse_ts
+from stream_app.domain.windows import rfc3339
+from stream_app.serving.web import DemoSourceFile
+from stream_app.tools import demo
+from stream_app.tools.simulator.command import parse_drop
+from stream_app.tools.simulator.scenario import (
+    SEGMENTS,
+    ScenarioConfig,
+    expected_messages_per_offer,
+)
 
 STARTED = 1_795_000_000_000  # wall clock, ms
 EVENT_START = 1_794_996_000_000

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.core.events import (
+from stream_app.domain.events import (
     FUTURE_TS,
     MAX_VALUE_CHARS,
     TOO_LONG,
@@ -17,10 +17,10 @@ from stream_app.core.events import (
     parse_offer,
     parse_purchase,
 )
-from stream_app.core.forwarding import decode_forwarded
+from stream_app.domain.forwarding import decode_forwarded
 from stream_app.pipeline import Pipeline
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings, SettingsError
-from stream_app.state_store import PartitionStore
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z

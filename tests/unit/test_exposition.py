@@ -18,7 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from stream_app.exposition import ExpositionWriter
+from stream_app.serving.exposition import ExpositionWriter
 
 _NAMES = st.from_regex(r"[a-z_:][a-z0-9_:]{0,8}", fullmatch=True)
 # Also names only UTF-8 escaping allows: generate_latest escapes them, the writer hands

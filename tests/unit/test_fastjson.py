@@ -7,7 +7,7 @@ import json
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from stream_app.core.fastjson import dumps, dumps_key, loads
+from stream_app.domain.fastjson import dumps, dumps_key, loads
 
 KEY_PARTS = st.lists(st.one_of(st.text(), st.integers(-(2**70), 2**70)), max_size=5)
 

@@ -1,4 +1,4 @@
-"""Fewer hops (stream_app/handoff.py): the items of an input partition for its own
+"""Fewer hops (stream_app/stages/handoff.py): the items of an input partition for its own
 events-by-customer partition are handed to the attributing stage in process, count
 exactly as through the topic, and count once when the input is read again after a
 restart from the state persisted with them."""
@@ -11,18 +11,19 @@ from collections import Counter, defaultdict
 from aiokafka.partitioner import murmur2
 
 from bench.throughput import scenario
-from stream_app.core.partition import (
+from stream_app.domain.totals import (
     CONVERSIONS_TOTAL,
     DUPLICATES_TOTAL,
     OFFERS_TOTAL,
     REJECTED_TOTAL,
     REVENUE_TOTAL,
 )
-from stream_app.handoff import Handoff
-from stream_app.pipeline import Output, Pipeline
+from stream_app.pipeline import Pipeline
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import GroundTruth, Simulation
-from stream_app.state_store import PartitionStore
+from stream_app.stages.handoff import Handoff
+from stream_app.stages.messages import Output
+from stream_app.tools.simulator.scenario import GroundTruth, Simulation
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 PARTITIONS = 3
@@ -73,7 +74,7 @@ class Worker:
                 assert self.pipeline.handoff.admit(source, PARTITIONS, True, 0, 0)
         outputs = self.pipeline.validate({source: list(rs) for source, rs in batches.items()})
         for partition in self.pipeline.handed_partitions:
-            self.pipeline.persist_partition(partition)
+            self.pipeline.attributing.persist(partition)
         self.pipeline.handed_partitions.clear()
         self._route(outputs)
         self.drain()
@@ -97,7 +98,7 @@ class Worker:
             if records:
                 self.read[partition] = len(log)
                 self.pipeline.attribute(partition, records)
-                self.pipeline.persist_partition(partition)
+                self.pipeline.attributing.persist(partition)
 
     def totals(self) -> dict[str, Counter[tuple[str, ...]]]:
         summed: dict[str, Counter[tuple[str, ...]]] = defaultdict(Counter)

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.events import (
+from stream_app.domain.events import (
     FUTURE_TS,
     MAX_VALUE_CHARS,
     MISSING_FIELD,
@@ -29,17 +29,13 @@ from stream_app.core.events import (
     parse_offer,
     parse_purchase,
 )
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
-from stream_app.core.labels import MAX_LABEL_CHARS, OTHER, LabelCap
-from stream_app.core.partition import (
-    LABEL_OVERFLOW_TOTAL,
-    OFFERS_TOTAL,
-    PURCHASES_TOTAL,
-    CustomerPartition,
-    WindowConfig,
-)
-from stream_app.core.views import ALL, CHANNEL_SEGMENT
-from stream_app.core.windows import civil_from_days, rfc3339, window_start
+from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
+from stream_app.domain.labels import MAX_LABEL_CHARS, OTHER, LabelCap
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import LABEL_OVERFLOW_TOTAL, OFFERS_TOTAL, PURCHASES_TOTAL
+from stream_app.domain.views import ALL, CHANNEL_SEGMENT
+from stream_app.domain.window_config import WindowConfig
+from stream_app.domain.windows import civil_from_days, rfc3339, window_start
 
 SECOND = 1_000
 MINUTE = 60 * SECOND

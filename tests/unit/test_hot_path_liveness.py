@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from stream_app.hot_path import BatchConsumer, PipelineApp
+from stream_app.runtime.hot_path import BatchConsumer, PipelineApp
 
 OFFERS_2 = TP("upsell.offers", 2)
 CHANGELOG_0 = TP("upsell-stream-partition-state-changelog", 0)
@@ -51,7 +51,7 @@ def test_a_busy_partition_is_quiet_and_a_stalled_one_is_logged_once(
 ) -> None:
     offers = Partition()
     consumer = _consumer({OFFERS_2: offers})
-    caplog.set_level(logging.INFO, logger="stream_app.hot_path")
+    caplog.set_level(logging.INFO, logger="stream_app.runtime.hot_path")
     # Ten minutes of looks every 7 s while the hot path keeps up with new records.
     for look in range(90):
         offers.highwater = offers.position = 100 + 50 * look

@@ -10,15 +10,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.events import Offer, Purchase
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
-from stream_app.core.labels import OTHER
-from stream_app.core.partition import (
-    LABEL_OVERFLOW_TOTAL,
-    OFFERS_TOTAL,
-    CustomerPartition,
-    WindowConfig,
-)
+from stream_app.domain.events import Offer, Purchase
+from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded, tick
+from stream_app.domain.labels import OTHER
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import LABEL_OVERFLOW_TOTAL, OFFERS_TOTAL
+from stream_app.domain.window_config import WindowConfig
 
 MINUTE = 60_000
 T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z

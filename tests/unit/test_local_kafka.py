@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.local_kafka import (
+from stream_app.settings import Settings
+from stream_app.tools.local_kafka import (
     KAFKA_VERSION,
     LOG4J_VERSION,
     Address,
@@ -24,7 +25,6 @@ from stream_app.local_kafka import (
     run,
     server_properties,
 )
-from stream_app.settings import Settings
 
 
 def parse_properties(text: str) -> dict[str, str]:

@@ -55,8 +55,8 @@ def test_a_privileged_port_error_says_how_to_ask_for_it(
 def test_the_first_and_last_ports_that_fit_pass_the_check(
     environment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stream_app import local_kafka
     from stream_app.settings import Settings
+    from stream_app.tools import local_kafka
 
     started: list[int] = []
 

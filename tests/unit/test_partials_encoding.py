@@ -5,9 +5,10 @@ sums beyond 64 bits kept exact."""
 
 from __future__ import annotations
 
-from stream_app.core.board import decode_partials, encode_partials
-from stream_app.core.forwarding import Forwarded
-from stream_app.core.partition import CustomerPartition, WindowConfig
+from stream_app.domain.board import decode_partials, encode_partials
+from stream_app.domain.forwarding import Forwarded
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.window_config import WindowConfig
 from tests.unit.conftest import offer, purchase
 
 T0 = 1_795_305_600_000

@@ -11,14 +11,15 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.core.board import encode_partials
-from stream_app.core.cohorts import Partial
-from stream_app.core.drops import DropSettings
-from stream_app.core.views import CHANNEL_SEGMENT
-from stream_app.metrics import build_registry
+from stream_app.domain.board import encode_partials
+from stream_app.domain.cohorts import Partial
+from stream_app.domain.drops import DropSettings
+from stream_app.domain.views import CHANNEL_SEGMENT
 from stream_app.pipeline import Pipeline
+from stream_app.runtime.state_store import PartitionStore
+from stream_app.serving.metrics import build_registry
+from stream_app.serving.read_model import ReadModel
 from stream_app.settings import Settings, WindowSize
-from stream_app.state_store import PartitionStore
 
 MINUTE = 60_000
 T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z
@@ -78,7 +79,7 @@ class Driver:
 
 
 def samples(pipeline: Pipeline) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = generate_latest(build_registry(pipeline)).decode()
+    text = generate_latest(build_registry(ReadModel(pipeline))).decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -146,7 +147,7 @@ def test_progress_metrics_show_input_read_and_lag() -> None:
         }
     )
     pipeline.lag[(SETTINGS.topic_offers, 0)] = 7
-    text = generate_latest(build_registry(pipeline)).decode()
+    text = generate_latest(build_registry(ReadModel(pipeline))).decode()
     got = {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)

@@ -14,11 +14,12 @@ import logging
 
 import pytest
 
-from stream_app.core.forwarding import Forwarded, decode_forwarded, encode_forwarded
-from stream_app.core.partition import CONVERSIONS_TOTAL
-from stream_app.pipeline import Output, Pipeline
+from stream_app.domain.forwarding import Forwarded, decode_forwarded, encode_forwarded
+from stream_app.domain.totals import CONVERSIONS_TOTAL
+from stream_app.pipeline import Pipeline
+from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
-from stream_app.state_store import PartitionStore
+from stream_app.stages.messages import Output
 from tests.unit.conftest import offer, purchase
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
@@ -41,7 +42,7 @@ def worker() -> tuple[Pipeline, FakeTable]:
         PartitionStore(FakeTable(), keep_copy=False),
     )
     pipeline.attribute(0, [forwarded(0, offer("o1", "alice", T0, offer_id="A"))])
-    pipeline.persist_partition(0)
+    pipeline.attributing.persist(0)
     # What a recovery would have replayed is released once the state is live.
     table.data.clear()
     return pipeline, table

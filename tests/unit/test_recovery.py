@@ -1,4 +1,4 @@
-"""Changelog recovery a batch at a time (stream_app/recovery.py) on Faust's own Recovery
+"""Changelog recovery a batch at a time (stream_app/runtime/recovery.py) on Faust's own Recovery
 and in-memory tables, no broker: the tables end exactly as Faust's per-record path leaves
 them, and nothing is left to recover once every active partition is read."""
 
@@ -16,9 +16,9 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.fastjson import dumps, loads
-from stream_app.recovery import apply_changelog_batch
-from stream_app.state_store import PartitionStore
+from stream_app.domain.fastjson import dumps, loads
+from stream_app.runtime.recovery import apply_changelog_batch
+from stream_app.runtime.state_store import PartitionStore
 
 _apps = count()
 

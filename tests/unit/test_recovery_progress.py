@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.pipeline import Pipeline
-from stream_app.recovery import RecoveryProgress, recovery_document
+from stream_app.runtime.recovery import RecoveryProgress, recovery_document
+from stream_app.runtime.state_store import PartitionStore
+from stream_app.serving.read_model import ReadModel
+from stream_app.serving.web import health_document, no_board_document
 from stream_app.settings import Settings
-from stream_app.state_store import PartitionStore
-from stream_app.web import health_document, no_board_document
 from tests.unit.test_pipeline_drops import FakeTable
 
 
@@ -96,11 +97,11 @@ def test_progress_follows_faust_recovery_from_where_it_began() -> None:
 def test_healthz_says_recovering_with_progress_and_ok_after() -> None:
     pipeline = Pipeline(Settings(), PartitionStore(FakeTable()), PartitionStore(FakeTable()))
     progress: dict[str, Any] = {"phase": "replaying", "records_replayed": 5}
-    recovering = health_document(pipeline, {"events_in": 0}, progress)
+    recovering = health_document(ReadModel(pipeline), {"events_in": 0}, progress)
     assert recovering["status"] == "recovering"
     assert recovering["recovery"] == progress
     assert recovering["events_in"] == 0
-    served = health_document(pipeline, {"events_in": 7}, None)
+    served = health_document(ReadModel(pipeline), {"events_in": 7}, None)
     assert served["status"] == "ok"
     assert "recovery" not in served
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from stream_app import topics
+from stream_app.runtime import topics
+from stream_app.runtime.topics import durability_config, replication_factor
 from stream_app.settings import Settings, SettingsError
-from stream_app.topics import durability_config, replication_factor
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("", None), (" ", None), ("1", 1), (" 3 ", 3)])

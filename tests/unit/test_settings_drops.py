@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream_app.core.drops import DropSettings
+from stream_app.domain.drops import DropSettings
 from stream_app.settings import Settings, SettingsError
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from stream_app import cli
 from stream_app.settings import Settings
-from stream_app.simulator import command
-from stream_app.simulator.command import (
+from stream_app.tools.simulator import command
+from stream_app.tools.simulator.command import (
     MIN_SLEEP_S,
     OptionError,
     Pacer,
@@ -21,7 +21,7 @@ from stream_app.simulator.command import (
     parse_options,
     parse_start,
 )
-from stream_app.simulator.scenario import RateDrop, expected_messages_per_offer
+from stream_app.tools.simulator.scenario import RateDrop, expected_messages_per_offer
 
 NOW_MS = 1_795_341_623_456  # 2026-11-22T10:00:23.456Z
 

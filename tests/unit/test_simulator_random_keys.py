@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from stream_app.cli import _build_parser
 from stream_app.settings import Settings
-from stream_app.simulator.command import parse_options, random_keys
+from stream_app.tools.simulator.command import parse_options, random_keys
 
 
 def test_random_keys_are_seeded_and_spread() -> None:

@@ -13,13 +13,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stream_app import state_store
-from stream_app.core.forwarding import decode_forwarded
-from stream_app.core.partition import CustomerPartition
+from stream_app import _engine
+from stream_app.domain.forwarding import decode_forwarded
+from stream_app.domain.partition import CustomerPartition
 from stream_app.pipeline import Pipeline
+from stream_app.runtime import state_store
+from stream_app.runtime.state_store import ChangelogRecord, PartitionStore
 from stream_app.settings import Settings
-from stream_app.simulator.scenario import ScenarioConfig, Simulation
-from stream_app.state_store import ChangelogRecord, PartitionStore
+from stream_app.tools.simulator.scenario import ScenarioConfig, Simulation
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 Changes = dict[str, Any]
@@ -38,13 +39,14 @@ class Changelog:
             if value is None:
                 self.latest.pop(json.loads(key), None)
             else:
-                self.latest[json.loads(key)] = json.loads(value)
+                # Kept encoded, as the batch recovery keeps it (stream_app/recovery.py).
+                self.latest[json.loads(key)] = value
 
-    def restart(self) -> PartitionStore:
+    def restart(self, keeps_entries: bool = True) -> PartitionStore:
         """A new worker's store, recovered from what landed."""
         table = FakeTable()
         table.data = dict(self.latest)
-        return PartitionStore(table, keep_copy=False)
+        return PartitionStore(table, keep_copy=False, keeps_entries=keeps_entries)
 
 
 def _applied(state: Changes, changes: Changes) -> Changes:
@@ -60,9 +62,7 @@ def _applied(state: Changes, changes: Changes) -> Changes:
 def _journal_end(records: list[ChangelogRecord]) -> int:
     """How many of a write's records must land for its whole journal to be there."""
     chunks = [
-        i
-        for i, (_, _, key, value) in enumerate(records)
-        if b"|journal|" in key and value is not None
+        i for i, (_, _, key, value) in enumerate(records) if b"|#j|" in key and value is not None
     ]
     return chunks[-1] + 1 if chunks else 0
 
@@ -83,8 +83,8 @@ def test_a_restart_loads_the_state_after_the_last_batch_whose_journal_landed(
     with pytest.MonkeyPatch.context() as patch:
         # Small chunks, so that journals of several chunks land in part.
         patch.setattr(state_store, "CHUNK_BYTES", 12)
-        # And checkpoints every few batches, so that a worker stops within them too.
-        patch.setattr(state_store, "CHECKPOINT_BYTES", 60)
+        # And snapshots every few batches, so that a worker stops within them too.
+        patch.setattr(state_store, "SNAPSHOT_MIN_BYTES", 60)
         _write_and_stop(batches)
 
 
@@ -109,7 +109,7 @@ def _write_and_stop(batches: list[tuple[Changes, float | None]]) -> None:
         assert live == durable
 
 
-def test_the_journals_loaded_stay_until_a_checkpoint_holds_their_changes() -> None:
+def test_the_journals_loaded_stay_until_a_snapshot_holds_their_changes() -> None:
     """A worker stopped after a batch's journal and part of what followed it: the state
     loaded holds that batch, and so does every later restart (the SIGTERM restart test
     once lost an open offer this way)."""
@@ -130,6 +130,15 @@ def test_the_journals_loaded_stay_until_a_checkpoint_holds_their_changes() -> No
 @pytest.mark.parametrize(
     "older",
     [
+        # Entries with journals of several chunks (the batch of sequence 5 left only its
+        # first chunk: it is ignored).
+        {
+            "0|a": 1,
+            "0|b": 3,
+            "0|journal|4|0": [4, 2, {"a": 2}],
+            "0|journal|4|1": [4, 2, {"c": None}],
+            "0|journal|5|0": [5, 2, {"a": 9}],
+        },
         # One journal entry per partition, before chunks.
         {"0|a": 1, "0|journal": {"a": 2, "b": 3}},
         # Chunks keyed by their index alone, overwritten by each batch, and every entry
@@ -138,51 +147,54 @@ def test_the_journals_loaded_stay_until_a_checkpoint_holds_their_changes() -> No
         {"0|a": 1, "0|journal|0": [3, 2, {"a": 2}], "0|journal|1": [3, 2, {"b": 3}]},
     ],
 )
-def test_older_changelogs_load_and_their_journals_go_with_the_next_checkpoint(
+def test_a_state_in_the_older_json_format_loads_and_the_next_write_replaces_it(
     older: dict[str, Any],
 ) -> None:
     changelog = Changelog()
-    changelog.latest = dict(older)
+    # As recovered: JSON text, as the older versions wrote it.
+    changelog.latest = {key: json.dumps(value).encode() for key, value in older.items()}
     store = changelog.restart()
     assert store.load(0) == {"a": 2, "b": 3}
     store.write(0, {"a": 4})
-    changelog.land(store.take_outbox())
+    records = store.take_outbox()
+    changelog.land(records[:1])  # the journal only
     assert changelog.restart().load(0) == {"a": 4, "b": 3}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(state_store, "CHECKPOINT_BYTES", 0)
-        store.write(0, {"c": 5})
-    changelog.land(store.take_outbox())
-    assert changelog.latest == {"0|a": 4, "0|b": 3, "0|c": 5}
-    assert changelog.restart().load(0) == {"a": 4, "b": 3, "c": 5}
+    changelog.land(records[1:])
+    # A snapshot, and every older record deleted.
+    assert all(key.startswith("0|#s|") for key in changelog.latest)
+    assert changelog.restart().load(0) == {"a": 4, "b": 3}
 
 
-def test_a_checkpoint_leaves_the_live_state_and_each_key_once() -> None:
-    """The changelog holds each batch's changes once, as a journal, until a checkpoint
-    writes the merged changes as entries and deletes the journals."""
+def test_a_snapshot_leaves_the_live_state_in_a_few_records() -> None:
+    """The changelog holds each batch's changes once, as a journal, until a snapshot of the
+    whole state is written and every record before it deleted."""
     changelog = Changelog()
     store = PartitionStore(FakeTable(), keep_copy=False)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(state_store, "CHECKPOINT_BYTES", 200)
-        written = 0
-        for value in range(20):
+        patch.setattr(state_store, "SNAPSHOT_MIN_BYTES", 200)
+        snapshots = 0
+        for value in range(40):
             store.write(0, {"cell": [value] * 3, f"offer{value}": value, "gone": None})
             records = store.take_outbox()
-            written += sum(1 for _, _, key, _ in records if b"journal" not in key)
+            snapshots += sum(1 for _, _, key, _ in records if b"|#s|" in key)
             changelog.land(records)
-    # Entries: one per key per checkpoint, not per batch.
-    assert written < 20 * 2
-    state = {"cell": [19] * 3, **{f"offer{value}": value for value in range(20)}}
+    state = {"cell": [39] * 3, **{f"offer{value}": value for value in range(40)}}
     assert changelog.restart().load(0) == state
-    journals = [key for key in changelog.latest if "journal" in key]
-    assert len(journals) < 20
+    # A snapshot when the journals since the last one hold as many bytes as it does.
+    assert 2 <= snapshots < 20
+    assert len(changelog.latest) < 20
 
 
-def test_every_batch_is_journaled_once_and_only_checkpoints_write_entries() -> None:
+def test_every_batch_is_journaled_once_in_the_compact_encoding() -> None:
     store = PartitionStore(FakeTable(), keep_copy=False)
-    store.write(0, {"a": 1, "b": 2})
+    store.write(0, {"a": 1, "b": [2, "x"], "c": None})
     records = store.take_outbox()
-    assert [json.loads(key) for _, _, key, _ in records] == ["0|journal|1|0"]
-    assert json.loads(records[0][3] or b"") == [1, 1, {"a": 1, "b": 2}]
+    assert [json.loads(key) for _, _, key, _ in records] == ["0|#j|1|0"]
+    chunk = records[0][3] or b""
+    assert _engine.chunk_header(chunk) == (1, 1)
+    entries: dict[str, Any] = {"c": b"gone"}
+    _engine.merge_chunks(entries, [chunk])
+    assert entries == {"a": _engine.pack(1), "b": _engine.pack([2, "x"])}
 
 
 def _customer_logs(offers: int) -> tuple[Pipeline, dict[int, list[FakeRecord]]]:
@@ -231,12 +243,13 @@ def _partition_of(key: bytes | None) -> int:
 
 
 @pytest.mark.parametrize(
-    ("seed", "checkpoint_bytes"), [(1, 2 * 1024 * 1024), (2, 30_000), (3, 5_000)]
+    ("seed", "snapshot_bytes"), [(1, 4 * 1024 * 1024), (2, 30_000), (3, 5_000)]
 )
 def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped(
-    seed: int, checkpoint_bytes: int, monkeypatch: pytest.MonkeyPatch
+    seed: int, snapshot_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state_store, "CHECKPOINT_BYTES", checkpoint_bytes)
+    monkeypatch.setattr(state_store, "SNAPSHOT_MIN_BYTES", snapshot_bytes)
+    monkeypatch.setattr(state_store, "CHUNK_BYTES", 4_000)
     pipeline, logs = _customer_logs(offers=1_500)
     rng = random.Random(seed)
     for partition, log in logs.items():
@@ -244,22 +257,23 @@ def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped
         for record in log:
             _apply(never_stopped, record)
         changelog = Changelog()
-        store = PartitionStore(FakeTable(), keep_copy=False)
+        store = PartitionStore(FakeTable(), keep_copy=False, keeps_entries=False)
         state = CustomerPartition(pipeline.config)
         while state.next_offset < len(log):
             for record in log[state.next_offset : state.next_offset + rng.randint(1, 800)]:
                 _apply(state, record)
-            store.write(partition, state.take_changes())
+            store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)
             records = store.take_outbox()
             if rng.random() < 0.7:
                 changelog.land(records)
                 continue
             changelog.land(records[: rng.randint(0, len(records))])
-            store = changelog.restart()
-            state = CustomerPartition.restore(pipeline.config, store.load(partition))
+            store = changelog.restart(keeps_entries=False)
+            older, chunks = store.load_chunks(partition)
+            state = CustomerPartition.restore_chunks(pipeline.config, older, chunks)
         assert state.totals.as_row() == never_stopped.totals.as_row(), partition
         # And the whole state the changelog holds: open offers, remembered ids, windows.
-        store.write(partition, state.take_changes())
+        store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)
         changelog.land(store.take_outbox())
         expected = {
             key: value for key, value in never_stopped.take_changes().items() if value is not None

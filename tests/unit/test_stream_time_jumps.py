@@ -17,10 +17,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.board import RatesBoard
-from stream_app.core.events import Event, Offer, Purchase
-from stream_app.core.partition import LATE_TOTAL, TOTALS, CustomerPartition, WindowConfig
-from stream_app.core.views import VIEW_BY_NAME
+from stream_app.domain.board import RatesBoard
+from stream_app.domain.events import Event, Offer, Purchase
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.totals import LATE_TOTAL, TOTALS
+from stream_app.domain.views import VIEW_BY_NAME
+from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings, WindowSize
 from tests.unit.conftest import HOUR, MINUTE, T0, Feed, totals_rows
 from tests.unit.in_process import InProcessWorker
@@ -270,6 +272,6 @@ def test_a_duplicate_stamped_later_does_not_move_stream_time() -> None:
 def test_a_batch_s_partials_over_several_messages_all_count(monkeypatch: Any) -> None:
     """Only a batch's last partials message moves the board's stream time: a first message
     carrying the jump would make the board drop the next ones' partials as final."""
-    monkeypatch.setattr("stream_app.pipeline._PARTIALS_PER_MESSAGE", 1)
+    monkeypatch.setattr("stream_app.stages.attribute._PARTIALS_PER_MESSAGE", 1)
     # One partition: the board's low watermark is that partition's stream time.
     test_a_last_touch_purchase_learned_hours_later_counts_in_its_windows(partitions=1)

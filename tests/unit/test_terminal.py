@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from stream_app.terminal import render, render_plain
+from stream_app.tools.terminal import render, render_plain
 
 LONG_CHANNEL = "partner-marketplace-affiliate-network-europe"
 LONG_SEGMENT = "returning-high-value-loyalty-programme-members"

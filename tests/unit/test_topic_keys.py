@@ -7,13 +7,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.bands import Bands
-from stream_app.core.board import WindowRecord
-from stream_app.core.drops import FIRED, DropAlert, DropSettings
-from stream_app.core.proportions import Sample, compare
-from stream_app.core.topic_keys import split_topic_key, topic_key
-from stream_app.core.views import CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, View
-from stream_app.core.windows import rfc3339
+from stream_app.domain.bands import Bands
+from stream_app.domain.board import WindowRecord
+from stream_app.domain.drops import FIRED, DropAlert, DropSettings
+from stream_app.domain.proportions import Sample, compare
+from stream_app.domain.topic_keys import split_topic_key, topic_key
+from stream_app.domain.views import CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, View
+from stream_app.domain.windows import rfc3339
 
 T0 = 1_795_305_600_000  # 2026-11-22T00:00:00Z
 HOUR = 3_600_000

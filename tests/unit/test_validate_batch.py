@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app import _engine
-from stream_app.core.events import InvalidEvent, check_offer, check_purchase, validate_batch
-from stream_app.core.forwarding import Forwarded, decode_forwarded
+from stream_app.domain.events import InvalidEvent, check_offer, check_purchase, validate_batch
+from stream_app.domain.forwarding import Forwarded, decode_forwarded
 from tests.unit.test_compiled_acceptance import OFFER, PURCHASE, encodings, latest, messages
 
 PARTITIONS = 6

@@ -3,7 +3,7 @@ while the drop lasts, the series alone after a restart, nothing once it resolved
 
 from __future__ import annotations
 
-from stream_app.web import alert_document
+from stream_app.serving.web import alert_document
 from tests.unit.test_pipeline_drops import SETTINGS, Driver, FakeTable
 
 

@@ -9,10 +9,10 @@ from typing import Any, cast
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from stream_app.web import ExpositionCache
+from stream_app.serving.web import ExpositionCache
 
 
-class FakePipeline:
+class FakeReadModel:
     version = 0
 
 
@@ -31,12 +31,12 @@ class CountingCollector(Collector):
         yield family
 
 
-def cache(cost: float) -> tuple[ExpositionCache, FakePipeline, CountingCollector, list[float]]:
+def cache(cost: float) -> tuple[ExpositionCache, FakeReadModel, CountingCollector, list[float]]:
     clock = [100.0]
     collector = CountingCollector(clock, cost)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    pipeline = FakePipeline()
+    pipeline = FakeReadModel()
     exposition = ExpositionCache(cast(Any, pipeline), registry, clock=lambda: clock[0])
     return exposition, pipeline, collector, clock
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.views import CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, VIEW_BY_NAME
-from stream_app.web import MAX_WINDOWS, RECENT_WINDOWS, BadRequest, parse_query
+from stream_app.domain.views import CAMPAIGN, CHANNEL_SEGMENT, PURCHASES, VIEW_BY_NAME
+from stream_app.serving.web import MAX_WINDOWS, RECENT_WINDOWS, BadRequest, parse_query
 
 LABELS = ("5m", "1h", "1d")
 

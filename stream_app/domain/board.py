@@ -1,0 +1,223 @@
+"""The rates board: the window vectors of every partition summed into published records.
+
+Each customer partition sends its current (absolute) vectors of the keys that changed,
+with its stream time. The board keeps the latest vector per partition, so a partition
+that sends the same vectors again after a restart changes nothing.
+
+Stream time here is the largest of the partitions' stream times: it picks the current
+window of the gauges. Closing and finality go by the smallest (a low watermark, as in
+Kafka Streams or Flink): a partition behind the others may still send counts for a
+window the leading partition has long passed. A window's records are published when it
+closes, again for each key a later event changes, and a last time with `final` once no
+on-time purchase can change it; then the window is forgotten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_app.domain.bands import Bands
+from stream_app.domain.cohorts import Partial, ViewWindowKey, WindowKey
+from stream_app.domain.fastjson import dumps, dumps_key, loads
+from stream_app.domain.immutable import immutable
+from stream_app.domain.rates import figures
+from stream_app.domain.store_keys import META_KEY, WINDOW_PREFIX
+from stream_app.domain.topic_keys import topic_key
+from stream_app.domain.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
+from stream_app.domain.window_config import WindowConfig
+from stream_app.domain.windows import is_closed, rfc3339, window_start
+
+
+@dataclass(slots=True)
+class _BoardWindow:
+    by_partition: dict[Key, dict[int, list[int]]] = field(default_factory=dict)
+    announced: bool = False
+    changed: set[Key] = field(default_factory=set)
+
+    def summed(self, key: Key) -> list[int]:
+        parts = list(self.by_partition[key].values())
+        return [sum(column) for column in zip(*parts, strict=True)]
+
+
+@immutable
+class WindowRecord:
+    view: View
+    label: str
+    start: int
+    end: int
+    key: Key
+    vector: list[int]
+    final: bool
+
+    @property
+    def topic_key(self) -> str:
+        """Rates topic: `<window>|<start>|<channel>|<segment>`; KPI topic: view first
+        (values encoded by topic_keys.py)."""
+        values = (self.label, rfc3339(self.start), *self.key)
+        return (
+            topic_key(*values)
+            if self.view is CHANNEL_SEGMENT
+            else topic_key(self.view.name, *values)
+        )
+
+    def as_json(self, bands: Bands, emitted_at_ms: int) -> dict[str, Any]:
+        first, second = self.view.dimensions
+        document: dict[str, Any] = {} if self.view is CHANNEL_SEGMENT else {"view": self.view.name}
+        document.update(
+            {
+                "window": self.label,
+                "window_start": rfc3339(self.start),
+                "window_end": rfc3339(self.end),
+                first: self.key[0],
+                second: self.key[1],
+            }
+        )
+        document.update(figures(self.view, self.key, self.vector, bands))
+        document["final"] = self.final
+        document["emitted_at"] = rfc3339(emitted_at_ms)
+        return document
+
+
+def encode_partials(partition: int, stream_time: int | None, partials: Iterable[Partial]) -> bytes:
+    rows = [[p.view, p.label, p.start, *p.key, *p.vector] for p in partials]
+    return dumps([partition, stream_time, rows])
+
+
+def decode_partials(raw: bytes) -> tuple[int, int | None, list[Partial]]:
+    partition, stream_time, rows = loads(raw)
+    partials = [Partial(row[0], row[1], row[2], (row[3], row[4]), row[5:]) for row in rows]
+    return partition, stream_time, partials
+
+
+class RatesBoard:
+    def __init__(self, config: WindowConfig, partitions: int) -> None:
+        self.config = config
+        self.partitions = partitions
+        self.next_offset = 0
+        self._stream_times: dict[int, int] = {}
+        self._windows: dict[ViewWindowKey, _BoardWindow] = {}
+        self._changed_windows: set[ViewWindowKey] = set()
+
+    @property
+    def stream_time(self) -> int | None:
+        return max(self._stream_times.values(), default=None)
+
+    @property
+    def low_watermark(self) -> int | None:
+        """The stream time every partition has reached (None until all have reported)."""
+        if len(self._stream_times) < self.partitions:
+            return None
+        return min(self._stream_times.values())
+
+    def apply(
+        self, partition: int, stream_time: int | None, partials: list[Partial], offset: int
+    ) -> None:
+        if offset < self.next_offset:
+            return
+        self.next_offset = offset + 1
+        # The message's stream time is its partition's after these partials: they belong
+        # to windows that were open before it, so finality is judged without it (or a
+        # partition's last counts for a window would be dropped by its own message).
+        low_watermark = self.low_watermark
+        if stream_time is not None and stream_time > self._stream_times.get(partition, -(2**62)):
+            self._stream_times[partition] = stream_time
+        for partial in partials:
+            slot = (partial.view, partial.label, partial.start)
+            if self.config.is_final((partial.label, partial.start), low_watermark):
+                continue
+            window = self._windows.setdefault(slot, _BoardWindow())
+            held = window.by_partition.setdefault(partial.key, {})
+            if held.get(partition) == partial.vector:
+                continue  # sent again after a restart: nothing changed, nothing to publish
+            held[partition] = partial.vector
+            window.changed.add(partial.key)
+            self._changed_windows.add(slot)
+
+    def current(self, view: View, label: str) -> dict[Key, list[int]]:
+        """Summed vectors of the window of this size that holds stream time."""
+        stream_time = self.stream_time
+        if stream_time is None:
+            return {}
+        start = window_start(stream_time, self.config.size_ms(label))
+        return self.window(view, (label, start))
+
+    def window(self, view: View, window_key: WindowKey) -> dict[Key, list[int]]:
+        window = self._windows.get((view.name, *window_key))
+        if window is None:
+            return {}
+        return {key: window.summed(key) for key in window.by_partition}
+
+    def retained(self, view: View, label: str) -> list[int]:
+        """Starts of the windows of this view and size still kept, oldest first."""
+        return sorted(
+            start for name, lab, start in self._windows if name == view.name and lab == label
+        )
+
+    def take_records(self) -> list[WindowRecord]:
+        """Records due since the last call: closes, changes after close, and finals."""
+        records: list[WindowRecord] = []
+        for slot in sorted(self._windows):
+            view_name, label, start = slot
+            window = self._windows[slot]
+            end = start + self.config.size_ms(label)
+            if not is_closed(end, self.low_watermark, self.config.grace_ms):
+                continue
+            final = self.config.is_final((label, start), self.low_watermark)
+            due = set(window.by_partition) if final or not window.announced else window.changed
+            if not due:
+                continue
+            window.announced = True
+            window.changed = set()
+            self._changed_windows.add(slot)
+            view = VIEW_BY_NAME[view_name]
+            records.extend(
+                WindowRecord(view, label, start, end, key, window.summed(key), final)
+                for key in sorted(due)
+            )
+            if final:
+                del self._windows[slot]
+        return records
+
+    # -- persistence -----------------------------------------------------------------
+    def take_changes(self) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        for slot in self._changed_windows:
+            window = self._windows.get(slot)
+            entry = WINDOW_PREFIX + dumps_key(slot)
+            changes[entry] = (
+                None
+                if window is None
+                else [
+                    window.announced,
+                    [
+                        [*key, partition, vector]
+                        for key, parts in window.by_partition.items()
+                        for partition, vector in parts.items()
+                    ],
+                    [list(key) for key in window.changed],
+                ]
+            )
+        self._changed_windows.clear()
+        changes[META_KEY] = [self.next_offset, list(self._stream_times.items())]
+        return changes
+
+    @classmethod
+    def restore(cls, config: WindowConfig, partitions: int, entries: dict[str, Any]) -> RatesBoard:
+        board = cls(config, partitions)
+        meta = entries.get(META_KEY)
+        if meta is not None:
+            board.next_offset = meta[0]
+            board._stream_times = {int(p): t for p, t in meta[1]}
+        for entry, value in entries.items():
+            if value is None or not entry.startswith(WINDOW_PREFIX):
+                continue
+            view_name, label, start = json.loads(entry[len(WINDOW_PREFIX) :])
+            announced, rows, changed = value
+            window = _BoardWindow(announced=announced, changed={(a, b) for a, b in changed})
+            for first, second, partition, vector in rows:
+                window.by_partition.setdefault((first, second), {})[partition] = vector
+            board._windows[(view_name, label, start)] = window
+        return board

@@ -1,0 +1,613 @@
+"""A Faust consumer that hands whole fetched batches to the pipeline.
+
+Faust's own consumer loop awaits each message through two tasks and an asyncio.wait,
+then Event objects, channel queues and sensors: far more work per record than the
+pipeline's own. This subclass keeps everything else Faust does (group membership, partition
+assignment co-partitioned with the tables, changelog recovery, the web server) and
+replaces only that loop: records of the pipeline's topics go to it a partition batch
+at a time, and so do the tables' changelogs during a recovery, straight into the tables
+(stream_app/runtime/recovery.py); any other record takes Faust's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import faust
+from aiokafka.errors import IllegalStateError
+from aiokafka.partitioner import DefaultPartitioner
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from stream_app._engine import key_partition
+from stream_app.domain.stalls import Resumed, StallDetector, Stalled
+from stream_app.pipeline import Pipeline
+from stream_app.runtime import faust_internals
+from stream_app.runtime.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
+from stream_app.runtime.state_store import PartitionStore
+from stream_app.stages.messages import Output
+
+# topic, partition (None: by key), key, value, headers
+Record = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+
+log = logging.getLogger(__name__)
+
+# How long the broker may hold a fetch that finds no new record (Faust sets 1,500 ms).
+# aiokafka keeps one fetch in flight per broker and leaves out the partitions whose records
+# are still buffered, so records written meanwhile to those partitions (the internal topics
+# this worker just produced to, the inputs it just drained) wait for that fetch to time
+# out, once per stage of the pipeline. With 100 ms an idle worker asks 10 times a second.
+FETCH_MAX_WAIT_MS = 100
+# How often a worker commits at most while records keep coming, as Kafka Streams'
+# commit.interval.ms. Every stage's state carries the offsets it reflects, so a commit only
+# shortens what a restart or the next owner reads again (and skips), while a commit per
+# pass would add a round trip through the consumer's thread and the group coordinator to
+# every pass. A worker with nothing new to read commits at once.
+COMMIT_INTERVAL_S = 1.0
+
+
+class PipelineApp(faust.App):
+    """A Faust app that carries the pipeline its consumer hands batches to."""
+
+    pipeline: Pipeline
+    # The state stores whose changelog records the hot path produces after each batch.
+    stores: list[PartitionStore]
+    _recovery_progress: RecoveryProgress | None = None
+
+    # Whether partitions were assigned to this worker once (a worker starting joins first).
+    assigned_once = False
+
+    def recovery_status(self) -> dict[str, Any] | None:
+        """While the worker cannot serve its state yet: joining the group, replaying the
+        changelogs (with progress), or in the rest of a rebalance (before the replay, and
+        loading the replayed state after it); None once it serves what it holds."""
+        progress = self.recovery_progress.document()
+        if progress is not None:
+            return {"phase": "replaying", **progress}
+        if not self.assigned_once:
+            return {"phase": "joining"}
+        if self.rebalancing:
+            return {"phase": "rebalancing"}
+        return None
+
+    @property
+    def recovery_progress(self) -> RecoveryProgress:
+        """The progress of the tables' recovery (created once Faust's recovery exists)."""
+        if self._recovery_progress is None:
+            self._recovery_progress = RecoveryProgress(self.tables.recovery)  # type: ignore[attr-defined]
+        return self._recovery_progress
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start(), which creates the fetcher.
+        faust_internals.set_fetch_max_wait_ms(consumer, FETCH_MAX_WAIT_MS)
+        return consumer
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch_lock = asyncio.Lock()
+        self._batch_sender: BatchSender | None = None
+        # Per input partition: when a fetch of it last answered (aiokafka's clock), as of
+        # the moment its last records were handed to the pipeline.
+        self._polled_at_records: dict[Any, int | None] = {}
+        # Offsets whose records' outputs (and state) were sent, not committed yet; each
+        # commit comes after a flush that acknowledges them.
+        self._uncommitted: dict[Any, int] = {}
+        self._committed_at = time.monotonic()
+        self._stalls: StallDetector | None = None
+        self._stalls_generation: int | None = None
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        # Faust checks the assignment before flushing the producer; a rebalance during the
+        # flush can leave nothing to commit, and aiokafka's commit({}) raises then. The
+        # state carries its offsets, so a skipped commit only means a re-read, never a loss.
+        owned = {tp: offset for tp, offset in offsets.items() if tp in self.assignment()}
+        if not owned:
+            return False
+        return bool(await super()._commit(owned))
+
+    def verify_event_path(self, now: float, tp: Any) -> None:
+        """Faust's liveness check of a partition, run for every assigned one every
+        2.5 x broker_commit_interval outside rebalances. Faust's own reads when its
+        per-message stream last took an event, which this consumer replaces, so every
+        partition would look stalled after stream_processing_timeout and a healthy worker
+        would log errors for all of them, again and again. This one reads the offset the
+        hot path handled and logs a stall (records waiting, none handled for
+        stream_processing_timeout) once."""
+        pipeline = self.app.pipeline if isinstance(self.app, PipelineApp) else None
+        if pipeline is None or not (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic)):
+            return  # the tables' changelogs: the recovery checks those
+        generation = self.app.consumer_generation_id
+        if self._stalls is None or generation != self._stalls_generation:
+            self._stalls = StallDetector(float(self.app.conf.stream_processing_timeout))
+            self._stalls_generation = generation
+        state = self._tp_state(tp)
+        if state is None or state.highwater is None or not state.has_valid_position:
+            return
+        handled = faust_internals.read_offsets(self).get(tp)
+        waiting = state.highwater - (state.position if handled is None else handled + 1)
+        seen = self._stalls.observe((tp.topic, tp.partition), now, handled, waiting)
+        if isinstance(seen, Stalled):
+            log.error("%s", seen.message())
+        elif isinstance(seen, Resumed):
+            log.info("%s", seen.message())
+
+    def verify_recovery_event_path(self, now: float, tp: Any) -> None:
+        """Faust's check that a changelog partition under recovery is being fetched
+        counts from the consumer's start, not the recovery's: a recovery after a
+        rebalance minutes into a run logged "has not sent fetch request since start" for
+        every changelog partition it had just resumed. Only a recovery that has run for
+        stream_processing_timeout without ending is checked (its progress is on
+        /healthz all along)."""
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        started = recovery_started_at(recovery)
+        if started is not None and now - started >= self.app.conf.stream_processing_timeout:
+            super().verify_recovery_event_path(now, tp)
+
+    async def wait_empty(self) -> None:
+        # A rebalance waits here: the batch under way finishes first. What was handled
+        # since the last commit is read again by whoever owns the partitions next, as
+        # are the inputs the input merge still holds: the attributing stage skips
+        # forwarded events it applied already by source offset, and every stage skips
+        # records before the offset its state carries.
+        async with self._batch_lock:
+            self._uncommitted.clear()
+        await super().wait_empty()
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        try:
+            await self._drain(fetcher)
+        except asyncio.CancelledError:
+            # Faust's own loop ends quietly when the worker stops: its Fetcher takes a
+            # cancellation during a rebalance for one to restart from and crashes (it has
+            # no supervisor), so a worker stopped then exited with an error.
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    async def _drain(self, fetcher: Any) -> None:
+        app = self.app
+        assert isinstance(app, PipelineApp), "BatchTransport serves PipelineApp only"
+        pipeline = app.pipeline
+        while not (faust_internals.is_stopped(self) or faust_internals.is_stopped(fetcher)):
+            try:
+                records, _ = await faust_internals.wait_next_records(self, 1.0)
+            except self.consumer_stopped_errors:
+                if self.transport.app.should_stop:
+                    return
+                raise
+            generation = app.consumer_generation_id
+            await asyncio.sleep(0)
+            records = records or {}
+            if self.should_stop or not (records or pipeline.waiting_inputs):
+                if self._uncommitted and not self.should_stop:
+                    await self._commit_uncommitted()
+                continue
+            inputs = {
+                tp: batch for tp, batch in records.items() if batch and pipeline.is_input(tp.topic)
+            }
+            if inputs or pipeline.waiting_inputs:
+                # Also without new input: what waits may leave once time or lag allow.
+                await self._handle_inputs(pipeline, inputs, records)
+            staged = {
+                tp: batch
+                for tp, batch in records.items()
+                if batch and tp not in inputs and pipeline.handles(tp.topic)
+            }
+            if staged:
+                await self._handle_batches(pipeline, staged)
+            if self._uncommitted and self._commit_due():
+                await self._commit_uncommitted()
+            others = {
+                tp: batch
+                for tp, batch in records.items()
+                if batch and tp not in inputs and tp not in staged
+            }
+            if others:
+                await self._hand_to_faust(others, generation)
+
+    async def _hand_to_faust(self, records: dict[Any, list[Any]], generation: int) -> None:
+        """Records of the tables' changelogs, during a recovery, go straight into the
+        tables a partition batch at a time (stream_app/runtime/recovery.py); any other record
+        takes Faust's own path. Both keep the guards of Faust's own loop: nothing once the
+        flow is stopped or the generation has changed, and a record whose hand-over to
+        Faust is still waiting (the recovery's queue is suspended during a rebalance) is
+        abandoned when the flow stops.
+
+        A record fetched for one recovery and handed to the next one, after that one has
+        sought its partitions back to where it starts, would pass for the newest record
+        read: the recovery skips every record up to its offset when they come again, while
+        the records between were dropped from its queue at the rebalance. The state loaded
+        then misses changelog entries (an open offer, so a conversion, in the scale-out
+        test). Dropped here, they are read again: each recovery seeks its partitions."""
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
+        app = self.app
+        progress = app.recovery_progress if isinstance(app, PipelineApp) else None
+        for tp, batch in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                _log_dropped(tp, batch)
+                return
+            # Synchronous: the guards above hold until its last record is applied.
+            if apply_changelog_batch(recovery, tp, batch, progress):
+                # Faust's recovery loop gets the last record too: it skips it as read and
+                # ends the recovery if nothing is left (stream_app/runtime/recovery.py).
+                if not await self._hand_over(tp, batch[-1:], generation):
+                    return  # a rebalance began: the next recovery seeks its partitions
+                continue
+            handed = await self._hand_over(tp, batch, generation)
+            if handed < len(batch):
+                _log_dropped(tp, batch[handed:])
+                return
+
+    async def _hand_over(self, tp: Any, batch: list[Any], generation: int) -> int:
+        """How many of the records went to Faust before the flow stopped. One wait for the
+        whole batch: Faust's two tasks and asyncio.wait per record slowed recoveries."""
+        handed = 0
+
+        async def hand_over() -> None:
+            nonlocal handed
+            for record in batch:
+                if not self.flow_active or self.app.consumer_generation_id != generation:
+                    return
+                await self.callback(faust_internals.to_message(self, tp, record))
+                faust_internals.read_offsets(self)[tp] = record.offset
+                handed += 1
+
+        await self.wait_first(hand_over(), self.suspend_flow.wait())
+        return handed
+
+    async def _handle_inputs(
+        self, pipeline: Pipeline, inputs: dict[Any, list[Any]], fetched: Mapping[Any, Any]
+    ) -> None:
+        async with self._batch_lock:
+            assigned = self.assignment()
+            owned = {tp: batch for tp, batch in inputs.items() if tp in assigned}
+            # Not validated yet: read again once their items can be handed over in order.
+            waiting = {
+                tp: batch[0].offset
+                for tp, batch in owned.items()
+                if not self._handoff_admits(pipeline, tp, fetched)
+            }
+            owned = {tp: batch for tp, batch in owned.items() if tp not in waiting}
+            input_tps = {tp for tp in assigned if pipeline.is_input(tp.topic)}
+            for tp in owned:
+                self._polled_at_records[tp] = self._polled_at(tp)
+            # A batch read again later holds the others back as records not read yet do.
+            behind = {tp: tp in waiting or self._behind(tp) for tp in input_tps}
+            outputs = pipeline.validate(
+                {(tp.topic, tp.partition): batch for tp, batch in owned.items()},
+                behind={(tp.topic, tp.partition): value for tp, value in behind.items()},
+                quiet={
+                    (tp.topic, tp.partition)
+                    for tp, value in behind.items()
+                    if value is False and self._polled_since_records(tp)
+                },
+            )
+            # Not flushed and committed here: the internal batches of the same fetch flush
+            # right after, and these offsets are committed with theirs (two broker round
+            # trips fewer per fetch, the longest part of a pass at low load). Records
+            # still waiting in the pipeline are not committed: a restart reads them again.
+            await self._sender().send(_output_records(outputs))
+            if pipeline.handed_partitions:
+                # As after an internal batch: the outputs are durable before the state
+                # that says they were made, and that state is sent before the input
+                # offsets it reflects are marked for the next commit (after a flush).
+                await self._sender().flush()
+                for partition in pipeline.handed_partitions:
+                    pipeline.persist(pipeline.settings.topic_events, partition)
+                pipeline.handed_partitions.clear()
+                await self._send_state()
+            positions = pipeline.input_positions()
+            self._uncommitted.update(
+                {
+                    tp: positions[(tp.topic, tp.partition)]
+                    for tp in input_tps
+                    if (tp.topic, tp.partition) in positions
+                }
+            )
+            rewinds = pipeline.take_rewinds()
+            seeks = {
+                tp: rewinds[(tp.topic, tp.partition)]
+                for tp in owned
+                if (tp.topic, tp.partition) in rewinds
+            }
+            seeks.update(waiting)
+            for tp, batch in owned.items():
+                if tp not in seeks:
+                    faust_internals.read_offsets(self)[tp] = batch[-1].offset
+        if seeks:
+            await self._seek_assigned(seeks)
+
+    async def _seek_assigned(self, offsets: Mapping[Any, int]) -> None:
+        """Seek partitions that are still assigned; one that is not any more is read from
+        its committed offset by whoever owns it next, or by this worker after the
+        rebalance (aiokafka resets every position then)."""
+        for tp, offset in offsets.items():
+            if tp not in self.assignment():
+                continue
+            try:
+                await self.seek_wait({tp: offset})
+            except IllegalStateError:
+                log.info("%s was revoked before it could be read again from %d", tp, offset)
+
+    def _behind(self, tp: Any) -> bool | None:
+        """Whether Kafka holds records of this partition not handed to us yet (None: not
+        known yet). aiokafka's position moves past what getmany returned."""
+        state = self._tp_state(tp)
+        if state is None or state.highwater is None or not state.has_valid_position:
+            return None
+        return bool(state.position < state.highwater)
+
+    def _tp_state(self, tp: Any) -> Any:
+        """aiokafka's state of a partition, None unless it is assigned. The consumer thread
+        changes the assignment during a rebalance, between any two lines of this one:
+        aiokafka's own highwater() asserts the partition is assigned, which fails for one
+        revoked in between, so read the state once and check it."""
+        subscription = faust_internals.subscription(self)
+        if subscription is None or subscription.assignment is None:
+            return None
+        return subscription.assignment.state_value(tp)
+
+    def _polled_at(self, tp: Any) -> int | None:
+        """When a fetch of this partition last answered, records or not (None: never)."""
+        state = self._tp_state(tp)
+        return None if state is None else state.timestamp
+
+    def _polled_since_records(self, tp: Any) -> bool:
+        """Whether a fetch of this caught-up partition answered after its last records were
+        handed over, with nothing new: its next record is a live arrival (domain/merge.py)."""
+        polled = self._polled_at(tp)
+        return polled is not None and polled != self._polled_at_records.get(tp, polled)
+
+    async def _handle_batches(self, pipeline: Pipeline, batches: dict[Any, list[Any]]) -> None:
+        """One fetch of the internal topics: every partition's outputs, one flush, then
+        every partition's state and one flush (not one of each per partition), and a commit
+        when one is due (COMMIT_INTERVAL_S)."""
+        async with self._batch_lock:
+            assigned = self.assignment()
+            owned = {
+                tp: batch
+                for tp, batch in batches.items()
+                if tp in assigned and pipeline.has_state(tp.topic, tp.partition)
+            }
+            unloaded = {
+                tp: batch[0].offset
+                for tp, batch in batches.items()
+                if tp in assigned and tp not in owned
+            }
+            if unloaded:
+                # Fetched before a rebalance whose recovery has not loaded these partitions'
+                # state yet: a state rebuilt now from a half-replayed changelog would pass
+                # for the whole one. Read the records again later (seek_wait runs on the
+                # consumer's own thread, as aiokafka needs).
+                log.info("records wait for their partitions' state to be recovered: %s", unloaded)
+                await self._seek_assigned(unloaded)
+            if not owned:
+                return
+            sender = self._sender()
+            # One send for every partition's outputs: aiokafka holds one batch per topic
+            # partition and one request in flight per broker, so a second batch for the same
+            # partition (every attribute sends its partials to partials partition 0) waited
+            # for the produce request before it: a broker round trip per fetched partition,
+            # about a quarter of each batch's time in a latency trace at 1,000 events/s.
+            outputs: list[Output] = []
+            now = pipeline.now()
+            for tp, batch in owned.items():
+                outputs.extend(pipeline.handle(tp.topic, tp.partition, batch, now))
+            await sender.send(_output_records(outputs))
+            # The outputs are durable before the state that says they were made.
+            await sender.flush()
+            for tp in owned:
+                pipeline.persist(tp.topic, tp.partition)
+            await self._send_state()
+            await self._finish_batches(owned)
+
+    async def _send_state(self) -> None:
+        """Send the changelog records the state stores hold since the last call."""
+        app = self.app
+        assert isinstance(app, PipelineApp)
+        for store in app.stores:
+            await self._sender().send(
+                (topic, partition, key, value, None)
+                for topic, partition, key, value in store.take_outbox()
+            )
+
+    def _handoff_admits(self, pipeline: Pipeline, tp: Any, fetched: Mapping[Any, Any]) -> bool:
+        """Whether this input partition's batch may be validated now (stages/handoff.py):
+        the facts the hand-over needs about its events-by-customer partition."""
+        events_tp = TP(pipeline.settings.topic_events, tp.partition)
+        state = self._tp_state(events_tp)
+        read = None
+        if state is not None and state.has_valid_position and not fetched.get(events_tp):
+            read = state.position  # every record before it was handled when it came
+        partitions = faust_internals.topic_partitions(self, tp.topic)
+        return pipeline.handoff.admit(
+            (tp.topic, tp.partition),
+            None if partitions is None else len(partitions),
+            pipeline.has_state(events_tp.topic, events_tp.partition),
+            read,
+            None if state is None else state.highwater,
+        )
+
+    async def send_outputs(self, outputs: list[Output]) -> None:
+        """Produce outputs made outside a batch (idle ticks), between batches."""
+        async with self._batch_lock:
+            sender = self._sender()
+            await sender.send(_output_records(outputs))
+            await sender.flush()
+
+    def _sender(self) -> BatchSender:
+        if self._batch_sender is None:
+            producer: Any = self.app.producer
+            self._batch_sender = BatchSender(faust_internals.aiokafka_producer(producer))
+        return self._batch_sender
+
+    def _commit_due(self) -> bool:
+        return time.monotonic() - self._committed_at >= COMMIT_INTERVAL_S
+
+    async def _commit_uncommitted(self) -> None:
+        async with self._batch_lock:
+            if self._uncommitted:
+                await self._sender().flush()
+                await self._commit_flushed()
+
+    async def _commit_flushed(self) -> None:
+        """Commit what is uncommitted; every record sent so far is acknowledged."""
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
+        await faust_internals.commit_offsets(self, offsets)
+
+    async def _finish_batches(self, batches: dict[Any, list[Any]]) -> None:
+        # Every output and state record is acknowledged before its input offset is
+        # committed; so are the outputs of inputs validated since the last commit.
+        await self._sender().flush()
+        self._uncommitted.update({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+        if self._commit_due():
+            await self._commit_flushed()
+        lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
+        # A rebalance may have taken partitions away during the awaits: aiokafka knows
+        # no highwater for those.
+        assigned = self.assignment()
+        for tp, batch in batches.items():
+            if tp not in assigned:
+                continue
+            faust_internals.read_offsets(self)[tp] = batch[-1].offset
+            state = self._tp_state(tp)
+            highwater = None if state is None else state.highwater
+            if highwater is not None and highwater >= 0:
+                lag[(tp.topic, tp.partition)] = max(0, highwater - batch[-1].offset - 1)
+        if isinstance(self.app, PipelineApp):
+            self.app.pipeline.touch()
+
+
+def _log_dropped(tp: Any, records: list[Any]) -> None:
+    log.info(
+        "a rebalance began: %d records of %s from offset %d on are dropped, and read "
+        "again by the next recovery",
+        len(records),
+        tp,
+        records[0].offset,
+    )
+
+
+def _output_records(outputs: list[Output]) -> Iterator[Record]:
+    for output in outputs:
+        yield output.topic, output.partition, output.key, output.value, output.headers
+
+
+class BatchSender:
+    """Produces records a whole batch per topic partition on aiokafka's producer.
+
+    One `send` per message through Faust (and even aiokafka's own `send`) costs several
+    times what building the batches does. Delivery failures are raised by `flush`, so
+    that nothing is committed after a lost output.
+    """
+
+    # Keys whose partition is remembered, per topic: the same keys come back again and
+    # again, and aiokafka's murmur2 is pure Python (2-3 % of a worker's CPU; a new key is
+    # hashed by the compiled one). Bounded so that ever new keys cannot grow it.
+    KEY_PARTITIONS_HELD = 50_000
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer
+        self._pending: list[asyncio.Future[Any]] = []
+        self._known_topics: set[str] = set()
+        # Per topic: the partitions the remembered choices were made among, and the choices.
+        self._key_partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+
+    async def send(self, records: Iterable[Record]) -> None:
+        producer = self._producer
+        builders: dict[tuple[str, int], Any] = {}
+        # Per topic, resolved once per call: where a record without a partition goes.
+        choosers: dict[str, Callable[[bytes | None], int]] = {}
+        for topic, partition, key, value, headers in records:
+            if partition is None:
+                choose = choosers.get(topic)
+                if choose is None:
+                    choose = choosers[topic] = await self._chooser(topic)
+                partition = choose(key)
+            builder = builders.get((topic, partition))
+            if builder is None:
+                if topic not in self._known_topics:
+                    await self._track(topic)
+                builder = builders[(topic, partition)] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                self._pending.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[(topic, partition)] = producer.create_batch()
+                if (
+                    builder.append(key=key, value=value, timestamp=None, headers=headers or [])
+                    is None
+                ):
+                    raise ValueError(f"a record for {topic} is larger than a batch")
+        for (topic, partition), builder in builders.items():
+            if builder.record_count():
+                self._pending.append(await producer.send_batch(builder, topic, partition=partition))
+
+    async def _track(self, topic: str) -> None:
+        # Tracked explicitly: aiokafka asks for every topic's metadata only while it tracks
+        # none, and once another topic is added, one it found that way drops out of its
+        # metadata (unknown leaders, a metadata storm, no sends).
+        producer = self._producer
+        await producer.client.add_topic(topic)
+        await faust_internals.wait_on_metadata(producer, topic)
+        self._known_topics.add(topic)
+
+    async def _chooser(self, topic: str) -> Callable[[bytes | None], int]:
+        """aiokafka's own choice of partition for a key (murmur2 of the key), as its send
+        would make it, remembered per key while the topic's partitions stay the same."""
+        producer = self._producer
+        if topic not in self._known_topics:
+            await self._track(topic)
+        metadata = faust_internals.producer_metadata(producer)
+        if metadata.partitions_for_topic(topic) is None:
+            # A metadata refresh (after a reconnect, say) can come back without the topic
+            # for a moment: ask again, as aiokafka's send does every time.
+            await faust_internals.wait_on_metadata(producer, topic)
+        every = list(metadata.partitions_for_topic(topic) or ())
+        available = list(metadata.available_partitions_for_topic(topic) or ())
+        partitioner = faust_internals.producer_partitioner(producer)
+        held = self._key_partitions.get(topic)
+        if held is None or held[0] != every:
+            held = self._key_partitions[topic] = (every, {})
+        chosen = held[1]
+
+        def choose(key: bytes | None) -> int:
+            if key is None:  # a random partition: nothing to remember
+                return int(partitioner(key, every, available))
+            partition = chosen.get(key)
+            if partition is None:
+                if len(chosen) >= self.KEY_PARTITIONS_HELD:
+                    chosen.clear()
+                partition = chosen[key] = (
+                    every[key_partition(key, len(every))]  # the same murmur2, compiled
+                    if type(partitioner) is DefaultPartitioner
+                    else partitioner(key, every, available)
+                )
+            return partition
+
+        return choose
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged; raise if one was not."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.wait(pending)
+        for future in pending:
+            error = future.exception()
+            if error is not None:
+                raise error
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer

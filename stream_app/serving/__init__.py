@@ -1,0 +1,1 @@
+"""What the worker shows: the web page and its API, the Prometheus metrics."""

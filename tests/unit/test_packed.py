@@ -1,0 +1,114 @@
+"""The compact binary encoding of stored state (engine/src/packed.rs): values come back
+exactly, a partition's snapshot restates what its changes wrote, and a state written by
+the older JSON format restores to the same partition as one written now."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_app import _engine
+from stream_app.domain.partition import CustomerPartition
+from stream_app.domain.window_config import WindowConfig
+from stream_app.runtime import state_store
+from stream_app.runtime.state_store import PartitionStore
+from tests.unit.conftest import CONFIG, Feed, merge_store, snapshot
+from tests.unit.test_core_partition import SHORT, TIGHT, operations, play
+from tests.unit.test_pipeline_drops import FakeTable
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),  # beyond 64 bits too
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(),  # lone surrogates too
+    st.binary(),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(values)
+def test_a_value_comes_back_exactly(value: Any) -> None:
+    raw = _engine.pack(value)
+    assert raw[0] >= 0xC0  # never the first byte of JSON text
+    back = _engine.unpack(raw)
+    assert back == value
+    assert repr(back) == repr(value)  # types too: True is not 1, 1.0 is not 1
+
+
+def test_tuples_come_back_as_lists_as_json_makes_them() -> None:
+    assert _engine.unpack(_engine.pack(("a", (1, None)))) == ["a", [1, None]]
+
+
+@given(values)
+def test_a_cut_or_foreign_value_is_a_clear_error(value: Any) -> None:
+    raw = _engine.pack([value, 1])
+    with pytest.raises(ValueError, match="stored value"):
+        _engine.unpack(raw[:-1])
+    with pytest.raises(ValueError, match="stored value"):
+        _engine.unpack(raw + b"\x00")
+    with pytest.raises(ValueError, match="stored value"):
+        _engine.unpack(json.dumps(value, default=str).encode() or b"null")
+
+
+def test_what_cannot_be_stored_is_named() -> None:
+    with pytest.raises(ValueError, match="cannot store a set"):
+        _engine.pack({"a": {1}})
+
+
+def _restored(config: WindowConfig, entries: dict[str, Any]) -> CustomerPartition:
+    return CustomerPartition.restore(config, copy.deepcopy(entries))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), ops=operations(), config=st.sampled_from([SHORT, TIGHT, CONFIG]))
+def test_a_snapshot_holds_what_the_changes_wrote_and_the_older_format_restores_the_same(
+    data: st.DataObject, ops: list[tuple[Any, ...]], config: WindowConfig
+) -> None:
+    cuts = data.draw(st.sets(st.integers(0, max(0, len(ops) - 1))), label="cuts")
+    feed = Feed(CustomerPartition(config))
+    merged: dict[str, Any] = {}  # what the changes wrote, decoded
+    for i, op in enumerate(ops):
+        play(feed, op)
+        if i in cuts:
+            changes = feed.partition.take_packed_changes()
+            merge_store(merged, {k: None if v is None else _engine.unpack(v) for k, v in changes})
+    merge_store(merged, feed.partition.take_changes())
+    whole = dict(feed.partition.packed_snapshot())
+    decoded = {key: _engine.unpack(value) for key, value in whole.items() if value is not None}
+    assert len(decoded) == len(whole)
+    assert decoded == json.loads(json.dumps(merged))
+    assert feed.partition.take_packed_changes() == [("m", whole["m"])]  # nothing left to write
+    expected = snapshot(feed.partition)
+    assert snapshot(_restored(config, whole)) == expected
+    # From the store's chunks: the snapshot, and the same after a journal of nothing new.
+    store = PartitionStore(FakeTable(), keep_copy=True, keeps_entries=False)
+    store.write_packed(0, list(whole.items()), lambda: [])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(state_store, "SNAPSHOT_MIN_BYTES", 0)  # a snapshot after this write
+        store.write_packed(0, [("m", whole["m"])], lambda: list(whole.items()))
+    assert any(b"|#s|" in key for _, _, key, _ in store.take_outbox())
+    # The older format: each entry JSON, as a worker of that version wrote and recovered it.
+    table = FakeTable()
+    table.data = {f"0|{key}": json.dumps(value).encode() for key, value in merged.items()}
+    for restored in (
+        CustomerPartition.restore_chunks(config, *store.load_chunks(0)),
+        CustomerPartition.restore_chunks(config, *PartitionStore(table).load_chunks(0)),
+        _restored(config, PartitionStore(table).load(0, decode=False)),
+    ):
+        assert snapshot(restored) == expected
+        assert restored.open_offers() == feed.partition.open_offers()
+        assert restored.next_offset == feed.partition.next_offset
