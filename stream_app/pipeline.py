@@ -23,6 +23,7 @@ from stream_app.domain.partition import CustomerPartition
 from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
 from stream_app.stages.attribute import AttributeStage
+from stream_app.stages.handoff import Handoff
 from stream_app.stages.messages import Now, Output, PackedStateStore, Record, StateStore
 from stream_app.stages.publish import ActiveAlert, PublishStage
 from stream_app.stages.validate import ValidateStage
@@ -70,6 +71,10 @@ class Pipeline:
             settings.topic_events: self.attributing,
             settings.topic_partials: self.publishing,
         }
+        # The events-by-customer partitions whose state changed by items handed over in
+        # process (stages/handoff.py): the caller persists them before it commits the
+        # input offsets.
+        self.handed_partitions: set[int] = set()
         # Records not yet read, per input or internal partition, as of its last batch.
         self.lag: dict[tuple[str, int], int] = {}
         # Moves whenever something /metrics shows may have changed (web.ExpositionCache);
@@ -102,6 +107,10 @@ class Pipeline:
     @property
     def events_in_by_topic(self) -> Mapping[str, int]:
         return self.validating.events_in_by_topic
+
+    @property
+    def handoff(self) -> Handoff:
+        return self.validating.handoff
 
     def handles(self, topic: str) -> bool:
         return self.is_input(topic) or topic in self._stages
@@ -136,10 +145,12 @@ class Pipeline:
         wall_clock: float | None = None,
     ) -> list[Output]:
         """ValidateStage.handle with the clock read here: `now` (monotonic seconds) and
-        `wall_clock` (epoch seconds) default to the pipeline's clock."""
+        `wall_clock` (epoch seconds) default to the pipeline's clock. The items it hands
+        over in process are applied by the attributing stage here; their partitions are
+        added to `handed_partitions`."""
         clock = self._clock()
         self.touch()
-        return self.validating.handle(
+        outputs = self.validating.handle(
             batches,
             Now(
                 monotonic=clock.monotonic if now is None else now,
@@ -148,6 +159,10 @@ class Pipeline:
             behind,
             quiet,
         )
+        for partition, items in self.validating.take_handed().items():
+            outputs.extend(self.attributing.apply_handed(partition, items))
+            self.handed_partitions.add(partition)
+        return outputs
 
     def take_rewinds(self) -> dict[tuple[str, int], int]:
         return self.validating.take_rewinds()

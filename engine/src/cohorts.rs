@@ -643,6 +643,68 @@ pub fn partials_to_py<'py>(
     Ok(list)
 }
 
+/// The partials topic's messages of one partition's partials (board.py's
+/// `encode_partials` format: `[partition, stream_time, rows]`, a row being
+/// `[view, label, start, key..., vector...]`), at most `per_message` rows each and one
+/// message at least; only the last carries the stream time, as the board judges a
+/// message's partials by the stream time before it. A message holding an integer beyond
+/// 64 bits starts with a space (fastjson.py's mark, whose reader keeps it exact).
+pub fn encode_partials(
+    partition: i64,
+    stream_time: Option<i64>,
+    partials: &[Partial],
+    per_message: usize,
+) -> Vec<Vec<u8>> {
+    let chunks: Vec<&[Partial]> = if partials.is_empty() {
+        vec![&[]]
+    } else {
+        partials.chunks(per_message.max(1)).collect()
+    };
+    let last = chunks.len() - 1;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(index, rows)| {
+            let wide = rows
+                .iter()
+                .any(|p| p.vector.iter().any(|v| i64::try_from(*v).is_err()));
+            let mut out = Vec::with_capacity(32 + rows.len() * 96);
+            if wide {
+                out.push(b' ');
+            }
+            out.extend_from_slice(format!("[{partition},").as_bytes());
+            match stream_time.filter(|_| index == last) {
+                Some(time) => out.extend_from_slice(time.to_string().as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",[");
+            for (i, p) in rows.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'[');
+                json_text(&mut out, VIEW_NAMES[p.slot.view as usize]);
+                out.push(b',');
+                json_text(&mut out, &p.slot.label);
+                out.extend_from_slice(format!(",{},", p.slot.start).as_bytes());
+                json_text(&mut out, &p.key.0);
+                out.push(b',');
+                json_text(&mut out, &p.key.1);
+                for value in &p.vector {
+                    out.extend_from_slice(format!(",{value}").as_bytes());
+                }
+                out.push(b']');
+            }
+            out.extend_from_slice(b"]]");
+            out
+        })
+        .collect()
+}
+
+fn json_text(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(out, text).expect("a string always encodes");
+}
+
 fn slot_of(view: &Bound<'_, PyAny>, window: (String, i64)) -> PyResult<Slot> {
     let name: String = if let Ok(name) = view.extract::<String>() {
         name

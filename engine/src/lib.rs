@@ -1,5 +1,6 @@
 //! stream_app._engine: the compiled domain core of upsell-stream (docs/engine.md).
 
+mod accept;
 mod attribution;
 mod cohorts;
 mod dedupe;
@@ -24,6 +25,10 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(parse::accept_offer, m)?)?;
     m.add_function(wrap_pyfunction!(parse::accept_purchase, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::accept_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::accepted_of, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::key_partition, m)?)?;
+    m.add_class::<accept::PyAccepted>()?;
     m.add_function(wrap_pyfunction!(packed::pack, m)?)?;
     m.add_function(wrap_pyfunction!(packed::unpack, m)?)?;
     m.add_function(wrap_pyfunction!(packed::pack_entries, m)?)?;

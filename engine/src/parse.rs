@@ -187,7 +187,7 @@ fn rfc3339_ms(text: &str) -> Option<i64> {
     (MIN_TS_MS..=MAX_TS_MS).contains(&ms).then_some(ms)
 }
 
-fn offer(raw: &[u8], latest_ts: Option<i64>) -> Option<Offer> {
+pub fn offer(raw: &[u8], latest_ts: Option<i64>) -> Option<Offer> {
     let fields = object(raw)?;
     let offered_price = optional(&fields, "offered_price", number)?;
     if offered_price.is_some_and(|p| p < 0.0) {
@@ -208,7 +208,7 @@ fn offer(raw: &[u8], latest_ts: Option<i64>) -> Option<Offer> {
     })
 }
 
-fn purchase(raw: &[u8], latest_ts: Option<i64>) -> Option<Purchase> {
+pub fn purchase(raw: &[u8], latest_ts: Option<i64>) -> Option<Purchase> {
     let fields = object(raw)?;
     let amount = number(present(&fields, "amount")?)?;
     if amount < 0.0 {

@@ -7,10 +7,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString};
 
+use crate::accept::PyAccepted;
 use crate::attribution::{Attribution, Conversion, Labels, OpenOffer, PendingId};
 use crate::cohorts::{
-    cells_to_py, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN, CHANNEL_SEGMENT,
-    OFFER_VIEWS, PURCHASES,
+    cells_to_py, encode_partials, partials_to_py, view_index, Key, Slot, WindowCounts, CAMPAIGN,
+    CHANNEL_SEGMENT, OFFER_VIEWS, PURCHASES,
 };
 use crate::dedupe::Memory;
 use crate::events::{
@@ -214,6 +215,12 @@ impl Partition {
             return;
         }
         self.next_offset = offset + 1;
+        self.apply_item(item);
+    }
+
+    /// Apply one item, whichever way it came: read from the internal topic or handed over
+    /// in process by the validating stage (an item's source offset makes it count once).
+    fn apply_item(&mut self, item: Item) {
         let event = match item.payload {
             Payload::Tick => {
                 self.advance(item.stamp);
@@ -922,6 +929,35 @@ impl PyCustomerPartition {
         Ok(())
     }
 
+    /// Apply items the validating stage hands over in process, without the internal
+    /// topic, in order: each an accepted event as `(source_topic, source_partition,
+    /// source_offset, stamp, Accepted)`, or another item encoded as on that topic. They
+    /// carry no offset of it.
+    fn apply_handed(&mut self, values: &Bound<'_, PyList>) -> PyResult<()> {
+        for value in values.iter() {
+            let item = if let Ok(raw) = value.cast::<PyBytes>() {
+                decode_item(raw.as_bytes())?
+            } else {
+                let (topic, partition, offset, stamp, accepted): (
+                    String,
+                    i64,
+                    i64,
+                    Option<i64>,
+                    PyRef<'_, PyAccepted>,
+                ) = value.extract()?;
+                Item {
+                    source_topic: s(&topic),
+                    source_partition: partition,
+                    source_offset: offset,
+                    stamp,
+                    payload: Payload::Event(accepted.event.clone()),
+                }
+            };
+            self.partition.apply_item(item);
+        }
+        Ok(())
+    }
+
     #[getter]
     fn stream_time(&self) -> Option<i64> {
         self.partition.stream_time
@@ -989,5 +1025,23 @@ impl PyCustomerPartition {
     /// The whole state as store records (key, encoded value).
     fn packed_snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         entries_to_list(py, self.partition.snapshot())
+    }
+
+    /// The partials that changed since the last call as the partials topic's messages of
+    /// this partition (cohorts.rs `encode_partials`), at most `per_message` rows each.
+    fn take_partials_encoded<'py>(
+        &mut self,
+        py: Python<'py>,
+        partition: i64,
+        per_message: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let partials = self.partition.counts.take_partials();
+        let messages = encode_partials(
+            partition,
+            self.partition.stream_time,
+            &partials,
+            per_message,
+        );
+        PyList::new(py, messages.iter().map(|m| PyBytes::new(py, m)))
     }
 }

@@ -7,13 +7,13 @@ simulator's checks all read field names and rules from here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import orjson
 
-from stream_app._engine import accept_offer, accept_purchase
+from stream_app._engine import Accepted, accept_batch, accept_offer, accept_purchase, accepted_of
 from stream_app.domain.immutable import immutable
 from stream_app.domain.windows import EPOCH, FIRST_TS_MS, LAST_TS_MS, rfc3339
 
@@ -121,6 +121,24 @@ def parse_purchase(raw: bytes | None, latest_ts: int | None = None) -> Purchase:
         if accepted is not None:
             return accepted
     return check_purchase(raw, latest_ts)
+
+
+def validate_batch(
+    values: Sequence[bytes | None], offers: bool, latest_ts: int | None, partitions: int
+) -> list[Accepted | InvalidEvent]:
+    """Validate a fetched batch of one input topic (`offers`, else purchases) in one call:
+    per value, its accepted event (compiled, with its customer's partition among
+    `partitions`, and encoded for the internal topic by `Accepted.item`) or the
+    InvalidEvent that rejects it (see parse_offer)."""
+    outcomes: list[Any] = accept_batch(list(values), offers, latest_ts, partitions)
+    check = check_offer if offers else check_purchase
+    for index, outcome in enumerate(outcomes):
+        if outcome is None:
+            try:
+                outcomes[index] = accepted_of(check(values[index], latest_ts), partitions)
+            except InvalidEvent as error:
+                outcomes[index] = error
+    return outcomes
 
 
 def check_offer(raw: bytes | None, latest_ts: int | None = None) -> Offer:

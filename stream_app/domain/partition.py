@@ -52,6 +52,15 @@ class CustomerPartition:
         records without a value are skipped."""
         self._core.apply_records(records)
 
+    def apply_handed(
+        self, values: list[tuple[str, int, int, int | None, _engine.Accepted] | bytes]
+    ) -> None:
+        """Apply items the validating stage hands over in process (stages/handoff.py),
+        in order: an accepted event as (source topic, partition, offset, stamp, Accepted),
+        or another item as encode_forwarded writes it. They have no offset of the internal
+        topic, and count once by their source offsets."""
+        self._core.apply_handed(values)
+
     @property
     def stream_time(self) -> int | None:
         return self._core.stream_time
@@ -82,6 +91,12 @@ class CustomerPartition:
     # -- after a batch ---------------------------------------------------------------
     def take_partials(self) -> list[Partial]:
         return self._core.take_partials()
+
+    def take_partials_encoded(self, partition: int, per_message: int) -> list[bytes]:
+        """`take_partials` as the partials topic's messages of this partition, in the
+        format of board.encode_partials, at most `per_message` partials each (one message
+        at least); only the last carries the stream time."""
+        return self._core.take_partials_encoded(partition, per_message)
 
     def take_changes(self) -> dict[str, Any]:
         """Store entries changed since the last call (None deletes), and forget expired state."""

@@ -39,6 +39,13 @@ def subscription(consumer: Any) -> Any:
     return consumer._thread._ensure_consumer()._subscription.subscription
 
 
+def topic_partitions(consumer: Any, topic: str) -> set[int] | None:
+    """The partitions of a topic as the aiokafka consumer under a Faust consumer knows
+    them from its metadata; None while it knows none."""
+    partitions: set[int] | None = consumer._thread._ensure_consumer().partitions_for_topic(topic)
+    return partitions
+
+
 # -- Faust's consumer ------------------------------------------------------------------
 def read_offsets(consumer: Any) -> dict[Any, int | None]:
     """Faust's offset of the last record handled per partition (what it commits and what

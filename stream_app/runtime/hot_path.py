@@ -19,8 +19,11 @@ from typing import Any
 
 import faust
 from aiokafka.errors import IllegalStateError
+from aiokafka.partitioner import DefaultPartitioner
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
+from stream_app._engine import key_partition
 from stream_app.domain.stalls import Resumed, StallDetector, Stalled
 from stream_app.pipeline import Pipeline
 from stream_app.runtime import faust_internals
@@ -196,7 +199,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             }
             if inputs or pipeline.waiting_inputs:
                 # Also without new input: what waits may leave once time or lag allow.
-                await self._handle_inputs(pipeline, inputs)
+                await self._handle_inputs(pipeline, inputs, records)
             staged = {
                 tp: batch
                 for tp, batch in records.items()
@@ -264,14 +267,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await self.wait_first(hand_over(), self.suspend_flow.wait())
         return handed
 
-    async def _handle_inputs(self, pipeline: Pipeline, inputs: dict[Any, list[Any]]) -> None:
+    async def _handle_inputs(
+        self, pipeline: Pipeline, inputs: dict[Any, list[Any]], fetched: Mapping[Any, Any]
+    ) -> None:
         async with self._batch_lock:
             assigned = self.assignment()
             owned = {tp: batch for tp, batch in inputs.items() if tp in assigned}
+            # Not validated yet: read again once their items can be handed over in order.
+            waiting = {
+                tp: batch[0].offset
+                for tp, batch in owned.items()
+                if not self._handoff_admits(pipeline, tp, fetched)
+            }
+            owned = {tp: batch for tp, batch in owned.items() if tp not in waiting}
             input_tps = {tp for tp in assigned if pipeline.is_input(tp.topic)}
             for tp in owned:
                 self._polled_at_records[tp] = self._polled_at(tp)
-            behind = {tp: self._behind(tp) for tp in input_tps}
+            # A batch read again later holds the others back as records not read yet do.
+            behind = {tp: tp in waiting or self._behind(tp) for tp in input_tps}
             outputs = pipeline.validate(
                 {(tp.topic, tp.partition): batch for tp, batch in owned.items()},
                 behind={(tp.topic, tp.partition): value for tp, value in behind.items()},
@@ -286,6 +299,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # trips fewer per fetch, the longest part of a pass at low load). Records
             # still waiting in the pipeline are not committed: a restart reads them again.
             await self._sender().send(_output_records(outputs))
+            if pipeline.handed_partitions:
+                # As after an internal batch: the outputs are durable before the state
+                # that says they were made, and that state is sent before the input
+                # offsets it reflects are marked for the next commit (after a flush).
+                await self._sender().flush()
+                for partition in pipeline.handed_partitions:
+                    pipeline.persist(pipeline.settings.topic_events, partition)
+                pipeline.handed_partitions.clear()
+                await self._send_state()
             positions = pipeline.input_positions()
             self._uncommitted.update(
                 {
@@ -300,6 +322,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 for tp in owned
                 if (tp.topic, tp.partition) in rewinds
             }
+            seeks.update(waiting)
             for tp, batch in owned.items():
                 if tp not in seeks:
                     faust_internals.read_offsets(self)[tp] = batch[-1].offset
@@ -387,14 +410,35 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await sender.flush()
             for tp in owned:
                 pipeline.persist(tp.topic, tp.partition)
-            app = self.app
-            assert isinstance(app, PipelineApp)
-            for store in app.stores:
-                await sender.send(
-                    (topic, partition, key, value, None)
-                    for topic, partition, key, value in store.take_outbox()
-                )
+            await self._send_state()
             await self._finish_batches(owned)
+
+    async def _send_state(self) -> None:
+        """Send the changelog records the state stores hold since the last call."""
+        app = self.app
+        assert isinstance(app, PipelineApp)
+        for store in app.stores:
+            await self._sender().send(
+                (topic, partition, key, value, None)
+                for topic, partition, key, value in store.take_outbox()
+            )
+
+    def _handoff_admits(self, pipeline: Pipeline, tp: Any, fetched: Mapping[Any, Any]) -> bool:
+        """Whether this input partition's batch may be validated now (stages/handoff.py):
+        the facts the hand-over needs about its events-by-customer partition."""
+        events_tp = TP(pipeline.settings.topic_events, tp.partition)
+        state = self._tp_state(events_tp)
+        read = None
+        if state is not None and state.has_valid_position and not fetched.get(events_tp):
+            read = state.position  # every record before it was handled when it came
+        partitions = faust_internals.topic_partitions(self, tp.topic)
+        return pipeline.handoff.admit(
+            (tp.topic, tp.partition),
+            None if partitions is None else len(partitions),
+            pipeline.has_state(events_tp.topic, events_tp.partition),
+            read,
+            None if state is None else state.highwater,
+        )
 
     async def send_outputs(self, outputs: list[Output]) -> None:
         """Produce outputs made outside a batch (idle ticks), between batches."""
@@ -470,9 +514,9 @@ class BatchSender:
     that nothing is committed after a lost output.
     """
 
-    # Keys whose partition is remembered, per topic: the customers of the validated events
-    # come back again and again, and aiokafka's murmur2 is pure Python, too slow to run
-    # for every record. Bounded so that a stream of ever new customers cannot grow it.
+    # Keys whose partition is remembered, per topic: the same keys come back again and
+    # again, and aiokafka's murmur2 is pure Python (2-3 % of a worker's CPU; a new key is
+    # hashed by the compiled one). Bounded so that ever new keys cannot grow it.
     KEY_PARTITIONS_HELD = 50_000
 
     def __init__(self, producer: Any) -> None:
@@ -545,7 +589,11 @@ class BatchSender:
             if partition is None:
                 if len(chosen) >= self.KEY_PARTITIONS_HELD:
                     chosen.clear()
-                partition = chosen[key] = partitioner(key, every, available)
+                partition = chosen[key] = (
+                    every[key_partition(key, len(every))]  # the same murmur2, compiled
+                    if type(partitioner) is DefaultPartitioner
+                    else partitioner(key, every, available)
+                )
             return partition
 
         return choose

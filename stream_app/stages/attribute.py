@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Container, Sequence
 
-from stream_app.domain.board import encode_partials
 from stream_app.domain.partition import CustomerPartition
 from stream_app.domain.totals import OFFERS_TOTAL
 from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
+from stream_app.stages.handoff import HandedItem
 from stream_app.stages.messages import Now, Output, PackedStateStore, Record
 
 log = logging.getLogger(__name__)
@@ -70,23 +70,22 @@ class AttributeStage:
     def handle(self, partition: int, records: Sequence[Record], now: Now) -> list[Output]:
         state = self.load(partition)
         state.apply_records(records)  # decoded and applied in the compiled core
-        partials = state.take_partials()
-        starts = range(0, max(len(partials), 1), _PARTIALS_PER_MESSAGE)
+        return self._partials(partition, state)
+
+    def apply_handed(self, partition: int, items: list[HandedItem]) -> list[Output]:
+        """Apply the items the validating stage handed over in process (stages/handoff.py);
+        persist the partition before the input offsets they came from are committed."""
+        state = self.load(partition)
+        state.apply_handed(items)
+        return self._partials(partition, state)
+
+    def _partials(self, partition: int, state: CustomerPartition) -> list[Output]:
         # Only the last message moves the board's stream time: the board judges a
         # message's partials by the stream time before it, and this batch's partials
         # belong to windows that were not final before this batch.
         return [
-            Output(
-                self.settings.topic_partials,
-                None,
-                encode_partials(
-                    partition,
-                    state.stream_time if i == starts[-1] else None,
-                    partials[i : i + _PARTIALS_PER_MESSAGE],
-                ),
-                partition=0,
-            )
-            for i in starts
+            Output(self.settings.topic_partials, None, message, partition=0)
+            for message in state.take_partials_encoded(partition, _PARTIALS_PER_MESSAGE)
         ]
 
     def persist(self, partition: int) -> None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 
+from stream_app._engine import Accepted
 from stream_app.domain.dedupe import EventIdMemory
-from stream_app.domain.events import Event, InvalidEvent, parse_offer, parse_purchase
+from stream_app.domain.events import InvalidEvent, validate_batch
 from stream_app.domain.forwarding import Forwarded, encode_forwarded, tick
 from stream_app.domain.merge import EventTimeMerge
 from stream_app.settings import Settings
+from stream_app.stages.handoff import HandedItem, Handoff, Source
 from stream_app.stages.messages import Now, Output, Record
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,6 @@ _MAX_INPUT_WAIT_S = 10.0
 # when no fetch of it answers in between (one that answers empty ends the wait at once).
 _INPUT_IDLE_WAIT_S = 2.0
 
-Source = tuple[str, int]
-
 
 class ValidateStage:
     """Unlike the other stages, takes a whole fetch of every input partition at once: the
@@ -40,10 +40,15 @@ class ValidateStage:
 
     def __init__(self, settings: Settings, started_at: float) -> None:
         self.settings = settings
-        self._parsers: dict[str, Callable[[bytes | None, int | None], Event]] = {
-            settings.topic_offers: parse_offer,
-            settings.topic_purchases: parse_purchase,
+        # Per input topic: whether it carries offers (else purchases).
+        self._carries_offers: dict[str, bool] = {
+            settings.topic_offers: True,
+            settings.topic_purchases: False,
         }
+        # Which items skip the events-by-customer topic (stages/handoff.py), and those
+        # items per events-by-customer partition until `take_handed`.
+        self.handoff = Handoff(settings.partitions)
+        self._handed: dict[int, list[HandedItem]] = {}
         # Input partitions to read again from an offset, and drop the batch of.
         self._rewinds: dict[Source, int] = {}
         # The largest ts of the events this worker forwarded that were not duplicates:
@@ -57,7 +62,7 @@ class ValidateStage:
         self._last_input: tuple[int | None, float] = (None, started_at)
         self.events_in = 0
         # Input records waiting for the other input partitions to catch up.
-        self._merge: EventTimeMerge[Event | tuple[Record, InvalidEvent]] = EventTimeMerge(
+        self._merge: EventTimeMerge[Accepted | tuple[Record, InvalidEvent]] = EventTimeMerge(
             max_buffered=_MAX_WAITING_INPUTS,
             max_wait_s=_MAX_INPUT_WAIT_S,
             idle_wait_s=_INPUT_IDLE_WAIT_S,
@@ -69,15 +74,18 @@ class ValidateStage:
         self._forced_reported_at = float("-inf")
 
     def is_input(self, topic: str) -> bool:
-        return topic in self._parsers
+        return topic in self._carries_offers
 
     def forget_waiting_inputs(self, revoked: Iterable[Source]) -> None:
         """A rebalance began: input records held for event-time order were not committed,
         and whoever owns their partitions next reads them again from the committed offset
         (see EventTimeMerge.rewind)."""
-        for topic, partition in revoked:
-            if topic in self._parsers:
-                self._merge.rewind((topic, partition))
+        sources = {
+            (topic, partition) for topic, partition in revoked if topic in self._carries_offers
+        }
+        for source in sources:
+            self._merge.rewind(source)
+        self.handoff.forget(sources)
 
     def keep_only(self, owned: Container[Source]) -> None:
         """A rebalance ended: forget the input partitions not assigned any more."""
@@ -109,7 +117,6 @@ class ValidateStage:
         merge = self._merge
         latest_ts = self._latest_ts(now.wall)
         for (topic, partition), records in batches.items():
-            parse = self._parsers[topic]
             source = (topic, partition)
             if not records:
                 continue
@@ -124,14 +131,18 @@ class ValidateStage:
                 )
                 self._rewinds[source] = rewind_to
                 continue
-            for record in records:
-                try:
-                    event = parse(record.value, latest_ts)
-                except InvalidEvent as error:
+            outcomes = validate_batch(
+                [record.value for record in records],
+                self._carries_offers[topic],
+                latest_ts,
+                settings.partitions,
+            )
+            for record, checked in zip(records, outcomes, strict=True):
+                if isinstance(checked, InvalidEvent):
                     # A reject keeps its record: the dead-letter copy is the original.
-                    merge.add(source, record.offset, None, (record, error), now.monotonic)
-                    continue
-                merge.add(source, record.offset, event.ts, event, now.monotonic)
+                    merge.add(source, record.offset, None, (record, checked), now.monotonic)
+                else:
+                    merge.add(source, record.offset, checked.ts, checked, now.monotonic)
             self.events_in += len(records)
             self.events_in_by_topic[topic] += len(records)
         if behind is None:
@@ -147,13 +158,14 @@ class ValidateStage:
                 outputs.extend(self._reject(topic, partition, record, invalid))
                 continue
             event = outcome
-            outputs.append(
-                Output(
-                    settings.topic_events,
-                    event.customer_id.encode(),
-                    encode_forwarded(Forwarded(topic, partition, offset, stamp, event)),
+            handed_to = self.handoff.destination((topic, partition), event.partition)
+            if handed_to is None:
+                item = event.item(topic, partition, offset, stamp)
+                outputs.append(Output(settings.topic_events, event.key, item))
+            else:
+                self._handed.setdefault(handed_to, []).append(
+                    (topic, partition, offset, stamp, event)
                 )
-            )
             if forwarded_ids.is_duplicate(event.event_id, stamp):
                 continue
             forwarded_ids.remember(event.event_id, event.ts)
@@ -162,7 +174,7 @@ class ValidateStage:
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
             forwarded_ids.forget_expired(stamp)
-            outputs.extend(self._ticks(stamp))
+            outputs.extend(self._ticks(stamp, self.handoff.destinations()))
         if batches:
             self._last_input = (self._stream_time, now.monotonic)
         return outputs
@@ -209,13 +221,28 @@ class ValidateStage:
         """Per input partition, the offset to commit once the forwarded outputs are flushed."""
         return self._merge.positions()
 
-    def _ticks(self, stream_time: int) -> list[Output]:
+    def take_handed(self) -> dict[int, list[HandedItem]]:
+        """The items `handle` handed over in process since the last call, per
+        events-by-customer partition in order: apply them before the outputs are flushed
+        (AttributeStage.apply_handed) and persist that state before the input commit."""
+        handed, self._handed = self._handed, {}
+        return handed
+
+    def _ticks(self, stream_time: int, handed: Container[int] = ()) -> list[Output]:
+        """Ticks for every events-by-customer partition: handed over in process to those
+        that `handed` names (after their items, in the state persisted with them, so that
+        no tick is durable before the items it passed), produced to the others."""
         # Ticks carry no source offset of their own: the receiving stage never skips them.
         marker = encode_forwarded(tick("", -1, -1, stream_time))
-        return [
-            Output(self.settings.topic_events, None, marker, partition=events_partition)
-            for events_partition in range(self.settings.partitions)
-        ]
+        outputs = []
+        for events_partition in range(self.settings.partitions):
+            if events_partition in handed:
+                self._handed.setdefault(events_partition, []).append(marker)
+            else:
+                outputs.append(
+                    Output(self.settings.topic_events, None, marker, partition=events_partition)
+                )
+        return outputs
 
     def idle_ticks(self, now: float, restored_stream_time: int | None) -> list[Output]:
         """With UPSELL_IDLE_ADVANCE: once no input arrived for that long, stream time
@@ -238,15 +265,17 @@ class ValidateStage:
     def _reject(
         self, topic: str, partition: int, record: Record, error: InvalidEvent
     ) -> list[Output]:
-        counted = Forwarded(topic, partition, record.offset, None, reject_reason=error.reason)
+        counted = encode_forwarded(
+            Forwarded(topic, partition, record.offset, None, reject_reason=error.reason)
+        )
+        dead_letter = self._dead_letter(topic, partition, record, error)
+        counted_in = self._reject_partition(topic, partition)
+        if self.handoff.destination((topic, partition), counted_in) is not None:
+            self._handed.setdefault(counted_in, []).append(counted)
+            return [dead_letter]
         return [
-            self._dead_letter(topic, partition, record, error),
-            Output(
-                self.settings.topic_events,
-                None,
-                encode_forwarded(counted),
-                partition=self._reject_partition(topic, partition),
-            ),
+            dead_letter,
+            Output(self.settings.topic_events, None, counted, partition=counted_in),
         ]
 
     def _dead_letter(
