@@ -33,6 +33,14 @@ const META_KEY: &str = "m";
 const DEDUPE: &str = "e|";
 const OFFER: &str = "o|";
 const PENDING: &str = "p|";
+
+/// The arrival of an item handed over in process, which has no internal-topic offset. Only
+/// input partition p hands items to events partition p, so its source offset is unique
+/// among them, and it is the same when the input is read again after a restart; moved
+/// below every topic offset (those are at least 0), the two never meet.
+fn handed_arrival(source_offset: i64) -> i64 {
+    i64::MIN / 2 + source_offset
+}
 const UNDECIDED: &str = "k|";
 const WINDOW: &str = "w|";
 const LABEL: &str = "l|";
@@ -215,12 +223,14 @@ impl Partition {
             return;
         }
         self.next_offset = offset + 1;
-        self.apply_item(item);
+        self.apply_item(item, offset);
     }
 
     /// Apply one item, whichever way it came: read from the internal topic or handed over
     /// in process by the validating stage (an item's source offset makes it count once).
-    fn apply_item(&mut self, item: Item) {
+    /// `arrival` tells apart copies of one event_id waiting at once (see `PendingId`): the
+    /// internal topic's offset, or `handed_arrival` of an item handed over.
+    fn apply_item(&mut self, item: Item, arrival: i64) {
         let event = match item.payload {
             Payload::Tick => {
                 self.advance(item.stamp);
@@ -273,7 +283,7 @@ impl Partition {
         self.advance(Some(event.ts()));
         match event {
             Event::Offer(offer) => self.present(offer, &windows),
-            Event::Purchase(purchase) => self.purchase(purchase, &windows, offset),
+            Event::Purchase(purchase) => self.purchase(purchase, &windows, arrival),
         }
         // A purchase that arrived after its ts + grace is due at once: as of now.
         self.settle(self.stream_time);
@@ -953,7 +963,8 @@ impl PyCustomerPartition {
                     payload: Payload::Event(accepted.event.clone()),
                 }
             };
-            self.partition.apply_item(item);
+            let arrival = handed_arrival(item.source_offset);
+            self.partition.apply_item(item, arrival);
         }
         Ok(())
     }
