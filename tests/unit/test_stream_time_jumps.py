@@ -20,12 +20,21 @@ from hypothesis import strategies as st
 
 from stream_app.domain.board import RatesBoard
 from stream_app.domain.events import Event, Offer, Purchase
+from stream_app.domain.forwarding import Forwarded, encode_forwarded
 from stream_app.domain.partition import CustomerPartition
 from stream_app.domain.totals import LATE_TOTAL, TOTALS
 from stream_app.domain.views import VIEW_BY_NAME
 from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings, WindowSize
-from tests.unit.conftest import HOUR, MINUTE, T0, Feed, purchase, totals_rows
+from tests.unit.conftest import (
+    HOUR,
+    MINUTE,
+    PURCHASES_TOPIC,
+    T0,
+    Feed,
+    purchase,
+    totals_rows,
+)
 from tests.unit.in_process import InProcessWorker
 from tests.unit.replay_reference import Arrival, Cell, ReplayReference
 from tests.unit.test_core_board import Wire
@@ -170,6 +179,30 @@ def test_a_copy_accepted_after_its_event_id_is_forgotten_never_replaces_the_wait
     assert totals["duplicates"] == {}
     expected = ReplayReference(config.sizes, config.attribution_ms, config.grace_ms)
     assert totals == plain_totals(expected.replay(arrivals).totals)
+
+
+@pytest.mark.parametrize("first_handed", [False, True], ids=["topic_then_handed", "both_handed"])
+def test_copies_handed_over_in_process_wait_apart_too(first_handed: bool) -> None:
+    """The same two copies when the validating stage hands them over in process (fewer
+    hops: no internal-topic offset to tell them apart), after a copy read from the topic
+    or after another handed one."""
+    config = WindowConfig(SIZES, attribution_ms=45 * MINUTE, grace_ms=MINUTE)
+    arrivals = _resent_copy_arrivals(0)
+    feed = Feed(CustomerPartition(config))
+    copies = 0
+    for arrival in arrivals:
+        if isinstance(arrival, int):
+            feed.tick(arrival)
+            continue
+        copies += 1
+        if copies == 1 and not first_handed:
+            feed.send(arrival)
+            continue
+        item = Forwarded(PURCHASES_TOPIC, 0, copies - 1, None, arrival)
+        feed.partition.apply_handed([encode_forwarded(item)])
+    totals = totals_rows(feed.partition.totals)
+    assert totals["purchases"] == {("other", "unknown", "__none__"): 2}
+    assert totals["duplicates"] == {}
 
 
 def test_a_waiting_purchase_stored_by_event_id_alone_restores_and_is_decided() -> None:
