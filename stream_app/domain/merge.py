@@ -7,12 +7,13 @@ stream time past the others' windows and make them late, and a last-touch purcha
 be decided before its offer arrived. So records wait here until every partition that is
 still behind (has records in Kafka not read yet) has shown how far it has got: a record
 leaves once no partition behind can still deliver an older one. A partition that has
-caught up holds the others back only until a fetch of it answers with nothing new (it is
+caught up holds the others back until a fetch of it answers with nothing new (it is
 `quiet`: its next record is written after that answer, a live arrival, as Kafka Streams
-treats an empty partition whose lag is 0), and at most `idle_wait_s` after its last
-record if no such answer comes (as max.task.idle.ms). Producers write every partition at
-about the same time, so the next record of a partition that just delivered is probably on
-its way; one fetch round tells. A live stream is held for a fetch round, not seconds.
+treats an empty partition whose lag is 0). Caught up means caught up when its last fetch
+answered, and a pass of the worker can hand over records fetched seconds before (a
+backlog, a loaded machine): records written since are unknown until the next answer,
+whenever that comes, so no fixed wait ends the hold. A live stream is held for a fetch
+round.
 
 Each partition's records leave in offset order (its order key is the running largest ts,
 a reject taking the key of the record before it), so the receiving stage can count each
@@ -41,7 +42,6 @@ class _Waiting(Generic[T]):
     items: deque[tuple[int, int, T]] = field(default_factory=deque)  # (key, offset, payload)
     key: int = _LOWEST
     next_offset: int | None = None
-    arrived: float | None = None  # when its last record was read
     # After a rewind: the offset its next record must have (see `admit`), and whether a
     # seek back to it was asked for already.
     resume_at: int | None = None
@@ -49,10 +49,9 @@ class _Waiting(Generic[T]):
 
 
 class EventTimeMerge(Generic[T]):
-    def __init__(self, max_buffered: int, max_wait_s: float, idle_wait_s: float = 0.0) -> None:
+    def __init__(self, max_buffered: int, max_wait_s: float) -> None:
         self.max_buffered = max_buffered
         self.max_wait_s = max_wait_s
-        self.idle_wait_s = idle_wait_s
         self._sources: dict[Source, _Waiting[T]] = {}
         self._waiting = 0
         self._unknown_since: dict[Source, float] = {}
@@ -66,17 +65,13 @@ class EventTimeMerge(Generic[T]):
     def __len__(self) -> int:
         return self._waiting
 
-    def add(
-        self, source: Source, offset: int, ts: int | None, payload: T, now: float | None = None
-    ) -> None:
-        """One record read from `source` at `now`; `ts` None for a record without an event
-        time."""
+    def add(self, source: Source, offset: int, ts: int | None, payload: T) -> None:
+        """One record read from `source`; `ts` None for a record without an event time."""
         waiting = self._sources.get(source)
         if waiting is None:
             waiting = self._sources[source] = _Waiting()
         elif waiting.next_offset is not None and offset < waiting.next_offset:
             return  # read again after a seek back: it waits here or has left already
-        waiting.arrived = now
         if ts is not None and ts > waiting.key:
             waiting.key = ts
         waiting.items.append((waiting.key, offset, payload))
@@ -90,7 +85,8 @@ class EventTimeMerge(Generic[T]):
 
         `behind` says, for each partition read, whether Kafka holds records of it not read
         yet (None: not known yet; taken as behind). `quiet` names caught-up
-        partitions that a fetch found empty after their last record: they hold nothing back.
+        partitions that a fetch found empty after their last record: they hold nothing back;
+        any other caught-up partition that delivered holds the others at its last key.
         """
         bound = self._bound(behind, now, quiet)
         heads = [
@@ -135,13 +131,10 @@ class EventTimeMerge(Generic[T]):
             else:
                 self._lag_known(source)
             if is_behind is False:
-                live = (
-                    waiting is not None
-                    and waiting.arrived is not None
-                    and now - waiting.arrived < self.idle_wait_s
-                    and source not in quiet
-                )
-                if live:
+                # Caught up as of its last answer; records written since that answer are
+                # unknown until the next one, which `quiet` tells.
+                delivered = waiting is not None and waiting.next_offset is not None
+                if delivered and source not in quiet:
                     assert waiting is not None
                     bound = min(bound, waiting.key)
                 continue

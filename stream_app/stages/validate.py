@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 # that is reported (it holds them until a fetch tells its lag).
 _MAX_WAITING_INPUTS = 200_000
 _MAX_INPUT_WAIT_S = 10.0
-# How long a caught-up input partition that just delivered holds the others back at most,
-# when no fetch of it answers in between (one that answers empty ends the wait at once).
-_INPUT_IDLE_WAIT_S = 2.0
 
 
 class ValidateStage:
@@ -65,7 +62,6 @@ class ValidateStage:
         self._merge: EventTimeMerge[Accepted | tuple[Record, InvalidEvent]] = EventTimeMerge(
             max_buffered=_MAX_WAITING_INPUTS,
             max_wait_s=_MAX_INPUT_WAIT_S,
-            idle_wait_s=_INPUT_IDLE_WAIT_S,
         )
         # The same by input topic, for the throughput metric.
         self.events_in_by_topic: Counter[str] = Counter()
@@ -105,13 +101,13 @@ class ValidateStage:
         Records wait in an EventTimeMerge (domain/merge.py) until no input partition that is
         still `behind` (records in Kafka not read yet) can deliver an older one, so that a
         backlog read a few partitions at a time does not push stream time ahead of the
-        others; a caught-up partition that a fetch found empty since its last record
-        (`quiet`) holds nothing back. Without `behind`, all records leave at once. Each
-        source partition's items leave in offset order, rejects included: the receiving
-        stage counts an item once by its source offset. Commit `input_positions()` once
-        the outputs are flushed. A batch that would skip records after a rebalance is
-        not taken: seek its partition to the offset `take_rewinds` names. `now.wall`
-        bounds the ts accepted (UPSELL_MAX_FUTURE).
+        others; a caught-up partition holds the others at its last record until a fetch of
+        it answers with nothing new (`quiet`), however long that takes. Without `behind`,
+        all records leave at once. Each source partition's items leave in offset order,
+        rejects included: the receiving stage counts an item once by its source offset.
+        Commit `input_positions()` once the outputs are flushed. A batch that would skip
+        records after a rebalance is not taken: seek its partition to the offset
+        `take_rewinds` names. `now.wall` bounds the ts accepted (UPSELL_MAX_FUTURE).
         """
         settings = self.settings
         merge = self._merge
@@ -140,9 +136,9 @@ class ValidateStage:
             for record, checked in zip(records, outcomes, strict=True):
                 if isinstance(checked, InvalidEvent):
                     # A reject keeps its record: the dead-letter copy is the original.
-                    merge.add(source, record.offset, None, (record, checked), now.monotonic)
+                    merge.add(source, record.offset, None, (record, checked))
                 else:
-                    merge.add(source, record.offset, checked.ts, checked, now.monotonic)
+                    merge.add(source, record.offset, checked.ts, checked)
             self.events_in += len(records)
             self.events_in_by_topic[topic] += len(records)
         if behind is None:

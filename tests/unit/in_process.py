@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from stream_app.pipeline import Pipeline
 from stream_app.runtime.state_store import PartitionStore
 from stream_app.settings import Settings
-from stream_app.stages.messages import Output
+from stream_app.stages.messages import Output, Record
 from tests.unit.test_pipeline_drops import FakeRecord, FakeTable
 
 
@@ -38,6 +39,18 @@ class InProcessWorker:
         offset = self._input_offsets[(topic, partition)]
         self._input_offsets[(topic, partition)] += 1
         self._route(self.pipeline.validate({(topic, partition): [FakeRecord(offset, None, raw)]}))
+        self.drain()
+
+    def validate(
+        self,
+        batches: dict[tuple[str, int], Sequence[Record]],
+        behind: dict[tuple[str, int], bool | None],
+        now: float,
+        quiet: frozenset[tuple[str, int]] = frozenset(),
+    ) -> None:
+        """One pass of the hot path over fetched input batches, with the lag and the fetch
+        answers it saw, then every stage until nothing is left to read."""
+        self._route(self.pipeline.validate(batches, behind=behind, now=now, quiet=quiet))
         self.drain()
 
     def drain(self) -> None:

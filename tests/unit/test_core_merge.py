@@ -25,8 +25,9 @@ def test_a_partition_ahead_waits_for_one_behind() -> None:
     out = merge.release({A: False, B: True}, now=1)
     assert [payload for _, _, payload in out] == ["b50", "a100", "a200", "b250"]
     assert merge.positions() == {A: 2, B: 9}
-    # B caught up: the rest leaves.
-    assert [p for _, _, p in merge.release({A: False, B: False}, now=2)] == ["a300"]
+    # B caught up, and a fetch of it found nothing new: the rest leaves.
+    out = merge.release({A: False, B: False}, now=2, quiet={B})
+    assert [p for _, _, p in out] == ["a300"]
     assert merge.positions() == {A: 3, B: 9}
     assert len(merge) == 0
 
@@ -44,7 +45,7 @@ def test_unknown_lag_counts_as_behind_until_a_fetch_tells_it() -> None:
     assert merge.release({A: False, B: True}, now=601) == []
     merge.add(B, 0, 50, "b")
     assert [p for _, _, p in merge.release({A: False, B: True}, now=602)] == ["b"]
-    assert [p for _, _, p in merge.release({A: False, B: False}, now=603)] == ["a"]
+    assert [p for _, _, p in merge.release({A: False, B: False}, now=603, quiet={B})] == ["a"]
 
 
 def test_records_waiting_for_an_unknown_lag_stay_within_the_bound() -> None:
@@ -72,26 +73,27 @@ def test_a_partition_whose_lag_stays_unknown_is_reported_once_per_wait() -> None
     assert merge.take_order_breaks() == ([B], 0)
 
 
-def test_a_caught_up_partition_that_just_delivered_holds_the_others_for_a_while() -> None:
-    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60, idle_wait_s=2)
-    merge.add(B, 0, 100, "b100", now=10)
-    merge.add(A, 0, 100, "a100", now=10)
-    merge.add(A, 1, 400, "a400", now=10)
-    # B is caught up but live: its next record, on its way, may be older than a400.
+def test_a_caught_up_partition_that_delivered_holds_the_others_until_a_fetch_answers() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60)
+    merge.add(B, 0, 100, "b100")
+    merge.add(A, 0, 100, "a100")
+    merge.add(A, 1, 400, "a400")
+    # B is caught up as of its last answer: its next record, written since, may be older
+    # than a400.
     out = merge.release({A: False, B: False}, now=10.5)
     assert sorted(p for _, _, p in out) == ["a100", "b100"]
-    merge.add(B, 1, 300, "b300", now=11)
+    merge.add(B, 1, 300, "b300")
     assert [p for _, _, p in merge.release({A: False, B: False}, now=11)] == ["b300"]
-    # B stays quiet: after the idle wait it holds nothing back.
-    assert merge.release({A: False, B: False}, now=12.9) == []
-    assert [p for _, _, p in merge.release({A: False, B: False}, now=13)] == ["a400"]
+    # However long no fetch of B answers (a slow pass), a400 waits for B.
+    assert merge.release({A: False, B: False}, now=100) == []
+    assert [p for _, _, p in merge.release({A: False, B: False}, now=100, quiet={B})] == ["a400"]
 
 
 def test_a_caught_up_partition_found_empty_by_a_fetch_holds_nothing_back() -> None:
-    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60, idle_wait_s=2)
-    merge.add(B, 0, 100, "b100", now=10)
-    merge.add(A, 0, 100, "a100", now=10)
-    merge.add(A, 1, 400, "a400", now=10)
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=60)
+    merge.add(B, 0, 100, "b100")
+    merge.add(A, 0, 100, "a100")
+    merge.add(A, 1, 400, "a400")
     # No fetch of B answered since b100: B's next record may be on its way, older than a400.
     out = merge.release({A: False, B: False}, now=10.01)
     assert sorted(p for _, _, p in out) == ["a100", "b100"]
@@ -100,7 +102,7 @@ def test_a_caught_up_partition_found_empty_by_a_fetch_holds_nothing_back() -> No
     out = merge.release({A: False, B: False}, now=10.02, quiet={B})
     assert [p for _, _, p in out] == ["a400"]
     # A quiet partition that is behind again (records written since) is waited for.
-    merge.add(A, 2, 500, "a500", now=10.03)
+    merge.add(A, 2, 500, "a500")
     assert merge.release({A: False, B: True}, now=10.03, quiet={B}) == []
 
 
@@ -121,7 +123,8 @@ def test_a_known_lag_waits_however_long() -> None:
     assert merge.release({A: False, B: True}, now=0) == []
     assert merge.release({A: False, B: True}, now=60) == []
     merge.add(B, 0, 5, "b")
-    assert [p for _, _, p in merge.release({A: False, B: False}, now=61)] == ["b", "a"]
+    out = merge.release({A: False, B: False}, now=61, quiet={A, B})
+    assert [p for _, _, p in out] == ["b", "a"]
     assert merge.take_order_breaks() == ([], 0)  # in order: nothing to report
 
 
@@ -131,7 +134,7 @@ def test_rejects_keep_their_partition_order() -> None:
     merge.add(A, 1, None, "reject")  # no ts: it leaves right after the record before it
     merge.add(B, 0, 100, "b100")
     merge.add(B, 1, 900, "b900")
-    out = merge.release({A: False, B: False}, now=0)
+    out = merge.release({A: False, B: False}, now=0, quiet={A, B})
     assert [p for _, _, p in out] == ["b100", "a500", "reject", "b900"]
 
 
