@@ -41,6 +41,8 @@ _LOWEST = -(2**63)
 class _Waiting(Generic[T]):
     items: deque[tuple[int, int, T]] = field(default_factory=deque)  # (key, offset, payload)
     key: int = _LOWEST
+    # The key of its last record that left: where `key` starts again after a rewind.
+    left_key: int = _LOWEST
     next_offset: int | None = None
     # After a rewind: the offset its next record must have (see `admit`), and whether a
     # seek back to it was asked for already.
@@ -103,8 +105,9 @@ class EventTimeMerge(Generic[T]):
             if heads[0][0] > bound:
                 self._forced += 1
             _, source = heads[0]
-            items = self._sources[source].items
-            _, offset, payload = items.popleft()
+            waiting = self._sources[source]
+            items = waiting.items
+            waiting.left_key, offset, payload = items.popleft()
             released.append((source, offset, payload))
             if items:
                 heapq.heapreplace(heads, (items[0][0], source))
@@ -212,6 +215,9 @@ class EventTimeMerge(Generic[T]):
             waiting.next_offset = waiting.items[0][1]
             self._waiting -= len(waiting.items)
             waiting.items.clear()
+            # The records read again are keyed by their own event time, not by that of
+            # the dropped records after them.
+            waiting.key = waiting.left_key
         waiting.resume_at = waiting.next_offset
         waiting.sought = False
 

@@ -172,6 +172,29 @@ def test_a_batch_fetched_before_a_rebalance_may_not_skip_the_records_it_dropped(
     assert merge.admit(A, 9, 9) is None
 
 
+def test_records_read_again_after_a_rebalance_wait_by_their_own_event_time() -> None:
+    merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=5)
+    merge.add(A, 0, 10, "a10")
+    assert [p for _, _, p in merge.release({A: False}, now=0)] == ["a10"]
+    # A fetch of A spanning hours of a backlog waits for B, behind; a rebalance that
+    # keeps both drops it, and A is read again from offset 1.
+    for offset, ts in enumerate((20, 30, 40_000), start=1):
+        merge.add(A, offset, ts, f"a{ts}")
+    assert merge.release({A: True, B: True}, now=0) == []
+    merge.rewind(A)
+    merge.add(A, 1, 20, "a20")
+    merge.add(B, 0, 25, "b25")
+    merge.add(B, 1, 35_000, "b35000")
+    # A's record is no later than 20 for all its dropped ones reached 40,000: B's newer
+    # records may not pass it, or stream time would pass A's next ones (counted late).
+    out = merge.release({A: True, B: False}, now=1, quiet={B})
+    assert [p for _, _, p in out] == ["a20"]
+    merge.add(A, 2, 30, "a30")
+    merge.add(A, 3, 40_000, "a40000")
+    out = merge.release({A: False, B: False}, now=2, quiet={A, B})
+    assert [p for _, _, p in out] == ["b25", "a30", "b35000", "a40000"]
+
+
 def test_after_the_seek_back_a_jump_in_offsets_is_taken() -> None:
     merge: EventTimeMerge[str] = EventTimeMerge(max_buffered=100, max_wait_s=5)
     merge.add(A, 0, 1, "a0")
