@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _MAX_APP_ID = 200
 # One host[:port] of KAFKA_BOOTSTRAP_SERVERS: a name, IPv4 or [IPv6] address.
 _BROKER = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._:-]{1,249}")
 _HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 
 
@@ -143,6 +145,10 @@ class Settings:
     # How long the group waits for a silent worker before its partitions move: the
     # fail-over time after a crash (Faust's default is 60 s).
     session_timeout_ms: int = 30_000
+    # UPSELL_INSTANCE_ID: the worker's static membership of the consumer group (Kafka's
+    # group.instance.id), so that a worker restarted after a crash takes back its
+    # predecessor's place at once; None: dynamic membership.
+    instance_id: str | None = None
     # UPSELL_MAX_FUTURE: how far past the wall clock a ts may be (None: off).
     max_future_ms: int | None = 3_600_000
     # Replicas of every topic the service creates; None: min(3, brokers in the cluster),
@@ -240,6 +246,7 @@ class Settings:
                 duration("UPSELL_SESSION_TIMEOUT", defaults.session_timeout_ms)
             ),
             max_future_ms=_duration_or_off(env, "UPSELL_MAX_FUTURE", defaults.max_future_ms),
+            instance_id=_parse_instance_id(env, port),
             replication_factor=_parse_replication_factor(env),
             demo_info=Path(env["UPSELL_DEMO_INFO"]) if env.get("UPSELL_DEMO_INFO") else None,
         )
@@ -284,6 +291,21 @@ def _parse_replication_factor(env: Mapping[str, str]) -> int | None:
     # Empty: min(3, brokers in the cluster), resolved when topics are created.
     raw = env.get("UPSELL_REPLICATION_FACTOR", "").strip()
     return parse_whole("UPSELL_REPLICATION_FACTOR", raw, high=32_767) if raw else None
+
+
+def _parse_instance_id(env: Mapping[str, str], web_port: int) -> str | None:
+    # By default the host and the web port: unique among the workers running at once (a
+    # port serves one worker per host), the same for a worker restarted in its place.
+    raw = env.get("UPSELL_INSTANCE_ID", "").strip()
+    if raw.lower() == "off":
+        return None
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:240]
+    value = raw or f"{host}:{web_port}"
+    if _INSTANCE_ID.fullmatch(value) is None:
+        raise SettingsError(
+            f"UPSELL_INSTANCE_ID: {_shown(value)} is not up to 249 of A-Z a-z 0-9 . _ - : (or off)"
+        )
+    return value
 
 
 def _parse_session_timeout(value_ms: int) -> int:
@@ -462,6 +484,7 @@ ENVIRONMENT: dict[str, str] = {
     "UPSELL_MAX_LABEL_VALUES": "distinct values per dimension, the rest __other__ [300]",
     "UPSELL_MAX_FUTURE": "how far ahead of the clock an event's ts may be, or off [1h]",
     "UPSELL_SESSION_TIMEOUT": "fail-over time after a worker's crash, 6s to 90s [30s]",
+    "UPSELL_INSTANCE_ID": "static group membership of this worker, or off [host:web port]",
     "UPSELL_BANDS": "lower bounds of the campaign rate bands [0.05,0.10,0.20]",
     "UPSELL_LOYALTY_BANDS": "lower bounds of the loyalty rate bands [0.15,0.25]",
     "UPSELL_DROP_AGE": "event time after a window's end at which drops are judged [grace]",

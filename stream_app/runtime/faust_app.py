@@ -125,6 +125,10 @@ def create_app(settings: Settings) -> PipelineApp:
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_acks=-1,
         broker_session_timeout=settings.session_timeout_ms / 1000,
+        # A worker restarted after a crash takes its predecessor's place at once: without
+        # it the dead member holds its share of the partitions for the session timeout,
+        # while the new one runs ahead on the rest (their events then count late).
+        consumer_group_instance_id=settings.instance_id,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         table_standby_replicas=0,
         stream_processing_timeout=STALL_TIMEOUT_S,

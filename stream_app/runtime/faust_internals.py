@@ -46,6 +46,18 @@ def topic_partitions(consumer: Any, topic: str) -> set[int] | None:
     return partitions
 
 
+def leave_group_when_stopped(consumer_thread: Any) -> None:
+    """Have the aiokafka consumer under Faust's consumer thread leave its group when it
+    stops. aiokafka's stop leaves only as a dynamic member: a static one (with
+    group.instance.id) keeps its place, and its partitions wait, until its session times
+    out. Called as it stops cleanly: the place is kept only for a crashed worker's
+    successor."""
+    consumer = consumer_thread._consumer
+    coordinator = None if consumer is None else consumer._coordinator
+    if coordinator is not None:
+        coordinator._group_instance_id = None
+
+
 # -- Faust's consumer ------------------------------------------------------------------
 def read_offsets(consumer: Any) -> dict[Any, int | None]:
     """Faust's offset of the last record handled per partition (what it commits and what

@@ -89,6 +89,12 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         faust_internals.set_fetch_max_wait_ms(consumer, FETCH_MAX_WAIT_MS)
         return consumer
 
+    async def on_thread_stop(self) -> None:
+        # A worker stopping cleanly leaves the group at once, its partitions moving to the
+        # others; only a crashed one keeps its static place for its successor.
+        faust_internals.leave_group_when_stopped(self)
+        await super().on_thread_stop()
+
 
 class BatchConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
 import faust
 import mode
 import pytest
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from aiokafka.consumer.subscription_state import SubscriptionState
 from faust.tables.recovery import Recovery
 
 from stream_app.runtime import faust_internals
@@ -44,11 +48,20 @@ def instances() -> Iterator[dict[str, Any]]:
         consumer: Any = app.consumer
         tables: Any = app.tables
         aio_producer = aiokafka.AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+        aio_consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+        # What a started consumer holds; its coordination (a broker round trip) is stopped.
+        coordinator = GroupCoordinator(
+            aio_consumer._client, SubscriptionState(), group_id="probe", group_instance_id="i"
+        )
+        coordinator._coordination_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await coordinator._coordination_task
         made.update(
             {
                 "faust consumer": consumer,
                 "faust consumer thread": consumer._thread,
-                "aiokafka consumer": aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1"),
+                "aiokafka consumer": aio_consumer,
+                "aiokafka group coordinator": coordinator,
                 "faust producer": app.producer,
                 "aiokafka producer": aio_producer,
                 "aiokafka client": aio_producer.client,
@@ -71,6 +84,9 @@ OWNERS = {
     "_thread": ["faust consumer"],
     "_ensure_consumer": ["faust consumer thread"],
     "_subscription": ["aiokafka consumer"],
+    "_consumer": ["faust consumer thread"],
+    "_coordinator": ["aiokafka consumer"],
+    "_group_instance_id": ["aiokafka group coordinator"],
     "_read_offset": ["faust consumer"],
     "_stopped": ["faust consumer", "mode service"],
     "_wait_next_records": ["faust consumer"],
@@ -136,3 +152,15 @@ def test_the_accessors_read_the_real_objects(instances: dict[str, Any]) -> None:
     assert recovery._active_events_received_at["tp"] == 5.0
     assert recovery._last_flush_at == 5.0
     assert faust_internals.stop_signalled(instances["worker"]) is False
+
+
+def test_a_static_member_stopped_cleanly_leaves_its_group(instances: dict[str, Any]) -> None:
+    """aiokafka decides to leave by the coordinator's group.instance.id alone."""
+    coordinator = instances["aiokafka group coordinator"]
+    thread = SimpleNamespace(_consumer=SimpleNamespace(_coordinator=coordinator))
+    assert "self._group_instance_id is None" in inspect.getsource(
+        GroupCoordinator._maybe_leave_group
+    )
+    faust_internals.leave_group_when_stopped(thread)
+    assert coordinator._group_instance_id is None
+    faust_internals.leave_group_when_stopped(SimpleNamespace(_consumer=None))  # not started

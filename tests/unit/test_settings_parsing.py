@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -190,6 +191,8 @@ def test_malformed_band_lists(value: str) -> None:
         ("UPSELL_WEB_HOST", "local host"),
         ("UPSELL_LOG_LEVEL", "verbose"),
         ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("UPSELL_INSTANCE_ID", "worker 1"),
+        ("UPSELL_INSTANCE_ID", "w" * 250),
     ],
 )
 def test_other_malformed_values(variable: str, value: str) -> None:
@@ -210,6 +213,7 @@ def test_well_formed_values_still_parse() -> None:
             "KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092,kafka-1.internal:19092,10.0.0.7",
             "UPSELL_APP_ID": "team.upsell_stream-2",
             "UPSELL_WEB_HOST": "::",
+            "UPSELL_INSTANCE_ID": "pod-3.upsell:a_b",
         }
     )
     assert parsed.web_port == 65535 and parsed.partitions == 12
@@ -218,6 +222,15 @@ def test_well_formed_values_still_parse() -> None:
     assert parsed.drops.significance == 1e-5 and parsed.drops.min_relative_drop == 0.3
     assert parsed.grace_ms == MAX_DURATION_MS == 3_660_000 * 86_400_000
     assert parsed.bootstrap_servers == "[::1]:9092,kafka-1.internal:19092,10.0.0.7"
+    assert parsed.instance_id == "pod-3.upsell:a_b"
+
+
+def test_the_instance_id_is_the_host_and_web_port_unless_set_or_off() -> None:
+    """Two workers at once on one host differ by port; a worker restarted in its place
+    gets its predecessor's id, and so its place in the group."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+    assert Settings.from_env({"UPSELL_WEB_PORT": "7001"}).instance_id == f"{host}:7001"
+    assert Settings.from_env({"UPSELL_INSTANCE_ID": "OFF"}).instance_id is None
 
 
 COMMANDS = [
