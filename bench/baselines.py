@@ -4,41 +4,28 @@ json.loads per event), which is what our hot path replaces."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
-import time
 import uuid
 
-from kafka import KafkaConsumer, TopicPartition
-
-from bench.common import PARTITIONS, BenchError, Broker, Progress
+from bench.common import BenchError, Broker, Progress, read_every_record
 from bench.throughput import Dataset
 
 
 def kafka_python(broker: Broker, dataset: Dataset, progress: Progress) -> float:
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    def decode(value: bytes | None) -> None:
+        with contextlib.suppress(ValueError, TypeError):
+            json.loads(value)  # type: ignore[arg-type]
+
+    total, seconds = read_every_record(
+        broker.bootstrap,
+        dataset.topics,
+        decode,
+        lambda seen, total: progress(f"kafka-python consumer: {seen:,}/{total:,} events"),
     )
-    try:
-        partitions = [TopicPartition(t, p) for t in dataset.topics for p in range(PARTITIONS)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        total = sum(consumer.end_offsets(partitions).values())
-        seen = 0
-        started = time.monotonic()
-        while seen < total:
-            for records in consumer.poll(timeout_ms=1000, max_records=10_000).values():
-                for record in records:
-                    try:
-                        json.loads(record.value)
-                    except ValueError:
-                        pass
-                seen += len(records)
-            progress(f"kafka-python consumer: {seen:,}/{total:,} events")
-        return float(total / (time.monotonic() - started))
-    finally:
-        consumer.close()
+    return float(total / seconds)
 
 
 _AGENT = """

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,44 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from stream_app.tools.processes import stop_children
 from tests.e2e import harness
 from tests.e2e.harness import free_port
 
 CLI = [sys.executable, "-m", "stream_app.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6
+
+
+def read_every_record(
+    bootstrap: str,
+    topics: Sequence[str],
+    each: Callable[[bytes | None], object],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, float]:
+    """kafka-python reads every record of the topics (PARTITIONS partitions each) from the
+    beginning to the end offsets, handing each value to `each`: the records read and the
+    seconds spent reading them (the offsets' lookup aside)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        total = sum(consumer.end_offsets(partitions).values())
+        seen = 0
+        started = time.monotonic()
+        while seen < total:
+            for records in consumer.poll(timeout_ms=1000, max_records=10_000).values():
+                for record in records:
+                    each(record.value)
+                seen += len(records)
+            if progress is not None:
+                progress(seen, total)
+        return total, time.monotonic() - started
+    finally:
+        consumer.close()
 
 
 class BenchError(RuntimeError):
@@ -207,14 +239,7 @@ class Deployment:
             return str(response.read().decode())
 
     def stop(self) -> None:
-        for process in self.workers:
-            process.terminate()
-        for process in self.workers:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_children(self.workers, timeout_s=60)
         self.workers.clear()
         self.ports.clear()
 

@@ -25,9 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
-from bench.common import PARTITIONS, ROOT, BenchError, Broker, Progress
+from bench.common import ROOT, BenchError, Broker, Progress, read_every_record
 from bench.throughput import GRACE, Dataset
 from stream_app.domain.durations import parse_duration_ms
 from stream_app.settings import Settings
@@ -86,28 +84,18 @@ class Expected:
 
 def expected(broker: Broker, dataset: Dataset) -> Expected:
     """Counted by reading every input record once, with the peers' own predicate."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    try:
-        partitions = [TopicPartition(t, p) for t in dataset.topics for p in range(PARTITIONS)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        total = sum(consumer.end_offsets(partitions).values())
-        offers: Counter[str] = Counter()
-        first, last = sys.maxsize, -sys.maxsize
-        seen = 0
-        while seen < total:
-            for records in consumer.poll(timeout_ms=1000, max_records=10_000).values():
-                for record in records:
-                    offer = counted_offer(record.value)
-                    if offer is not None:
-                        offers[offer[0]] += 1
-                        first, last = min(first, offer[1]), max(last, offer[1])
-                seen += len(records)
-        return Expected(total, dict(offers), first, max(0, last - first))
-    finally:
-        consumer.close()
+    offers: Counter[str] = Counter()
+    times: list[int] = []
+
+    def count(value: bytes | None) -> None:
+        offer = counted_offer(value)
+        if offer is not None:
+            offers[offer[0]] += 1
+            times.append(offer[1])
+
+    total, _ = read_every_record(broker.bootstrap, dataset.topics, count)
+    first, last = (min(times), max(times)) if times else (sys.maxsize, -sys.maxsize)
+    return Expected(total, dict(offers), first, max(0, last - first))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,6 @@ go of what the second took). `measure_restart` is what bench/run.py can call.
 from __future__ import annotations
 
 import argparse
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +35,7 @@ from bench.common import (
 from bench.throughput import WORKER_ENV, Dataset, preload
 from stream_app.runtime.topics import BOARD_TABLE, PARTITION_TABLE
 from stream_app.tools.local_kafka import BrokerPaths
+from stream_app.tools.processes import stop_children
 
 CHANGELOG_TABLES = (PARTITION_TABLE, BOARD_TABLE)
 
@@ -203,12 +202,7 @@ def _wait_exact(
 def _stop_worker(deployment: Deployment) -> None:
     process = deployment.workers.pop(0)
     deployment.ports.pop(0)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    stop_children([process], timeout_s=60)
 
 
 def _rounded(seconds: float | None) -> float | None:

@@ -40,6 +40,7 @@ from stream_app.runtime.kafka_clients import make_admin
 from stream_app.runtime.topics import ensure_topics
 from stream_app.settings import Settings
 from stream_app.tools import local_kafka
+from stream_app.tools.processes import stop_children
 from stream_app.tools.simulator.scenario import (
     SEGMENTS,
     ScenarioConfig,
@@ -241,8 +242,8 @@ def run(settings: Settings, fresh: bool = False) -> int:
     finally:
         with console.status("stopping"):
             _save_state(settings, logs)
-            for child in reversed(children):
-                _stop(child)
+            for child in reversed(children):  # one at a time: the last started first
+                stop_children([child], timeout_s=30)
             if not broker_was_running:
                 local_kafka.run("stop", settings)
         console.print(
@@ -365,16 +366,6 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=10)
 
 
 def _wait_for(url: str, child: subprocess.Popen[bytes], timeout_s: float) -> None:
