@@ -435,7 +435,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         events_tp = TP(pipeline.settings.topic_events, tp.partition)
         state = self._tp_state(events_tp)
         read = None
-        if state is not None and state.has_valid_position and not fetched.get(events_tp):
+        pending = fetched.get(events_tp)
+        if pending:
+            # Handled after this pass's inputs, but every record before them was handled
+            # already: while another worker keeps writing to the partition, most fetches
+            # hold some of its records, and waiting for one without them kept this input
+            # partition being read again and again.
+            read = pending[0].offset
+        elif state is not None and state.has_valid_position:
             read = state.position  # every record before it was handled when it came
         partitions = faust_internals.topic_partitions(self, tp.topic)
         return pipeline.handoff.admit(
