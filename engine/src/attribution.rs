@@ -97,6 +97,89 @@ impl PartialOrd for Expiring {
     }
 }
 
+/// A customer's kept offers: a few in a list sized to them (nearly every customer), more
+/// in a map by offer_id. An empty map per customer cost several times the offer it held.
+enum CustomerOffers {
+    Few(Vec<OpenOffer>),
+    Many(Box<Map<Str, OpenOffer>>),
+}
+
+/// Offers a customer keeps in a list; above this, in a map.
+const FEW_OFFERS: usize = 8;
+
+impl CustomerOffers {
+    fn get(&self, offer_id: &str) -> Option<&OpenOffer> {
+        match self {
+            CustomerOffers::Few(few) => few.iter().find(|k| k.offer.offer_id.as_ref() == offer_id),
+            CustomerOffers::Many(many) => many.get(offer_id),
+        }
+    }
+
+    fn get_mut(&mut self, offer_id: &str) -> Option<&mut OpenOffer> {
+        match self {
+            CustomerOffers::Few(few) => few
+                .iter_mut()
+                .find(|k| k.offer.offer_id.as_ref() == offer_id),
+            CustomerOffers::Many(many) => many.get_mut(offer_id),
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &OpenOffer> {
+        let (few, many) = match self {
+            CustomerOffers::Few(few) => (Some(few.iter()), None),
+            CustomerOffers::Many(many) => (None, Some(many.values())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    /// Keep an offer not kept yet.
+    fn insert(&mut self, kept: OpenOffer) {
+        match self {
+            CustomerOffers::Few(few) if few.len() < FEW_OFFERS => {
+                few.reserve_exact(1);
+                few.push(kept);
+            }
+            CustomerOffers::Few(few) => {
+                let mut many: Map<Str, OpenOffer> = Map::default();
+                for k in few.drain(..).chain(std::iter::once(kept)) {
+                    many.insert(k.offer.offer_id.clone(), k);
+                }
+                *self = CustomerOffers::Many(Box::new(many));
+            }
+            CustomerOffers::Many(many) => {
+                many.insert(kept.offer.offer_id.clone(), kept);
+            }
+        }
+    }
+
+    /// Forget an offer; whether it was kept.
+    fn remove(&mut self, offer_id: &str) -> bool {
+        match self {
+            CustomerOffers::Few(few) => {
+                match few
+                    .iter()
+                    .position(|k| k.offer.offer_id.as_ref() == offer_id)
+                {
+                    Some(at) => {
+                        few.swap_remove(at);
+                        few.shrink_to_fit();
+                        true
+                    }
+                    None => false,
+                }
+            }
+            CustomerOffers::Many(many) => many.remove(offer_id).is_some(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            CustomerOffers::Few(few) => few.is_empty(),
+            CustomerOffers::Many(many) => many.is_empty(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Changes {
     pub offers: OrderedSet<OfferRef>,
@@ -106,8 +189,8 @@ pub struct Changes {
 pub struct Attribution {
     attribution_ms: i64,
     grace_ms: i64,
-    // customer_id -> offer_id -> kept offer.
-    offers: Map<Str, Map<Str, OpenOffer>>,
+    // customer_id -> its kept offers.
+    offers: Map<Str, CustomerOffers>,
     offer_count: usize,
     waiting_for_offer: Map<OfferRef, Vec<PendingId>>,
     // (due, ts, event_id, id): decided in (ts, event_id) order, copies in arrival order.
@@ -277,7 +360,7 @@ impl Attribution {
         let Some(offers) = self.offers.get_mut(customer_id) else {
             return;
         };
-        if offers.remove(offer_id).is_none() {
+        if !offers.remove(offer_id) {
             return;
         }
         self.offer_count -= 1;
@@ -292,10 +375,10 @@ impl Attribution {
     /// Mark every kept offer and pending purchase as changed (for a snapshot).
     pub fn mark_all_changed(&mut self) {
         for (customer_id, offers) in &self.offers {
-            for offer_id in offers.keys() {
+            for kept in offers.values() {
                 self.changes
                     .offers
-                    .insert((customer_id.clone(), offer_id.clone()));
+                    .insert((customer_id.clone(), kept.offer.offer_id.clone()));
             }
         }
         for id in self.pending.keys() {
@@ -363,9 +446,16 @@ impl Attribution {
 
     fn keep_offer(&mut self, kept: OpenOffer) {
         let offer = kept.offer.clone();
-        let offers = self.offers.entry(offer.customer_id.clone()).or_default();
-        if offers.insert(offer.offer_id.clone(), kept).is_none() {
-            self.offer_count += 1;
+        let offers = self
+            .offers
+            .entry(offer.customer_id.clone())
+            .or_insert_with(|| CustomerOffers::Few(Vec::new()));
+        match offers.get_mut(&offer.offer_id) {
+            Some(held) => *held = kept,
+            None => {
+                offers.insert(kept);
+                self.offer_count += 1;
+            }
         }
         let reference = (offer.customer_id.clone(), offer.offer_id.clone());
         self.offer_expiry.push(offer.ts, Expiring(offer.clone()));
