@@ -372,18 +372,9 @@ impl Attribution {
             .insert((customer_id.clone(), offer_id.clone()));
     }
 
-    /// Mark every kept offer and pending purchase as changed (for a snapshot).
-    pub fn mark_all_changed(&mut self) {
-        for (customer_id, offers) in &self.offers {
-            for kept in offers.values() {
-                self.changes
-                    .offers
-                    .insert((customer_id.clone(), kept.offer.offer_id.clone()));
-            }
-        }
-        for id in self.pending.keys() {
-            self.changes.purchases.insert(id.clone());
-        }
+    /// Every purchase waiting, by its id.
+    pub fn pending_purchases(&self) -> impl Iterator<Item = (&PendingId, &Arc<Purchase>)> {
+        self.pending.iter()
     }
 
     pub fn restore_offer(&mut self, kept: OpenOffer) {

@@ -11,8 +11,8 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::labels::ALL;
 use crate::packed::{
-    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, PackedEntries, Reader,
-    Stored,
+    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, EntrySink, PackedEntries,
+    Reader, Stored,
 };
 use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
 
@@ -375,12 +375,7 @@ impl WindowCounts {
                 if data.generation == cell.1 {
                     let c = &mut data.cells[cell.2 as usize];
                     c.unsaved = false;
-                    let n = SUM_FIELDS[cell.0.view as usize].len();
-                    let mut sums = Vec::with_capacity(4 + 4 * n);
-                    pack_list_header(&mut sums, n);
-                    for amount in &c.sums[..n] {
-                        pack_i128(&mut sums, *amount);
-                    }
+                    let sums = packed_sums(cell.0.view, c);
                     changes.push((cell_key(prefix, &cell.0, &c.key), Some(sums)));
                 }
             }
@@ -393,15 +388,51 @@ impl WindowCounts {
             groups.insert(group);
         }
         for group in groups {
-            let key = json_key(
-                prefix,
-                &[
-                    Part::Text(&group.0),
-                    Part::Int(group.1),
-                    Part::Text(&group.2),
-                ],
-            );
-            changes.push((key, self.memberships(&group)));
+            changes.push((group_key(prefix, &group), self.memberships(&group)));
+        }
+    }
+
+    /// Every cell and membership held, as `take_changes` writes them, into `sink` (changes
+    /// not taken yet are not taken: the caller takes them first). Memberships are written
+    /// window by window; what is held meanwhile is one window's customer numbers.
+    pub fn snapshot_into(&self, prefix: &str, sink: &mut dyn EntrySink) {
+        for (slot, data) in &self.slots {
+            for cell in &data.cells {
+                sink.put(
+                    &cell_key(prefix, slot, &cell.key),
+                    &packed_sums(slot.view, cell),
+                );
+            }
+        }
+        let windows: OrderedSet<(Str, i64)> = self
+            .slots
+            .keys()
+            .map(|slot| (slot.label.clone(), slot.start))
+            .collect();
+        let mut written: std::collections::HashSet<u32, crate::util::Hasher> = Default::default();
+        for (label, start) in windows {
+            written.clear();
+            for view in 0..VIEW_NAMES.len() as u8 {
+                let slot = Slot {
+                    view,
+                    label: label.clone(),
+                    start,
+                };
+                let Some(data) = self.slots.get(&slot) else {
+                    continue;
+                };
+                for held_by in &data.members {
+                    for &number in held_by.keys() {
+                        if !written.insert(number) {
+                            continue;
+                        }
+                        let group = (label.clone(), start, self.customers.name(number).clone());
+                        if let Some(value) = self.memberships(&group) {
+                            sink.put(&group_key(prefix, &group), &value);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -559,26 +590,6 @@ impl WindowCounts {
         join(data, &mut self.customers, &family, index, customer);
     }
 
-    /// Mark every cell and membership held as changed: the next `take_changes` writes
-    /// the whole state (a snapshot).
-    pub fn mark_all_changed(&mut self) {
-        for (slot, data) in &mut self.slots {
-            for (at, cell) in data.cells.iter_mut().enumerate() {
-                if !cell.unsaved {
-                    cell.unsaved = true;
-                    self.changed_cells
-                        .push((slot.clone(), data.generation, at as u32));
-                }
-            }
-            for held_by in &data.members {
-                for number in held_by.keys() {
-                    let customer = self.customers.name(*number).clone();
-                    self.changed_members.push((slot.clone(), customer));
-                }
-            }
-        }
-    }
-
     pub fn forget_changes(&mut self) {
         for cell in std::mem::take(&mut self.changed_cells) {
             if let Some(data) = self.slots.get_mut(&cell.0) {
@@ -663,6 +674,29 @@ fn join(
         data.cells[*cell as usize].distinct[index] += 1;
     }
     new_to
+}
+
+/// A cell's sums, encoded.
+fn packed_sums(view: u8, cell: &Cell) -> Vec<u8> {
+    let n = SUM_FIELDS[view as usize].len();
+    let mut sums = Vec::with_capacity(4 + 4 * n);
+    pack_list_header(&mut sums, n);
+    for amount in &cell.sums[..n] {
+        pack_i128(&mut sums, *amount);
+    }
+    sums
+}
+
+/// The store key of a customer's memberships in a window.
+fn group_key(prefix: &str, group: &Group) -> String {
+    json_key(
+        prefix,
+        &[
+            Part::Text(&group.0),
+            Part::Int(group.1),
+            Part::Text(&group.2),
+        ],
+    )
 }
 
 fn cell_key(prefix: &str, slot: &Slot, key: &Key) -> String {
