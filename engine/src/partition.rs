@@ -203,7 +203,7 @@ impl Partition {
         if let Some(shared) = self.label_tuples.get(&labels) {
             return shared.clone();
         }
-        let shared: Labels = labels.iter().cloned().collect();
+        let shared: Labels = Arc::new(labels.iter().cloned().collect());
         self.label_tuples.insert(labels, shared.clone());
         shared
     }
@@ -836,7 +836,7 @@ impl Partition {
         self.attribution.restore_offer(OpenOffer {
             offer,
             windows,
-            converted_by,
+            converted_by: converted_by.map(Box::new),
         });
     }
 
@@ -864,7 +864,7 @@ fn packed_kept(kept: &OpenOffer) -> Vec<u8> {
         pack_list_header(out, 3);
         pack_offer_row(out, &kept.offer);
         pack_texts(out, &kept.windows);
-        pack_opt_text(out, kept.converted_by.as_deref());
+        pack_opt_text(out, kept.converted_by.as_deref().map(|by| by.as_ref()));
     })
 }
 
