@@ -7,11 +7,13 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
+
 use pyo3::prelude::*;
 
 use crate::events::{event_from_py, Event, Offer, Purchase};
 use crate::expiry::ExpiryQueue;
-use crate::util::{s, Map, OrderedSet, Str};
+use crate::util::{s, Hasher, Map, OrderedSet, Str};
 
 /// The window labels an event was counted in, shared between events (a thin pointer: a
 /// kept offer holds one).
@@ -101,36 +103,62 @@ impl PartialOrd for Expiring {
 }
 
 /// A customer's kept offers: a few in a list sized to them (nearly every customer), more
-/// in a map by offer_id. An empty map per customer cost several times the offer it held.
+/// in a table by offer_id. An empty map per customer cost several times the offer it held.
 enum CustomerOffers {
     Few(Vec<OpenOffer>),
-    Many(Box<Map<Str, OpenOffer>>),
+    Many(Box<ManyOffers>),
 }
 
-/// Offers a customer keeps in a list; above this, in a map.
+/// Offers a customer keeps in a list; above this, in a table.
 const FEW_OFFERS: usize = 8;
+
+/// Kept offers found by their offer_id's hash, the id read from the offer itself: no key
+/// beside each.
+#[derive(Default)]
+struct ManyOffers {
+    hasher: Hasher,
+    table: HashTable<OpenOffer>,
+}
+
+impl ManyOffers {
+    fn hash(&self, offer_id: &str) -> u64 {
+        self.hasher.hash_one(offer_id)
+    }
+
+    fn insert(&mut self, kept: OpenOffer) {
+        let hash = self.hash(&kept.offer.offer_id);
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, kept, |k| hasher.hash_one(k.offer.offer_id.as_ref()));
+    }
+}
+
+fn is_offer(offer_id: &str) -> impl Fn(&OpenOffer) -> bool + '_ {
+    move |kept| kept.offer.offer_id.as_ref() == offer_id
+}
 
 impl CustomerOffers {
     fn get(&self, offer_id: &str) -> Option<&OpenOffer> {
         match self {
-            CustomerOffers::Few(few) => few.iter().find(|k| k.offer.offer_id.as_ref() == offer_id),
-            CustomerOffers::Many(many) => many.get(offer_id),
+            CustomerOffers::Few(few) => few.iter().find(|k| is_offer(offer_id)(k)),
+            CustomerOffers::Many(many) => many.table.find(many.hash(offer_id), is_offer(offer_id)),
         }
     }
 
     fn get_mut(&mut self, offer_id: &str) -> Option<&mut OpenOffer> {
         match self {
-            CustomerOffers::Few(few) => few
-                .iter_mut()
-                .find(|k| k.offer.offer_id.as_ref() == offer_id),
-            CustomerOffers::Many(many) => many.get_mut(offer_id),
+            CustomerOffers::Few(few) => few.iter_mut().find(|k| is_offer(offer_id)(k)),
+            CustomerOffers::Many(many) => {
+                let hash = many.hash(offer_id);
+                many.table.find_mut(hash, is_offer(offer_id))
+            }
         }
     }
 
     fn values(&self) -> impl Iterator<Item = &OpenOffer> {
         let (few, many) = match self {
             CustomerOffers::Few(few) => (Some(few.iter()), None),
-            CustomerOffers::Many(many) => (None, Some(many.values())),
+            CustomerOffers::Many(many) => (None, Some(many.table.iter())),
         };
         few.into_iter().flatten().chain(many.into_iter().flatten())
     }
@@ -143,42 +171,44 @@ impl CustomerOffers {
                 few.push(kept);
             }
             CustomerOffers::Few(few) => {
-                let mut many: Map<Str, OpenOffer> = Map::default();
+                let mut many = ManyOffers::default();
                 for k in few.drain(..).chain(std::iter::once(kept)) {
-                    many.insert(k.offer.offer_id.clone(), k);
+                    many.insert(k);
                 }
                 *self = CustomerOffers::Many(Box::new(many));
             }
-            CustomerOffers::Many(many) => {
-                many.insert(kept.offer.offer_id.clone(), kept);
-            }
+            CustomerOffers::Many(many) => many.insert(kept),
         }
     }
 
     /// Forget an offer; whether it was kept.
     fn remove(&mut self, offer_id: &str) -> bool {
         match self {
-            CustomerOffers::Few(few) => {
-                match few
-                    .iter()
-                    .position(|k| k.offer.offer_id.as_ref() == offer_id)
-                {
-                    Some(at) => {
-                        few.swap_remove(at);
-                        few.shrink_to_fit();
+            CustomerOffers::Few(few) => match few.iter().position(is_offer(offer_id)) {
+                Some(at) => {
+                    few.swap_remove(at);
+                    few.shrink_to_fit();
+                    true
+                }
+                None => false,
+            },
+            CustomerOffers::Many(many) => {
+                let hash = many.hash(offer_id);
+                match many.table.find_entry(hash, is_offer(offer_id)) {
+                    Ok(found) => {
+                        found.remove();
                         true
                     }
-                    None => false,
+                    Err(_) => false,
                 }
             }
-            CustomerOffers::Many(many) => many.remove(offer_id).is_some(),
         }
     }
 
     fn is_empty(&self) -> bool {
         match self {
             CustomerOffers::Few(few) => few.is_empty(),
-            CustomerOffers::Many(many) => many.is_empty(),
+            CustomerOffers::Many(many) => many.table.is_empty(),
         }
     }
 }
