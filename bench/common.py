@@ -280,10 +280,10 @@ class LagReader:
         self._admin.close()
 
 
-def rss_of(pid: int) -> int:
-    """Resident memory of a process in bytes (Linux)."""
+def rss_of(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of a process in bytes (Linux); `field="VmHWM"`: its peak."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 

@@ -347,7 +347,7 @@ def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRu
         report.append(
             f"  {run.offers:>9,} open offers, {run.keys:>6,} (channel, segment) keys, "
             f"{who:>20}: {run.rss_growth / 2**20:>7.1f} MiB, "
-            f"{run.per_offer:>5.0f} B/offer"
+            f"{run.per_offer:>5.0f} B/offer (peak {run.peak_growth / max(1, run.offers):>5.0f})"
         )
     for label, first, second in (
         ("new customers", runs[0], runs[1]),

@@ -7,19 +7,24 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+use hashbrown::HashTable;
+
 use pyo3::prelude::*;
 
 use crate::events::{event_from_py, Event, Offer, Purchase};
 use crate::expiry::ExpiryQueue;
-use crate::util::{s, Map, OrderedSet, Str};
+use crate::util::{s, Hasher, Map, OrderedSet, Str};
 
-/// The window labels an event was counted in, shared between events.
-pub type Labels = Arc<[Str]>;
+/// The window labels an event was counted in, shared between events (a thin pointer: a
+/// kept offer holds one).
+pub type Labels = Arc<Box<[Str]>>;
 
+/// A kept offer: 24 bytes beside the offer it shares.
 pub struct OpenOffer {
     pub offer: Arc<Offer>,
     pub windows: Labels,
-    pub converted_by: Option<Str>,
+    // The event_id of the purchase that converted it; few offers have one.
+    pub converted_by: Option<Box<Str>>,
 }
 
 /// Which waiting purchase: the internal-topic offset it arrived at and its store key's tail.
@@ -97,6 +102,117 @@ impl PartialOrd for Expiring {
     }
 }
 
+/// A customer's kept offers: a few in a list sized to them (nearly every customer), more
+/// in a table by offer_id. An empty map per customer cost several times the offer it held.
+enum CustomerOffers {
+    Few(Vec<OpenOffer>),
+    Many(Box<ManyOffers>),
+}
+
+/// Offers a customer keeps in a list; above this, in a table.
+const FEW_OFFERS: usize = 8;
+
+/// Kept offers found by their offer_id's hash, the id read from the offer itself: no key
+/// beside each.
+#[derive(Default)]
+struct ManyOffers {
+    hasher: Hasher,
+    table: HashTable<OpenOffer>,
+}
+
+impl ManyOffers {
+    fn hash(&self, offer_id: &str) -> u64 {
+        self.hasher.hash_one(offer_id)
+    }
+
+    fn insert(&mut self, kept: OpenOffer) {
+        let hash = self.hash(&kept.offer.offer_id);
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, kept, |k| hasher.hash_one(k.offer.offer_id.as_ref()));
+    }
+}
+
+fn is_offer(offer_id: &str) -> impl Fn(&OpenOffer) -> bool + '_ {
+    move |kept| kept.offer.offer_id.as_ref() == offer_id
+}
+
+impl CustomerOffers {
+    fn get(&self, offer_id: &str) -> Option<&OpenOffer> {
+        match self {
+            CustomerOffers::Few(few) => few.iter().find(|k| is_offer(offer_id)(k)),
+            CustomerOffers::Many(many) => many.table.find(many.hash(offer_id), is_offer(offer_id)),
+        }
+    }
+
+    fn get_mut(&mut self, offer_id: &str) -> Option<&mut OpenOffer> {
+        match self {
+            CustomerOffers::Few(few) => few.iter_mut().find(|k| is_offer(offer_id)(k)),
+            CustomerOffers::Many(many) => {
+                let hash = many.hash(offer_id);
+                many.table.find_mut(hash, is_offer(offer_id))
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &OpenOffer> {
+        let (few, many) = match self {
+            CustomerOffers::Few(few) => (Some(few.iter()), None),
+            CustomerOffers::Many(many) => (None, Some(many.table.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten())
+    }
+
+    /// Keep an offer not kept yet.
+    fn insert(&mut self, kept: OpenOffer) {
+        match self {
+            CustomerOffers::Few(few) if few.len() < FEW_OFFERS => {
+                few.reserve_exact(1);
+                few.push(kept);
+            }
+            CustomerOffers::Few(few) => {
+                let mut many = ManyOffers::default();
+                for k in few.drain(..).chain(std::iter::once(kept)) {
+                    many.insert(k);
+                }
+                *self = CustomerOffers::Many(Box::new(many));
+            }
+            CustomerOffers::Many(many) => many.insert(kept),
+        }
+    }
+
+    /// Forget an offer; whether it was kept.
+    fn remove(&mut self, offer_id: &str) -> bool {
+        match self {
+            CustomerOffers::Few(few) => match few.iter().position(is_offer(offer_id)) {
+                Some(at) => {
+                    few.swap_remove(at);
+                    few.shrink_to_fit();
+                    true
+                }
+                None => false,
+            },
+            CustomerOffers::Many(many) => {
+                let hash = many.hash(offer_id);
+                match many.table.find_entry(hash, is_offer(offer_id)) {
+                    Ok(found) => {
+                        found.remove();
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            CustomerOffers::Few(few) => few.is_empty(),
+            CustomerOffers::Many(many) => many.table.is_empty(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Changes {
     pub offers: OrderedSet<OfferRef>,
@@ -106,8 +222,8 @@ pub struct Changes {
 pub struct Attribution {
     attribution_ms: i64,
     grace_ms: i64,
-    // customer_id -> offer_id -> kept offer.
-    offers: Map<Str, Map<Str, OpenOffer>>,
+    // customer_id -> its kept offers.
+    offers: Map<Str, CustomerOffers>,
     offer_count: usize,
     waiting_for_offer: Map<OfferRef, Vec<PendingId>>,
     // (due, ts, event_id, id): decided in (ts, event_id) order, copies in arrival order.
@@ -277,7 +393,7 @@ impl Attribution {
         let Some(offers) = self.offers.get_mut(customer_id) else {
             return;
         };
-        if offers.remove(offer_id).is_none() {
+        if !offers.remove(offer_id) {
             return;
         }
         self.offer_count -= 1;
@@ -289,18 +405,9 @@ impl Attribution {
             .insert((customer_id.clone(), offer_id.clone()));
     }
 
-    /// Mark every kept offer and pending purchase as changed (for a snapshot).
-    pub fn mark_all_changed(&mut self) {
-        for (customer_id, offers) in &self.offers {
-            for offer_id in offers.keys() {
-                self.changes
-                    .offers
-                    .insert((customer_id.clone(), offer_id.clone()));
-            }
-        }
-        for id in self.pending.keys() {
-            self.changes.purchases.insert(id.clone());
-        }
+    /// Every purchase waiting, by its id.
+    pub fn pending_purchases(&self) -> impl Iterator<Item = (&PendingId, &Arc<Purchase>)> {
+        self.pending.iter()
     }
 
     pub fn restore_offer(&mut self, kept: OpenOffer) {
@@ -349,7 +456,7 @@ impl Attribution {
             .get_mut(&reference.0)
             .and_then(|offers| offers.get_mut(&reference.1))
             .expect("a kept offer");
-        kept.converted_by = Some(purchase.event_id.clone());
+        kept.converted_by = Some(Box::new(purchase.event_id.clone()));
         let conversion = Conversion {
             offer: kept.offer.clone(),
             windows: kept.windows.clone(),
@@ -363,9 +470,16 @@ impl Attribution {
 
     fn keep_offer(&mut self, kept: OpenOffer) {
         let offer = kept.offer.clone();
-        let offers = self.offers.entry(offer.customer_id.clone()).or_default();
-        if offers.insert(offer.offer_id.clone(), kept).is_none() {
-            self.offer_count += 1;
+        let offers = self
+            .offers
+            .entry(offer.customer_id.clone())
+            .or_insert_with(|| CustomerOffers::Few(Vec::new()));
+        match offers.get_mut(&offer.offer_id) {
+            Some(held) => *held = kept,
+            None => {
+                offers.insert(kept);
+                self.offer_count += 1;
+            }
         }
         let reference = (offer.customer_id.clone(), offer.offer_id.clone());
         self.offer_expiry.push(offer.ts, Expiring(offer.clone()));
@@ -437,7 +551,7 @@ impl PyAttribution {
         let Event::Offer(offer) = event_from_py(offer)? else {
             return Err(pyo3::exceptions::PyTypeError::new_err("not an Offer"));
         };
-        let windows: Labels = windows.iter().map(|w| s(w)).collect();
+        let windows: Labels = Arc::new(windows.iter().map(|w| s(w)).collect());
         Ok(self.attribution.add_offer(offer, windows).len())
     }
     #[pyo3(signature = (stream_time))]

@@ -11,8 +11,8 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::labels::ALL;
 use crate::packed::{
-    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, PackedEntries, Reader,
-    Stored,
+    entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, EntrySink, PackedEntries,
+    Reader, Stored,
 };
 use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
 
@@ -80,25 +80,66 @@ impl std::ops::Deref for Family {
     }
 }
 
-/// The key cells a customer was counted under in one slot and field: one (nearly always),
-/// held inline, or several.
-enum Held {
-    One(u32),
-    Many(Box<Vec<u32>>),
+/// A membership's value: the one key cell a customer was counted under in a slot and
+/// field (nearly always), or, with this bit set, the index of the several in `SlotData.many`.
+const MANY: u32 = 1 << 31;
+
+/// The customers counted in distinct fields, numbered: a membership holds a 4-byte number
+/// instead of a 16-byte shared string. A number is let go, and may be given to another
+/// customer, once no membership holds it.
+#[derive(Default)]
+struct Customers {
+    numbers: Map<Str, u32>,
+    // Per number: the customer and the memberships holding it (None: free).
+    names: Vec<(Option<Str>, u32)>,
+    free: Vec<u32>,
 }
 
-impl Held {
-    fn cells(&self) -> &[u32] {
-        match self {
-            Held::One(cell) => std::slice::from_ref(cell),
-            Held::Many(cells) => cells,
-        }
+impl Customers {
+    fn number(&self, customer: &str) -> Option<u32> {
+        self.numbers.get(customer).copied()
     }
 
-    fn push(&mut self, cell: u32) {
-        match self {
-            Held::One(first) => *self = Held::Many(Box::new(vec![*first, cell])),
-            Held::Many(cells) => cells.push(cell),
+    fn name(&self, number: u32) -> &Str {
+        self.names[number as usize]
+            .0
+            .as_ref()
+            .expect("a held number")
+    }
+
+    /// The customer's number, held by one more membership.
+    fn hold(&mut self, customer: &Str) -> u32 {
+        if let Some(&number) = self.numbers.get(customer) {
+            self.names[number as usize].1 += 1;
+            return number;
+        }
+        let number = match self.free.pop() {
+            Some(number) => {
+                self.names[number as usize] = (Some(customer.clone()), 1);
+                number
+            }
+            None => {
+                self.names.push((Some(customer.clone()), 1));
+                (self.names.len() - 1) as u32
+            }
+        };
+        self.numbers.insert(customer.clone(), number);
+        number
+    }
+
+    /// Let go of every membership a dropped slot held.
+    fn release_all(&mut self, data: &SlotData) {
+        for held_by in &data.members {
+            for &number in held_by.keys() {
+                let entry = &mut self.names[number as usize];
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    if let Some(name) = entry.0.take() {
+                        self.numbers.remove(&name);
+                    }
+                    self.free.push(number);
+                }
+            }
         }
     }
 }
@@ -117,11 +158,21 @@ pub struct SlotData {
     index: Map<Key, u32>,
     // Each counted key's cell and its roll-ups' cells, in rollups() order.
     families: Map<Key, Family>,
-    // Per distinct field: each counted customer's key cells.
-    members: [Map<Str, Held>; 2],
+    // Per distinct field: each counted customer's number -> its key cells (see MANY).
+    members: [Map<u32, u32>; 2],
+    many: Vec<Vec<u32>>,
 }
 
 impl SlotData {
+    /// The key cells of a membership's value.
+    fn held_cells<'a>(&'a self, held: &'a u32) -> &'a [u32] {
+        if held & MANY == 0 {
+            std::slice::from_ref(held)
+        } else {
+            &self.many[(held & !MANY) as usize]
+        }
+    }
+
     /// The key's cell, then those of its roll-ups, each once (a roll-up's own key, as
     /// restored from versions before, is its own roll-up); made once per key.
     fn family(&mut self, key: &Key) -> Family {
@@ -172,6 +223,7 @@ type Group = (Str, i64, Str);
 #[derive(Default)]
 pub struct WindowCounts {
     slots: OrderedMap<Slot, SlotData>,
+    customers: Customers,
     next_generation: u64,
     changed_cells: Vec<CellRef>,
     changed_members: Vec<(Slot, Str)>,
@@ -219,7 +271,7 @@ impl WindowCounts {
         }
         let mut joined: Vec<u32> = Vec::new();
         for &index in distinct {
-            let new_to = join(data, &family, index, customer);
+            let new_to = join(data, &mut self.customers, &family, index, customer);
             if new_to.is_empty() {
                 continue;
             }
@@ -311,22 +363,19 @@ impl WindowCounts {
                 changes.push((cell_key(prefix, &slot, &cell.key), None));
             }
             for held_by in &data.members {
-                for customer in held_by.keys() {
-                    groups.insert((slot.label.clone(), slot.start, customer.clone()));
+                for number in held_by.keys() {
+                    let customer = self.customers.name(*number).clone();
+                    groups.insert((slot.label.clone(), slot.start, customer));
                 }
             }
+            self.customers.release_all(&data);
         }
         for cell in std::mem::take(&mut self.changed_cells) {
             if let Some(data) = self.slots.get_mut(&cell.0) {
                 if data.generation == cell.1 {
                     let c = &mut data.cells[cell.2 as usize];
                     c.unsaved = false;
-                    let n = SUM_FIELDS[cell.0.view as usize].len();
-                    let mut sums = Vec::with_capacity(4 + 4 * n);
-                    pack_list_header(&mut sums, n);
-                    for amount in &c.sums[..n] {
-                        pack_i128(&mut sums, *amount);
-                    }
+                    let sums = packed_sums(cell.0.view, c);
                     changes.push((cell_key(prefix, &cell.0, &c.key), Some(sums)));
                 }
             }
@@ -339,21 +388,58 @@ impl WindowCounts {
             groups.insert(group);
         }
         for group in groups {
-            let key = json_key(
-                prefix,
-                &[
-                    Part::Text(&group.0),
-                    Part::Int(group.1),
-                    Part::Text(&group.2),
-                ],
-            );
-            changes.push((key, self.memberships(&group)));
+            changes.push((group_key(prefix, &group), self.memberships(&group)));
+        }
+    }
+
+    /// Every cell and membership held, as `take_changes` writes them, into `sink` (changes
+    /// not taken yet are not taken: the caller takes them first). Memberships are written
+    /// window by window; what is held meanwhile is one window's customer numbers.
+    pub fn snapshot_into(&self, prefix: &str, sink: &mut dyn EntrySink) {
+        for (slot, data) in &self.slots {
+            for cell in &data.cells {
+                sink.put(
+                    &cell_key(prefix, slot, &cell.key),
+                    &packed_sums(slot.view, cell),
+                );
+            }
+        }
+        let windows: OrderedSet<(Str, i64)> = self
+            .slots
+            .keys()
+            .map(|slot| (slot.label.clone(), slot.start))
+            .collect();
+        let mut written: std::collections::HashSet<u32, crate::util::Hasher> = Default::default();
+        for (label, start) in windows {
+            written.clear();
+            for view in 0..VIEW_NAMES.len() as u8 {
+                let slot = Slot {
+                    view,
+                    label: label.clone(),
+                    start,
+                };
+                let Some(data) = self.slots.get(&slot) else {
+                    continue;
+                };
+                for held_by in &data.members {
+                    for &number in held_by.keys() {
+                        if !written.insert(number) {
+                            continue;
+                        }
+                        let group = (label.clone(), start, self.customers.name(number).clone());
+                        if let Some(value) = self.memberships(&group) {
+                            sink.put(&group_key(prefix, &group), &value);
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// [[view name, distinct field, first key part, second key part], ...] of a customer's
     /// memberships in a window, encoded; None once there are none.
     fn memberships(&self, group: &Group) -> Option<Vec<u8>> {
+        let number = self.customers.number(&group.2)?;
         let mut rows: Vec<(u8, usize, &Key)> = Vec::new();
         for view in 0..VIEW_NAMES.len() as u8 {
             let slot = Slot {
@@ -365,10 +451,10 @@ impl WindowCounts {
                 continue;
             };
             for (index, held_by) in data.members.iter().enumerate() {
-                let Some(held) = held_by.get(&group.2) else {
+                let Some(held) = held_by.get(&number) else {
                     continue;
                 };
-                for cell in held.cells() {
+                for cell in data.held_cells(held) {
                     rows.push((view, index, &data.cells[*cell as usize].key));
                 }
             }
@@ -428,7 +514,12 @@ impl WindowCounts {
                         }
                         let view_name = reader.text()?.to_owned();
                         let index = usize::try_from(reader.int()?).map_err(|_| bad())?;
-                        rows.push((view_name, index, reader.text()?.to_owned(), reader.text()?.to_owned()));
+                        rows.push((
+                            view_name,
+                            index,
+                            reader.text()?.to_owned(),
+                            reader.text()?.to_owned(),
+                        ));
                     }
                 }
             }
@@ -496,26 +587,7 @@ impl WindowCounts {
         let at = self.slot_index(slot);
         let data = &mut self.slots[at];
         let family = data.family(key);
-        join(data, &family, index, customer);
-    }
-
-    /// Mark every cell and membership held as changed: the next `take_changes` writes
-    /// the whole state (a snapshot).
-    pub fn mark_all_changed(&mut self) {
-        for (slot, data) in &mut self.slots {
-            for (at, cell) in data.cells.iter_mut().enumerate() {
-                if !cell.unsaved {
-                    cell.unsaved = true;
-                    self.changed_cells
-                        .push((slot.clone(), data.generation, at as u32));
-                }
-            }
-            for held_by in &data.members {
-                for customer in held_by.keys() {
-                    self.changed_members.push((slot.clone(), customer.clone()));
-                }
-            }
-        }
+        join(data, &mut self.customers, &family, index, customer);
     }
 
     pub fn forget_changes(&mut self) {
@@ -534,7 +606,9 @@ impl WindowCounts {
             }
         }
         self.changed_members.clear();
-        self.dropped.clear();
+        for (_, data) in std::mem::take(&mut self.dropped) {
+            self.customers.release_all(&data);
+        }
     }
 
     /// The position of a slot, made empty if new.
@@ -553,6 +627,7 @@ impl WindowCounts {
                     index: Map::default(),
                     families: Map::default(),
                     members: Default::default(),
+                    many: Vec::new(),
                 },
             )
             .0
@@ -561,19 +636,33 @@ impl WindowCounts {
 
 /// Count `customer` under the family's key (its first cell); the cells of the family it
 /// was new to, none if it was counted under the key already.
-fn join(data: &mut SlotData, family: &[u32], index: usize, customer: &Str) -> Vec<u32> {
+fn join(
+    data: &mut SlotData,
+    customers: &mut Customers,
+    family: &[u32],
+    index: usize,
+    customer: &Str,
+) -> Vec<u32> {
     let own = family[0];
     let mut new_to: Vec<u32> = family.to_vec();
-    match data.members[index].get_mut(customer) {
+    let number = customers.number(customer);
+    match number.and_then(|n| data.members[index].get(&n).copied().map(|held| (n, held))) {
         None => {
-            data.members[index].insert(customer.clone(), Held::One(own));
+            let number = customers.hold(customer);
+            data.members[index].insert(number, own);
         }
-        Some(held) => {
-            if held.cells().contains(&own) {
+        Some((number, held)) => {
+            let others = data.held_cells(&held).to_vec();
+            if others.contains(&own) {
                 return Vec::new();
             }
-            let others = held.cells().to_vec();
-            held.push(own);
+            if held & MANY == 0 {
+                let at = data.many.len() as u32;
+                data.many.push(vec![held, own]);
+                data.members[index].insert(number, MANY | at);
+            } else {
+                data.many[(held & !MANY) as usize].push(own);
+            }
             for other in others {
                 // Every held key was counted through its family.
                 let counted = &data.families[&data.cells[other as usize].key];
@@ -585,6 +674,29 @@ fn join(data: &mut SlotData, family: &[u32], index: usize, customer: &Str) -> Ve
         data.cells[*cell as usize].distinct[index] += 1;
     }
     new_to
+}
+
+/// A cell's sums, encoded.
+fn packed_sums(view: u8, cell: &Cell) -> Vec<u8> {
+    let n = SUM_FIELDS[view as usize].len();
+    let mut sums = Vec::with_capacity(4 + 4 * n);
+    pack_list_header(&mut sums, n);
+    for amount in &cell.sums[..n] {
+        pack_i128(&mut sums, *amount);
+    }
+    sums
+}
+
+/// The store key of a customer's memberships in a window.
+fn group_key(prefix: &str, group: &Group) -> String {
+    json_key(
+        prefix,
+        &[
+            Part::Text(&group.0),
+            Part::Int(group.1),
+            Part::Text(&group.2),
+        ],
+    )
 }
 
 fn cell_key(prefix: &str, slot: &Slot, key: &Key) -> String {

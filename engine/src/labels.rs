@@ -185,13 +185,12 @@ impl LabelCap {
         changes
     }
 
-    /// Mark every admitted value as changed (for a snapshot).
-    pub fn mark_all_changed(&mut self) {
-        for (d, admitted) in self.admitted.iter().enumerate() {
-            for value in admitted.keys() {
-                self.changed.insert((d, value.clone()));
-            }
-        }
+    /// (dimension, value, recorded last use) of every admitted value.
+    pub fn entries(&self) -> impl Iterator<Item = (usize, &Str, i64)> {
+        self.admitted
+            .iter()
+            .enumerate()
+            .flat_map(|(d, admitted)| admitted.iter().map(move |(v, at)| (d, v, *at)))
     }
 
     /// Values and their recorded last use as `take_changes` gave them, in any order.

@@ -456,8 +456,76 @@ pub fn pack_entries<'py>(
     Ok(packed)
 }
 
-/// The records of one write: [sequence, chunk count, [key, value, key, value, ...]] each,
-/// the entries split so that no chunk's entries pass `chunk_bytes` by more than one entry.
+/// Where a whole state's entries go, one at a time, as they are encoded.
+pub trait EntrySink {
+    fn put(&mut self, key: &str, value: &[u8]);
+}
+
+impl EntrySink for PackedEntries {
+    fn put(&mut self, key: &str, value: &[u8]) {
+        self.push((key.to_owned(), Some(value.to_vec())));
+    }
+}
+
+/// The records of one write, built as its entries come: [sequence, chunk count, [key,
+/// value, key, value, ...]] each, the entries split so that no chunk's entries pass
+/// `chunk_bytes` by more than one entry. Only the encoded chunks are held, never a list of
+/// the entries.
+pub struct ChunkWriter {
+    chunk_bytes: usize,
+    // (entries, body) of each chunk.
+    bodies: Vec<(usize, Vec<u8>)>,
+}
+
+impl ChunkWriter {
+    pub fn new(chunk_bytes: usize) -> Self {
+        Self {
+            chunk_bytes,
+            bodies: vec![(0, Vec::new())],
+        }
+    }
+
+    pub fn put_entry(&mut self, key: &str, value: Option<&[u8]>) {
+        if self.bodies.last().expect("one body").1.len() > self.chunk_bytes {
+            self.bodies.push((0, Vec::new()));
+        }
+        let (count, body) = self.bodies.last_mut().expect("one body");
+        *count += 1;
+        pack_text(body, key);
+        match value {
+            None => pack_none(body),
+            Some(raw) => pack_bytes(body, raw),
+        }
+    }
+
+    /// The chunks, as bytes; each body is let go once copied.
+    pub fn finish(self, py: Python<'_>, sequence: i64) -> PyResult<Vec<Bound<'_, PyBytes>>> {
+        let count = self.bodies.len() as i64;
+        self.bodies
+            .into_iter()
+            .map(|(entries, body)| {
+                let mut header = Vec::with_capacity(24);
+                pack_list_header(&mut header, 3);
+                pack_int(&mut header, sequence);
+                pack_int(&mut header, count);
+                pack_list_header(&mut header, entries * 2);
+                PyBytes::new_with(py, header.len() + body.len(), |out| {
+                    out[..header.len()].copy_from_slice(&header);
+                    out[header.len()..].copy_from_slice(&body);
+                    Ok(())
+                })
+            })
+            .collect()
+    }
+}
+
+impl EntrySink for ChunkWriter {
+    fn put(&mut self, key: &str, value: &[u8]) {
+        self.put_entry(key, Some(value));
+    }
+}
+
+/// The records of one write (`ChunkWriter`) of a list of (key, encoded value or None).
 #[pyfunction]
 pub fn pack_chunks<'py>(
     py: Python<'py>,
@@ -465,33 +533,12 @@ pub fn pack_chunks<'py>(
     entries: &Bound<'py, PyList>,
     chunk_bytes: usize,
 ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-    let mut bodies: Vec<(usize, Vec<u8>)> = vec![(0, Vec::new())];
+    let mut writer = ChunkWriter::new(chunk_bytes);
     for entry in entries.iter() {
         let (key, value): (Bound<'py, PyString>, Option<Bound<'py, PyBytes>>) = entry.extract()?;
-        if bodies.last().expect("one body").1.len() > chunk_bytes {
-            bodies.push((0, Vec::new()));
-        }
-        let (count, body) = bodies.last_mut().expect("one body");
-        *count += 1;
-        pack_text(body, key.to_str()?);
-        match value {
-            None => pack_none(body),
-            Some(raw) => pack_bytes(body, raw.as_bytes()),
-        }
+        writer.put_entry(key.to_str()?, value.as_ref().map(|raw| raw.as_bytes()));
     }
-    let count = bodies.len() as i64;
-    Ok(bodies
-        .into_iter()
-        .map(|(entries, body)| {
-            let mut out = Vec::with_capacity(body.len() + 24);
-            pack_list_header(&mut out, 3);
-            pack_int(&mut out, sequence);
-            pack_int(&mut out, count);
-            pack_list_header(&mut out, entries * 2);
-            out.extend_from_slice(&body);
-            PyBytes::new(py, &out)
-        })
-        .collect())
+    writer.finish(py, sequence)
 }
 
 /// (sequence, chunk count) of a chunk `pack_chunks` wrote.

@@ -21,8 +21,8 @@ use crate::events::{
 use crate::labels::{LabelCap, DIMENSIONS};
 use crate::packed::{
     chunk_entries, entries_to_dict, entries_to_list, pack_dict_header, pack_i128, pack_int,
-    pack_list_header, pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, PackedEntries,
-    Reader, Stored,
+    pack_list_header, pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, ChunkWriter,
+    EntrySink, PackedEntries, Reader, Stored,
 };
 use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
@@ -203,7 +203,7 @@ impl Partition {
         if let Some(shared) = self.label_tuples.get(&labels) {
             return shared.clone();
         }
-        let shared: Labels = labels.iter().cloned().collect();
+        let shared: Labels = Arc::new(labels.iter().cloned().collect());
         self.label_tuples.insert(labels, shared.clone());
         shared
     }
@@ -510,19 +510,41 @@ impl Partition {
         }
     }
 
-    /// Every entry of the state, as `take_changes` writes them (changes not taken yet are
-    /// taken with it).
-    fn snapshot(&mut self) -> PackedEntries {
-        self.forget_expired();
-        self.remembered.extend(self.memory.ids().cloned());
-        self.attribution.mark_all_changed();
-        self.changed_undecided
-            .extend(self.undecided.keys().cloned());
-        self.counts.mark_all_changed();
-        self.labels.mark_all_changed();
-        let mut whole = self.take_changes();
-        whole.retain(|(_, value)| value.is_some());
-        whole
+    /// Every entry of the state, as `take_changes` writes them, into `sink` one at a time
+    /// (changes not taken yet are taken with it: the snapshot holds them). Nothing but the
+    /// encoded entries is made for the whole state.
+    fn snapshot_into(&mut self, sink: &mut dyn EntrySink) {
+        self.take_changes();
+        for event_id in self.memory.ids() {
+            let ts = self.memory.ts_of(event_id).expect("remembered");
+            sink.put(
+                &format!("{DEDUPE}{event_id}"),
+                &encoded(|out| pack_int(out, ts)),
+            );
+        }
+        for kept in self.attribution.open_offers() {
+            let offer = &kept.offer;
+            sink.put(
+                &offer_key(&offer.customer_id, &offer.offer_id),
+                &packed_kept(kept),
+            );
+        }
+        for (id, purchase) in self.attribution.pending_purchases() {
+            let value = encoded(|out| pack_purchase_row(out, purchase));
+            sink.put(&format!("{PENDING}{}", id.key), &value);
+        }
+        for (id, labels) in &self.undecided {
+            let value = encoded(|out| pack_texts(out, labels));
+            sink.put(&format!("{UNDECIDED}{}", id.key), &value);
+        }
+        self.counts.snapshot_into(WINDOW, sink);
+        for (dimension, value, last_use) in self.labels.entries() {
+            sink.put(
+                &label_key(dimension, value),
+                &encoded(|out| pack_int(out, last_use)),
+            );
+        }
+        sink.put(META_KEY, &self.packed_meta());
     }
 
     /// Store entries changed since the last call (None deletes), encoded; and forget
@@ -531,54 +553,47 @@ impl Partition {
         self.forget_expired();
         self.interned.prune();
         let mut changes: PackedEntries = Vec::new();
-        let encoded = |write: &dyn Fn(&mut Vec<u8>)| {
-            let mut out = Vec::with_capacity(48);
-            write(&mut out);
-            out
-        };
         for event_id in std::mem::take(&mut self.remembered) {
             let ts = self.memory.ts_of(&event_id);
             changes.push((
                 format!("{DEDUPE}{event_id}"),
-                ts.map(|ts| encoded(&|out| pack_int(out, ts))),
+                ts.map(|ts| encoded(|out| pack_int(out, ts))),
             ));
         }
         let attribution_changes = std::mem::take(&mut self.attribution.changes);
         for (customer_id, offer_id) in attribution_changes.offers {
-            let key = json_key(OFFER, &[Part::Text(&customer_id), Part::Text(&offer_id)]);
-            let value = self.attribution.offer(&customer_id, &offer_id).map(|kept| {
-                encoded(&|out| {
-                    pack_list_header(out, 3);
-                    pack_offer_row(out, &kept.offer);
-                    pack_texts(out, &kept.windows);
-                    pack_opt_text(out, kept.converted_by.as_deref());
-                })
-            });
-            changes.push((key, value));
+            let value = self
+                .attribution
+                .offer(&customer_id, &offer_id)
+                .map(packed_kept);
+            changes.push((offer_key(&customer_id, &offer_id), value));
         }
         for id in attribution_changes.purchases {
             let value = self
                 .attribution
                 .pending_purchase(&id)
-                .map(|purchase| encoded(&|out| pack_purchase_row(out, purchase)));
+                .map(|purchase| encoded(|out| pack_purchase_row(out, purchase)));
             changes.push((format!("{PENDING}{}", id.key), value));
         }
         for id in std::mem::take(&mut self.changed_undecided) {
             let value = self
                 .undecided
                 .get(&id)
-                .map(|labels| encoded(&|out| pack_texts(out, labels)));
+                .map(|labels| encoded(|out| pack_texts(out, labels)));
             changes.push((format!("{UNDECIDED}{}", id.key), value));
         }
         self.counts.take_changes(WINDOW, &mut changes);
         self.labels.forget_unused(self.stream_time);
         for (dimension, value, last_use) in self.labels.take_changes() {
-            let key = json_key(
-                LABEL,
-                &[Part::Text(DIMENSIONS[dimension]), Part::Text(&value)],
-            );
-            changes.push((key, last_use.map(|at| encoded(&|out| pack_int(out, at)))));
+            let value_at = last_use.map(|at| encoded(|out| pack_int(out, at)));
+            changes.push((label_key(dimension, &value), value_at));
         }
+        changes.push((META_KEY.to_owned(), Some(self.packed_meta())));
+        changes
+    }
+
+    /// The meta entry: input offset, stream time, watermarks and totals, encoded.
+    fn packed_meta(&self) -> Vec<u8> {
         let mut meta = Vec::with_capacity(256);
         pack_list_header(&mut meta, 4);
         pack_int(&mut meta, self.next_offset);
@@ -591,8 +606,7 @@ impl Partition {
             pack_int(&mut meta, *offset);
         }
         self.pack_totals_row(&mut meta);
-        changes.push((META_KEY.to_owned(), Some(meta)));
-        changes
+        meta
     }
 
     /// `totals_row`, encoded.
@@ -822,7 +836,7 @@ impl Partition {
         self.attribution.restore_offer(OpenOffer {
             offer,
             windows,
-            converted_by,
+            converted_by: converted_by.map(Box::new),
         });
     }
 
@@ -831,6 +845,34 @@ impl Partition {
         self.remembered.clear();
         self.counts.forget_changes();
     }
+}
+
+/// A value written by `write`, encoded.
+fn encoded(write: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    write(&mut out);
+    out
+}
+
+fn offer_key(customer_id: &str, offer_id: &str) -> String {
+    json_key(OFFER, &[Part::Text(customer_id), Part::Text(offer_id)])
+}
+
+/// A kept offer's entry: [offer row, window labels, converted by], encoded.
+fn packed_kept(kept: &OpenOffer) -> Vec<u8> {
+    encoded(|out| {
+        pack_list_header(out, 3);
+        pack_offer_row(out, &kept.offer);
+        pack_texts(out, &kept.windows);
+        pack_opt_text(out, kept.converted_by.as_deref().map(|by| by.as_ref()));
+    })
+}
+
+fn label_key(dimension: usize, value: &str) -> String {
+    json_key(
+        LABEL,
+        &[Part::Text(DIMENSIONS[dimension]), Part::Text(value)],
+    )
 }
 
 /// An entry's value: bytes are in the store's compact encoding (packed.rs).
@@ -1035,7 +1077,22 @@ impl PyCustomerPartition {
 
     /// The whole state as store records (key, encoded value).
     fn packed_snapshot<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        entries_to_list(py, self.partition.snapshot())
+        let mut whole = PackedEntries::new();
+        self.partition.snapshot_into(&mut whole);
+        entries_to_list(py, whole)
+    }
+
+    /// The whole state as the store's chunks of write `sequence` (packed.rs `ChunkWriter`),
+    /// encoded straight into them.
+    fn snapshot_chunks<'py>(
+        &mut self,
+        py: Python<'py>,
+        sequence: i64,
+        chunk_bytes: usize,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let mut writer = ChunkWriter::new(chunk_bytes);
+        self.partition.snapshot_into(&mut writer);
+        writer.finish(py, sequence)
     }
 
     /// The partials that changed since the last call as the partials topic's messages of

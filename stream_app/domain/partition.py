@@ -112,6 +112,12 @@ class CustomerPartition:
         (changes not taken yet are taken with it)."""
         return self._core.packed_snapshot()
 
+    def snapshot_chunks(self, sequence: int, chunk_bytes: int) -> list[bytes]:
+        """`packed_snapshot` as the store's chunks of write `sequence`
+        (`_engine.pack_chunks`), encoded straight into them: no list of the entries is
+        made, which would cost more than the state itself for a moment."""
+        return self._core.snapshot_chunks(sequence, chunk_bytes)
+
     # -- restore ---------------------------------------------------------------------
     @classmethod
     def restore(cls, config: WindowConfig, entries: dict[str, Any]) -> CustomerPartition:

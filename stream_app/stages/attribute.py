@@ -92,4 +92,4 @@ class AttributeStage:
         state = self.partitions.get(partition)
         if state is not None:
             store = self._partition_store
-            store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)
+            store.write_packed(partition, state.take_packed_changes(), state.snapshot_chunks)

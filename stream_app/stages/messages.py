@@ -49,6 +49,9 @@ class StateStore(Protocol):
 
 # A store key and its value in the compiled core's encoding (None deletes the key).
 PackedEntry = tuple[str, bytes | None]
+# The whole state as one store write's chunks, given the write's sequence number and the
+# bytes a chunk holds at most (state_store.py).
+SnapshotChunks = Callable[[int, int], list[bytes]]
 
 
 class PackedStateStore(StateStore, Protocol):
@@ -60,5 +63,5 @@ class PackedStateStore(StateStore, Protocol):
         self,
         partition: int,
         entries: list[PackedEntry],
-        snapshot: Callable[[], list[PackedEntry]] | None = None,
+        snapshot: SnapshotChunks | None = None,
     ) -> None: ...

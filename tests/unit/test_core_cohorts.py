@@ -116,3 +116,30 @@ def test_entries_of_one_membership_each_restore_and_are_replaced() -> None:
     assert migrated.keys() == current.keys() - old.keys()
     assert _state(_restored({**old, **changes})) == _state(_counted())
     assert restored.take_changes("") == {}
+
+
+def test_customers_of_a_dropped_window_counted_again_in_a_new_one_count_once_each() -> None:
+    """A customer is held by a number while a window counts it; once every window holding
+    it is dropped the number is let go and given to others: their counts and entries stay
+    their own."""
+    later = ("5m", START + 300_000)
+    counts = WindowCounts()
+    first = [f"c{n}" for n in range(50)]
+    for customer in first:
+        counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("email", "smb"), ONE_OFFER, TARGETED, customer)
+    counts.take_changes("")
+    counts.drop(CHANNEL_SEGMENT.name, FIVE_MINUTES)
+    dropped = counts.take_changes("")
+    assert {json.loads(key)[2] for key in dropped if len(json.loads(key)) == 3} == set(first)
+    # New customers take the numbers let go; some of the first ones come back, twice each.
+    second = [f"d{n}" for n in range(40)] + first[:20]
+    for customer in second + first[:20]:
+        counts.count(CHANNEL_SEGMENT, later, ("sms", "smb"), ONE_OFFER, TARGETED, customer)
+    changes = counts.take_changes("")
+    cells = counts.cells(CHANNEL_SEGMENT, later)
+    assert cells[("sms", "smb")] == [len(second) + 20, 0, 0, len(second), 0]
+    groups = {
+        json.loads(key)[2]: rows for key, rows in changes.items() if len(json.loads(key)) == 3
+    }
+    assert groups == {customer: [["channel_segment", 0, "sms", "smb"]] for customer in second}
+    assert _restored(changes).cells(CHANNEL_SEGMENT, later) == cells

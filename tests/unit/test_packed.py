@@ -96,10 +96,10 @@ def test_a_snapshot_holds_what_the_changes_wrote_and_the_older_format_restores_t
     assert snapshot(_restored(config, whole)) == expected
     # From the store's chunks: the snapshot, and the same after a journal of nothing new.
     store = PartitionStore(FakeTable(), keep_copy=True, keeps_entries=False)
-    store.write_packed(0, list(whole.items()), lambda: [])
+    store.write_packed(0, list(whole.items()), lambda sequence, size: [])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(state_store, "SNAPSHOT_MIN_BYTES", 0)  # a snapshot after this write
-        store.write_packed(0, [("m", whole["m"])], lambda: list(whole.items()))
+        store.write_packed(0, [("m", whole["m"])], feed.partition.snapshot_chunks)
     assert any(b"|#s|" in key for _, _, key, _ in store.take_outbox())
     # The older format: each entry JSON, as a worker of that version wrote and recovered it.
     table = FakeTable()

@@ -262,7 +262,7 @@ def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped
         while state.next_offset < len(log):
             for record in log[state.next_offset : state.next_offset + rng.randint(1, 800)]:
                 _apply(state, record)
-            store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)
+            store.write_packed(partition, state.take_packed_changes(), state.snapshot_chunks)
             records = store.take_outbox()
             if rng.random() < 0.7:
                 changelog.land(records)
@@ -273,7 +273,7 @@ def test_a_partition_stopped_anywhere_in_its_changelog_ends_as_one_never_stopped
             state = CustomerPartition.restore_chunks(pipeline.config, older, chunks)
         assert state.totals.as_row() == never_stopped.totals.as_row(), partition
         # And the whole state the changelog holds: open offers, remembered ids, windows.
-        store.write_packed(partition, state.take_packed_changes(), state.packed_snapshot)
+        store.write_packed(partition, state.take_packed_changes(), state.snapshot_chunks)
         changelog.land(store.take_outbox())
         expected = {
             key: value for key, value in never_stopped.take_changes().items() if value is not None
