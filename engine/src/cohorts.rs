@@ -428,7 +428,12 @@ impl WindowCounts {
                         }
                         let view_name = reader.text()?.to_owned();
                         let index = usize::try_from(reader.int()?).map_err(|_| bad())?;
-                        rows.push((view_name, index, reader.text()?.to_owned(), reader.text()?.to_owned()));
+                        rows.push((
+                            view_name,
+                            index,
+                            reader.text()?.to_owned(),
+                            reader.text()?.to_owned(),
+                        ));
                     }
                 }
             }
