@@ -467,22 +467,42 @@ pub fn pack_chunks<'py>(
     entries: &Bound<'py, PyList>,
     chunk_bytes: usize,
 ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-    let mut bodies: Vec<(usize, Vec<u8>)> = vec![(0, Vec::new())];
+    let mut extracted = Vec::with_capacity(entries.len());
     for entry in entries.iter() {
         let (key, value): (Bound<'py, PyString>, Option<Bound<'py, PyBytes>>) = entry.extract()?;
+        extracted.push((key, value));
+    }
+    let mut texts = Vec::with_capacity(extracted.len());
+    for (key, value) in &extracted {
+        texts.push((key.to_str()?, value.as_ref().map(|raw| raw.as_bytes())));
+    }
+    Ok(chunks_of(sequence, texts, chunk_bytes)
+        .iter()
+        .map(|chunk| PyBytes::new(py, chunk))
+        .collect())
+}
+
+/// `pack_chunks` of entries held in the core.
+pub fn chunks_of<'a>(
+    sequence: i64,
+    entries: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    chunk_bytes: usize,
+) -> Vec<Vec<u8>> {
+    let mut bodies: Vec<(usize, Vec<u8>)> = vec![(0, Vec::new())];
+    for (key, value) in entries {
         if bodies.last().expect("one body").1.len() > chunk_bytes {
             bodies.push((0, Vec::new()));
         }
         let (count, body) = bodies.last_mut().expect("one body");
         *count += 1;
-        pack_text(body, key.to_str()?);
+        pack_text(body, key);
         match value {
             None => pack_none(body),
-            Some(raw) => pack_bytes(body, raw.as_bytes()),
+            Some(raw) => pack_bytes(body, raw),
         }
     }
     let count = bodies.len() as i64;
-    Ok(bodies
+    bodies
         .into_iter()
         .map(|(entries, body)| {
             let mut out = Vec::with_capacity(body.len() + 24);
@@ -491,9 +511,9 @@ pub fn pack_chunks<'py>(
             pack_int(&mut out, count);
             pack_list_header(&mut out, entries * 2);
             out.extend_from_slice(&body);
-            PyBytes::new(py, &out)
+            out
         })
-        .collect())
+        .collect()
 }
 
 /// (sequence, chunk count) of a chunk `pack_chunks` wrote.

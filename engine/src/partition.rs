@@ -20,9 +20,9 @@ use crate::events::{
 };
 use crate::labels::{LabelCap, DIMENSIONS};
 use crate::packed::{
-    chunk_entries, entries_to_dict, entries_to_list, pack_dict_header, pack_i128, pack_int,
-    pack_list_header, pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, PackedEntries,
-    Reader, Stored,
+    chunk_entries, chunks_of, entries_to_dict, entries_to_list, pack_dict_header, pack_i128,
+    pack_int, pack_list_header, pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack,
+    PackedEntries, Reader, Stored,
 };
 use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
@@ -1038,6 +1038,33 @@ impl PyCustomerPartition {
         entries_to_list(py, self.partition.snapshot())
     }
 
+    /// `take_packed_changes` as the store's records of write `sequence` (packed.rs
+    /// `pack_chunks`), none when nothing changed: no Python object per entry.
+    fn take_changes_chunks<'py>(
+        &mut self,
+        py: Python<'py>,
+        sequence: i64,
+        chunk_bytes: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let changes = self.partition.take_changes();
+        if changes.is_empty() {
+            return Ok(PyList::empty(py));
+        }
+        chunks_to_list(py, sequence, &changes, chunk_bytes)
+    }
+
+    /// `packed_snapshot` as the store's records of write `sequence` (see
+    /// `take_changes_chunks`).
+    fn snapshot_chunks<'py>(
+        &mut self,
+        py: Python<'py>,
+        sequence: i64,
+        chunk_bytes: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let whole = self.partition.snapshot();
+        chunks_to_list(py, sequence, &whole, chunk_bytes)
+    }
+
     /// The partials that changed since the last call as the partials topic's messages of
     /// this partition (cohorts.rs `encode_partials`), at most `per_message` rows each.
     fn take_partials_encoded<'py>(
@@ -1055,4 +1082,21 @@ impl PyCustomerPartition {
         );
         PyList::new(py, messages.iter().map(|m| PyBytes::new(py, m)))
     }
+}
+
+fn chunks_to_list<'py>(
+    py: Python<'py>,
+    sequence: i64,
+    entries: &PackedEntries,
+    chunk_bytes: usize,
+) -> PyResult<Bound<'py, PyList>> {
+    let entries = entries
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_deref()));
+    PyList::new(
+        py,
+        chunks_of(sequence, entries, chunk_bytes)
+            .iter()
+            .map(|chunk| PyBytes::new(py, chunk)),
+    )
 }

@@ -62,6 +62,8 @@ LEGACY_JOURNAL = "journal"
 _LEGACY_CHUNK = f"{LEGACY_JOURNAL}|"
 
 ChangelogRecord = tuple[str, int, bytes, bytes | None]  # topic, partition, key, value
+# The records of one write, given its sequence number and the chunks' size (CHUNK_BYTES).
+Chunks = Callable[[int, int], list[bytes]]
 # A store entry as written: its key and its encoded value, or None to delete the key.
 
 
@@ -250,35 +252,43 @@ class PartitionStore:
     ) -> None:
         """`write` of changes already encoded; `snapshot` gives the whole state, encoded,
         when a snapshot is due (required unless the store keeps its entries)."""
-        written = self._written.get(partition)
-        if written is None:
-            written = self._written[partition] = _Written(
-                entries={} if self._keeps_entries else None
-            )
-        if not entries and not written.snapshot_due:
-            return
-        first = len(self.outbox)
-        kept = written.entries
+        kept = self._written_of(partition).entries
         if kept is not None:
             for key, raw in entries:
                 if raw is None:
                     kept.pop(key, None)
                 else:
                     kept[key] = raw
-        if entries:
+
+        def journal(sequence: int, chunk_bytes: int) -> list[bytes]:
+            return _engine.pack_chunks(sequence, entries, chunk_bytes) if entries else []
+
+        def whole(sequence: int, chunk_bytes: int) -> list[bytes]:
+            if snapshot is not None:
+                return _engine.pack_chunks(sequence, snapshot(), chunk_bytes)
+            if kept is not None:
+                return _engine.pack_chunks(sequence, list(kept.items()), chunk_bytes)
+            raise ValueError(f"partition {partition}: a snapshot is due and none was given")
+
+        self.write_chunked(partition, journal, whole)
+
+    def write_chunked(self, partition: int, journal: Chunks, snapshot: Chunks) -> None:
+        """`write_packed` of a state that makes its own records (the compiled customer
+        partition: no Python object per entry): `journal` gives the batch's changes as the
+        records of one write (none when nothing changed), `snapshot` the whole state's
+        when a snapshot is due."""
+        written = self._written_of(partition)
+        chunks = journal(written.sequence + 1, CHUNK_BYTES)
+        if not chunks and not written.snapshot_due:
+            return
+        first = len(self.outbox)
+        if chunks:
             written.sequence += 1
-            chunks = _engine.pack_chunks(written.sequence, entries, CHUNK_BYTES)
             written.journal_bytes += self._queue(partition, JOURNAL, written, chunks)
         if written.snapshot_due or written.journal_bytes >= max(
             SNAPSHOT_MIN_BYTES, written.snapshot_bytes
         ):
-            if snapshot is not None:
-                whole = snapshot()
-            elif kept is not None:
-                whole = list(kept.items())
-            else:
-                raise ValueError(f"partition {partition}: a snapshot is due and none was given")
-            self._snapshot(partition, written, whole)
+            self._snapshot(partition, written, snapshot)
         if self._keep_copy:
             data = self._table.data
             for _, _, raw_key, raw_value in self.outbox[first:]:
@@ -286,6 +296,14 @@ class PartitionStore:
                     data.pop(_loads(raw_key), None)
                 else:
                     data[_loads(raw_key)] = raw_value
+
+    def _written_of(self, partition: int) -> _Written:
+        written = self._written.get(partition)
+        if written is None:
+            written = self._written[partition] = _Written(
+                entries={} if self._keeps_entries else None
+            )
+        return written
 
     def _queue(self, partition: int, kind: str, written: _Written, chunks: list[bytes]) -> int:
         """Queue one write's chunks; their bytes."""
@@ -296,12 +314,12 @@ class PartitionStore:
             out.append((topic, partition, _dumps(prefix + key), chunk))
         return sum(len(chunk) for chunk in chunks)
 
-    def _snapshot(self, partition: int, written: _Written, whole: list[PackedEntry]) -> None:
+    def _snapshot(self, partition: int, written: _Written, whole: Chunks) -> None:
         """The whole state as a snapshot, then every chunk before it deleted (see the
         module's docstring)."""
-        older, written.keys = written.keys, []
+        chunks = whole(written.sequence + 1, CHUNK_BYTES)
         written.sequence += 1
-        chunks = _engine.pack_chunks(written.sequence, whole, CHUNK_BYTES)
+        older, written.keys = written.keys, []
         written.snapshot_bytes = self._queue(partition, SNAPSHOT, written, chunks)
         written.journal_bytes = 0
         written.snapshot_due = False

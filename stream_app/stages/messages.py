@@ -52,8 +52,10 @@ PackedEntry = tuple[str, bytes | None]
 
 
 class PackedStateStore(StateStore, Protocol):
-    """A StateStore that also takes and gives the compiled core's encoded entries: the
-    customer partitions' state is written and restored without a Python object per entry."""
+    """A StateStore that also takes and gives the compiled core's encoded entries, or the
+    changelog records it encodes itself (`write_chunked`: given a write's sequence number
+    and the records' size): the customer partitions' state is written and restored
+    without a Python object per entry."""
 
     def load_chunks(self, partition: int) -> tuple[dict[str, Any], list[bytes]]: ...
     def write_packed(
@@ -61,4 +63,10 @@ class PackedStateStore(StateStore, Protocol):
         partition: int,
         entries: list[PackedEntry],
         snapshot: Callable[[], list[PackedEntry]] | None = None,
+    ) -> None: ...
+    def write_chunked(
+        self,
+        partition: int,
+        journal: Callable[[int, int], list[bytes]],
+        snapshot: Callable[[int, int], list[bytes]],
     ) -> None: ...
