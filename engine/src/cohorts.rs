@@ -4,6 +4,7 @@
 //! counted under; a customer's memberships in one window are one stored entry).
 
 use std::cmp::Ordering;
+use std::io::Write as _;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -568,15 +569,17 @@ impl WindowCounts {
 /// was new to, none if it was counted under the key already.
 fn join(data: &mut SlotData, family: &[u32], index: usize, customer: &Str) -> Vec<u32> {
     let own = family[0];
-    let mut new_to: Vec<u32> = family.to_vec();
+    let mut new_to: Vec<u32>;
     match data.members[index].get_mut(customer) {
         None => {
             data.members[index].insert(customer.clone(), Held::One(own));
+            new_to = family.to_vec();
         }
         Some(held) => {
             if held.cells().contains(&own) {
                 return Vec::new();
             }
+            new_to = family.to_vec();
             let others = held.cells().to_vec();
             held.push(own);
             for other in others {
@@ -677,9 +680,11 @@ pub fn encode_partials(
             if wide {
                 out.push(b' ');
             }
-            out.extend_from_slice(format!("[{partition},").as_bytes());
+            let _ = write!(out, "[{partition},");
             match stream_time.filter(|_| index == last) {
-                Some(time) => out.extend_from_slice(time.to_string().as_bytes()),
+                Some(time) => {
+                    let _ = write!(out, "{time}");
+                }
                 None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",[");
@@ -691,12 +696,12 @@ pub fn encode_partials(
                 json_text(&mut out, VIEW_NAMES[p.slot.view as usize]);
                 out.push(b',');
                 json_text(&mut out, &p.slot.label);
-                out.extend_from_slice(format!(",{},", p.slot.start).as_bytes());
+                let _ = write!(out, ",{},", p.slot.start);
                 json_text(&mut out, &p.key.0);
                 out.push(b',');
                 json_text(&mut out, &p.key.1);
                 for value in &p.vector {
-                    out.extend_from_slice(format!(",{value}").as_bytes());
+                    let _ = write!(out, ",{value}");
                 }
                 out.push(b']');
             }
