@@ -5,7 +5,10 @@
 //! What is accepted here is exactly what those rules accept, with the same values.
 
 use pyo3::prelude::*;
-use serde_json::{Map, Value};
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 
 use crate::events::{event_to_py, Event, Offer, Purchase};
 use crate::util::{s, Str};
@@ -18,11 +21,45 @@ const MAX_NUMBER: f64 = 1e15;
 // A top-level float this large sends the document to the standard library (events.py).
 const LARGEST_EXACT: f64 = 9.2e18;
 
+/// A JSON object's fields in document order; a repeated name means its last value, as in
+/// Python's json (a handful of fields: a search beats building a map).
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Value> {
+        self.0.iter().map(|(_, value)| value)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
+        while let Some(entry) = map.next_entry::<String, Value>()? {
+            fields.push(entry);
+        }
+        Ok(Fields(fields))
+    }
+}
+
 /// The fields of a JSON object, unless the document needs events.py's reading.
-fn object(raw: &[u8]) -> Option<Map<String, Value>> {
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(raw) else {
-        return None;
-    };
+fn object(raw: &[u8]) -> Option<Fields> {
+    let mut deserializer = serde_json::Deserializer::from_slice(raw);
+    let fields = deserializer.deserialize_any(FieldsVisitor).ok()?;
+    deserializer.end().ok()?;
     for value in fields.values() {
         if let Value::Number(n) = value {
             if n.is_f64()
@@ -38,7 +75,7 @@ fn object(raw: &[u8]) -> Option<Map<String, Value>> {
 }
 
 /// A present, non-null value.
-fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+fn present<'a>(fields: &'a Fields, name: &str) -> Option<&'a Value> {
     fields.get(name).filter(|v| !v.is_null())
 }
 
@@ -49,13 +86,13 @@ fn text(value: &Value) -> Option<Str> {
     (text.chars().count() <= MAX_VALUE_CHARS).then(|| s(text))
 }
 
-fn required_text(fields: &Map<String, Value>, name: &str) -> Option<Str> {
+fn required_text(fields: &Fields, name: &str) -> Option<Str> {
     text(present(fields, name)?).filter(|t| !t.is_empty())
 }
 
 /// Absent or null: Some(None); a valid value: Some(Some(..)); anything else: None.
 fn optional<T>(
-    fields: &Map<String, Value>,
+    fields: &Fields,
     name: &str,
     read: impl Fn(&Value) -> Option<T>,
 ) -> Option<Option<T>> {
@@ -81,7 +118,7 @@ fn number(value: &Value) -> Option<f64> {
     n.as_f64().filter(|f| -MAX_NUMBER < *f && *f < MAX_NUMBER)
 }
 
-fn ts(fields: &Map<String, Value>, latest_ts: Option<i64>) -> Option<i64> {
+fn ts(fields: &Fields, latest_ts: Option<i64>) -> Option<i64> {
     let ms = match present(fields, "ts")? {
         Value::Number(n) => n
             .as_i64()
