@@ -38,8 +38,7 @@ class _BoardWindow:
     changed: set[Key] = field(default_factory=set)
 
     def summed(self, key: Key) -> list[int]:
-        parts = list(self.by_partition[key].values())
-        return [sum(column) for column in zip(*parts, strict=True)]
+        return list(map(sum, zip(*self.by_partition[key].values(), strict=True)))
 
 
 @immutable
