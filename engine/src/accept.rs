@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::dedupe::PyEventIdMemory;
 
 use crate::events::{event_from_py, event_to_py, Event, OFFER_TAG, PURCHASE_TAG};
 use crate::parse::{offer, purchase};
@@ -112,10 +114,26 @@ impl PyAccepted {
         offset: i64,
         stamp: Option<i64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(
+            py,
+            &self.encode_item(topic, partition, offset, stamp)?,
+        ))
+    }
+}
+
+impl PyAccepted {
+    /// `item`, as bytes.
+    fn encode_item(
+        &self,
+        topic: &str,
+        partition: i64,
+        offset: i64,
+        stamp: Option<i64>,
+    ) -> PyResult<Vec<u8>> {
         // fastjson.py's mark of an integer beyond 64 bits, which its reader keeps exact.
         let mut encoded = match &self.event {
             Event::Purchase(p) if i64::try_from(p.amount_micros).is_err() => b" ".to_vec(),
-            _ => Vec::new(),
+            _ => Vec::with_capacity(256),
         };
         let written = match &self.event {
             Event::Offer(o) => serde_json::to_writer(
@@ -164,7 +182,7 @@ impl PyAccepted {
             ),
         };
         written.map_err(|error| PyValueError::new_err(format!("an item not encoded: {error}")))?;
-        Ok(PyBytes::new(py, &encoded))
+        Ok(encoded)
     }
 }
 
@@ -210,4 +228,86 @@ pub fn accepted_of(event: &Bound<'_, PyAny>, partitions: i64) -> PyResult<PyAcce
 #[pyfunction]
 pub fn key_partition(key: &[u8], partitions: i64) -> PyResult<i64> {
     partition_of(key, partitions)
+}
+
+/// The validating stage's pass over the records the merge released (validate.py), in
+/// order: each `Accepted` of source `(topic, partition)` at `offset` is encoded as the
+/// internal topic's item with the stream time before it (`stamp`), then handed over in
+/// process (appended to `handed[partition]`) when `handing` maps its source to its
+/// customer's partition, else made `output(topic_events, key, item)`; an event not seen
+/// before (`forwarded_ids`) moves the stamp to its ts. Any other payload is a rejection
+/// `(record, invalid)`: `reject(topic, partition, record, invalid)` gives its outputs.
+/// Returns the outputs in order and the stamp after the last event.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (released, stamp, forwarded_ids, handing, topic_events, output, handed, reject))]
+pub fn forward_released<'py>(
+    py: Python<'py>,
+    released: &Bound<'py, PyList>,
+    mut stamp: Option<i64>,
+    forwarded_ids: &Bound<'py, PyEventIdMemory>,
+    handing: &Bound<'py, PyDict>,
+    topic_events: &Bound<'py, PyString>,
+    output: &Bound<'py, PyAny>,
+    handed: &Bound<'py, PyDict>,
+    reject: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyList>, Option<i64>)> {
+    let outputs = PyList::empty(py);
+    let mut memory = forwarded_ids.borrow_mut();
+    for entry in released.iter() {
+        let entry = entry.cast::<PyTuple>()?;
+        let source = entry.get_item(0)?;
+        let source = source.cast::<PyTuple>()?;
+        let topic = source.get_item(0)?;
+        let topic = topic.cast::<PyString>()?;
+        let partition: i64 = source.get_item(1)?.extract()?;
+        let payload = entry.get_item(2)?;
+        let Ok(accepted) = payload.cast::<PyAccepted>() else {
+            let (record, invalid): (Bound<'py, PyAny>, Bound<'py, PyAny>) = payload.extract()?;
+            for made in reject
+                .call1((topic, partition, record, invalid))?
+                .try_iter()?
+            {
+                outputs.append(made?)?;
+            }
+            continue;
+        };
+        let offset: i64 = entry.get_item(1)?.extract()?;
+        let event = accepted.get();
+        let handed_to = if handing.is_empty() {
+            None
+        } else {
+            match handing.get_item(source)? {
+                Some(to) if to.extract::<i64>()? == event.partition => Some(event.partition),
+                _ => None,
+            }
+        };
+        match handed_to {
+            None => {
+                let item = event.encode_item(topic.to_str()?, partition, offset, stamp)?;
+                let key = PyBytes::new(py, customer_id(&event.event).as_bytes());
+                outputs.append(output.call1((topic_events, key, PyBytes::new(py, &item)))?)?;
+            }
+            Some(to) => {
+                let items = match handed.get_item(to)? {
+                    Some(items) => items.cast_into::<PyList>()?,
+                    None => {
+                        let items = PyList::empty(py);
+                        handed.set_item(to, &items)?;
+                        items
+                    }
+                };
+                items.append((topic, partition, offset, stamp, &payload))?;
+            }
+        }
+        let ts = event.event.ts();
+        if memory.memory.is_duplicate(event.event.event_id(), stamp) {
+            continue;
+        }
+        memory.memory.remember(event.event.event_id().clone(), ts);
+        if stamp.is_none_or(|now| ts > now) {
+            stamp = Some(ts);
+        }
+    }
+    Ok((outputs, stamp))
 }

@@ -4,6 +4,7 @@
 //! counted under; a customer's memberships in one window are one stored entry).
 
 use std::cmp::Ordering;
+use std::io::Write as _;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -644,18 +645,20 @@ fn join(
     customer: &Str,
 ) -> Vec<u32> {
     let own = family[0];
-    let mut new_to: Vec<u32> = family.to_vec();
+    let mut new_to: Vec<u32>;
     let number = customers.number(customer);
     match number.and_then(|n| data.members[index].get(&n).copied().map(|held| (n, held))) {
         None => {
             let number = customers.hold(customer);
             data.members[index].insert(number, own);
+            new_to = family.to_vec();
         }
         Some((number, held)) => {
             let others = data.held_cells(&held).to_vec();
             if others.contains(&own) {
                 return Vec::new();
             }
+            new_to = family.to_vec();
             if held & MANY == 0 {
                 let at = data.many.len() as u32;
                 data.many.push(vec![held, own]);
@@ -784,9 +787,11 @@ pub fn encode_partials(
             if wide {
                 out.push(b' ');
             }
-            out.extend_from_slice(format!("[{partition},").as_bytes());
+            let _ = write!(out, "[{partition},");
             match stream_time.filter(|_| index == last) {
-                Some(time) => out.extend_from_slice(time.to_string().as_bytes()),
+                Some(time) => {
+                    let _ = write!(out, "{time}");
+                }
                 None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",[");
@@ -798,12 +803,12 @@ pub fn encode_partials(
                 json_text(&mut out, VIEW_NAMES[p.slot.view as usize]);
                 out.push(b',');
                 json_text(&mut out, &p.slot.label);
-                out.extend_from_slice(format!(",{},", p.slot.start).as_bytes());
+                let _ = write!(out, ",{},", p.slot.start);
                 json_text(&mut out, &p.key.0);
                 out.push(b',');
                 json_text(&mut out, &p.key.1);
                 for value in &p.vector {
-                    out.extend_from_slice(format!(",{value}").as_bytes());
+                    let _ = write!(out, ",{value}");
                 }
                 out.push(b']');
             }

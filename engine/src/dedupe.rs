@@ -67,7 +67,7 @@ impl Memory {
 /// dedupe.EventIdMemory: the same memory for the validating stage and the tests.
 #[pyclass(name = "EventIdMemory", module = "stream_app._engine")]
 pub struct PyEventIdMemory {
-    memory: Memory,
+    pub memory: Memory,
 }
 
 #[pymethods]

@@ -7,6 +7,7 @@ mod dedupe;
 mod events;
 mod expiry;
 mod labels;
+mod merge;
 mod packed;
 mod parse;
 mod partition;
@@ -28,7 +29,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(accept::accept_batch, m)?)?;
     m.add_function(wrap_pyfunction!(accept::accepted_of, m)?)?;
     m.add_function(wrap_pyfunction!(accept::key_partition, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::forward_released, m)?)?;
     m.add_class::<accept::PyAccepted>()?;
+    m.add_class::<merge::PyEventTimeMerge>()?;
     m.add_function(wrap_pyfunction!(packed::pack, m)?)?;
     m.add_function(wrap_pyfunction!(packed::unpack, m)?)?;
     m.add_function(wrap_pyfunction!(packed::pack_entries, m)?)?;

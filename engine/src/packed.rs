@@ -298,7 +298,9 @@ impl<'a> Reader<'a> {
                 let end = self.at + 8;
                 let bytes = self.raw.get(self.at..end).ok_or_else(truncated)?;
                 self.at = end;
-                Ok(Some(f64::from_le_bytes(bytes.try_into().expect("eight bytes"))))
+                Ok(Some(f64::from_le_bytes(
+                    bytes.try_into().expect("eight bytes"),
+                )))
             }
             INT => {
                 self.at -= 1;
@@ -565,7 +567,9 @@ pub fn chunk_entries(raw: &[u8]) -> PyResult<Vec<(&str, Option<&[u8]>)>> {
         entries.push((reader.text()?, reader.opt_bytes()?));
     }
     if !reader.done() {
-        return Err(PyValueError::new_err("a state chunk has bytes after its end"));
+        return Err(PyValueError::new_err(
+            "a state chunk has bytes after its end",
+        ));
     }
     Ok(entries)
 }

@@ -5,7 +5,12 @@
 //! What is accepted here is exactly what those rules accept, with the same values.
 
 use pyo3::prelude::*;
-use serde_json::{Map, Value};
+use std::fmt;
+
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value};
 
 use crate::events::{event_to_py, Event, Offer, Purchase};
 use crate::util::{s, Str};
@@ -18,13 +23,114 @@ const MAX_NUMBER: f64 = 1e15;
 // A top-level float this large sends the document to the standard library (events.py).
 const LARGEST_EXACT: f64 = 9.2e18;
 
+/// A field's value as acceptance reads it: text borrowed from the document unless it holds
+/// escapes (one allocation per accepted text, in the event); arrays and objects are read
+/// whole, as ever, but kept as nothing (no field of an event is one).
+enum Field<'de> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Text(Cow<'de, str>),
+    Nested,
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Field<'de>, E> {
+        // As serde_json's Value reads it.
+        Ok(Number::from_f64(v).map_or(Field::Null, Field::Number))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Field<'de>, E> {
+        Ok(Field::Text(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(Field::Nested)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+        while map.next_entry::<String, Value>()?.is_some() {}
+        Ok(Field::Nested)
+    }
+}
+
+/// A JSON object's fields in document order; a repeated name means its last value, as in
+/// Python's json (a handful of fields: a search beats building a map).
+struct Fields<'de>(Vec<(Cow<'de, str>, Field<'de>)>);
+
+impl<'de> Fields<'de> {
+    fn get(&self, name: &str) -> Option<&Field<'de>> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+}
+
+/// An object's key, borrowed from the document unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_str(FieldVisitor)? {
+            Field::Text(text) => Ok(Key(text)),
+            _ => Err(de::Error::custom("a key is not a string")),
+        }
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
+        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, Field<'de>>()? {
+            fields.push((key, value));
+        }
+        Ok(Fields(fields))
+    }
+}
+
 /// The fields of a JSON object, unless the document needs events.py's reading.
-fn object(raw: &[u8]) -> Option<Map<String, Value>> {
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(raw) else {
-        return None;
-    };
-    for value in fields.values() {
-        if let Value::Number(n) = value {
+fn object(raw: &[u8]) -> Option<Fields<'_>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(raw);
+    let fields = deserializer.deserialize_any(FieldsVisitor).ok()?;
+    deserializer.end().ok()?;
+    for (_, value) in &fields.0 {
+        if let Field::Number(n) = value {
             if n.is_f64()
                 && !n
                     .as_f64()
@@ -38,26 +144,26 @@ fn object(raw: &[u8]) -> Option<Map<String, Value>> {
 }
 
 /// A present, non-null value.
-fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    fields.get(name).filter(|v| !v.is_null())
+fn present<'a, 'de>(fields: &'a Fields<'de>, name: &str) -> Option<&'a Field<'de>> {
+    fields.get(name).filter(|v| !matches!(v, Field::Null))
 }
 
-fn text(value: &Value) -> Option<Str> {
-    let Value::String(text) = value else {
+fn text(value: &Field<'_>) -> Option<Str> {
+    let Field::Text(text) = value else {
         return None;
     };
     (text.chars().count() <= MAX_VALUE_CHARS).then(|| s(text))
 }
 
-fn required_text(fields: &Map<String, Value>, name: &str) -> Option<Str> {
+fn required_text(fields: &Fields<'_>, name: &str) -> Option<Str> {
     text(present(fields, name)?).filter(|t| !t.is_empty())
 }
 
 /// Absent or null: Some(None); a valid value: Some(Some(..)); anything else: None.
 fn optional<T>(
-    fields: &Map<String, Value>,
+    fields: &Fields<'_>,
     name: &str,
-    read: impl Fn(&Value) -> Option<T>,
+    read: impl Fn(&Field<'_>) -> Option<T>,
 ) -> Option<Option<T>> {
     match present(fields, name) {
         None => Some(None),
@@ -65,13 +171,16 @@ fn optional<T>(
     }
 }
 
-fn boolean(value: &Value) -> Option<bool> {
-    value.as_bool()
+fn boolean(value: &Field<'_>) -> Option<bool> {
+    match value {
+        Field::Bool(b) => Some(*b),
+        _ => None,
+    }
 }
 
 /// A number within (-1e15, 1e15), as a float.
-fn number(value: &Value) -> Option<f64> {
-    let Value::Number(n) = value else { return None };
+fn number(value: &Field<'_>) -> Option<f64> {
+    let Field::Number(n) = value else { return None };
     if let Some(i) = n.as_i64() {
         return (i.unsigned_abs() < 1_000_000_000_000_000).then_some(i as f64);
     }
@@ -81,12 +190,12 @@ fn number(value: &Value) -> Option<f64> {
     n.as_f64().filter(|f| -MAX_NUMBER < *f && *f < MAX_NUMBER)
 }
 
-fn ts(fields: &Map<String, Value>, latest_ts: Option<i64>) -> Option<i64> {
+fn ts(fields: &Fields<'_>, latest_ts: Option<i64>) -> Option<i64> {
     let ms = match present(fields, "ts")? {
-        Value::Number(n) => n
+        Field::Number(n) => n
             .as_i64()
             .filter(|ms| (MIN_TS_MS..=MAX_TS_MS).contains(ms))?,
-        Value::String(text) => rfc3339_ms(text)?,
+        Field::Text(text) => rfc3339_ms(text)?,
         _ => return None,
     };
     match latest_ts {

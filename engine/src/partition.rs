@@ -15,8 +15,8 @@ use crate::cohorts::{
 };
 use crate::dedupe::Memory;
 use crate::events::{
-    decode_item, event_from_row, offer_from_packed, pack_offer_row, pack_purchase_row, Event,
-    Item, Offer, Payload, Purchase,
+    decode_item, event_from_row, offer_from_packed, pack_offer_row, pack_purchase_row, Event, Item,
+    Offer, Payload, Purchase,
 };
 use crate::labels::{LabelCap, DIMENSIONS};
 use crate::packed::{
@@ -718,36 +718,36 @@ impl Partition {
     }
 
     fn restore_meta(&mut self, meta: Bound<'_, PyAny>) -> PyResult<()> {
-            if !meta.is_none() {
-                let meta = items(&meta)?;
-                if meta.len() != 4 {
-                    return Err(PyValueError::new_err("the meta entry is not 4 items"));
-                }
-                self.next_offset = meta[0].extract()?;
-                self.stream_time = meta[1].extract()?;
-                for mark in meta[2].try_iter()? {
-                    let mark = items(&mark?)?;
-                    let topic: String = mark[0].extract()?;
-                    self.watermarks
-                        .insert((s(&topic), mark[1].extract()?), mark[2].extract()?);
-                }
-                for (name, rows) in meta[3].cast::<PyDict>()?.iter() {
-                    let name: String = name.extract()?;
-                    let Some(total) = TOTAL_NAMES.iter().position(|n| *n == name) else {
-                        continue;
-                    };
-                    for entry in rows.try_iter()? {
-                        let entry = entry?;
-                        let entry = entry.cast::<PyList>()?;
-                        let n = entry.len();
-                        let mut key = Vec::with_capacity(n.saturating_sub(1));
-                        for i in 0..n.saturating_sub(1) {
-                            key.push(s(&entry.get_item(i)?.extract::<String>()?));
-                        }
-                        self.totals[total].insert(key, int_of(&entry.get_item(n - 1)?)?);
+        if !meta.is_none() {
+            let meta = items(&meta)?;
+            if meta.len() != 4 {
+                return Err(PyValueError::new_err("the meta entry is not 4 items"));
+            }
+            self.next_offset = meta[0].extract()?;
+            self.stream_time = meta[1].extract()?;
+            for mark in meta[2].try_iter()? {
+                let mark = items(&mark?)?;
+                let topic: String = mark[0].extract()?;
+                self.watermarks
+                    .insert((s(&topic), mark[1].extract()?), mark[2].extract()?);
+            }
+            for (name, rows) in meta[3].cast::<PyDict>()?.iter() {
+                let name: String = name.extract()?;
+                let Some(total) = TOTAL_NAMES.iter().position(|n| *n == name) else {
+                    continue;
+                };
+                for entry in rows.try_iter()? {
+                    let entry = entry?;
+                    let entry = entry.cast::<PyList>()?;
+                    let n = entry.len();
+                    let mut key = Vec::with_capacity(n.saturating_sub(1));
+                    for i in 0..n.saturating_sub(1) {
+                        key.push(s(&entry.get_item(i)?.extract::<String>()?));
                     }
+                    self.totals[total].insert(key, int_of(&entry.get_item(n - 1)?)?);
                 }
             }
+        }
         Ok(())
     }
 
@@ -1092,6 +1092,25 @@ impl PyCustomerPartition {
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let mut writer = ChunkWriter::new(chunk_bytes);
         self.partition.snapshot_into(&mut writer);
+        writer.finish(py, sequence)
+    }
+
+    /// `take_packed_changes` as the store's records of write `sequence` (packed.rs
+    /// `pack_chunks`), none when nothing changed: no Python object per entry.
+    fn take_changes_chunks<'py>(
+        &mut self,
+        py: Python<'py>,
+        sequence: i64,
+        chunk_bytes: usize,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let changes = self.partition.take_changes();
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut writer = ChunkWriter::new(chunk_bytes);
+        for (key, value) in changes.iter() {
+            writer.put_entry(key, value.as_deref());
+        }
         writer.finish(py, sequence)
     }
 

@@ -38,8 +38,7 @@ class _BoardWindow:
     changed: set[Key] = field(default_factory=set)
 
     def summed(self, key: Key) -> list[int]:
-        parts = list(self.by_partition[key].values())
-        return [sum(column) for column in zip(*parts, strict=True)]
+        return list(map(sum, zip(*self.by_partition[key].values(), strict=True)))
 
 
 @immutable
@@ -115,6 +114,30 @@ class RatesBoard:
     def apply(
         self, partition: int, stream_time: int | None, partials: list[Partial], offset: int
     ) -> None:
+        self._apply_rows(
+            partition,
+            stream_time,
+            ((p.view, p.label, p.start, p.key, p.vector) for p in partials),
+            offset,
+        )
+
+    def apply_encoded(self, raw: bytes, offset: int) -> None:
+        """`apply` of a message as encode_partials wrote it, without a Partial per row."""
+        partition, stream_time, rows = loads(raw)
+        self._apply_rows(
+            partition,
+            stream_time,
+            ((row[0], row[1], row[2], (row[3], row[4]), row[5:]) for row in rows),
+            offset,
+        )
+
+    def _apply_rows(
+        self,
+        partition: int,
+        stream_time: int | None,
+        rows: Iterable[tuple[str, str, int, Key, list[int]]],
+        offset: int,
+    ) -> None:
         if offset < self.next_offset:
             return
         self.next_offset = offset + 1
@@ -124,16 +147,29 @@ class RatesBoard:
         low_watermark = self.low_watermark
         if stream_time is not None and stream_time > self._stream_times.get(partition, -(2**62)):
             self._stream_times[partition] = stream_time
-        for partial in partials:
-            slot = (partial.view, partial.label, partial.start)
-            if self.config.is_final((partial.label, partial.start), low_watermark):
+        windows = self._windows
+        # Per window of this message: None when final (its partials are dropped).
+        seen: dict[ViewWindowKey, _BoardWindow | None] = {}
+        for view, label, start, key, vector in rows:
+            slot = (view, label, start)
+            if slot in seen:
+                window = seen[slot]
+            elif self.config.is_final((label, start), low_watermark):
+                window = seen[slot] = None
+            else:
+                window = windows.get(slot)
+                if window is None:
+                    window = windows[slot] = _BoardWindow()
+                seen[slot] = window
+            if window is None:
                 continue
-            window = self._windows.setdefault(slot, _BoardWindow())
-            held = window.by_partition.setdefault(partial.key, {})
-            if held.get(partition) == partial.vector:
+            held = window.by_partition.get(key)
+            if held is None:
+                held = window.by_partition[key] = {}
+            elif held.get(partition) == vector:
                 continue  # sent again after a restart: nothing changed, nothing to publish
-            held[partition] = partial.vector
-            window.changed.add(partial.key)
+            held[partition] = vector
+            window.changed.add(key)
             self._changed_windows.add(slot)
 
     def current(self, view: View, label: str) -> dict[Key, list[int]]:

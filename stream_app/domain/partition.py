@@ -112,10 +112,15 @@ class CustomerPartition:
         (changes not taken yet are taken with it)."""
         return self._core.packed_snapshot()
 
+    def take_changes_chunks(self, sequence: int, chunk_bytes: int) -> list[bytes]:
+        """`take_packed_changes` as the state store's records of write `sequence`
+        (`_engine.pack_chunks`, records of about `chunk_bytes`), none when nothing changed."""
+        return self._core.take_changes_chunks(sequence, chunk_bytes)
+
     def snapshot_chunks(self, sequence: int, chunk_bytes: int) -> list[bytes]:
-        """`packed_snapshot` as the store's chunks of write `sequence`
-        (`_engine.pack_chunks`), encoded straight into them: no list of the entries is
-        made, which would cost more than the state itself for a moment."""
+        """`packed_snapshot` as the store's chunks of write `sequence`, encoded straight
+        into them: no list of the entries is made, which would cost more than the state
+        itself for a moment."""
         return self._core.snapshot_chunks(sequence, chunk_bytes)
 
     # -- restore ---------------------------------------------------------------------

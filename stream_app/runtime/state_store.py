@@ -48,7 +48,7 @@ from typing import Any
 from stream_app import _engine
 from stream_app.domain.fastjson import dumps as _dumps
 from stream_app.domain.fastjson import loads as _loads
-from stream_app.stages.messages import PackedEntry, SnapshotChunks
+from stream_app.stages.messages import PackedEntry, WriteChunks
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,6 @@ class _Written:
     snapshot_due: bool = False
     # The live entries, encoded, when the store writes snapshots from its own copy.
     entries: dict[str, bytes] | None = None
-
-
-def _snapshot_of(entries: list[PackedEntry]) -> SnapshotChunks:
-    """The snapshot of entries already encoded."""
-    return lambda sequence, chunk_bytes: _engine.pack_chunks(sequence, entries, chunk_bytes)
 
 
 def _decoded(partition: int, key: str, raw: bytes) -> Any:
@@ -274,37 +269,47 @@ class PartitionStore:
         self,
         partition: int,
         entries: list[PackedEntry],
-        snapshot: SnapshotChunks | None = None,
+        snapshot: WriteChunks | None = None,
     ) -> None:
         """`write` of changes already encoded; `snapshot` gives the whole state as a
         write's chunks when a snapshot is due (required unless the store keeps its
         entries)."""
-        written = self._written.get(partition)
-        if written is None:
-            written = self._written[partition] = _Written(
-                entries={} if self._keeps_entries else None
-            )
-        if not entries and not written.snapshot_due:
-            return
-        first = len(self.outbox)
-        kept = written.entries
+        kept = self._written_of(partition).entries
         if kept is not None:
             for key, raw in entries:
                 if raw is None:
                     kept.pop(key, None)
                 else:
                     kept[key] = raw
-        if entries:
+
+        def journal(sequence: int, chunk_bytes: int) -> list[bytes]:
+            return _engine.pack_chunks(sequence, entries, chunk_bytes) if entries else []
+
+        def whole(sequence: int, chunk_bytes: int) -> list[bytes]:
+            if snapshot is not None:
+                return snapshot(sequence, chunk_bytes)
+            if kept is not None:
+                return _engine.pack_chunks(sequence, list(kept.items()), chunk_bytes)
+            raise ValueError(f"partition {partition}: a snapshot is due and none was given")
+
+        self.write_chunked(partition, journal, whole)
+
+    def write_chunked(self, partition: int, journal: WriteChunks, snapshot: WriteChunks) -> None:
+        """`write_packed` of a state that makes its own records (the compiled customer
+        partition: no Python object per entry): `journal` gives the batch's changes as the
+        records of one write (none when nothing changed), `snapshot` the whole state's
+        when a snapshot is due."""
+        written = self._written_of(partition)
+        chunks = journal(written.sequence + 1, CHUNK_BYTES)
+        if not chunks and not written.snapshot_due:
+            return
+        first = len(self.outbox)
+        if chunks:
             written.sequence += 1
-            chunks = _engine.pack_chunks(written.sequence, entries, CHUNK_BYTES)
             written.journal_bytes += self._queue(partition, JOURNAL, written, chunks)
         if written.snapshot_due or written.journal_bytes >= max(
             SNAPSHOT_MIN_BYTES, written.snapshot_bytes
         ):
-            if snapshot is None and kept is not None:
-                snapshot = _snapshot_of(list(kept.items()))
-            if snapshot is None:
-                raise ValueError(f"partition {partition}: a snapshot is due and none was given")
             self._snapshot(partition, written, snapshot)
             release_free_memory()
         if self._keep_copy:
@@ -315,6 +320,14 @@ class PartitionStore:
                 else:
                     data[_loads(raw_key)] = raw_value
 
+    def _written_of(self, partition: int) -> _Written:
+        written = self._written.get(partition)
+        if written is None:
+            written = self._written[partition] = _Written(
+                entries={} if self._keeps_entries else None
+            )
+        return written
+
     def _queue(self, partition: int, kind: str, written: _Written, chunks: list[bytes]) -> int:
         """Queue one write's chunks; their bytes."""
         topic, prefix, out = self._topic(), f"{partition}|", self.outbox
@@ -324,12 +337,12 @@ class PartitionStore:
             out.append((topic, partition, _dumps(prefix + key), chunk))
         return sum(len(chunk) for chunk in chunks)
 
-    def _snapshot(self, partition: int, written: _Written, snapshot: SnapshotChunks) -> None:
+    def _snapshot(self, partition: int, written: _Written, whole: WriteChunks) -> None:
         """The whole state as a snapshot, then every chunk before it deleted (see the
         module's docstring)."""
-        older, written.keys = written.keys, []
+        chunks = whole(written.sequence + 1, CHUNK_BYTES)
         written.sequence += 1
-        chunks = snapshot(written.sequence, CHUNK_BYTES)
+        older, written.keys = written.keys, []
         written.snapshot_bytes = self._queue(partition, SNAPSHOT, written, chunks)
         written.journal_bytes = 0
         written.snapshot_due = False

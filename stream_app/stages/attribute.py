@@ -91,5 +91,6 @@ class AttributeStage:
     def persist(self, partition: int) -> None:
         state = self.partitions.get(partition)
         if state is not None:
-            store = self._partition_store
-            store.write_packed(partition, state.take_packed_changes(), state.snapshot_chunks)
+            self._partition_store.write_chunked(
+                partition, state.take_changes_chunks, state.snapshot_chunks
+            )

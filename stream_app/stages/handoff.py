@@ -83,6 +83,11 @@ class Handoff:
         """The events-by-customer partitions items are handed to."""
         return {partition for _, partition in self._handing}
 
+    def handed_partitions(self) -> dict[Source, int]:
+        """Per input partition handing over, the one events-by-customer partition whose
+        items it hands over (see `destination`)."""
+        return {source: source[1] for source in self._handing}
+
     def destination(self, source: Source, partition: int) -> int | None:
         """The events-by-customer partition an item of this source for `partition` (an
         event's customer's, by murmur2; a reject's) is handed to, or None: produce it."""

@@ -49,19 +49,25 @@ class StateStore(Protocol):
 
 # A store key and its value in the compiled core's encoding (None deletes the key).
 PackedEntry = tuple[str, bytes | None]
-# The whole state as one store write's chunks, given the write's sequence number and the
-# bytes a chunk holds at most (state_store.py).
-SnapshotChunks = Callable[[int, int], list[bytes]]
+# The changelog records of one store write (a batch's changes, or the whole state as a
+# snapshot), given the write's sequence number and the bytes a record holds at most
+# (state_store.py).
+WriteChunks = Callable[[int, int], list[bytes]]
 
 
 class PackedStateStore(StateStore, Protocol):
-    """A StateStore that also takes and gives the compiled core's encoded entries: the
-    customer partitions' state is written and restored without a Python object per entry."""
+    """A StateStore that also takes and gives the compiled core's encoded entries, or the
+    changelog records it encodes itself (`write_chunked`: given a write's sequence number
+    and the records' size): the customer partitions' state is written and restored
+    without a Python object per entry."""
 
     def load_chunks(self, partition: int) -> tuple[dict[str, Any], list[bytes]]: ...
     def write_packed(
         self,
         partition: int,
         entries: list[PackedEntry],
-        snapshot: SnapshotChunks | None = None,
+        snapshot: WriteChunks | None = None,
+    ) -> None: ...
+    def write_chunked(
+        self, partition: int, journal: WriteChunks, snapshot: WriteChunks
     ) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Container, Sequence
 
 from stream_app.domain.bands import Bands
-from stream_app.domain.board import RatesBoard, decode_partials
+from stream_app.domain.board import RatesBoard
 from stream_app.domain.drops import FIRED, DropAlert, DropDetector
 from stream_app.domain.fastjson import dumps
 from stream_app.domain.immutable import immutable
@@ -71,8 +71,7 @@ class PublishStage:
         board = self.load(partition)
         for record in records:
             if record.value is not None:
-                source, stream_time, partials = decode_partials(record.value)
-                board.apply(source, stream_time, partials, record.offset)
+                board.apply_encoded(record.value, record.offset)
         now_ms = int(now.wall * 1000)
         # Before take_records, which forgets the windows that became final.
         taken = self.detectors[partition].take_alerts(board)

@@ -12,7 +12,7 @@ import zlib
 from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
 
-from stream_app._engine import Accepted
+from stream_app._engine import Accepted, forward_released
 from stream_app.domain.dedupe import EventIdMemory
 from stream_app.domain.events import InvalidEvent, validate_batch
 from stream_app.domain.forwarding import Forwarded, encode_forwarded, tick
@@ -133,43 +133,27 @@ class ValidateStage:
                 latest_ts,
                 settings.partitions,
             )
-            for record, checked in zip(records, outcomes, strict=True):
-                if isinstance(checked, InvalidEvent):
-                    # A reject keeps its record: the dead-letter copy is the original.
-                    merge.add(source, record.offset, None, (record, checked))
-                else:
-                    merge.add(source, record.offset, checked.ts, checked)
+            # A reject keeps its record: the dead-letter copy is the original.
+            merge.add_validated(source, records, outcomes)
             self.events_in += len(records)
             self.events_in_by_topic[topic] += len(records)
         if behind is None:
             behind = {}  # nothing to wait for
         released = merge.release(behind, now.monotonic, quiet)
         self._report_order_breaks(now.monotonic)
-        outputs: list[Output] = []
-        stamp = self._stream_time
-        forwarded_ids = self._forwarded_ids
-        for (topic, partition), offset, outcome in released:
-            if isinstance(outcome, tuple):
-                record, invalid = outcome
-                outputs.extend(self._reject(topic, partition, record, invalid))
-                continue
-            event = outcome
-            handed_to = self.handoff.destination((topic, partition), event.partition)
-            if handed_to is None:
-                item = event.item(topic, partition, offset, stamp)
-                outputs.append(Output(settings.topic_events, event.key, item))
-            else:
-                self._handed.setdefault(handed_to, []).append(
-                    (topic, partition, offset, stamp, event)
-                )
-            if forwarded_ids.is_duplicate(event.event_id, stamp):
-                continue
-            forwarded_ids.remember(event.event_id, event.ts)
-            if stamp is None or event.ts > stamp:
-                stamp = event.ts
+        outputs, stamp = forward_released(
+            released,
+            self._stream_time,
+            self._forwarded_ids,
+            self.handoff.handed_partitions(),
+            settings.topic_events,
+            Output,
+            self._handed,
+            self._reject,
+        )
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
-            forwarded_ids.forget_expired(stamp)
+            self._forwarded_ids.forget_expired(stamp)
             outputs.extend(self._ticks(stamp, self.handoff.destinations()))
         if batches:
             self._last_input = (self._stream_time, now.monotonic)

@@ -258,3 +258,26 @@ def test_what_producers_send_is_accepted_by_the_compiled_core() -> None:
         assert repr(parse(message.value, None)) == repr(expected)
         accepted += 1
     assert accepted >= 300
+
+
+def test_repeated_names_escapes_and_nested_values_read_as_python_reads_them() -> None:
+    """A repeated field counts by its last value; an escaped text is the text it encodes;
+    an array or object in a field no event has changes nothing."""
+    base = '"offer_id":"X","customer_id":"c","channel":"web","segment":"smb","ts":1795305600000'
+    cases = {
+        '{"event_id":"first","event_id":"last",' + base + "}": True,
+        '{"event_id":7,"event_id":"last",' + base + "}": True,
+        '{"event_id":"first","event_id":7,' + base + "}": False,
+        '{"event_id":"caf\\u00e9 \\"q\\"",' + base + "}": True,
+        '{"event_id":"e","extra":[1,{"a":[2.5,null]},"x"],"more":{"k":{}},' + base + "}": True,
+        '{"event_id":"e","extra":[1,2.5e400],' + base + "}": None,
+    }
+    for text, accepted in cases.items():
+        raw = text.encode()
+        compiled = agree(_engine.accept_offer, check_offer, raw, None)
+        if accepted is not None:
+            assert compiled is accepted, text
+    assert _engine.accept_offer(b'{"event_id":"first","event_id":"last",' + base.encode() + b"}")
+    offer = _engine.accept_offer(b'{"event_id":"caf\\u00e9",' + base.encode() + b"}")
+    assert offer is not None
+    assert offer.event_id == "caf\u00e9"

@@ -51,7 +51,7 @@ RecordRows = dict[tuple[str, str, int, str, str], tuple[tuple[int, ...], bool]]
 
 
 class Wire:
-    """The partials topic: every message goes through encode/decode at the next offset."""
+    """The partials topic: every message is encoded and applied at the next offset."""
 
     def __init__(self, board: RatesBoard) -> None:
         self.board = board
@@ -65,15 +65,15 @@ class Wire:
         partials: list[Partial],
         offset: int | None = None,
     ) -> None:
-        source, decoded_time, decoded = decode_partials(
-            encode_partials(partition, stream_time, partials)
-        )
-        assert (source, decoded_time, decoded) == (partition, stream_time, partials)
+        message = encode_partials(partition, stream_time, partials)
+        assert decode_partials(message) == (partition, stream_time, partials)
         if offset is None:
             offset = self.offset
         self.offset = max(self.offset, offset + 1)
         self.sent.append((partition, stream_time, partials))
-        self.board.apply(source, decoded_time, decoded, offset)
+        # As the publishing stage applies a message; `apply` (decoded partials) is the
+        # same rule (test_a_message_applies_as_its_decoded_partials).
+        self.board.apply_encoded(message, offset)
 
     def flush(self, partition: int, feed: Feed) -> None:
         """A partition's batch end: its changed vectors and stream time."""
@@ -420,6 +420,27 @@ def test_records_are_sums_of_the_latest_partials_and_restore_changes_nothing(
             restored.board.take_changes()
     if restored is not None:
         assert rows(restored.board.take_records()) == rows(original.board.take_records())
+
+
+@settings(max_examples=100, deadline=None)
+@given(sent=messages, replay_from=st.integers(0, 16))
+def test_a_message_applies_as_its_decoded_partials(
+    sent: list[tuple[int, int, list[Partial], bool]], replay_from: int
+) -> None:
+    """`apply_encoded` (the publishing stage's way) and `apply` of the decoded partials
+    leave two boards alike: the same records, the same changes to store; a message read
+    again (an offset before the board's next) changes neither."""
+    encoded, decoded = RatesBoard(BOARD, 3), RatesBoard(BOARD, 3)
+    offsets = list(range(len(sent))) + list(range(replay_from, len(sent)))
+    for offset in offsets:
+        partition, stream_time, items, take = sent[offset]
+        message = encode_partials(partition, stream_time, items)
+        encoded.apply_encoded(message, offset)
+        decoded.apply(*decode_partials(message), offset)
+        if take:
+            assert rows(encoded.take_records()) == rows(decoded.take_records())
+        assert encoded.take_changes() == decoded.take_changes()
+    assert rows(encoded.take_records()) == rows(decoded.take_records())
 
 
 # -- several partitions sum to one -----------------------------------------------------

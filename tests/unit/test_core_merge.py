@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import dataclass
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from stream_app.domain.events import InvalidEvent, validate_batch
 from stream_app.domain.merge import EventTimeMerge
 
 A, B = ("offers", 0), ("purchases", 3)
@@ -317,3 +321,48 @@ def test_each_partition_leaves_in_offset_order_and_nothing_is_lost(
         assert mine == sorted(mine)
     # Released event times never go back while partitions keep up (ties aside).
     assert len(merge) == 0
+
+
+def test_a_validated_batch_waits_as_its_records_one_by_one() -> None:
+    """add_validated: an accepted event waits with its ts, a rejection as (record, outcome)
+    keyed as the record before it; records read again after they left are skipped."""
+
+    @dataclass(frozen=True)
+    class Fetched:
+        offset: int
+        value: bytes
+
+    def offer(event_id: str, ts: int) -> bytes:
+        return json.dumps(
+            {
+                "event_id": event_id,
+                "offer_id": "o",
+                "customer_id": "c",
+                "channel": "web",
+                "segment": "smb",
+                "ts": ts,
+            }
+        ).encode()
+
+    records = [
+        Fetched(0, offer("e0", 300)),
+        Fetched(1, b"not json"),
+        Fetched(2, offer("e2", 100)),
+        Fetched(3, offer("e3", 700)),
+    ]
+    outcomes = validate_batch([r.value for r in records], True, None, 6)
+    assert isinstance(outcomes[1], InvalidEvent)
+    merge: EventTimeMerge[object] = EventTimeMerge(max_buffered=100, max_wait_s=5)
+    merge.add_validated(A, records[:2], outcomes[:2])
+    first = merge.release({A: False}, now=0, quiet={A})
+    assert first == [(A, 0, outcomes[0]), (A, 1, (records[1], outcomes[1]))]
+    merge.add_validated(A, records, outcomes)  # 0 and 1 read again: they left already
+    merge.add(B, 0, 500, "b500")
+    out = merge.release({A: False, B: False}, now=1, quiet={A, B})
+    # Record 2's ts is 100, but it leaves after the records before it (key 300).
+    assert [(source, offset) for source, offset, _ in out] == [(A, 2), (B, 0), (A, 3)]
+    assert out[0][2] is outcomes[2]
+    assert len(merge) == 0
+    assert merge.positions() == {A: 4, B: 1}
+    with pytest.raises(ValueError, match="outcomes"):
+        merge.add_validated(B, records[:1], outcomes)

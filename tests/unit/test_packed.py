@@ -17,6 +17,7 @@ from stream_app.domain.partition import CustomerPartition
 from stream_app.domain.window_config import WindowConfig
 from stream_app.runtime import state_store
 from stream_app.runtime.state_store import PartitionStore
+from stream_app.stages.messages import WriteChunks
 from tests.unit.conftest import CONFIG, Feed, merge_store, snapshot
 from tests.unit.test_core_partition import SHORT, TIGHT, operations, play
 from tests.unit.test_pipeline_drops import FakeTable
@@ -112,3 +113,55 @@ def test_a_snapshot_holds_what_the_changes_wrote_and_the_older_format_restores_t
         assert snapshot(restored) == expected
         assert restored.open_offers() == feed.partition.open_offers()
         assert restored.next_offset == feed.partition.next_offset
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), ops=operations(), config=st.sampled_from([SHORT, TIGHT, CONFIG]))
+def test_the_records_the_core_encodes_are_the_ones_the_store_encodes_from_its_entries(
+    data: st.DataObject, ops: list[tuple[Any, ...]], config: WindowConfig
+) -> None:
+    """`write_chunked` of the partition's own records (the attributing stage's way) leaves
+    the changelog exactly as `write_packed` of its entries, journals and snapshots alike,
+    and the state restores from it."""
+    cuts = data.draw(st.sets(st.integers(0, max(0, len(ops) - 1))), label="cuts")
+    by_entries, by_chunks = Feed(CustomerPartition(config)), Feed(CustomerPartition(config))
+    entries_store = PartitionStore(FakeTable(), keep_copy=True, keeps_entries=False)
+    chunks_store = PartitionStore(FakeTable(), keep_copy=True, keeps_entries=False)
+    with pytest.MonkeyPatch.context() as patch:
+        # A snapshot after nearly every write, as a long-lived partition makes them.
+        patch.setattr(state_store, "SNAPSHOT_MIN_BYTES", 0)
+        for i, op in enumerate(ops):
+            play(by_entries, op)
+            play(by_chunks, op)
+            if i in cuts or i == len(ops) - 1:
+                state = by_entries.partition
+                entries_store.write_packed(
+                    0, state.take_packed_changes(), packed_snapshot_chunks(state)
+                )
+                state = by_chunks.partition
+                chunks_store.write_chunked(0, state.take_changes_chunks, state.snapshot_chunks)
+    written = chunks_store.take_outbox()
+    # Two partitions may hold their entries in different orders: each chunk is compared
+    # by what it holds.
+    assert [_held(record) for record in written] == [
+        _held(record) for record in entries_store.take_outbox()
+    ]
+    assert any(b"|#s|" in key for _, _, key, _ in written)
+    restored = CustomerPartition.restore_chunks(config, *chunks_store.load_chunks(0))
+    assert snapshot(restored) == snapshot(by_chunks.partition)
+
+
+def packed_snapshot_chunks(state: CustomerPartition) -> WriteChunks:
+    """The snapshot as the store packs a list of entries, beside the core's own chunks."""
+    return lambda sequence, chunk_bytes: _engine.pack_chunks(
+        sequence, state.packed_snapshot(), chunk_bytes
+    )
+
+
+def _held(record: state_store.ChangelogRecord) -> tuple[bytes, Any]:
+    """A changelog record's key and, for a chunk, its header and entries."""
+    _, _, key, value = record
+    if value is None:
+        return key, None
+    sequence, count, flat = _engine.unpack(value)
+    return key, (sequence, count, dict(zip(flat[::2], flat[1::2], strict=True)))
