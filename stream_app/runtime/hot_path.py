@@ -66,11 +66,12 @@ class PipelineApp(faust.App):
         changelogs (with progress), or in the rest of a rebalance (before the replay, and
         loading the replayed state after it); None once it serves what it holds."""
         progress = self.recovery_progress.document()
-        if progress is not None:
+        if progress is not None and progress["changelogs"]:
             return {"phase": "replaying", **progress}
         if not self.assigned_once:
             return {"phase": "joining"}
-        if self.rebalancing:
+        # A recovery that knows no changelog partition to replay yet is still setting up.
+        if self.rebalancing or progress is not None:
             return {"phase": "rebalancing"}
         return None
 
