@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
+from aiokafka.codec import has_zstd
 from aiokafka.errors import IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -29,6 +32,7 @@ from stream_app.pipeline import Pipeline
 from stream_app.runtime import faust_internals
 from stream_app.runtime.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
 from stream_app.runtime.state_store import PartitionStore
+from stream_app.runtime.topics import CHANGELOG_COMPRESSION, LARGE_MESSAGE_BYTES
 from stream_app.stages.messages import Output
 
 # topic, partition (None: by key), key, value, headers
@@ -419,8 +423,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         assert isinstance(app, PipelineApp)
         for store in app.stores:
             await self._sender().send(
-                (topic, partition, key, value, None)
-                for topic, partition, key, value in store.take_outbox()
+                (
+                    (topic, partition, key, value, None)
+                    for topic, partition, key, value in store.take_outbox()
+                ),
+                compressed=True,
             )
 
     def _handoff_admits(self, pipeline: Pipeline, tp: Any, fetched: Mapping[Any, Any]) -> bool:
@@ -518,6 +525,12 @@ class BatchSender:
     # again, and aiokafka's murmur2 is pure Python (2-3 % of a worker's CPU; a new key is
     # hashed by the compiled one). Bounded so that ever new keys cannot grow it.
     KEY_PARTITIONS_HELD = 50_000
+    # `compressed` batches: the changelogs' codec (topics.CHANGELOG_CONFIG), and as many
+    # bytes before compression as fit a changelog record at worst. A snapshot of several
+    # MB goes in a few produce requests: aiokafka holds one batch per partition, so each
+    # further batch of a partition waits for the request before it.
+    COMPRESSION = {"zstd": DefaultRecordBatch.CODEC_ZSTD}[CHANGELOG_COMPRESSION]
+    COMPRESSED_BATCH_BYTES = LARGE_MESSAGE_BYTES // 4
 
     def __init__(self, producer: Any) -> None:
         self._producer = producer
@@ -526,8 +539,11 @@ class BatchSender:
         # Per topic: the partitions the remembered choices were made among, and the choices.
         self._key_partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
 
-    async def send(self, records: Iterable[Record]) -> None:
+    async def send(self, records: Iterable[Record], compressed: bool = False) -> None:
+        """Queue the records; `compressed`: in the changelogs' codec (these go to the
+        changelog topics), else as the producer is configured."""
         producer = self._producer
+        new_batch = self._compressed_batch if compressed else producer.create_batch
         builders: dict[tuple[str, int], Any] = {}
         # Per topic, resolved once per call: where a record without a partition goes.
         choosers: dict[str, Callable[[bytes | None], int]] = {}
@@ -541,10 +557,10 @@ class BatchSender:
             if builder is None:
                 if topic not in self._known_topics:
                     await self._track(topic)
-                builder = builders[(topic, partition)] = producer.create_batch()
+                builder = builders[(topic, partition)] = new_batch()
             if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
                 self._pending.append(await producer.send_batch(builder, topic, partition=partition))
-                builder = builders[(topic, partition)] = producer.create_batch()
+                builder = builders[(topic, partition)] = new_batch()
                 if (
                     builder.append(key=key, value=value, timestamp=None, headers=headers or [])
                     is None
@@ -553,6 +569,15 @@ class BatchSender:
         for (topic, partition), builder in builders.items():
             if builder.record_count():
                 self._pending.append(await producer.send_batch(builder, topic, partition=partition))
+
+    def _compressed_batch(self) -> BatchBuilder:
+        if not has_zstd():
+            raise RuntimeError(
+                "the changelogs are written zstd-compressed and aiokafka finds no zstd "
+                "codec: install aiokafka[zstd] (cramjam)"
+            )
+        # Not transactional: the worker's producer is idempotent, without transactions.
+        return BatchBuilder(self.COMPRESSED_BATCH_BYTES, self.COMPRESSION, is_transactional=False)
 
     async def _track(self, topic: str) -> None:
         # Tracked explicitly: aiokafka asks for every topic's metadata only while it tracks
