@@ -164,8 +164,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # since the last commit is read again by whoever owns the partitions next, as
         # are the inputs the input merge still holds: the attributing stage skips
         # forwarded events it applied already by source offset, and every stage skips
-        # records before the offset its state carries.
+        # records before the offset its state carries. The state sent is acknowledged
+        # first: the next owner's recovery reads the changelog to its end as it finds it,
+        # and a journal of ours landing after that would follow the next owner's own.
         async with self._batch_lock:
+            if self._batch_sender is not None:
+                await self._batch_sender.flush()
             self._uncommitted.clear()
         await super().wait_empty()
 
@@ -376,7 +380,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _handle_batches(self, pipeline: Pipeline, batches: dict[Any, list[Any]]) -> None:
         """One fetch of the internal topics: every partition's outputs, one flush, then
-        every partition's state and one flush (not one of each per partition), and a commit
+        every partition's state (not one of each per partition), and a flush and a commit
         when one is due (COMMIT_INTERVAL_S)."""
         async with self._batch_lock:
             assigned = self.assignment()
@@ -477,10 +481,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _finish_batches(self, batches: dict[Any, list[Any]]) -> None:
         # Every output and state record is acknowledged before its input offset is
-        # committed; so are the outputs of inputs validated since the last commit.
-        await self._sender().flush()
+        # committed, so the flush comes with the commit: the state just sent is
+        # acknowledged by the next batch's flush of its outputs meanwhile, which raises
+        # before that batch's state is sent if this one failed (a round trip fewer per
+        # batch). A rebalance flushes before it lets go of the partitions (wait_empty).
         self._uncommitted.update({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
         if self._commit_due():
+            await self._sender().flush()
             await self._commit_flushed()
         lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
         # A rebalance may have taken partitions away during the awaits: aiokafka knows
