@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
+from aiokafka.codec import has_zstd
 from aiokafka.errors import IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
@@ -29,6 +32,7 @@ from stream_app.pipeline import Pipeline
 from stream_app.runtime import faust_internals
 from stream_app.runtime.recovery import RecoveryProgress, apply_changelog_batch, recovery_started_at
 from stream_app.runtime.state_store import PartitionStore
+from stream_app.runtime.topics import CHANGELOG_COMPRESSION, LARGE_MESSAGE_BYTES
 from stream_app.stages.messages import Output
 
 # topic, partition (None: by key), key, value, headers
@@ -48,6 +52,12 @@ FETCH_MAX_WAIT_MS = 100
 # pass would add a round trip through the consumer's thread and the group coordinator to
 # every pass. A worker with nothing new to read commits at once.
 COMMIT_INTERVAL_S = 1.0
+# How long a pass waits for records (Faust's 1 s), and while offsets wait for their commit
+# (0.1 s): a worker that has caught up commits its last batches at once. With 1 s they
+# (and so a caught-up lag on every stage) waited a second for the empty answer, a third of
+# a 50,000-event drain in bench/run.py.
+RECORDS_WAIT_S = 1.0
+COMMIT_PENDING_WAIT_S = 0.1
 
 
 class PipelineApp(faust.App):
@@ -167,8 +177,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # since the last commit is read again by whoever owns the partitions next, as
         # are the inputs the input merge still holds: the attributing stage skips
         # forwarded events it applied already by source offset, and every stage skips
-        # records before the offset its state carries.
+        # records before the offset its state carries. The state sent is acknowledged
+        # first: the next owner's recovery reads the changelog to its end as it finds it,
+        # and a journal of ours landing after that would follow the next owner's own.
         async with self._batch_lock:
+            if self._batch_sender is not None:
+                await self._batch_sender.flush()
             self._uncommitted.clear()
         await super().wait_empty()
 
@@ -189,7 +203,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         pipeline = app.pipeline
         while not (faust_internals.is_stopped(self) or faust_internals.is_stopped(fetcher)):
             try:
-                records, _ = await faust_internals.wait_next_records(self, 1.0)
+                records, _ = await faust_internals.wait_next_records(
+                    self, COMMIT_PENDING_WAIT_S if self._uncommitted else RECORDS_WAIT_S
+                )
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
                     return
@@ -379,7 +395,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _handle_batches(self, pipeline: Pipeline, batches: dict[Any, list[Any]]) -> None:
         """One fetch of the internal topics: every partition's outputs, one flush, then
-        every partition's state and one flush (not one of each per partition), and a commit
+        every partition's state (not one of each per partition), and a flush and a commit
         when one is due (COMMIT_INTERVAL_S)."""
         async with self._batch_lock:
             assigned = self.assignment()
@@ -426,8 +442,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         assert isinstance(app, PipelineApp)
         for store in app.stores:
             await self._sender().send(
-                (topic, partition, key, value, None)
-                for topic, partition, key, value in store.take_outbox()
+                (
+                    (topic, partition, key, value, None)
+                    for topic, partition, key, value in store.take_outbox()
+                ),
+                compressed=True,
             )
 
     def _handoff_admits(self, pipeline: Pipeline, tp: Any, fetched: Mapping[Any, Any]) -> bool:
@@ -484,10 +503,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _finish_batches(self, batches: dict[Any, list[Any]]) -> None:
         # Every output and state record is acknowledged before its input offset is
-        # committed; so are the outputs of inputs validated since the last commit.
-        await self._sender().flush()
+        # committed, so the flush comes with the commit: the state just sent is
+        # acknowledged by the next batch's flush of its outputs meanwhile, which raises
+        # before that batch's state is sent if this one failed (a round trip fewer per
+        # batch). A rebalance flushes before it lets go of the partitions (wait_empty).
         self._uncommitted.update({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
         if self._commit_due():
+            await self._sender().flush()
             await self._commit_flushed()
         lag = self.app.pipeline.lag if isinstance(self.app, PipelineApp) else {}
         # A rebalance may have taken partitions away during the awaits: aiokafka knows
@@ -532,6 +554,12 @@ class BatchSender:
     # again, and aiokafka's murmur2 is pure Python (2-3 % of a worker's CPU; a new key is
     # hashed by the compiled one). Bounded so that ever new keys cannot grow it.
     KEY_PARTITIONS_HELD = 50_000
+    # `compressed` batches: the changelogs' codec (topics.CHANGELOG_CONFIG), and as many
+    # bytes before compression as fit a changelog record at worst. A snapshot of several
+    # MB goes in a few produce requests: aiokafka holds one batch per partition, so each
+    # further batch of a partition waits for the request before it.
+    COMPRESSION = {"zstd": DefaultRecordBatch.CODEC_ZSTD}[CHANGELOG_COMPRESSION]
+    COMPRESSED_BATCH_BYTES = LARGE_MESSAGE_BYTES // 4
 
     def __init__(self, producer: Any) -> None:
         self._producer = producer
@@ -540,8 +568,11 @@ class BatchSender:
         # Per topic: the partitions the remembered choices were made among, and the choices.
         self._key_partitions: dict[str, tuple[list[int], dict[bytes, int]]] = {}
 
-    async def send(self, records: Iterable[Record]) -> None:
+    async def send(self, records: Iterable[Record], compressed: bool = False) -> None:
+        """Queue the records; `compressed`: in the changelogs' codec (these go to the
+        changelog topics), else as the producer is configured."""
         producer = self._producer
+        new_batch = self._compressed_batch if compressed else producer.create_batch
         builders: dict[tuple[str, int], Any] = {}
         # Per topic, resolved once per call: where a record without a partition goes.
         choosers: dict[str, Callable[[bytes | None], int]] = {}
@@ -555,10 +586,10 @@ class BatchSender:
             if builder is None:
                 if topic not in self._known_topics:
                     await self._track(topic)
-                builder = builders[(topic, partition)] = producer.create_batch()
+                builder = builders[(topic, partition)] = new_batch()
             if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
                 self._pending.append(await producer.send_batch(builder, topic, partition=partition))
-                builder = builders[(topic, partition)] = producer.create_batch()
+                builder = builders[(topic, partition)] = new_batch()
                 if (
                     builder.append(key=key, value=value, timestamp=None, headers=headers or [])
                     is None
@@ -567,6 +598,15 @@ class BatchSender:
         for (topic, partition), builder in builders.items():
             if builder.record_count():
                 self._pending.append(await producer.send_batch(builder, topic, partition=partition))
+
+    def _compressed_batch(self) -> BatchBuilder:
+        if not has_zstd():
+            raise RuntimeError(
+                "the changelogs are written zstd-compressed and aiokafka finds no zstd "
+                "codec: install aiokafka[zstd] (cramjam)"
+            )
+        # Not transactional: the worker's producer is idempotent, without transactions.
+        return BatchBuilder(self.COMPRESSED_BATCH_BYTES, self.COMPRESSION, is_transactional=False)
 
     async def _track(self, topic: str) -> None:
         # Tracked explicitly: aiokafka asks for every topic's metadata only while it tracks
