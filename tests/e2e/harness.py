@@ -121,6 +121,14 @@ class Deployment:
         except requests.RequestException:
             return False
 
+    @staticmethod
+    def _serving(port: int) -> bool:
+        try:
+            health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return False
+        return bool(health.get("status") == "ok")
+
     def stop_worker(self, index: int = -1, sig: int = signal.SIGTERM) -> int:
         process = self.workers.pop(index)
         self.worker_ports.pop(index)
@@ -180,7 +188,9 @@ class Deployment:
             admin.close()
 
     def wait_caught_up(self, timeout: float = 180) -> None:
-        """Until the group has committed everything on every stage, twice in a row."""
+        """Until the group has committed everything on every stage and every worker serves
+        its state (a worker just started may not hold its partitions yet while the one
+        before it committed everything), twice in a row."""
         streak = [0]
 
         def settled() -> bool:
@@ -188,7 +198,8 @@ class Deployment:
                 lag = self.group_lag()
             except KafkaError:  # the group coordinator is still being set up
                 lag = -1
-            streak[0] = streak[0] + 1 if lag == 0 else 0
+            serving = lag == 0 and all(self._serving(port) for port in self.worker_ports)
+            streak[0] = streak[0] + 1 if serving else 0
             return streak[0] >= 2
 
         wait_until(settled, timeout, "the worker group to catch up", every=0.5)
