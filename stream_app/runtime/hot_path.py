@@ -52,12 +52,11 @@ FETCH_MAX_WAIT_MS = 100
 # pass would add a round trip through the consumer's thread and the group coordinator to
 # every pass. A worker with nothing new to read commits at once.
 COMMIT_INTERVAL_S = 1.0
-# How long a pass waits for records (Faust's 1 s), and while offsets wait for their commit
-# (0.1 s): a worker that has caught up commits its last batches at once. With 1 s they
-# (and so a caught-up lag on every stage) waited a second for the empty answer, a third of
-# a 50,000-event drain in bench/run.py.
+# How long a pass waits for records, as Faust's own loop. A shorter wait while offsets
+# wait for their commit (0.1 s) let a caught-up worker commit its last batches at once, but
+# a worker joining a running pair then did not settle in some runs of
+# tests/e2e/test_scale_out.py (the rebalance never completed): not understood yet.
 RECORDS_WAIT_S = 1.0
-COMMIT_PENDING_WAIT_S = 0.1
 
 
 class PipelineApp(faust.App):
@@ -203,9 +202,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         pipeline = app.pipeline
         while not (faust_internals.is_stopped(self) or faust_internals.is_stopped(fetcher)):
             try:
-                records, _ = await faust_internals.wait_next_records(
-                    self, COMMIT_PENDING_WAIT_S if self._uncommitted else RECORDS_WAIT_S
-                )
+                records, _ = await faust_internals.wait_next_records(self, RECORDS_WAIT_S)
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
                     return
