@@ -18,6 +18,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from stream_app.tools.local_kafka import BrokerPaths, running_pid
 from stream_app.tools.processes import stop_children
 from tests.e2e import harness
 from tests.e2e.harness import free_port
@@ -139,6 +140,12 @@ class Broker:
 
     def admin(self) -> KafkaAdminClient:
         return KafkaAdminClient(bootstrap_servers=self.bootstrap)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the broker process has used so far; 0 for a broker not started from
+        `data_dir` (one given by --bootstrap alone), whose process is not known here."""
+        pid = running_pid(BrokerPaths.under(self.data_dir))
+        return cpu_seconds_of(pid) if pid is not None else 0.0
 
     def end_offsets(self, topics: list[str]) -> dict[TopicPartition, int]:
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)

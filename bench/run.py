@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from bench.peers import expected, grace_ms, run_peer, window_sizes
 from bench.profile import top
 from bench.restart import CHANGELOG_TABLES, measure_restart, topic_bytes
 from bench.restart import report_lines as restart_lines
-from bench.throughput import Dataset, bare_consumer, preload, run_workers
+from bench.throughput import Dataset, WorkerRun, bare_consumer, preload, run_workers
 
 SECTIONS = ("throughput", "baselines", "peers", "scale", "latency", "memory", "restart")
 # Baselines and peers take minutes (a stock Faust agent reads about 5,000 events/s, a Faust
@@ -221,6 +222,7 @@ def _throughput(
         f"  worker RSS at the end: {one.rss[0] / 2**20:,.0f} MiB "
         f"({one.total_seconds:.1f} s from launch to exact); worker CPU "
         f"{one.cpu_us_per_event:,.0f} us per event ({one.cpu_seconds:.1f} s)",
+        f"  {_machine_share(one)}",
     ]
     report += _bytes_written(broker, one.name, results)
     if "peers" in sections:
@@ -244,6 +246,16 @@ def _throughput(
             f"{two.rate / one.rate:.2f} x one worker (target 1.7); CPU "
             f"{two.cpu_us_per_event:,.0f} us per event"
         )
+        report.append(f"  {_machine_share(two)}")
+
+
+def _machine_share(run: WorkerRun) -> str:
+    """The broker's CPU beside the workers': on a machine of few cores they share, whether
+    a run was bound by the cores rather than by waiting."""
+    return (
+        f"broker CPU {run.broker_cpu_us_per_event:,.0f} us per event; workers and broker "
+        f"kept {run.cores_busy:.2f} of {os.cpu_count()} cores busy"
+    )
 
 
 def _bytes_written(broker: Broker, name: str, results: dict[str, Any]) -> list[str]:
@@ -405,7 +417,6 @@ def _load_average() -> str:
 
 
 def _machine() -> str:
-    import os
     import platform
 
     return (

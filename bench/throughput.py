@@ -223,6 +223,9 @@ class WorkerRun:
     copy_seconds: float = 0.0
     # The deployment's name: its topics are named after it.
     name: str = ""
+    # CPU seconds the broker used over the same time: with the workers', what the whole
+    # job took of the machine's cores.
+    broker_cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -235,6 +238,16 @@ class WorkerRun:
     @property
     def cpu_us_per_event(self) -> float:
         return self.cpu_seconds / max(1, self.events) * 1e6
+
+    @property
+    def broker_cpu_us_per_event(self) -> float:
+        return self.broker_cpu_seconds / max(1, self.events) * 1e6
+
+    @property
+    def cores_busy(self) -> float:
+        """Workers' and broker's CPU over the clock's wall time: how many cores they kept
+        busy (at most the machine's count, less what the bench and others took)."""
+        return (self.cpu_seconds + self.broker_cpu_seconds) / self.seconds
 
 
 def run_workers(
@@ -303,6 +316,7 @@ def run_workers(
                 os.kill(worker.pid, signal.SIGCONT)
         started = time.monotonic()
         cpu_before = deployment.cpu_seconds()
+        broker_cpu_before = broker.cpu_seconds()
         total = dataset.messages
         while True:
             if time.monotonic() > deadline:
@@ -311,6 +325,7 @@ def run_workers(
             if current == 0:
                 finished = time.monotonic()
                 cpu_after = deployment.cpu_seconds()
+                broker_cpu_after = broker.cpu_seconds()
                 problems = truth_mismatches(deployment, truth)
                 if not problems:
                     break
@@ -332,6 +347,7 @@ def run_workers(
             cpu_after - cpu_before,
             copy_seconds,
             name,
+            broker_cpu_after - broker_cpu_before,
         )
     finally:
         lag.close()
