@@ -187,10 +187,15 @@ def _throughput(
 ) -> None:
     dataset = preload(broker, events, args.seed, progress)
     timeout = max(300.0, dataset.messages / 1_000)
+    broker_cpu_before = broker.cpu_seconds()
     bare = bare_consumer(broker, dataset, progress)
+    bare_broker_us = (broker.cpu_seconds() - broker_cpu_before) / dataset.messages * 1e6
     progress.done(f"bare aiokafka consumer: {bare:,.0f} events/s")
     results["bare_events_per_s"] = round(bare)
-    report.append(f"bare aiokafka getmany + json.loads   {bare:>10,.0f} events/s")
+    report += [
+        f"bare aiokafka getmany + json.loads   {bare:>10,.0f} events/s",
+        f"  broker CPU {bare_broker_us:,.1f} us per event",
+    ]
     if "baselines" in sections:
         python = kafka_python(broker, dataset, progress)
         progress.done(f"kafka-python consumer: {python:,.0f} events/s")
