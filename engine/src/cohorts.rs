@@ -242,6 +242,8 @@ impl SlotData {
 }
 
 type CellRef = (Slot, u64, u32);
+/// A window's slot of each view (indexed by view), those held.
+type WindowViews<'a> = [Option<&'a SlotData>; 3];
 type Group = (Str, i64, Str);
 
 #[derive(Default)]
@@ -415,9 +417,21 @@ impl WindowCounts {
             sink.put_entry(&format!("{prefix}{old_key}"), None);
             groups.insert(group);
         }
-        for group in groups {
-            group_key(&mut key, prefix, &group);
-            let held = self.memberships(&mut value, &group);
+        // A batch's groups are of a few windows: each window's slots are looked up once.
+        let mut windows: Vec<(Str, i64, WindowViews<'_>)> = Vec::new();
+        for (label, start, customer) in &groups {
+            let at = match windows
+                .iter()
+                .position(|(l, s, _)| s == start && l == label)
+            {
+                Some(at) => at,
+                None => {
+                    windows.push((label.clone(), *start, self.views_of(label, *start)));
+                    windows.len() - 1
+                }
+            };
+            let held = self.memberships(&mut value, &windows[at].2, customer);
+            group_key(&mut key, prefix, label, *start, customer);
             sink.put_entry(&key, held.then_some(value.as_slice()));
         }
     }
@@ -443,18 +457,16 @@ impl WindowCounts {
         let mut written: std::collections::HashSet<u32, crate::util::Hasher> = Default::default();
         for (label, start) in windows {
             written.clear();
-            for view in 0..VIEW_NAMES.len() as u8 {
-                let Some(data) = self.slots.get(&SlotRef::new(view, &label, start)) else {
-                    continue;
-                };
+            let views = self.views_of(&label, start);
+            for data in views.iter().flatten() {
                 for held_by in &data.members {
                     for &number in held_by.keys() {
                         if !written.insert(number) {
                             continue;
                         }
-                        let group = (label.clone(), start, self.customers.name(number).clone());
-                        if self.memberships(&mut value, &group) {
-                            group_key(&mut key, prefix, &group);
+                        let customer = self.customers.name(number);
+                        if self.memberships(&mut value, &views, customer) {
+                            group_key(&mut key, prefix, &label, start, customer);
                             sink.put(&key, &value);
                         }
                     }
@@ -463,17 +475,22 @@ impl WindowCounts {
         }
     }
 
+    /// The window's slot of each view, those held.
+    fn views_of(&self, label: &str, start: i64) -> WindowViews<'_> {
+        std::array::from_fn(|view| self.slots.get(&SlotRef::new(view as u8, label, start)))
+    }
+
     /// Into `out` (in place of what it held): [[view name, distinct field, first key part,
-    /// second key part], ...] of a customer's memberships in a window, encoded; false (and
-    /// `out` left empty) once there are none.
-    fn memberships(&self, out: &mut Vec<u8>, group: &Group) -> bool {
+    /// second key part], ...] of a customer's memberships in a window (`views`, as
+    /// `views_of` gives them), encoded; false (and `out` left empty) once there are none.
+    fn memberships(&self, out: &mut Vec<u8>, views: &WindowViews<'_>, customer: &str) -> bool {
         out.clear();
-        let Some(number) = self.customers.number(&group.2) else {
+        let Some(number) = self.customers.number(customer) else {
             return false;
         };
-        let mut rows: Vec<(u8, usize, &Key)> = Vec::new();
-        for view in 0..VIEW_NAMES.len() as u8 {
-            let Some(data) = self.slots.get(&SlotRef::new(view, &group.0, group.1)) else {
+        let mut rows: Vec<(usize, usize, &Key)> = Vec::new();
+        for (view, data) in views.iter().enumerate() {
+            let Some(data) = data else {
                 continue;
             };
             for (index, held_by) in data.members.iter().enumerate() {
@@ -491,7 +508,7 @@ impl WindowCounts {
         pack_list_header(out, rows.len());
         for (view, index, key) in rows {
             pack_list_header(out, 4);
-            pack_text(out, VIEW_NAMES[view as usize]);
+            pack_text(out, VIEW_NAMES[view]);
             pack_int(out, index as i64);
             pack_text(out, &key.0);
             pack_text(out, &key.1);
@@ -714,15 +731,11 @@ fn packed_sums(out: &mut Vec<u8>, view: u8, cell: &Cell) {
 }
 
 /// The store key of a customer's memberships in a window, into `out`.
-fn group_key(out: &mut String, prefix: &str, group: &Group) {
+fn group_key(out: &mut String, prefix: &str, label: &str, start: i64, customer: &str) {
     json_key_into(
         out,
         prefix,
-        &[
-            Part::Text(&group.0),
-            Part::Int(group.1),
-            Part::Text(&group.2),
-        ],
+        &[Part::Text(label), Part::Int(start), Part::Text(customer)],
     )
 }
 

@@ -553,6 +553,7 @@ impl Partition {
         self.forget_expired();
         self.interned.prune();
         let mut value = Vec::with_capacity(256);
+        let mut key = String::with_capacity(64);
         for event_id in std::mem::take(&mut self.remembered) {
             let ts = self.memory.ts_of(&event_id);
             let value = ts.map(|ts| {
@@ -560,7 +561,10 @@ impl Partition {
                 pack_int(&mut value, ts);
                 value.as_slice()
             });
-            sink.put_entry(&format!("{DEDUPE}{event_id}"), value);
+            key.clear();
+            key.push_str(DEDUPE);
+            key.push_str(&event_id);
+            sink.put_entry(&key, value);
         }
         let attribution_changes = std::mem::take(&mut self.attribution.changes);
         for (customer_id, offer_id) in attribution_changes.offers {
