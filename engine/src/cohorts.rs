@@ -430,7 +430,10 @@ impl WindowCounts {
                     windows.len() - 1
                 }
             };
-            let held = self.memberships(&mut value, &windows[at].2, customer);
+            let held = match self.customers.number(customer) {
+                Some(number) => self.memberships(&mut value, &windows[at].2, number),
+                None => false,
+            };
             group_key(&mut key, prefix, label, *start, customer);
             sink.put_entry(&key, held.then_some(value.as_slice()));
         }
@@ -464,8 +467,8 @@ impl WindowCounts {
                         if !written.insert(number) {
                             continue;
                         }
-                        let customer = self.customers.name(number);
-                        if self.memberships(&mut value, &views, customer) {
+                        if self.memberships(&mut value, &views, number) {
+                            let customer = self.customers.name(number);
                             group_key(&mut key, prefix, &label, start, customer);
                             sink.put(&key, &value);
                         }
@@ -481,38 +484,24 @@ impl WindowCounts {
     }
 
     /// Into `out` (in place of what it held): [[view name, distinct field, first key part,
-    /// second key part], ...] of a customer's memberships in a window (`views`, as
-    /// `views_of` gives them), encoded; false (and `out` left empty) once there are none.
-    fn memberships(&self, out: &mut Vec<u8>, views: &WindowViews<'_>, customer: &str) -> bool {
+    /// second key part], ...] of the memberships of customer `number` in a window (`views`,
+    /// as `views_of` gives them), encoded; false (and `out` left empty) once there are none.
+    fn memberships(&self, out: &mut Vec<u8>, views: &WindowViews<'_>, number: u32) -> bool {
         out.clear();
-        let Some(number) = self.customers.number(customer) else {
-            return false;
-        };
-        let mut rows: Vec<(usize, usize, &Key)> = Vec::new();
-        for (view, data) in views.iter().enumerate() {
-            let Some(data) = data else {
-                continue;
-            };
-            for (index, held_by) in data.members.iter().enumerate() {
-                let Some(held) = held_by.get(&number) else {
-                    continue;
-                };
-                for cell in data.held_cells(held) {
-                    rows.push((view, index, &data.cells[*cell as usize].key));
-                }
-            }
-        }
-        if rows.is_empty() {
+        // Counted first: the list's length comes before its rows.
+        let mut rows = 0;
+        each_membership(views, number, |_, _, _| rows += 1);
+        if rows == 0 {
             return false;
         }
-        pack_list_header(out, rows.len());
-        for (view, index, key) in rows {
+        pack_list_header(out, rows);
+        each_membership(views, number, |view, index, key| {
             pack_list_header(out, 4);
             pack_text(out, VIEW_NAMES[view]);
             pack_int(out, index as i64);
             pack_text(out, &key.0);
             pack_text(out, &key.1);
-        }
+        });
         true
     }
 
@@ -718,6 +707,26 @@ fn join(
         data.cells[*cell as usize].distinct[index] += 1;
     }
     new_to
+}
+
+/// (view, distinct field, key) of each membership of customer `number` in a window.
+fn each_membership<'a>(
+    views: &WindowViews<'a>,
+    number: u32,
+    mut visit: impl FnMut(usize, usize, &'a Key),
+) {
+    for (view, data) in views.iter().enumerate() {
+        let Some(data) = data else {
+            continue;
+        };
+        for (index, held_by) in data.members.iter().enumerate() {
+            if let Some(held) = held_by.get(&number) {
+                for cell in data.held_cells(held) {
+                    visit(view, index, &data.cells[*cell as usize].key);
+                }
+            }
+        }
+    }
 }
 
 /// A cell's sums, encoded into `out` (in place of what it held).
