@@ -1112,7 +1112,8 @@ impl PyCustomerPartition {
     }
 
     /// `take_packed_changes` as the store's records of write `sequence` (packed.rs
-    /// `pack_chunks`), none when nothing changed: no Python object per entry.
+    /// `ChunkWriter`, the format `pack_chunks` writes), each entry encoded straight into
+    /// them: no list of the entries, no Python object per entry.
     fn take_changes_chunks<'py>(
         &mut self,
         py: Python<'py>,
