@@ -149,7 +149,10 @@ class Accepted:
     def item(self, topic: str, partition: int, offset: int, stamp: int | None) -> bytes: ...
 
 def forward_released(
-    released: list[tuple[tuple[str, int], int, Any]],
+    merge: EventTimeMerge[Any],
+    behind: Mapping[tuple[str, int], bool | None],
+    now: float,
+    quiet: Container[tuple[str, int]],
     stamp: int | None,
     forwarded_ids: EventIdMemory,
     handing: dict[tuple[str, int], int],

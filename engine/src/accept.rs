@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::dedupe::PyEventIdMemory;
+use crate::merge::{PyEventTimeMerge, ReleasedSource};
 
 use crate::events::{event_from_py, event_to_py, Event, OFFER_TAG, PURCHASE_TAG};
 use crate::parse::{offer, purchase};
@@ -230,20 +231,26 @@ pub fn key_partition(key: &[u8], partitions: i64) -> PyResult<i64> {
     partition_of(key, partitions)
 }
 
-/// The validating stage's pass over the records the merge released (validate.py), in
-/// order: each `Accepted` of source `(topic, partition)` at `offset` is encoded as the
-/// internal topic's item with the stream time before it (`stamp`), then handed over in
-/// process (appended to `handed[partition]`) when `handing` maps its source to its
-/// customer's partition, else made `output(topic_events, key, item)`; an event not seen
-/// before (`forwarded_ids`) moves the stamp to its ts. Any other payload is a rejection
-/// `(record, invalid)`: `reject(topic, partition, record, invalid)` gives its outputs.
-/// Returns the outputs in order and the stamp after the last event.
+/// The validating stage's pass over the records `merge` releases (its `release` with
+/// `behind`, `now` and `quiet`; validate.py), in order: each `Accepted` of source
+/// `(topic, partition)` at `offset` is encoded as the internal topic's item with the stream
+/// time before it (`stamp`), then handed over in process (appended to `handed[partition]`)
+/// when `handing` maps its source to its customer's partition, else made
+/// `output(topic_events, key, item)`; an event not seen before (`forwarded_ids`) moves the
+/// stamp to its ts. Any other payload is a rejection `(record, invalid)`:
+/// `reject(topic, partition, record, invalid)` gives its outputs. Returns the outputs in
+/// order and the stamp after the last event.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (released, stamp, forwarded_ids, handing, topic_events, output, handed, reject))]
+#[pyo3(signature = (
+    merge, behind, now, quiet, stamp, forwarded_ids, handing, topic_events, output, handed, reject
+))]
 pub fn forward_released<'py>(
     py: Python<'py>,
-    released: &Bound<'py, PyList>,
+    merge: &Bound<'py, PyEventTimeMerge>,
+    behind: &Bound<'py, PyAny>,
+    now: f64,
+    quiet: &Bound<'py, PyAny>,
     mut stamp: Option<i64>,
     forwarded_ids: &Bound<'py, PyEventIdMemory>,
     handing: &Bound<'py, PyDict>,
@@ -252,16 +259,18 @@ pub fn forward_released<'py>(
     handed: &Bound<'py, PyDict>,
     reject: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyList>, Option<i64>)> {
+    let released = merge
+        .borrow_mut()
+        .release_records(py, behind, now, Some(quiet))?;
     let outputs = PyList::empty(py);
     let mut memory = forwarded_ids.borrow_mut();
-    for entry in released.iter() {
-        let entry = entry.cast::<PyTuple>()?;
-        let source = entry.get_item(0)?;
-        let source = source.cast::<PyTuple>()?;
-        let topic = source.get_item(0)?;
-        let topic = topic.cast::<PyString>()?;
-        let partition: i64 = source.get_item(1)?.extract()?;
-        let payload = entry.get_item(2)?;
+    for (source, offset, payload) in released.records {
+        let ReleasedSource {
+            source,
+            topic,
+            partition,
+        } = &released.sources[source];
+        let partition = *partition;
         let Ok(accepted) = payload.cast::<PyAccepted>() else {
             let (record, invalid): (Bound<'py, PyAny>, Bound<'py, PyAny>) = payload.extract()?;
             for made in reject
@@ -272,7 +281,6 @@ pub fn forward_released<'py>(
             }
             continue;
         };
-        let offset: i64 = entry.get_item(1)?.extract()?;
         let event = accepted.get();
         let handed_to = if handing.is_empty() {
             None

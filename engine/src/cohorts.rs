@@ -15,7 +15,9 @@ use crate::packed::{
     entries_to_dict, pack_i128, pack_int, pack_list_header, pack_text, EntrySink, PackedEntries,
     Reader, Stored,
 };
-use crate::util::{int_of, int_to_py, items, json_key, s, Map, OrderedMap, OrderedSet, Part, Str};
+use crate::util::{
+    int_of, int_to_py, items, json_key_into, s, Map, OrderedMap, OrderedSet, Part, Str,
+};
 
 pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
 pub const CHANNEL_SEGMENT: u8 = 0;
@@ -58,6 +60,27 @@ impl Ord for Slot {
             .cmp(VIEW_NAMES[other.view as usize])
             .then_with(|| self.label.cmp(&other.label))
             .then_with(|| self.start.cmp(&other.start))
+    }
+}
+
+/// A `Slot` to look one up by, without a new reference to its label.
+#[derive(Hash)]
+struct SlotRef<'a> {
+    view: u8,
+    label: &'a str,
+    start: i64,
+}
+
+impl<'a> SlotRef<'a> {
+    fn new(view: u8, label: &'a str, start: i64) -> Self {
+        Self { view, label, start }
+    }
+}
+
+// Hashes as `Slot` does: `Str` hashes as its text.
+impl indexmap::Equivalent<Slot> for SlotRef<'_> {
+    fn equivalent(&self, slot: &Slot) -> bool {
+        self.view == slot.view && self.start == slot.start && self.label == &*slot.label
     }
 }
 
@@ -219,6 +242,8 @@ impl SlotData {
 }
 
 type CellRef = (Slot, u64, u32);
+/// A window's slot of each view (indexed by view), those held.
+type WindowViews<'a> = [Option<&'a SlotData>; 3];
 type Group = (Str, i64, Str);
 
 #[derive(Default)]
@@ -355,13 +380,16 @@ impl WindowCounts {
             .collect()
     }
 
-    /// Store entries into `changes`: one per changed cell's sums, and one per customer and
+    /// Store entries into `sink`: one per changed cell's sums, and one per customer and
     /// window whose memberships changed, holding all of them (None once there are none).
-    pub fn take_changes(&mut self, prefix: &str, changes: &mut PackedEntries) {
+    pub fn take_changes(&mut self, prefix: &str, sink: &mut dyn EntrySink) {
+        let mut key = String::with_capacity(prefix.len() + 64);
+        let mut value = Vec::with_capacity(256);
         let mut groups: OrderedSet<Group> = OrderedSet::default();
         for (slot, data) in std::mem::take(&mut self.dropped) {
             for cell in &data.cells {
-                changes.push((cell_key(prefix, &slot, &cell.key), None));
+                cell_key(&mut key, prefix, &slot, &cell.key);
+                sink.put_entry(&key, None);
             }
             for held_by in &data.members {
                 for number in held_by.keys() {
@@ -376,8 +404,9 @@ impl WindowCounts {
                 if data.generation == cell.1 {
                     let c = &mut data.cells[cell.2 as usize];
                     c.unsaved = false;
-                    let sums = packed_sums(cell.0.view, c);
-                    changes.push((cell_key(prefix, &cell.0, &c.key), Some(sums)));
+                    packed_sums(&mut value, cell.0.view, c);
+                    cell_key(&mut key, prefix, &cell.0, &c.key);
+                    sink.put(&key, &value);
                 }
             }
         }
@@ -385,11 +414,28 @@ impl WindowCounts {
             groups.insert((slot.label, slot.start, customer));
         }
         for (old_key, group) in std::mem::take(&mut self.migrated) {
-            changes.push((format!("{prefix}{old_key}"), None));
+            sink.put_entry(&format!("{prefix}{old_key}"), None);
             groups.insert(group);
         }
-        for group in groups {
-            changes.push((group_key(prefix, &group), self.memberships(&group)));
+        // A batch's groups are of a few windows: each window's slots are looked up once.
+        let mut windows: Vec<(Str, i64, WindowViews<'_>)> = Vec::new();
+        for (label, start, customer) in &groups {
+            let at = match windows
+                .iter()
+                .position(|(l, s, _)| s == start && l == label)
+            {
+                Some(at) => at,
+                None => {
+                    windows.push((label.clone(), *start, self.views_of(label, *start)));
+                    windows.len() - 1
+                }
+            };
+            let held = match self.customers.number(customer) {
+                Some(number) => self.memberships(&mut value, &windows[at].2, number),
+                None => false,
+            };
+            group_key(&mut key, prefix, label, *start, customer);
+            sink.put_entry(&key, held.then_some(value.as_slice()));
         }
     }
 
@@ -397,12 +443,13 @@ impl WindowCounts {
     /// not taken yet are not taken: the caller takes them first). Memberships are written
     /// window by window; what is held meanwhile is one window's customer numbers.
     pub fn snapshot_into(&self, prefix: &str, sink: &mut dyn EntrySink) {
+        let mut key = String::with_capacity(prefix.len() + 64);
+        let mut value = Vec::with_capacity(256);
         for (slot, data) in &self.slots {
             for cell in &data.cells {
-                sink.put(
-                    &cell_key(prefix, slot, &cell.key),
-                    &packed_sums(slot.view, cell),
-                );
+                packed_sums(&mut value, slot.view, cell);
+                cell_key(&mut key, prefix, slot, &cell.key);
+                sink.put(&key, &value);
             }
         }
         let windows: OrderedSet<(Str, i64)> = self
@@ -413,23 +460,17 @@ impl WindowCounts {
         let mut written: std::collections::HashSet<u32, crate::util::Hasher> = Default::default();
         for (label, start) in windows {
             written.clear();
-            for view in 0..VIEW_NAMES.len() as u8 {
-                let slot = Slot {
-                    view,
-                    label: label.clone(),
-                    start,
-                };
-                let Some(data) = self.slots.get(&slot) else {
-                    continue;
-                };
+            let views = self.views_of(&label, start);
+            for data in views.iter().flatten() {
                 for held_by in &data.members {
                     for &number in held_by.keys() {
                         if !written.insert(number) {
                             continue;
                         }
-                        let group = (label.clone(), start, self.customers.name(number).clone());
-                        if let Some(value) = self.memberships(&group) {
-                            sink.put(&group_key(prefix, &group), &value);
+                        if self.memberships(&mut value, &views, number) {
+                            let customer = self.customers.name(number);
+                            group_key(&mut key, prefix, &label, start, customer);
+                            sink.put(&key, &value);
                         }
                     }
                 }
@@ -437,42 +478,31 @@ impl WindowCounts {
         }
     }
 
-    /// [[view name, distinct field, first key part, second key part], ...] of a customer's
-    /// memberships in a window, encoded; None once there are none.
-    fn memberships(&self, group: &Group) -> Option<Vec<u8>> {
-        let number = self.customers.number(&group.2)?;
-        let mut rows: Vec<(u8, usize, &Key)> = Vec::new();
-        for view in 0..VIEW_NAMES.len() as u8 {
-            let slot = Slot {
-                view,
-                label: group.0.clone(),
-                start: group.1,
-            };
-            let Some(data) = self.slots.get(&slot) else {
-                continue;
-            };
-            for (index, held_by) in data.members.iter().enumerate() {
-                let Some(held) = held_by.get(&number) else {
-                    continue;
-                };
-                for cell in data.held_cells(held) {
-                    rows.push((view, index, &data.cells[*cell as usize].key));
-                }
-            }
+    /// The window's slot of each view, those held.
+    fn views_of(&self, label: &str, start: i64) -> WindowViews<'_> {
+        std::array::from_fn(|view| self.slots.get(&SlotRef::new(view as u8, label, start)))
+    }
+
+    /// Into `out` (in place of what it held): [[view name, distinct field, first key part,
+    /// second key part], ...] of the memberships of customer `number` in a window (`views`,
+    /// as `views_of` gives them), encoded; false (and `out` left empty) once there are none.
+    fn memberships(&self, out: &mut Vec<u8>, views: &WindowViews<'_>, number: u32) -> bool {
+        out.clear();
+        // Counted first: the list's length comes before its rows.
+        let mut rows = 0;
+        each_membership(views, number, |_, _, _| rows += 1);
+        if rows == 0 {
+            return false;
         }
-        if rows.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(4 + rows.len() * 40);
-        pack_list_header(&mut out, rows.len());
-        for (view, index, key) in rows {
-            pack_list_header(&mut out, 4);
-            pack_text(&mut out, VIEW_NAMES[view as usize]);
-            pack_int(&mut out, index as i64);
-            pack_text(&mut out, &key.0);
-            pack_text(&mut out, &key.1);
-        }
-        Some(out)
+        pack_list_header(out, rows);
+        each_membership(views, number, |view, index, key| {
+            pack_list_header(out, 4);
+            pack_text(out, VIEW_NAMES[view]);
+            pack_int(out, index as i64);
+            pack_text(out, &key.0);
+            pack_text(out, &key.1);
+        });
+        true
     }
 
     /// Take back one entry written by take_changes (without its prefix).
@@ -679,31 +709,49 @@ fn join(
     new_to
 }
 
-/// A cell's sums, encoded.
-fn packed_sums(view: u8, cell: &Cell) -> Vec<u8> {
-    let n = SUM_FIELDS[view as usize].len();
-    let mut sums = Vec::with_capacity(4 + 4 * n);
-    pack_list_header(&mut sums, n);
-    for amount in &cell.sums[..n] {
-        pack_i128(&mut sums, *amount);
+/// (view, distinct field, key) of each membership of customer `number` in a window.
+fn each_membership<'a>(
+    views: &WindowViews<'a>,
+    number: u32,
+    mut visit: impl FnMut(usize, usize, &'a Key),
+) {
+    for (view, data) in views.iter().enumerate() {
+        let Some(data) = data else {
+            continue;
+        };
+        for (index, held_by) in data.members.iter().enumerate() {
+            if let Some(held) = held_by.get(&number) {
+                for cell in data.held_cells(held) {
+                    visit(view, index, &data.cells[*cell as usize].key);
+                }
+            }
+        }
     }
-    sums
 }
 
-/// The store key of a customer's memberships in a window.
-fn group_key(prefix: &str, group: &Group) -> String {
-    json_key(
+/// A cell's sums, encoded into `out` (in place of what it held).
+fn packed_sums(out: &mut Vec<u8>, view: u8, cell: &Cell) {
+    let n = SUM_FIELDS[view as usize].len();
+    out.clear();
+    pack_list_header(out, n);
+    for amount in &cell.sums[..n] {
+        pack_i128(out, *amount);
+    }
+}
+
+/// The store key of a customer's memberships in a window, into `out`.
+fn group_key(out: &mut String, prefix: &str, label: &str, start: i64, customer: &str) {
+    json_key_into(
+        out,
         prefix,
-        &[
-            Part::Text(&group.0),
-            Part::Int(group.1),
-            Part::Text(&group.2),
-        ],
+        &[Part::Text(label), Part::Int(start), Part::Text(customer)],
     )
 }
 
-fn cell_key(prefix: &str, slot: &Slot, key: &Key) -> String {
-    json_key(
+/// The store key of a cell's sums, into `out`.
+fn cell_key(out: &mut String, prefix: &str, slot: &Slot, key: &Key) {
+    json_key_into(
+        out,
         prefix,
         &[
             Part::Text(VIEW_NAMES[slot.view as usize]),

@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, HashSet, VecDeque};
 
 use indexmap::IndexMap;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::accept::PyAccepted;
 
@@ -56,6 +56,20 @@ impl Waiting {
     }
 }
 
+/// A source partition that released records, as Python sees it.
+pub struct ReleasedSource<'py> {
+    pub source: Bound<'py, PyTuple>,
+    pub topic: Bound<'py, PyString>,
+    pub partition: i64,
+}
+
+/// The records a release let leave, in order: (position of its source in `sources`,
+/// offset, payload).
+pub struct Released<'py> {
+    pub sources: Vec<ReleasedSource<'py>>,
+    pub records: Vec<(usize, i64, Bound<'py, PyAny>)>,
+}
+
 /// domain/merge.py's EventTimeMerge; payloads are any Python objects.
 #[pyclass(name = "EventTimeMerge", module = "stream_app._engine")]
 pub struct PyEventTimeMerge {
@@ -87,6 +101,88 @@ impl PyEventTimeMerge {
     fn lag_known(&mut self, source: &Source) {
         self.unknown_since.shift_remove(source);
         self.unknown_reported.remove(source);
+    }
+
+    /// `release`'s records, without a Python tuple each (see `Released`).
+    pub fn release_records<'py>(
+        &mut self,
+        py: Python<'py>,
+        behind: &Bound<'py, PyAny>,
+        now: f64,
+        quiet: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Released<'py>> {
+        let empty = PyTuple::empty(py).into_any();
+        let bound = self.bound(behind, now, quiet.unwrap_or(&empty))?;
+        // (key, source index) of each source's first record; ties go by the source, as
+        // (topic, partition) compares.
+        let mut heads: BinaryHeap<Reverse<(i64, &String, i64, usize)>> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(index, ((topic, partition), waiting))| {
+                waiting
+                    .items
+                    .front()
+                    .map(|first| Reverse((first.0, topic, *partition, index)))
+            })
+            .collect();
+        let mut order: Vec<usize> = Vec::new();
+        // Beyond max_buffered, the oldest leave anyway, down to half of it: order degrades
+        // gracefully rather than memory growing.
+        let keep = if self.waiting > self.max_buffered {
+            self.max_buffered / 2
+        } else {
+            self.waiting
+        };
+        let mut forced = 0;
+        let mut counts: Vec<usize> = vec![0; self.sources.len()];
+        while let Some(Reverse((key, topic, partition, index))) = heads.pop() {
+            if i128::from(key) > bound {
+                if self.waiting - order.len() <= keep {
+                    break;
+                }
+                forced += 1;
+            }
+            order.push(index);
+            counts[index] += 1;
+            let items = &self.sources[index].items;
+            if let Some(next) = items.get(counts[index]) {
+                heads.push(Reverse((next.0, topic, partition, index)));
+            }
+        }
+        drop(heads);
+        self.forced += forced;
+        // Each source that released records, once; its records refer to it by position.
+        let mut positions: Vec<Option<usize>> = vec![None; self.sources.len()];
+        let mut released = Released {
+            sources: Vec::new(),
+            records: Vec::with_capacity(order.len()),
+        };
+        for index in order {
+            let (source, waiting) = self
+                .sources
+                .get_index_mut(index)
+                .expect("an index of a source");
+            let (key, offset, payload) = waiting.items.pop_front().expect("counted above");
+            waiting.left_key = key;
+            let position = match positions[index] {
+                Some(position) => position,
+                None => {
+                    released.sources.push(ReleasedSource {
+                        source: source_tuple(py, source)?,
+                        topic: PyString::new(py, &source.0),
+                        partition: source.1,
+                    });
+                    positions[index] = Some(released.sources.len() - 1);
+                    released.sources.len() - 1
+                }
+            };
+            released
+                .records
+                .push((position, offset, payload.into_bound(py)));
+        }
+        self.waiting -= released.records.len();
+        Ok(released)
     }
 
     /// The largest key that may leave: i128, as "no bound" is beyond every key.
@@ -230,68 +326,12 @@ impl PyEventTimeMerge {
         now: f64,
         quiet: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let empty = PyTuple::empty(py).into_any();
-        let bound = self.bound(behind, now, quiet.unwrap_or(&empty))?;
-        // (key, source index) of each source's first record; ties go by the source, as
-        // (topic, partition) compares.
-        let mut heads: BinaryHeap<Reverse<(i64, &String, i64, usize)>> = self
-            .sources
-            .iter()
-            .enumerate()
-            .filter_map(|(index, ((topic, partition), waiting))| {
-                waiting
-                    .items
-                    .front()
-                    .map(|first| Reverse((first.0, topic, *partition, index)))
-            })
-            .collect();
-        let mut order: Vec<usize> = Vec::new();
-        // Beyond max_buffered, the oldest leave anyway, down to half of it: order degrades
-        // gracefully rather than memory growing.
-        let keep = if self.waiting > self.max_buffered {
-            self.max_buffered / 2
-        } else {
-            self.waiting
-        };
-        let mut forced = 0;
-        let mut counts: Vec<usize> = vec![0; self.sources.len()];
-        while let Some(Reverse((key, topic, partition, index))) = heads.pop() {
-            if i128::from(key) > bound {
-                if self.waiting - order.len() <= keep {
-                    break;
-                }
-                forced += 1;
-            }
-            order.push(index);
-            counts[index] += 1;
-            let items = &self.sources[index].items;
-            if let Some(next) = items.get(counts[index]) {
-                heads.push(Reverse((next.0, topic, partition, index)));
-            }
+        let released = self.release_records(py, behind, now, quiet)?;
+        let list = PyList::empty(py);
+        for (source, offset, payload) in released.records {
+            list.append((&released.sources[source].source, offset, payload))?;
         }
-        drop(heads);
-        self.forced += forced;
-        let released = PyList::empty(py);
-        let mut tuples: Vec<Option<Bound<'py, PyTuple>>> = vec![None; self.sources.len()];
-        for index in order {
-            let (source, waiting) = self
-                .sources
-                .get_index_mut(index)
-                .expect("an index of a source");
-            let (key, offset, payload) = waiting.items.pop_front().expect("counted above");
-            waiting.left_key = key;
-            let tuple = match &tuples[index] {
-                Some(tuple) => tuple.clone(),
-                None => {
-                    let tuple = source_tuple(py, source)?;
-                    tuples[index] = Some(tuple.clone());
-                    tuple
-                }
-            };
-            released.append((tuple, offset, payload))?;
-        }
-        self.waiting -= released.len();
-        Ok(released)
+        Ok(list)
     }
 
     /// What held or broke the order since the last call: the partitions whose lag stayed

@@ -458,14 +458,26 @@ pub fn pack_entries<'py>(
     Ok(packed)
 }
 
-/// Where a whole state's entries go, one at a time, as they are encoded.
+/// Where store entries go, one at a time, as they are encoded: a whole state's, or a
+/// batch's changes (a None value deletes the key).
 pub trait EntrySink {
-    fn put(&mut self, key: &str, value: &[u8]);
+    fn put_entry(&mut self, key: &str, value: Option<&[u8]>);
+
+    fn put(&mut self, key: &str, value: &[u8]) {
+        self.put_entry(key, Some(value));
+    }
+}
+
+/// Entries let go of as they come.
+pub struct Discard;
+
+impl EntrySink for Discard {
+    fn put_entry(&mut self, _key: &str, _value: Option<&[u8]>) {}
 }
 
 impl EntrySink for PackedEntries {
-    fn put(&mut self, key: &str, value: &[u8]) {
-        self.push((key.to_owned(), Some(value.to_vec())));
+    fn put_entry(&mut self, key: &str, value: Option<&[u8]>) {
+        self.push((key.to_owned(), value.map(<[u8]>::to_vec)));
     }
 }
 
@@ -483,25 +495,21 @@ impl ChunkWriter {
     pub fn new(chunk_bytes: usize) -> Self {
         Self {
             chunk_bytes,
-            bodies: vec![(0, Vec::new())],
+            bodies: Vec::new(),
         }
     }
 
-    pub fn put_entry(&mut self, key: &str, value: Option<&[u8]>) {
-        if self.bodies.last().expect("one body").1.len() > self.chunk_bytes {
+    /// The chunks, as bytes; each body is let go once copied. A write of no entries is one
+    /// chunk without entries, unless `skip_empty` (then no chunk at all).
+    pub fn finish(
+        mut self,
+        py: Python<'_>,
+        sequence: i64,
+        skip_empty: bool,
+    ) -> PyResult<Vec<Bound<'_, PyBytes>>> {
+        if self.bodies.is_empty() && !skip_empty {
             self.bodies.push((0, Vec::new()));
         }
-        let (count, body) = self.bodies.last_mut().expect("one body");
-        *count += 1;
-        pack_text(body, key);
-        match value {
-            None => pack_none(body),
-            Some(raw) => pack_bytes(body, raw),
-        }
-    }
-
-    /// The chunks, as bytes; each body is let go once copied.
-    pub fn finish(self, py: Python<'_>, sequence: i64) -> PyResult<Vec<Bound<'_, PyBytes>>> {
         let count = self.bodies.len() as i64;
         self.bodies
             .into_iter()
@@ -522,8 +530,24 @@ impl ChunkWriter {
 }
 
 impl EntrySink for ChunkWriter {
-    fn put(&mut self, key: &str, value: &[u8]) {
-        self.put_entry(key, Some(value));
+    fn put_entry(&mut self, key: &str, value: Option<&[u8]>) {
+        let needed = key.len() + value.map_or(0, <[u8]>::len) + 20;
+        if self
+            .bodies
+            .last()
+            .is_none_or(|(_, body)| body.len() > self.chunk_bytes)
+        {
+            // Room for a whole chunk at once: a chunk's body is not copied as it grows.
+            let room = self.chunk_bytes.saturating_add(needed).min(1 << 26);
+            self.bodies.push((0, Vec::with_capacity(room)));
+        }
+        let (count, body) = self.bodies.last_mut().expect("one body");
+        *count += 1;
+        pack_text(body, key);
+        match value {
+            None => pack_none(body),
+            Some(raw) => pack_bytes(body, raw),
+        }
     }
 }
 
@@ -540,7 +564,7 @@ pub fn pack_chunks<'py>(
         let (key, value): (Bound<'py, PyString>, Option<Bound<'py, PyBytes>>) = entry.extract()?;
         writer.put_entry(key.to_str()?, value.as_ref().map(|raw| raw.as_bytes()));
     }
-    writer.finish(py, sequence)
+    writer.finish(py, sequence, false)
 }
 
 /// (sequence, chunk count) of a chunk `pack_chunks` wrote.

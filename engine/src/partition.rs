@@ -22,7 +22,7 @@ use crate::labels::{LabelCap, DIMENSIONS};
 use crate::packed::{
     chunk_entries, entries_to_dict, entries_to_list, pack_dict_header, pack_i128, pack_int,
     pack_list_header, pack_opt_int, pack_opt_text, pack_text, pack_texts, unpack, ChunkWriter,
-    EntrySink, PackedEntries, Reader, Stored,
+    Discard, EntrySink, PackedEntries, Reader, Stored,
 };
 use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
@@ -514,7 +514,7 @@ impl Partition {
     /// (changes not taken yet are taken with it: the snapshot holds them). Nothing but the
     /// encoded entries is made for the whole state.
     fn snapshot_into(&mut self, sink: &mut dyn EntrySink) {
-        self.take_changes();
+        self.take_changes(&mut Discard);
         for event_id in self.memory.ids() {
             let ts = self.memory.ts_of(event_id).expect("remembered");
             sink.put(
@@ -547,18 +547,24 @@ impl Partition {
         sink.put(META_KEY, &self.packed_meta());
     }
 
-    /// Store entries changed since the last call (None deletes), encoded; and forget
-    /// expired state.
-    fn take_changes(&mut self) -> PackedEntries {
+    /// Store entries changed since the last call (None deletes), encoded, into `sink`; and
+    /// forget expired state.
+    fn take_changes(&mut self, sink: &mut dyn EntrySink) {
         self.forget_expired();
         self.interned.prune();
-        let mut changes: PackedEntries = Vec::new();
+        let mut value = Vec::with_capacity(256);
+        let mut key = String::with_capacity(64);
         for event_id in std::mem::take(&mut self.remembered) {
             let ts = self.memory.ts_of(&event_id);
-            changes.push((
-                format!("{DEDUPE}{event_id}"),
-                ts.map(|ts| encoded(|out| pack_int(out, ts))),
-            ));
+            let value = ts.map(|ts| {
+                value.clear();
+                pack_int(&mut value, ts);
+                value.as_slice()
+            });
+            key.clear();
+            key.push_str(DEDUPE);
+            key.push_str(&event_id);
+            sink.put_entry(&key, value);
         }
         let attribution_changes = std::mem::take(&mut self.attribution.changes);
         for (customer_id, offer_id) in attribution_changes.offers {
@@ -566,29 +572,39 @@ impl Partition {
                 .attribution
                 .offer(&customer_id, &offer_id)
                 .map(packed_kept);
-            changes.push((offer_key(&customer_id, &offer_id), value));
+            sink.put_entry(&offer_key(&customer_id, &offer_id), value.as_deref());
         }
         for id in attribution_changes.purchases {
             let value = self
                 .attribution
                 .pending_purchase(&id)
                 .map(|purchase| encoded(|out| pack_purchase_row(out, purchase)));
-            changes.push((format!("{PENDING}{}", id.key), value));
+            sink.put_entry(&format!("{PENDING}{}", id.key), value.as_deref());
         }
         for id in std::mem::take(&mut self.changed_undecided) {
             let value = self
                 .undecided
                 .get(&id)
                 .map(|labels| encoded(|out| pack_texts(out, labels)));
-            changes.push((format!("{UNDECIDED}{}", id.key), value));
+            sink.put_entry(&format!("{UNDECIDED}{}", id.key), value.as_deref());
         }
-        self.counts.take_changes(WINDOW, &mut changes);
+        self.counts.take_changes(WINDOW, sink);
         self.labels.forget_unused(self.stream_time);
-        for (dimension, value, last_use) in self.labels.take_changes() {
-            let value_at = last_use.map(|at| encoded(|out| pack_int(out, at)));
-            changes.push((label_key(dimension, &value), value_at));
+        for (dimension, label, last_use) in self.labels.take_changes() {
+            let value = last_use.map(|at| {
+                value.clear();
+                pack_int(&mut value, at);
+                value.as_slice()
+            });
+            sink.put_entry(&label_key(dimension, &label), value);
         }
-        changes.push((META_KEY.to_owned(), Some(self.packed_meta())));
+        sink.put(META_KEY, &self.packed_meta());
+    }
+
+    /// `take_changes` as a list of entries.
+    fn take_change_entries(&mut self) -> PackedEntries {
+        let mut changes = PackedEntries::new();
+        self.take_changes(&mut changes);
         changes
     }
 
@@ -1067,12 +1083,12 @@ impl PyCustomerPartition {
     }
 
     fn take_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        entries_to_dict(py, &self.partition.take_changes())
+        entries_to_dict(py, &self.partition.take_change_entries())
     }
 
     /// The changes as store records: (key, encoded value, or None to delete it).
     fn take_packed_changes<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        entries_to_list(py, self.partition.take_changes())
+        entries_to_list(py, self.partition.take_change_entries())
     }
 
     /// The whole state as store records (key, encoded value).
@@ -1092,26 +1108,21 @@ impl PyCustomerPartition {
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let mut writer = ChunkWriter::new(chunk_bytes);
         self.partition.snapshot_into(&mut writer);
-        writer.finish(py, sequence)
+        writer.finish(py, sequence, false)
     }
 
     /// `take_packed_changes` as the store's records of write `sequence` (packed.rs
-    /// `pack_chunks`), none when nothing changed: no Python object per entry.
+    /// `ChunkWriter`, the format `pack_chunks` writes), each entry encoded straight into
+    /// them: no list of the entries, no Python object per entry.
     fn take_changes_chunks<'py>(
         &mut self,
         py: Python<'py>,
         sequence: i64,
         chunk_bytes: usize,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let changes = self.partition.take_changes();
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut writer = ChunkWriter::new(chunk_bytes);
-        for (key, value) in changes.iter() {
-            writer.put_entry(key, value.as_deref());
-        }
-        writer.finish(py, sequence)
+        self.partition.take_changes(&mut writer);
+        writer.finish(py, sequence, true)
     }
 
     /// The partials that changed since the last call as the partials topic's messages of

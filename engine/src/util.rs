@@ -47,6 +47,13 @@ pub enum Part<'a> {
 /// `prefix` + the compact JSON list of `parts`, as `fastjson.dumps_key` writes it.
 pub fn json_key(prefix: &str, parts: &[Part<'_>]) -> String {
     let mut out = String::with_capacity(prefix.len() + 48);
+    json_key_into(&mut out, prefix, parts);
+    out
+}
+
+/// `json_key` into `out`, in place of what it held.
+pub fn json_key_into(out: &mut String, prefix: &str, parts: &[Part<'_>]) {
+    out.clear();
     out.push_str(prefix);
     out.push('[');
     for (i, part) in parts.iter().enumerate() {
@@ -54,14 +61,13 @@ pub fn json_key(prefix: &str, parts: &[Part<'_>]) -> String {
             out.push(',');
         }
         match part {
-            Part::Text(text) => json_str(&mut out, text),
+            Part::Text(text) => json_str(out, text),
             Part::Int(n) => {
                 let _ = write!(out, "{n}");
             }
         }
     }
     out.push(']');
-    out
 }
 
 /// A Python int of any size that fits 128 bits (amounts reach 1e21 micro-units); a float

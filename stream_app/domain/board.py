@@ -117,27 +117,19 @@ class RatesBoard:
         self._apply_rows(
             partition,
             stream_time,
-            ((p.view, p.label, p.start, p.key, p.vector) for p in partials),
+            [[p.view, p.label, p.start, *p.key, *p.vector] for p in partials],
             offset,
         )
 
     def apply_encoded(self, raw: bytes, offset: int) -> None:
         """`apply` of a message as encode_partials wrote it, without a Partial per row."""
         partition, stream_time, rows = loads(raw)
-        self._apply_rows(
-            partition,
-            stream_time,
-            ((row[0], row[1], row[2], (row[3], row[4]), row[5:]) for row in rows),
-            offset,
-        )
+        self._apply_rows(partition, stream_time, rows, offset)
 
     def _apply_rows(
-        self,
-        partition: int,
-        stream_time: int | None,
-        rows: Iterable[tuple[str, str, int, Key, list[int]]],
-        offset: int,
+        self, partition: int, stream_time: int | None, rows: list[list[Any]], offset: int
     ) -> None:
+        """Rows as encode_partials writes them: [view, label, start, key..., vector...]."""
         if offset < self.next_offset:
             return
         self.next_offset = offset + 1
@@ -148,21 +140,30 @@ class RatesBoard:
         if stream_time is not None and stream_time > self._stream_times.get(partition, -(2**62)):
             self._stream_times[partition] = stream_time
         windows = self._windows
-        # Per window of this message: None when final (its partials are dropped).
+        changed_windows = self._changed_windows
+        is_final = self.config.is_final
+        # Per window of this message: None when final (its partials are dropped). A
+        # message's rows come window by window, so the last window is kept at hand.
         seen: dict[ViewWindowKey, _BoardWindow | None] = {}
-        for view, label, start, key, vector in rows:
-            slot = (view, label, start)
-            if slot in seen:
-                window = seen[slot]
-            elif self.config.is_final((label, start), low_watermark):
-                window = seen[slot] = None
-            else:
-                window = windows.get(slot)
-                if window is None:
-                    window = windows[slot] = _BoardWindow()
-                seen[slot] = window
+        slot: ViewWindowKey | None = None
+        window: _BoardWindow | None = None
+        for row in rows:
+            view, label, start = row[0], row[1], row[2]
+            if slot is None or slot[2] != start or slot[1] != label or slot[0] != view:
+                slot = (view, label, start)
+                if slot in seen:
+                    window = seen[slot]
+                elif is_final((label, start), low_watermark):
+                    window = seen[slot] = None
+                else:
+                    window = windows.get(slot)
+                    if window is None:
+                        window = windows[slot] = _BoardWindow()
+                    seen[slot] = window
             if window is None:
                 continue
+            key = (row[3], row[4])
+            vector = row[5:]
             held = window.by_partition.get(key)
             if held is None:
                 held = window.by_partition[key] = {}
@@ -170,7 +171,7 @@ class RatesBoard:
                 continue  # sent again after a restart: nothing changed, nothing to publish
             held[partition] = vector
             window.changed.add(key)
-            self._changed_windows.add(slot)
+            changed_windows.add(slot)
 
     def current(self, view: View, label: str) -> dict[Key, list[int]]:
         """Summed vectors of the window of this size that holds stream time."""

@@ -139,10 +139,11 @@ class ValidateStage:
             self.events_in_by_topic[topic] += len(records)
         if behind is None:
             behind = {}  # nothing to wait for
-        released = merge.release(behind, now.monotonic, quiet)
-        self._report_order_breaks(now.monotonic)
         outputs, stamp = forward_released(
-            released,
+            merge,
+            behind,
+            now.monotonic,
+            quiet,
             self._stream_time,
             self._forwarded_ids,
             self.handoff.handed_partitions(),
@@ -151,6 +152,7 @@ class ValidateStage:
             self._handed,
             self._reject,
         )
+        self._report_order_breaks(now.monotonic)
         if stamp is not None and stamp != self._stream_time:
             self._stream_time = stamp
             self._forwarded_ids.forget_expired(stamp)
