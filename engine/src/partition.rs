@@ -515,8 +515,7 @@ impl Partition {
     /// encoded entries is made for the whole state.
     fn snapshot_into(&mut self, sink: &mut dyn EntrySink) {
         self.take_changes();
-        for event_id in self.memory.ids() {
-            let ts = self.memory.ts_of(event_id).expect("remembered");
+        for (event_id, ts) in self.memory.entries() {
             sink.put(
                 &format!("{DEDUPE}{event_id}"),
                 &encoded(|out| pack_int(out, ts)),
