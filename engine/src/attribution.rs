@@ -12,7 +12,7 @@ use hashbrown::HashTable;
 use pyo3::prelude::*;
 
 use crate::events::{event_from_py, Event, Offer, Purchase};
-use crate::expiry::ExpiryQueue;
+use crate::expiry::{ExpiryQueue, Timed};
 use crate::util::{s, Hasher, Map, OrderedSet, Str};
 
 /// The window labels an event was counted in, shared between events (a thin pointer: a
@@ -77,8 +77,8 @@ pub struct GivenUp {
 
 pub type OfferRef = (Str, Str);
 
-/// A kept offer waiting for its expiry, ordered by (customer_id, offer_id): one pointer
-/// per entry instead of the two strings.
+/// A kept offer waiting for its expiry, ordered by (ts, customer_id, offer_id): one
+/// pointer per entry instead of the ts and the two strings.
 #[derive(Clone)]
 struct Expiring(Arc<Offer>);
 
@@ -92,7 +92,14 @@ impl Eq for Expiring {}
 
 impl Ord for Expiring {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.0.customer_id, &self.0.offer_id).cmp(&(&other.0.customer_id, &other.0.offer_id))
+        let (a, b) = (&self.0, &other.0);
+        (a.ts, &a.customer_id, &a.offer_id).cmp(&(b.ts, &b.customer_id, &b.offer_id))
+    }
+}
+
+impl Timed for Expiring {
+    fn ts(&self) -> i64 {
+        self.0.ts
     }
 }
 
@@ -369,7 +376,7 @@ impl Attribution {
 
     fn expire(&mut self, now: i64) {
         let horizon = self.attribution_ms + self.grace_ms;
-        for (_, Expiring(offer)) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
+        for Expiring(offer) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
             self.forget_offer(&offer.customer_id, &offer.offer_id);
         }
         while let Some(Reverse((ts, _, _))) = self.waiting_expiry.peek() {
@@ -482,7 +489,7 @@ impl Attribution {
             }
         }
         let reference = (offer.customer_id.clone(), offer.offer_id.clone());
-        self.offer_expiry.push(offer.ts, Expiring(offer.clone()));
+        self.offer_expiry.push(Expiring(offer.clone()));
         self.changes.offers.insert(reference);
     }
 
