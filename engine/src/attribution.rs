@@ -136,12 +136,12 @@ impl ManyOffers {
         let hash = self.hash(&kept.offer.offer_id);
         let hasher = &self.hasher;
         self.table
-            .insert_unique(hash, kept, |k| hasher.hash_one(k.offer.offer_id.as_ref()));
+            .insert_unique(hash, kept, |k| hasher.hash_one(k.offer.offer_id.as_str()));
     }
 }
 
 fn is_offer(offer_id: &str) -> impl Fn(&OpenOffer) -> bool + '_ {
-    move |kept| kept.offer.offer_id.as_ref() == offer_id
+    move |kept| kept.offer.offer_id.as_str() == offer_id
 }
 
 impl CustomerOffers {

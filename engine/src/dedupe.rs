@@ -52,7 +52,7 @@ impl Memory {
     fn number_of(&self, event_id: &str) -> Option<u32> {
         let hash = self.hasher.hash_one(event_id);
         self.index
-            .find(hash, |n| self.entry(*n).1.as_ref() == event_id)
+            .find(hash, |n| self.entry(*n).1.as_str() == event_id)
             .copied()
     }
 
@@ -64,7 +64,7 @@ impl Memory {
     }
 
     pub fn remember(&mut self, event_id: Str, ts: i64) {
-        let hash = self.hasher.hash_one(event_id.as_ref());
+        let hash = self.hasher.hash_one(event_id.as_str());
         let (log, first) = (&self.log, self.first);
         let held = |n: &u32| log[n.wrapping_sub(first) as usize].1 == event_id;
         if let Ok(found) = self.index.find_entry(hash, held) {
@@ -80,7 +80,7 @@ impl Memory {
         self.log.push_back((ts, event_id));
         let (log, first, hasher) = (&self.log, self.first, &self.hasher);
         self.index.insert_unique(hash, number, |n| {
-            hasher.hash_one(log[n.wrapping_sub(first) as usize].1.as_ref())
+            hasher.hash_one(log[n.wrapping_sub(first) as usize].1.as_str())
         });
     }
 
@@ -93,7 +93,7 @@ impl Memory {
             let number = self.first;
             let (ts, event_id) = self.log.pop_front().expect("checked");
             self.first = self.first.wrapping_add(1);
-            let hash = self.hasher.hash_one(event_id.as_ref());
+            let hash = self.hasher.hash_one(event_id.as_str());
             if let Ok(found) = self.index.find_entry(hash, |n| *n == number) {
                 found.remove();
                 gone.push((ts, event_id));

@@ -98,7 +98,7 @@ pub const PURCHASE_TAG: &str = "p";
 fn opt_str<'py>(py: Python<'py>, value: &Option<Str>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         None => py.None().into_bound(py),
-        Some(text) => text.as_ref().into_pyobject(py)?.into_any(),
+        Some(text) => text.as_str().into_pyobject(py)?.into_any(),
     })
 }
 
@@ -112,11 +112,11 @@ fn opt_bool<'py>(py: Python<'py>, value: Option<bool>) -> PyResult<Bound<'py, Py
 pub fn offer_row<'py>(py: Python<'py>, o: &Offer) -> PyResult<Bound<'py, PyList>> {
     let items: [Bound<'py, PyAny>; 12] = [
         OFFER_TAG.into_pyobject(py)?.into_any(),
-        o.event_id.as_ref().into_pyobject(py)?.into_any(),
-        o.offer_id.as_ref().into_pyobject(py)?.into_any(),
-        o.customer_id.as_ref().into_pyobject(py)?.into_any(),
-        o.channel.as_ref().into_pyobject(py)?.into_any(),
-        o.segment.as_ref().into_pyobject(py)?.into_any(),
+        o.event_id.as_str().into_pyobject(py)?.into_any(),
+        o.offer_id.as_str().into_pyobject(py)?.into_any(),
+        o.customer_id.as_str().into_pyobject(py)?.into_any(),
+        o.channel.as_str().into_pyobject(py)?.into_any(),
+        o.segment.as_str().into_pyobject(py)?.into_any(),
         o.ts.into_pyobject(py)?.into_any(),
         opt_str(py, &o.campaign_id)?,
         opt_str(py, &o.campaign_type)?,
@@ -185,9 +185,9 @@ pub fn pack_purchase_row(out: &mut Vec<u8>, p: &Purchase) {
 pub fn purchase_row<'py>(py: Python<'py>, p: &Purchase) -> PyResult<Bound<'py, PyList>> {
     let items: [Bound<'py, PyAny>; 10] = [
         PURCHASE_TAG.into_pyobject(py)?.into_any(),
-        p.event_id.as_ref().into_pyobject(py)?.into_any(),
-        p.order_id.as_ref().into_pyobject(py)?.into_any(),
-        p.customer_id.as_ref().into_pyobject(py)?.into_any(),
+        p.event_id.as_str().into_pyobject(py)?.into_any(),
+        p.order_id.as_str().into_pyobject(py)?.into_any(),
+        p.customer_id.as_str().into_pyobject(py)?.into_any(),
         p.ts.into_pyobject(py)?.into_any(),
         int_to_py(py, p.amount_micros)?,
         opt_str(py, &p.offer_id)?,
@@ -489,7 +489,7 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {
         let tag = next_text(&mut seq, "tag")?;
-        let event = if tag.as_ref() == OFFER_TAG {
+        let event = if tag.as_str() == OFFER_TAG {
             Event::Offer(Arc::new(Offer {
                 event_id: next_text(&mut seq, "event_id")?,
                 offer_id: next_text(&mut seq, "offer_id")?,

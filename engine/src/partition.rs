@@ -118,7 +118,7 @@ impl Config {
     fn size_of(&self, label: &str) -> Option<i64> {
         self.sizes
             .iter()
-            .find(|(l, _)| l.as_ref() == label)
+            .find(|(l, _)| l.as_str() == label)
             .map(|(_, size)| *size)
     }
 
@@ -636,7 +636,7 @@ impl Partition {
             }
             let entries = PyList::empty(py);
             for (key, n) in counter {
-                let entry = PyList::new(py, key.iter().map(|k| k.as_ref()))?;
+                let entry = PyList::new(py, key.iter().map(|k| k.as_str()))?;
                 entry.append(int_to_py(py, *n)?)?;
                 entries.append(entry)?;
             }
@@ -1058,7 +1058,7 @@ impl PyCustomerPartition {
     ) -> PyResult<Bound<'py, PyFrozenSet>> {
         let d = LabelCap::dimension_index(dimension)
             .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(dimension.to_owned()))?;
-        PyFrozenSet::new(py, self.partition.labels.admitted(d).map(|v| v.as_ref()))
+        PyFrozenSet::new(py, self.partition.labels.admitted(d).map(|v| v.as_str()))
     }
 
     fn take_partials<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
