@@ -525,7 +525,7 @@ impl Partition {
             let offer = &kept.offer;
             sink.put(
                 &offer_key(&offer.customer_id, &offer.offer_id),
-                &packed_kept(kept),
+                &packed_kept(&self.attribution, kept),
             );
         }
         for (id, purchase) in self.attribution.pending_purchases() {
@@ -564,7 +564,7 @@ impl Partition {
             let value = self
                 .attribution
                 .offer(&customer_id, &offer_id)
-                .map(packed_kept);
+                .map(|kept| packed_kept(&self.attribution, kept));
             changes.push((offer_key(&customer_id, &offer_id), value));
         }
         for id in attribution_changes.purchases {
@@ -832,11 +832,8 @@ impl Partition {
             unreachable!("an offer stays one")
         };
         let windows = self.shared_labels(windows);
-        self.attribution.restore_offer(OpenOffer {
-            offer,
-            windows,
-            converted_by: converted_by.map(Box::new),
-        });
+        self.attribution
+            .restore_offer(OpenOffer { offer, windows }, converted_by);
     }
 
     fn finish_restore(&mut self, labels: Vec<(String, Str, i64)>) {
@@ -858,12 +855,13 @@ fn offer_key(customer_id: &str, offer_id: &str) -> String {
 }
 
 /// A kept offer's entry: [offer row, window labels, converted by], encoded.
-fn packed_kept(kept: &OpenOffer) -> Vec<u8> {
+fn packed_kept(attribution: &Attribution, kept: &OpenOffer) -> Vec<u8> {
+    let converted_by = attribution.converted_by(&kept.offer);
     encoded(|out| {
         pack_list_header(out, 3);
         pack_offer_row(out, &kept.offer);
         pack_texts(out, &kept.windows);
-        pack_opt_text(out, kept.converted_by.as_deref().map(|by| by.as_ref()));
+        pack_opt_text(out, converted_by.map(|by| by.as_str()));
     })
 }
 
