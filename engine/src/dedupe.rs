@@ -6,16 +6,16 @@ use std::collections::{BinaryHeap, VecDeque};
 use hashbrown::HashTable;
 use pyo3::prelude::*;
 
-use crate::util::{s, Hasher, Map, Str};
+use crate::util::{s, Hasher, Str};
 
 /// Remembers each accepted event_id with its ts until stream time passes ts + horizon.
 /// Whether an id is still remembered is decided from stream time at the moment of the
 /// check, not from when clean-up last ran, so results never depend on batch boundaries.
 ///
 /// Ids come nearly always in ts order: those are kept once, in a log in that order, and
-/// found through a table of their 4-byte places in it (a map of id to ts beside a queue
-/// of both held each id's 16-byte pointer and its ts twice). An id below the newest ts of
-/// the log is kept in a map and a heap instead.
+/// found through a table of their 4-byte places in it, so that each id and its ts are
+/// held once (a map of id to ts beside a queue of both would hold them twice). An id
+/// below the newest ts of the log is kept aside, in a table and a heap, instead.
 pub struct Memory {
     horizon_ms: i64,
     // (ts, event_id) in ts order; the entry at index i has the number `first + i`
@@ -25,10 +25,11 @@ pub struct Memory {
     // The number of each id's entry in `log`; an entry of an id remembered again since is
     // stale and found by no number.
     index: HashTable<u32>,
-    hasher: Hasher,
-    late: Map<Str, i64>,
+    // (event_id, ts) of the ids kept aside, by the same hash as `index`'s.
+    late: HashTable<(Str, i64)>,
     // (ts, event_id) of `late`, due first on top; an entry no longer in `late` is stale.
     late_expiry: BinaryHeap<Reverse<(i64, Str)>>,
+    hasher: Hasher,
 }
 
 impl Memory {
@@ -38,22 +39,18 @@ impl Memory {
             log: VecDeque::new(),
             first: 0,
             index: HashTable::new(),
-            hasher: Hasher::default(),
-            late: Map::default(),
+            late: HashTable::new(),
             late_expiry: BinaryHeap::new(),
+            hasher: Hasher::default(),
         }
     }
 
-    fn entry(&self, number: u32) -> &(i64, Str) {
-        &self.log[number.wrapping_sub(self.first) as usize]
+    fn hash(&self, event_id: &str) -> u64 {
+        self.hasher.hash_one(event_id)
     }
 
-    /// The number of the id's entry in `log`, if it is there.
-    fn number_of(&self, event_id: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(event_id);
-        self.index
-            .find(hash, |n| self.entry(*n).1.as_str() == event_id)
-            .copied()
+    fn log_entry(log: &VecDeque<(i64, Str)>, first: u32, number: u32) -> &(i64, Str) {
+        &log[number.wrapping_sub(first) as usize]
     }
 
     pub fn is_duplicate(&self, event_id: &str, stream_time: Option<i64>) -> bool {
@@ -64,23 +61,26 @@ impl Memory {
     }
 
     pub fn remember(&mut self, event_id: Str, ts: i64) {
-        let hash = self.hasher.hash_one(event_id.as_str());
+        let hash = self.hash(&event_id);
         let (log, first) = (&self.log, self.first);
-        let held = |n: &u32| log[n.wrapping_sub(first) as usize].1 == event_id;
-        if let Ok(found) = self.index.find_entry(hash, held) {
+        let logged = |n: &u32| Self::log_entry(log, first, *n).1 == event_id;
+        if let Ok(found) = self.index.find_entry(hash, logged) {
+            found.remove();
+        } else if let Ok(found) = self.late.find_entry(hash, |(id, _)| *id == event_id) {
             found.remove();
         }
-        self.late.remove(&event_id);
+        let hasher = &self.hasher;
         if self.log.back().is_some_and(|(last, _)| ts < *last) {
-            self.late.insert(event_id.clone(), ts);
-            self.late_expiry.push(Reverse((ts, event_id)));
+            self.late_expiry.push(Reverse((ts, event_id.clone())));
+            self.late
+                .insert_unique(hash, (event_id, ts), |(id, _)| hasher.hash_one(id.as_str()));
             return;
         }
         let number = self.first.wrapping_add(self.log.len() as u32);
         self.log.push_back((ts, event_id));
-        let (log, first, hasher) = (&self.log, self.first, &self.hasher);
+        let (log, first) = (&self.log, self.first);
         self.index.insert_unique(hash, number, |n| {
-            hasher.hash_one(log[n.wrapping_sub(first) as usize].1.as_str())
+            hasher.hash_one(Self::log_entry(log, first, *n).1.as_str())
         });
     }
 
@@ -93,7 +93,7 @@ impl Memory {
             let number = self.first;
             let (ts, event_id) = self.log.pop_front().expect("checked");
             self.first = self.first.wrapping_add(1);
-            let hash = self.hasher.hash_one(event_id.as_str());
+            let hash = self.hash(&event_id);
             if let Ok(found) = self.index.find_entry(hash, |n| *n == number) {
                 found.remove();
                 gone.push((ts, event_id));
@@ -105,8 +105,10 @@ impl Memory {
             .is_some_and(|Reverse((ts, _))| *ts < cutoff)
         {
             let Reverse((ts, event_id)) = self.late_expiry.pop().expect("checked");
-            if self.late.get(&event_id) == Some(&ts) {
-                self.late.remove(&event_id);
+            let hash = self.hash(&event_id);
+            let held = |(id, at): &(Str, i64)| *at == ts && *id == event_id;
+            if let Ok(found) = self.late.find_entry(hash, held) {
+                found.remove();
                 gone.push((ts, event_id));
             }
         }
@@ -119,16 +121,25 @@ impl Memory {
     /// Every id remembered with its ts: those of the log in ts order first.
     pub fn entries(&self) -> impl Iterator<Item = (&Str, i64)> {
         let live = self.log.iter().enumerate().filter(|(i, (_, event_id))| {
-            self.number_of(event_id) == Some(self.first.wrapping_add(*i as u32))
+            let number = self.first.wrapping_add(*i as u32);
+            self.index
+                .find(self.hash(event_id), |n| *n == number)
+                .is_some()
         });
         live.map(|(_, (ts, event_id))| (event_id, *ts))
             .chain(self.late.iter().map(|(event_id, ts)| (event_id, *ts)))
     }
 
     pub fn ts_of(&self, event_id: &str) -> Option<i64> {
-        match self.number_of(event_id) {
-            Some(number) => Some(self.entry(number).0),
-            None => self.late.get(event_id).copied(),
+        let hash = self.hash(event_id);
+        let (log, first) = (&self.log, self.first);
+        let logged = |n: &u32| Self::log_entry(log, first, *n).1.as_str() == event_id;
+        match self.index.find(hash, logged) {
+            Some(number) => Some(Self::log_entry(log, first, *number).0),
+            None => self
+                .late
+                .find(hash, |(id, _)| id.as_str() == event_id)
+                .map(|(_, ts)| *ts),
         }
     }
 
