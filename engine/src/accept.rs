@@ -156,7 +156,7 @@ impl PyAccepted {
                         o.campaign_type.as_deref(),
                         o.product_line.as_deref(),
                         o.loyalty_member,
-                        o.offered_price,
+                        o.offered_price.get(),
                     ),
                 ),
             ),

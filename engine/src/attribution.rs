@@ -12,19 +12,78 @@ use hashbrown::HashTable;
 use pyo3::prelude::*;
 
 use crate::events::{event_from_py, Event, Offer, Purchase};
-use crate::expiry::ExpiryQueue;
+use crate::expiry::{ExpiryQueue, Timed};
 use crate::util::{s, Hasher, Map, OrderedSet, Str};
 
 /// The window labels an event was counted in, shared between events (a thin pointer: a
 /// kept offer holds one).
 pub type Labels = Arc<Box<[Str]>>;
 
-/// A kept offer: 24 bytes beside the offer it shares.
+/// A kept offer: 16 bytes beside the offer it shares (which purchase converted it is
+/// kept aside, in `Conversions`: few offers have one).
 pub struct OpenOffer {
     pub offer: Arc<Offer>,
     pub windows: Labels,
-    // The event_id of the purchase that converted it; few offers have one.
-    pub converted_by: Option<Box<Str>>,
+}
+
+/// A converted kept offer: (customer_id, offer_id) and the event_id of the purchase that
+/// converted it.
+struct Converted {
+    customer_id: Str,
+    offer_id: Str,
+    by: Str,
+}
+
+/// Which purchase converted each converted kept offer, found by (customer_id, offer_id):
+/// a field of every kept offer would cost each of them 8 bytes, most for nothing.
+#[derive(Default)]
+struct Conversions {
+    hasher: Hasher,
+    table: HashTable<Converted>,
+}
+
+impl Conversions {
+    fn hash(&self, customer_id: &str, offer_id: &str) -> u64 {
+        self.hasher.hash_one((customer_id, offer_id))
+    }
+
+    fn by(&self, customer_id: &str, offer_id: &str) -> Option<&Str> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let hash = self.hash(customer_id, offer_id);
+        let found = self.table.find(hash, |c| {
+            c.customer_id.as_str() == customer_id && c.offer_id.as_str() == offer_id
+        });
+        found.map(|c| &c.by)
+    }
+
+    /// Record (Some) or clear (None) which purchase converted the offer.
+    fn set(&mut self, customer_id: &Str, offer_id: &Str, by: Option<Str>) {
+        let hash = self.hash(customer_id, offer_id);
+        let hasher = &self.hasher;
+        let entry = self.table.entry(
+            hash,
+            |c| c.customer_id == *customer_id && c.offer_id == *offer_id,
+            |c| hasher.hash_one((c.customer_id.as_str(), c.offer_id.as_str())),
+        );
+        match (entry, by) {
+            (hashbrown::hash_table::Entry::Occupied(found), None) => {
+                found.remove();
+            }
+            (hashbrown::hash_table::Entry::Occupied(mut found), Some(by)) => {
+                found.get_mut().by = by;
+            }
+            (hashbrown::hash_table::Entry::Vacant(free), Some(by)) => {
+                free.insert(Converted {
+                    customer_id: customer_id.clone(),
+                    offer_id: offer_id.clone(),
+                    by,
+                });
+            }
+            (hashbrown::hash_table::Entry::Vacant(_), None) => {}
+        }
+    }
 }
 
 /// Which waiting purchase: the internal-topic offset it arrived at and its store key's tail.
@@ -77,8 +136,8 @@ pub struct GivenUp {
 
 pub type OfferRef = (Str, Str);
 
-/// A kept offer waiting for its expiry, ordered by (customer_id, offer_id): one pointer
-/// per entry instead of the two strings.
+/// A kept offer waiting for its expiry, ordered by (ts, customer_id, offer_id): one
+/// pointer per entry instead of the ts and the two strings.
 #[derive(Clone)]
 struct Expiring(Arc<Offer>);
 
@@ -92,7 +151,14 @@ impl Eq for Expiring {}
 
 impl Ord for Expiring {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.0.customer_id, &self.0.offer_id).cmp(&(&other.0.customer_id, &other.0.offer_id))
+        let (a, b) = (&self.0, &other.0);
+        (a.ts, &a.customer_id, &a.offer_id).cmp(&(b.ts, &b.customer_id, &b.offer_id))
+    }
+}
+
+impl Timed for Expiring {
+    fn ts(&self) -> i64 {
+        self.0.ts
     }
 }
 
@@ -129,12 +195,12 @@ impl ManyOffers {
         let hash = self.hash(&kept.offer.offer_id);
         let hasher = &self.hasher;
         self.table
-            .insert_unique(hash, kept, |k| hasher.hash_one(k.offer.offer_id.as_ref()));
+            .insert_unique(hash, kept, |k| hasher.hash_one(k.offer.offer_id.as_str()));
     }
 }
 
 fn is_offer(offer_id: &str) -> impl Fn(&OpenOffer) -> bool + '_ {
-    move |kept| kept.offer.offer_id.as_ref() == offer_id
+    move |kept| kept.offer.offer_id.as_str() == offer_id
 }
 
 impl CustomerOffers {
@@ -225,6 +291,7 @@ pub struct Attribution {
     // customer_id -> its kept offers.
     offers: Map<Str, CustomerOffers>,
     offer_count: usize,
+    conversions: Conversions,
     waiting_for_offer: Map<OfferRef, Vec<PendingId>>,
     // (due, ts, event_id, id): decided in (ts, event_id) order, copies in arrival order.
     last_touch_due: BinaryHeap<Reverse<(i64, i64, Str, PendingId)>>,
@@ -242,6 +309,7 @@ impl Attribution {
             grace_ms,
             offers: Map::default(),
             offer_count: 0,
+            conversions: Conversions::default(),
             waiting_for_offer: Map::default(),
             last_touch_due: BinaryHeap::new(),
             pending: Map::default(),
@@ -254,6 +322,11 @@ impl Attribution {
 
     pub fn offer(&self, customer_id: &str, offer_id: &str) -> Option<&OpenOffer> {
         self.offers.get(customer_id)?.get(offer_id)
+    }
+
+    /// The event_id of the purchase that converted a kept offer, if one did.
+    pub fn converted_by(&self, offer: &Offer) -> Option<&Str> {
+        self.conversions.by(&offer.customer_id, &offer.offer_id)
     }
 
     pub fn open_offers(&self) -> impl Iterator<Item = &OpenOffer> {
@@ -274,11 +347,7 @@ impl Attribution {
             return Vec::new();
         }
         let reference = (offer.customer_id.clone(), offer.offer_id.clone());
-        self.keep_offer(OpenOffer {
-            offer,
-            windows,
-            converted_by: None,
-        });
+        self.keep_offer(OpenOffer { offer, windows }, None);
         let mut conversions = Vec::new();
         let mut waiting: Vec<(PendingId, Arc<Purchase>)> = self
             .waiting_for_offer
@@ -369,7 +438,7 @@ impl Attribution {
 
     fn expire(&mut self, now: i64) {
         let horizon = self.attribution_ms + self.grace_ms;
-        for (_, Expiring(offer)) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
+        for Expiring(offer) in self.offer_expiry.take_due(now.saturating_sub(horizon)) {
             self.forget_offer(&offer.customer_id, &offer.offer_id);
         }
         while let Some(Reverse((ts, _, _))) = self.waiting_expiry.peek() {
@@ -400,6 +469,7 @@ impl Attribution {
         if offers.is_empty() {
             self.offers.remove(customer_id);
         }
+        self.conversions.set(customer_id, offer_id, None);
         self.changes
             .offers
             .insert((customer_id.clone(), offer_id.clone()));
@@ -410,9 +480,9 @@ impl Attribution {
         self.pending.iter()
     }
 
-    pub fn restore_offer(&mut self, kept: OpenOffer) {
+    pub fn restore_offer(&mut self, kept: OpenOffer, converted_by: Option<Str>) {
         let reference = (kept.offer.customer_id.clone(), kept.offer.offer_id.clone());
-        self.keep_offer(kept);
+        self.keep_offer(kept, converted_by);
         self.changes.offers.shift_remove(&reference);
     }
 
@@ -424,10 +494,10 @@ impl Attribution {
     fn matches(&self, kept: &OpenOffer, purchase: &Purchase) -> bool {
         let offer = &kept.offer;
         let delta = purchase.ts - offer.ts;
-        kept.converted_by.is_none()
-            && offer.customer_id == purchase.customer_id
+        offer.customer_id == purchase.customer_id
             && 0 <= delta
             && delta <= self.attribution_ms
+            && self.converted_by(offer).is_none()
     }
 
     fn last_touch_offer(&self, purchase: &Purchase) -> Option<OfferRef> {
@@ -456,7 +526,6 @@ impl Attribution {
             .get_mut(&reference.0)
             .and_then(|offers| offers.get_mut(&reference.1))
             .expect("a kept offer");
-        kept.converted_by = Some(Box::new(purchase.event_id.clone()));
         let conversion = Conversion {
             offer: kept.offer.clone(),
             windows: kept.windows.clone(),
@@ -464,25 +533,38 @@ impl Attribution {
             pending,
             due,
         };
+        let offer = &conversion.offer;
+        let by = Some(conversion.purchase.event_id.clone());
+        self.conversions
+            .set(&offer.customer_id, &offer.offer_id, by);
         self.changes.offers.insert(reference.clone());
         conversion
     }
 
-    fn keep_offer(&mut self, kept: OpenOffer) {
+    fn keep_offer(&mut self, kept: OpenOffer, converted_by: Option<Str>) {
         let offer = kept.offer.clone();
         let offers = self
             .offers
             .entry(offer.customer_id.clone())
             .or_insert_with(|| CustomerOffers::Few(Vec::new()));
-        match offers.get_mut(&offer.offer_id) {
-            Some(held) => *held = kept,
+        let replaced = match offers.get_mut(&offer.offer_id) {
+            Some(held) => {
+                *held = kept;
+                true
+            }
             None => {
                 offers.insert(kept);
                 self.offer_count += 1;
+                false
             }
+        };
+        // An offer not kept before has no conversion recorded (forgetting one clears it).
+        if replaced || converted_by.is_some() {
+            self.conversions
+                .set(&offer.customer_id, &offer.offer_id, converted_by);
         }
         let reference = (offer.customer_id.clone(), offer.offer_id.clone());
-        self.offer_expiry.push(offer.ts, Expiring(offer.clone()));
+        self.offer_expiry.push(Expiring(offer.clone()));
         self.changes.offers.insert(reference);
     }
 

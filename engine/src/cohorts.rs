@@ -779,7 +779,7 @@ pub fn cells_to_py<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (key, vector) in cells {
-        dict.set_item((key.0.as_ref(), key.1.as_ref()), vector_to_py(py, &vector)?)?;
+        dict.set_item((key.0.as_str(), key.1.as_str()), vector_to_py(py, &vector)?)?;
     }
     Ok(dict)
 }
@@ -794,10 +794,10 @@ pub fn partials_to_py<'py>(
     let class = PARTIAL_CLASS.import(py, "stream_app.domain.cohorts", "Partial")?;
     let list = PyList::empty(py);
     for p in partials {
-        let key = PyTuple::new(py, [p.key.0.as_ref(), p.key.1.as_ref()])?;
+        let key = PyTuple::new(py, [p.key.0.as_str(), p.key.1.as_str()])?;
         list.append(class.call1((
             VIEW_NAMES[p.slot.view as usize],
-            p.slot.label.as_ref(),
+            p.slot.label.as_str(),
             p.slot.start,
             key,
             vector_to_py(py, &p.vector)?,

@@ -68,8 +68,8 @@ impl LabelCap {
         }
         if self.admitted[dimension].len() >= self.limit
             || value.chars().count() > MAX_LABEL_CHARS
-            || value.as_ref() == ALL
-            || value.as_ref() == OTHER
+            || value.as_str() == ALL
+            || value.as_str() == OTHER
         {
             return false;
         }
@@ -239,7 +239,7 @@ impl PyLabelCap {
     }
     fn admitted<'py>(&self, py: Python<'py>, dimension: &str) -> PyResult<Bound<'py, PyFrozenSet>> {
         let d = dimension_of(dimension)?;
-        PyFrozenSet::new(py, self.cap.admitted(d).map(|v| v.as_ref()))
+        PyFrozenSet::new(py, self.cap.admitted(d).map(|v| v.as_str()))
     }
     fn label(&mut self, dimension: &str, value: &str, now: i64) -> PyResult<Option<String>> {
         let d = dimension_of(dimension)?;

@@ -313,7 +313,7 @@ pub fn offer(raw: &[u8], latest_ts: Option<i64>) -> Option<Offer> {
         campaign_type: optional(&fields, "campaign_type", text)?,
         product_line: optional(&fields, "product_line", text)?,
         loyalty_member: optional(&fields, "loyalty_member", boolean)?,
-        offered_price,
+        offered_price: offered_price.into(),
     })
 }
 

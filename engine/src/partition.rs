@@ -118,7 +118,7 @@ impl Config {
     fn size_of(&self, label: &str) -> Option<i64> {
         self.sizes
             .iter()
-            .find(|(l, _)| l.as_ref() == label)
+            .find(|(l, _)| l.as_str() == label)
             .map(|(_, size)| *size)
     }
 
@@ -515,8 +515,7 @@ impl Partition {
     /// encoded entries is made for the whole state.
     fn snapshot_into(&mut self, sink: &mut dyn EntrySink) {
         self.take_changes(&mut Discard);
-        for event_id in self.memory.ids() {
-            let ts = self.memory.ts_of(event_id).expect("remembered");
+        for (event_id, ts) in self.memory.entries() {
             sink.put(
                 &format!("{DEDUPE}{event_id}"),
                 &encoded(|out| pack_int(out, ts)),
@@ -526,7 +525,7 @@ impl Partition {
             let offer = &kept.offer;
             sink.put(
                 &offer_key(&offer.customer_id, &offer.offer_id),
-                &packed_kept(kept),
+                &packed_kept(&self.attribution, kept),
             );
         }
         for (id, purchase) in self.attribution.pending_purchases() {
@@ -571,7 +570,7 @@ impl Partition {
             let value = self
                 .attribution
                 .offer(&customer_id, &offer_id)
-                .map(packed_kept);
+                .map(|kept| packed_kept(&self.attribution, kept));
             sink.put_entry(&offer_key(&customer_id, &offer_id), value.as_deref());
         }
         for id in attribution_changes.purchases {
@@ -653,7 +652,7 @@ impl Partition {
             }
             let entries = PyList::empty(py);
             for (key, n) in counter {
-                let entry = PyList::new(py, key.iter().map(|k| k.as_ref()))?;
+                let entry = PyList::new(py, key.iter().map(|k| k.as_str()))?;
                 entry.append(int_to_py(py, *n)?)?;
                 entries.append(entry)?;
             }
@@ -849,11 +848,8 @@ impl Partition {
             unreachable!("an offer stays one")
         };
         let windows = self.shared_labels(windows);
-        self.attribution.restore_offer(OpenOffer {
-            offer,
-            windows,
-            converted_by: converted_by.map(Box::new),
-        });
+        self.attribution
+            .restore_offer(OpenOffer { offer, windows }, converted_by);
     }
 
     fn finish_restore(&mut self, labels: Vec<(String, Str, i64)>) {
@@ -875,12 +871,13 @@ fn offer_key(customer_id: &str, offer_id: &str) -> String {
 }
 
 /// A kept offer's entry: [offer row, window labels, converted by], encoded.
-fn packed_kept(kept: &OpenOffer) -> Vec<u8> {
+fn packed_kept(attribution: &Attribution, kept: &OpenOffer) -> Vec<u8> {
+    let converted_by = attribution.converted_by(&kept.offer);
     encoded(|out| {
         pack_list_header(out, 3);
         pack_offer_row(out, &kept.offer);
         pack_texts(out, &kept.windows);
-        pack_opt_text(out, kept.converted_by.as_deref().map(|by| by.as_ref()));
+        pack_opt_text(out, converted_by.map(|by| by.as_str()));
     })
 }
 
@@ -1075,7 +1072,7 @@ impl PyCustomerPartition {
     ) -> PyResult<Bound<'py, PyFrozenSet>> {
         let d = LabelCap::dimension_index(dimension)
             .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(dimension.to_owned()))?;
-        PyFrozenSet::new(py, self.partition.labels.admitted(d).map(|v| v.as_ref()))
+        PyFrozenSet::new(py, self.partition.labels.admitted(d).map(|v| v.as_str()))
     }
 
     fn take_partials<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {

@@ -1,16 +1,17 @@
 //! Shared pieces: shared strings, Python's own JSON text for keys, integers of any size.
 
 use std::fmt::Write;
-use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt};
 
-/// A string held by many (customer ids, labels): cloned by reference.
-pub type Str = Arc<str>;
+/// A string held by many (customer ids, labels): cloned by reference. One thin pointer
+/// (8 bytes, where `Arc<str>` takes 16) to the same allocation `Arc<str>` makes: an offer
+/// holds eight of them.
+pub type Str = arcstr::ArcStr;
 
 pub fn s(text: &str) -> Str {
-    Arc::from(text)
+    Str::from(text)
 }
 
 /// A JSON string exactly as Python's `json.dumps` writes it (ensure_ascii): keys written
@@ -135,7 +136,8 @@ impl Interner {
     /// Let go of the values only this interner holds, once it doubled since the last time.
     pub fn prune(&mut self) {
         if self.values.len() > 2 * self.pruned_at + 1024 {
-            self.values.retain(|value| Arc::strong_count(value) > 1);
+            self.values
+                .retain(|value| Str::strong_count(value).is_some_and(|n| n > 1));
             self.pruned_at = self.values.len();
         }
     }
