@@ -105,7 +105,8 @@ def _child(offers: int, keys: int, customers: int | None = None) -> dict[str, in
             raw = encode_forwarded(Forwarded("offers", 0, n, START_MS + n * gap, offer))
             state.apply(decode_forwarded(raw), n)
         state.take_partials()
-        store.write_packed(0, state.take_packed_changes(), state.snapshot_chunks)
+        # As the attributing stage persists a partition (stages/attribute.py).
+        store.write_chunked(0, state.take_changes_chunks, state.snapshot_chunks)
         store.take_outbox()  # produced and dropped by the hot path in the worker
     gc.collect()
     grown = rss_of(os.getpid()) - before
