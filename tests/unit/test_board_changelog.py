@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,3 +194,13 @@ def test_a_changelog_holds_windows_keys_partitions_and_the_meta_entry() -> None:
         "m": [2, [[1, T0 + MINUTE], [0, T0]]],
     }
     assert board.take_changes() == {"m": [2, [[1, T0 + MINUTE], [0, T0]]]}
+
+
+def test_a_malformed_message_is_refused_with_its_offset_and_changes_nothing() -> None:
+    board = RatesBoard(BOARD, 2)
+    with pytest.raises(
+        ValueError,
+        match=r"partials message at offset 5: a row needs a view, label, start and key at line 1",
+    ):
+        board.apply_encoded(b'[0, 1, [["channel_segment", "5m"]]]', 5)
+    assert (board.next_offset, board.stream_time, board.take_records()) == (0, None, [])
