@@ -24,7 +24,7 @@ from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
 from stream_app.stages.attribute import AttributeStage
 from stream_app.stages.handoff import Handoff
-from stream_app.stages.messages import Now, Output, PackedStateStore, Record, StateStore
+from stream_app.stages.messages import Now, Output, PackedStateStore, Record
 from stream_app.stages.publish import ActiveAlert, PublishStage
 from stream_app.stages.validate import ValidateStage
 
@@ -57,7 +57,7 @@ class Pipeline:
         self,
         settings: Settings,
         partition_store: PackedStateStore,
-        board_store: StateStore,
+        board_store: PackedStateStore,
         clock: Callable[[], Now] = system_clock,
     ) -> None:
         self.settings = settings

@@ -2,6 +2,7 @@
 
 mod accept;
 mod attribution;
+mod board;
 mod cohorts;
 mod dedupe;
 mod events;
@@ -40,6 +41,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(packed::merge_chunks, m)?)?;
     m.add_function(wrap_pyfunction!(packed::unpack_values, m)?)?;
     m.add_class::<partition::PyCustomerPartition>()?;
+    m.add_class::<board::PyRatesBoard>()?;
     m.add_class::<attribution::PyAttribution>()?;
     m.add_class::<cohorts::PyWindowCounts>()?;
     m.add_class::<dedupe::PyEventIdMemory>()?;

@@ -10,35 +10,27 @@ Kafka Streams or Flink): a partition behind the others may still send counts for
 window the leading partition has long passed. A window's records are published when it
 closes, again for each key a later event changes, and a last time with `final` once no
 on-time purchase can change it; then the window is forgotten.
+
+The state and these rules are compiled (engine/src/board.rs, docs/engine.md); its store
+entries (`w|<view, label, start>` per window, the meta entry) are the ones this module's
+Python board wrote, so a changelog written by either restores in the other.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from stream_app import _engine
 from stream_app.domain.bands import Bands
-from stream_app.domain.cohorts import Partial, ViewWindowKey, WindowKey
-from stream_app.domain.fastjson import dumps, dumps_key, loads
+from stream_app.domain.cohorts import Partial, WindowKey
+from stream_app.domain.fastjson import dumps, loads
 from stream_app.domain.immutable import immutable
 from stream_app.domain.rates import figures
-from stream_app.domain.store_keys import META_KEY, WINDOW_PREFIX
 from stream_app.domain.topic_keys import topic_key
 from stream_app.domain.views import CHANNEL_SEGMENT, VIEW_BY_NAME, Key, View
 from stream_app.domain.window_config import WindowConfig
-from stream_app.domain.windows import is_closed, rfc3339, window_start
-
-
-@dataclass(slots=True)
-class _BoardWindow:
-    by_partition: dict[Key, dict[int, list[int]]] = field(default_factory=dict)
-    announced: bool = False
-    changed: set[Key] = field(default_factory=set)
-
-    def summed(self, key: Key) -> list[int]:
-        return list(map(sum, zip(*self.by_partition[key].values(), strict=True)))
+from stream_app.domain.windows import rfc3339
 
 
 @immutable
@@ -92,169 +84,69 @@ def decode_partials(raw: bytes) -> tuple[int, int | None, list[Partial]]:
 
 
 class RatesBoard:
+    """The board's state and rules are compiled (engine/src/board.rs); this face keeps the
+    window config and builds the records."""
+
     def __init__(self, config: WindowConfig, partitions: int) -> None:
         self.config = config
         self.partitions = partitions
-        self.next_offset = 0
-        self._stream_times: dict[int, int] = {}
-        self._windows: dict[ViewWindowKey, _BoardWindow] = {}
-        self._changed_windows: set[ViewWindowKey] = set()
+        self._core = _engine.RatesBoard(
+            list(config.sizes), config.grace_ms, config.attribution_ms, partitions
+        )
+
+    @property
+    def next_offset(self) -> int:
+        return self._core.next_offset
 
     @property
     def stream_time(self) -> int | None:
-        return max(self._stream_times.values(), default=None)
+        return self._core.stream_time
 
     @property
     def low_watermark(self) -> int | None:
         """The stream time every partition has reached (None until all have reported)."""
-        if len(self._stream_times) < self.partitions:
-            return None
-        return min(self._stream_times.values())
+        return self._core.low_watermark
 
     def apply(
         self, partition: int, stream_time: int | None, partials: list[Partial], offset: int
     ) -> None:
-        self._apply_rows(
-            partition,
-            stream_time,
-            [[p.view, p.label, p.start, *p.key, *p.vector] for p in partials],
-            offset,
-        )
+        self.apply_encoded(encode_partials(partition, stream_time, partials), offset)
 
     def apply_encoded(self, raw: bytes, offset: int) -> None:
-        """`apply` of a message as encode_partials wrote it, without a Partial per row."""
-        partition, stream_time, rows = loads(raw)
-        self._apply_rows(partition, stream_time, rows, offset)
-
-    def _apply_rows(
-        self, partition: int, stream_time: int | None, rows: list[list[Any]], offset: int
-    ) -> None:
-        """Rows as encode_partials writes them: [view, label, start, key..., vector...]."""
-        if offset < self.next_offset:
-            return
-        self.next_offset = offset + 1
-        # The message's stream time is its partition's after these partials: they belong
-        # to windows that were open before it, so finality is judged without it (or a
-        # partition's last counts for a window would be dropped by its own message).
-        low_watermark = self.low_watermark
-        if stream_time is not None and stream_time > self._stream_times.get(partition, -(2**62)):
-            self._stream_times[partition] = stream_time
-        windows = self._windows
-        changed_windows = self._changed_windows
-        is_final = self.config.is_final
-        # Per window of this message: None when final (its partials are dropped). A
-        # message's rows come window by window, so the last window is kept at hand.
-        seen: dict[ViewWindowKey, _BoardWindow | None] = {}
-        slot: ViewWindowKey | None = None
-        window: _BoardWindow | None = None
-        for row in rows:
-            view, label, start = row[0], row[1], row[2]
-            if slot is None or slot[2] != start or slot[1] != label or slot[0] != view:
-                slot = (view, label, start)
-                if slot in seen:
-                    window = seen[slot]
-                elif is_final((label, start), low_watermark):
-                    window = seen[slot] = None
-                else:
-                    window = windows.get(slot)
-                    if window is None:
-                        window = windows[slot] = _BoardWindow()
-                    seen[slot] = window
-            if window is None:
-                continue
-            key = (row[3], row[4])
-            vector = row[5:]
-            held = window.by_partition.get(key)
-            if held is None:
-                held = window.by_partition[key] = {}
-            elif held.get(partition) == vector:
-                continue  # sent again after a restart: nothing changed, nothing to publish
-            held[partition] = vector
-            window.changed.add(key)
-            changed_windows.add(slot)
+        """A partials message as encode_partials wrote it."""
+        self._core.apply_encoded(raw, offset)
 
     def current(self, view: View, label: str) -> dict[Key, list[int]]:
         """Summed vectors of the window of this size that holds stream time."""
-        stream_time = self.stream_time
-        if stream_time is None:
-            return {}
-        start = window_start(stream_time, self.config.size_ms(label))
-        return self.window(view, (label, start))
+        return self._core.current(view.name, label)
 
     def window(self, view: View, window_key: WindowKey) -> dict[Key, list[int]]:
-        window = self._windows.get((view.name, *window_key))
-        if window is None:
-            return {}
-        return {key: window.summed(key) for key in window.by_partition}
+        return self._core.window(view.name, *window_key)
 
     def retained(self, view: View, label: str) -> list[int]:
         """Starts of the windows of this view and size still kept, oldest first."""
-        return sorted(
-            start for name, lab, start in self._windows if name == view.name and lab == label
-        )
+        return self._core.retained(view.name, label)
 
     def take_records(self) -> list[WindowRecord]:
         """Records due since the last call: closes, changes after close, and finals."""
-        records: list[WindowRecord] = []
-        for slot in sorted(self._windows):
-            view_name, label, start = slot
-            window = self._windows[slot]
-            end = start + self.config.size_ms(label)
-            if not is_closed(end, self.low_watermark, self.config.grace_ms):
-                continue
-            final = self.config.is_final((label, start), self.low_watermark)
-            due = set(window.by_partition) if final or not window.announced else window.changed
-            if not due:
-                continue
-            window.announced = True
-            window.changed = set()
-            self._changed_windows.add(slot)
-            view = VIEW_BY_NAME[view_name]
-            records.extend(
-                WindowRecord(view, label, start, end, key, window.summed(key), final)
-                for key in sorted(due)
+        return [
+            WindowRecord(VIEW_BY_NAME[view_name], label, start, end, (first, second), vector, final)
+            for view_name, label, start, end, first, second, vector, final in (
+                self._core.take_records()
             )
-            if final:
-                del self._windows[slot]
-        return records
+        ]
 
     # -- persistence -----------------------------------------------------------------
     def take_changes(self) -> dict[str, Any]:
-        changes: dict[str, Any] = {}
-        for slot in self._changed_windows:
-            window = self._windows.get(slot)
-            entry = WINDOW_PREFIX + dumps_key(slot)
-            changes[entry] = (
-                None
-                if window is None
-                else [
-                    window.announced,
-                    [
-                        [*key, partition, vector]
-                        for key, parts in window.by_partition.items()
-                        for partition, vector in parts.items()
-                    ],
-                    [list(key) for key in window.changed],
-                ]
-            )
-        self._changed_windows.clear()
-        changes[META_KEY] = [self.next_offset, list(self._stream_times.items())]
-        return changes
+        """The store entries changed since the last call (None deletes), decoded."""
+        return self._core.take_changes()
+
+    def take_packed_changes(self) -> list[tuple[str, bytes | None]]:
+        """`take_changes` as the store's records, encoded in the compiled core."""
+        return self._core.take_packed_changes()
 
     @classmethod
     def restore(cls, config: WindowConfig, partitions: int, entries: dict[str, Any]) -> RatesBoard:
         board = cls(config, partitions)
-        meta = entries.get(META_KEY)
-        if meta is not None:
-            board.next_offset = meta[0]
-            board._stream_times = {int(p): t for p, t in meta[1]}
-        for entry, value in entries.items():
-            if value is None or not entry.startswith(WINDOW_PREFIX):
-                continue
-            view_name, label, start = json.loads(entry[len(WINDOW_PREFIX) :])
-            announced, rows, changed = value
-            window = _BoardWindow(announced=announced, changed={(a, b) for a, b in changed})
-            for first, second, partition, vector in rows:
-                window.by_partition.setdefault((first, second), {})[partition] = vector
-            board._windows[(view_name, label, start)] = window
+        board._core.restore(entries)
         return board

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 
+from stream_app import _engine
 from stream_app.domain.bands import Bands
 from stream_app.domain.board import RatesBoard
 from stream_app.domain.drops import FIRED, DropAlert, DropDetector
@@ -16,7 +17,7 @@ from stream_app.domain.immutable import immutable
 from stream_app.domain.views import CHANNEL_SEGMENT, Key
 from stream_app.domain.window_config import WindowConfig
 from stream_app.settings import Settings
-from stream_app.stages.messages import Now, Output, Record, StateStore
+from stream_app.stages.messages import Now, Output, PackedStateStore, Record
 
 
 @immutable
@@ -36,7 +37,7 @@ class ActiveAlert:
 
 class PublishStage:
     def __init__(
-        self, settings: Settings, config: WindowConfig, bands: Bands, board_store: StateStore
+        self, settings: Settings, config: WindowConfig, bands: Bands, board_store: PackedStateStore
     ) -> None:
         self.settings = settings
         self.config = config
@@ -110,6 +111,8 @@ class PublishStage:
     def persist(self, partition: int) -> None:
         board = self.boards.get(partition)
         if board is not None:
-            self._board_store.write(
-                partition, {**board.take_changes(), **self.detectors[partition].take_changes()}
+            self._board_store.write_packed(
+                partition,
+                board.take_packed_changes()
+                + _engine.pack_entries(self.detectors[partition].take_changes()),
             )
