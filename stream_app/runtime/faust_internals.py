@@ -10,14 +10,9 @@ time.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Any
 
 import faust
-from aiokafka import codec
-from aiokafka.consumer import fetcher as aiokafka_fetcher
-from aiokafka.record import default_records
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 # Private methods the worker's subclasses override (and call through super()).
@@ -28,7 +23,6 @@ OVERRIDDEN: tuple[tuple[type, str], ...] = (
     (faust_aiokafka.Consumer, "_drain_messages"),
     (faust_aiokafka.Producer, "_settings_extra"),
     (faust.Worker, "_schedule_shutdown"),
-    (aiokafka_fetcher.PartitionRecords, "_consumer_record"),
 )
 
 
@@ -62,55 +56,6 @@ def leave_group_when_stopped(consumer_thread: Any) -> None:
     coordinator = None if consumer is None else consumer._coordinator
     if coordinator is not None:
         coordinator._group_instance_id = None
-
-
-class _RecordsAsFetched(aiokafka_fetcher.PartitionRecords):  # type: ignore[misc]
-    """aiokafka's records of one fetched partition, handed over as decoded (its compiled
-    record: offset, timestamp, key, value, headers) for the topics `as_fetched` names,
-    instead of a ConsumerRecord built per record in Python."""
-
-    as_fetched: Callable[[str], bool] = staticmethod(lambda topic: False)
-
-    def __init__(self, tp: Any, *args: Any) -> None:
-        super().__init__(tp, *args)
-        if (
-            self._key_deserializer is None
-            and self._value_deserializer is None
-            and type(self).as_fetched(tp.topic)
-        ):
-            self._consumer_record = _record_as_fetched
-
-
-def _record_as_fetched(tp: Any, record: Any) -> Any:
-    return record
-
-
-def hand_records_as_fetched(topics: Callable[[str], bool]) -> None:
-    """Have aiokafka's fetchers in this process hand the records of the topics `topics`
-    accepts as decoded: an object with offset, timestamp, key, value and headers, but no
-    topic, partition, checksum or sizes. A ConsumerRecord per record was about a tenth of
-    a worker's CPU with the unpacking around it, on the consumer's thread."""
-    _RecordsAsFetched.as_fetched = staticmethod(topics)
-    aiokafka_fetcher.PartitionRecords = _RecordsAsFetched
-
-
-def set_zstd_level(level: int) -> None:
-    """The zstd level aiokafka's record batch builders (compiled and Python) compress
-    with in this process; aiokafka takes none and uses 3."""
-    encode = functools.partial(codec.zstd_encode, level=level)
-    default_records.zstd_encode = encode
-    compiled = _compiled_records()
-    if compiled is not None:
-        compiled.zstd_encode = encode
-
-
-def _compiled_records() -> Any:
-    """aiokafka's compiled record batch module, None where it is not built."""
-    try:
-        from aiokafka.record._crecords import default_records as compiled
-    except ImportError:
-        return None
-    return compiled
 
 
 # -- Faust's consumer ------------------------------------------------------------------

@@ -100,14 +100,6 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start(), which creates the fetcher.
         faust_internals.set_fetch_max_wait_ms(consumer, FETCH_MAX_WAIT_MS)
-        app = self.consumer.app
-        if isinstance(app, PipelineApp):
-            # The hot path reads only offset, key and value of the pipeline's records; the
-            # tables' changelogs and any other topic keep aiokafka's ConsumerRecord.
-            pipeline = app.pipeline
-            faust_internals.hand_records_as_fetched(
-                lambda topic: pipeline.is_input(topic) or pipeline.handles(topic)
-            )
         return consumer
 
     async def on_thread_stop(self) -> None:
@@ -334,11 +326,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 # As after an internal batch: the outputs are durable before the state
                 # that says they were made, and that state is sent before the input
                 # offsets it reflects are marked for the next commit (after a flush).
-                await self._sender().dispatch()
+                await self._sender().flush()
                 for partition in pipeline.handed_partitions:
                     pipeline.persist(pipeline.settings.topic_events, partition)
                 pipeline.handed_partitions.clear()
-                await self._sender().flush()
                 await self._send_state()
             positions = pipeline.input_positions()
             self._uncommitted.update(
@@ -438,13 +429,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
             for tp, batch in owned.items():
                 outputs.extend(pipeline.handle(tp.topic, tp.partition, batch, now))
             await sender.send(_output_records(outputs))
-            # The state is encoded while the outputs travel, and sent once they are
-            # acknowledged: the outputs are durable before the state that says they were
-            # made (persist only queues the changelog records).
-            await sender.dispatch()
+            # The outputs are durable before the state that says they were made.
+            await sender.flush()
             for tp in owned:
                 pipeline.persist(tp.topic, tp.partition)
-            await sender.flush()
             await self._send_state()
             await self._finish_batches(owned)
 
@@ -572,15 +560,8 @@ class BatchSender:
     # further batch of a partition waits for the request before it.
     COMPRESSION = {"zstd": DefaultRecordBatch.CODEC_ZSTD}[CHANGELOG_COMPRESSION]
     COMPRESSED_BATCH_BYTES = LARGE_MESSAGE_BYTES // 4
-    # aiokafka's zstd level 3 was a tenth of a worker's CPU in a profile; level 1 takes
-    # about half of that for nearly the same size on the state's encoding.
-    ZSTD_LEVEL = 1
-    # aiokafka's sender wakes on a future's callback, then drains the queued batches, then
-    # its request task builds and writes the request: a turn of the event loop each.
-    DISPATCH_LOOP_TURNS = 3
 
     def __init__(self, producer: Any) -> None:
-        faust_internals.set_zstd_level(self.ZSTD_LEVEL)
         self._producer = producer
         self._pending: list[asyncio.Future[Any]] = []
         self._known_topics: set[str] = set()
@@ -670,13 +651,6 @@ class BatchSender:
             return partition
 
         return choose
-
-    async def dispatch(self) -> None:
-        """Let aiokafka's sender put the batches queued so far on the wire before a stretch
-        of computing: its task wakes, drains them and starts the request only in later
-        turns of the event loop."""
-        for _ in range(self.DISPATCH_LOOP_TURNS):
-            await asyncio.sleep(0)
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged; raise if one was not."""

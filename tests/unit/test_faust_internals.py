@@ -17,14 +17,8 @@ import aiokafka
 import faust
 import mode
 import pytest
-from aiokafka import codec
-from aiokafka.consumer import fetcher as aiokafka_fetcher
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.consumer.subscription_state import SubscriptionState
-from aiokafka.record import default_records
-from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
-from aiokafka.record.memory_records import MemoryRecords
-from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.tables.recovery import Recovery
 
 from stream_app.runtime import faust_internals
@@ -33,14 +27,12 @@ SOURCE = Path(inspect.getfile(faust_internals))
 
 
 def private_names_used() -> set[str]:
-    """Every `x._name` the module reads or writes (its own names and dunders aside)."""
+    """Every `x._name` the module reads or writes (its own names aside)."""
     tree = ast.parse(SOURCE.read_text())
     return {
         node.attr
         for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute)
-        and node.attr.startswith("_")
-        and not node.attr.startswith("__")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_")
     }
 
 
@@ -78,7 +70,6 @@ def instances() -> Iterator[dict[str, Any]]:
                 "memory store": table.data,
                 "recovery": tables.recovery,
                 "worker": faust.Worker(app, loglevel="warning"),
-                "aiokafka partition records": _partition_records("probe", []),
             }
         )
 
@@ -112,26 +103,7 @@ OWNERS = {
     "_active_events_received_at": ["recovery"],
     "_last_flush_at": ["recovery"],
     "_signal_stop_time": ["worker"],
-    "_key_deserializer": ["aiokafka partition records"],
-    "_value_deserializer": ["aiokafka partition records"],
-    "_consumer_record": ["aiokafka partition records"],
 }
-
-
-def _batch(records: list[tuple[bytes, bytes]], codec_id: int = 0) -> bytes:
-    """One record batch as a broker hands it in a fetch."""
-    builder = DefaultRecordBatchBuilder(2, codec_id, False, -1, -1, -1, 1_000_000)
-    for offset, (key, value) in enumerate(records):
-        builder.append(offset, timestamp=None, key=key, value=value, headers=[])
-    return bytes(builder.build())
-
-
-def _partition_records(topic: str, records: list[tuple[bytes, bytes]]) -> Any:
-    """What aiokafka's fetcher makes of a partition's fetched batch (no deserializers, as
-    under Faust), by the class the fetcher would use now."""
-    return aiokafka_fetcher.PartitionRecords(
-        TopicPartition(topic, 0), MemoryRecords(_batch(records)), [], 0, None, None, True, 0
-    )
 
 
 def test_every_private_name_the_module_uses_is_checked_here() -> None:
@@ -192,39 +164,3 @@ def test_a_static_member_stopped_cleanly_leaves_its_group(instances: dict[str, A
     faust_internals.leave_group_when_stopped(thread)
     assert coordinator._group_instance_id is None
     faust_internals.leave_group_when_stopped(SimpleNamespace(_consumer=None))  # not started
-
-
-def test_records_of_the_named_topics_are_handed_as_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Restored after the test: the call replaces the fetcher's class for the process.
-    monkeypatch.setattr(aiokafka_fetcher, "PartitionRecords", aiokafka_fetcher.PartitionRecords)
-    written = [(b"k0", b"v0"), (b"k1", b"v1")]
-    faust_internals.hand_records_as_fetched(lambda topic: topic == "pipeline")
-    handed = list(_partition_records("pipeline", written))
-    assert [(r.offset, r.key, r.value) for r in handed] == [(0, b"k0", b"v0"), (1, b"k1", b"v1")]
-    assert not any(isinstance(record, ConsumerRecord) for record in handed)
-    others = list(_partition_records("changelog", written))
-    assert all(isinstance(record, ConsumerRecord) for record in others)
-    assert [(r.topic, r.offset, r.key, r.value) for r in others] == [
-        ("changelog", 0, b"k0", b"v0"),
-        ("changelog", 1, b"k1", b"v1"),
-    ]
-
-
-def test_zstd_batches_are_compressed_at_the_level_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    compiled = faust_internals._compiled_records()
-    for module in (default_records, compiled):
-        if module is not None:  # restored after the test
-            monkeypatch.setattr(module, "zstd_encode", module.zstd_encode)
-    levels: list[int | None] = []
-    real_encode = codec.zstd_encode
-
-    def recording_encode(payload: Any, level: int | None = None) -> bytes:
-        levels.append(level)
-        return bytes(real_encode(payload, level=level))
-
-    monkeypatch.setattr(codec, "zstd_encode", recording_encode)
-    faust_internals.set_zstd_level(1)
-    written = [(b"k%d" % i, b"value %d " % i * 20) for i in range(50)]
-    batch = DefaultRecordBatch(bytearray(_batch(written, DefaultRecordBatch.CODEC_ZSTD)))
-    assert levels == [1]
-    assert [(record.key, record.value) for record in batch] == written
