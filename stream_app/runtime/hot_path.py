@@ -55,10 +55,10 @@ COMMIT_INTERVAL_S = 1.0
 # How long a pass waits for records, as Faust's own loop. A shorter wait while offsets
 # wait for their commit (0.1 s) let a caught-up worker commit its last batches at once, but
 # a worker joining a running pair then did not settle in some runs of
-# tests/e2e/test_scale_out.py (the rebalance never completed): not understood yet. So did
-# a commit at the end of every pass that left the worker caught up (1 run in 4: a third
-# worker's rebalance not done after 120 s; at live rates that commits after every pass,
-# ten times as often): both commit far more often while caught up.
+# tests/e2e/test_scale_out.py (the rebalance never completed): not understood yet. So did a
+# commit after every pass that left the worker caught up (25e4b56: 2 of 4 runs; and 1 of 3
+# with only c05f02c; both reverted).
+# In those runs the broker's group had settled at once; a worker's own share never did.
 RECORDS_WAIT_S = 1.0
 
 
