@@ -162,29 +162,30 @@ class Page:
                 f"{error}; the page says {shown!r}; console: {self.driver.get_log('browser')}"
             ) from None
 
-    def panel(self) -> tuple[set[tuple[str, str, str]], bool]:
-        """The alert panel as drawn, read in one script: the page redraws the panel every
-        refresh, so elements found in one call may be gone by the next."""
-        items, none = self.driver.execute_script(
+    def drawn_state(self) -> tuple[set[tuple[str, str, str]], bool, str | None, str]:
+        """The alert panel, the drop phase and the event clock as drawn, read in one
+        script: the page redraws them every refresh, so an element found in one call may be
+        gone by the next (a StaleElementReferenceException)."""
+        items, none, phase, clock = self.driver.execute_script(
             "const panel = document.getElementById('alerts');"
             "return [Array.from(panel.querySelectorAll('li.alert'), li =>"
             " [li.dataset.window, li.dataset.channel, li.dataset.segment]),"
-            " panel.querySelector('li.none') !== null];"
+            " panel.querySelector('li.none') !== null,"
+            " document.getElementById('source-drop')?.getAttribute('data-phase') ?? null,"
+            " document.getElementById('event-clock').innerText];"
         )
-        return {(window, channel, segment) for window, channel, segment in items}, bool(none)
+        shown = {(window, channel, segment) for window, channel, segment in items}
+        return shown, bool(none), phase, str(clock)
 
     def shows(self, alerts: set[tuple[str, str, str]], phase: str, stream_time: str) -> None:
         """Until the page has drawn the API's state: these alerts, this drop phase."""
-        from selenium.webdriver.common.by import By
 
         def drawn() -> bool:
-            shown, none = self.panel()
-            source = self.driver.find_element(By.ID, "source-drop")
-            clock = self.driver.find_element(By.ID, "event-clock").text
+            shown, none, drawn_phase, clock = self.drawn_state()
             return (
                 shown == alerts
                 and none == (not alerts)
-                and source.get_attribute("data-phase") == phase
+                and drawn_phase == phase
                 and clock.startswith(stream_time[:10] + " " + stream_time[11:19])
             )
 
