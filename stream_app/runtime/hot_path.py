@@ -213,6 +213,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 raise
             generation = app.consumer_generation_id
             await asyncio.sleep(0)
+            if not self.flow_active:
+                # A fetch answered after a rebalance began: its records may be of partitions
+                # this worker is losing, whose state the rebalance drops (one handled then
+                # made an empty state for a partition another worker owned). Faust's own
+                # loop drops them too; the recovery seeks every kept partition back to its
+                # committed offset, so they are read again.
+                continue
             records = records or {}
             if self.should_stop or not (records or pipeline.waiting_inputs):
                 if self._uncommitted and not self.should_stop:
@@ -295,6 +302,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self, pipeline: Pipeline, inputs: dict[Any, list[Any]], fetched: Mapping[Any, Any]
     ) -> None:
         async with self._batch_lock:
+            if not self.flow_active:
+                return  # a rebalance began while this pass waited for the lock (see _drain)
             assigned = self.assignment()
             owned = {tp: batch for tp, batch in inputs.items() if tp in assigned}
             # Not validated yet: read again once their items can be handed over in order.
@@ -399,6 +408,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         every partition's state (not one of each per partition), and a flush and a commit
         when one is due (COMMIT_INTERVAL_S)."""
         async with self._batch_lock:
+            if not self.flow_active:
+                return  # a rebalance began while this pass waited for the lock (see _drain)
             assigned = self.assignment()
             owned = {
                 tp: batch
