@@ -27,6 +27,7 @@ use crate::packed::{
     pack_text, pack_texts, PackedEntries,
 };
 use crate::util::{int_of, json_key, window_start, Part};
+use crate::window_rules::WindowRules;
 
 // stream_app/domain/store_keys.py: META_KEY and WINDOW_PREFIX.
 const META_KEY: &str = "m";
@@ -166,9 +167,7 @@ impl<'de> Deserialize<'de> for Row<'de> {
 }
 
 pub struct RatesBoard {
-    sizes: Vec<(String, i64)>,
-    grace_ms: i64,
-    attribution_ms: i64,
+    rules: WindowRules,
     partitions: usize,
     next_offset: i64,
     // Each partition's stream time, in the order the partitions first reported.
@@ -181,13 +180,6 @@ pub struct RatesBoard {
 type Due = (String, String, i64, i64, Key, Vec<i128>, bool);
 
 impl RatesBoard {
-    fn size_ms(&self, label: &str) -> Option<i64> {
-        self.sizes
-            .iter()
-            .find(|(name, _)| name == label)
-            .map(|(_, size)| *size)
-    }
-
     fn stream_time(&self) -> Option<i64> {
         self.stream_times.iter().map(|(_, time)| *time).max()
     }
@@ -197,18 +189,6 @@ impl RatesBoard {
             return None;
         }
         self.stream_times.iter().map(|(_, time)| *time).min()
-    }
-
-    /// Whether no on-time purchase can change the window any more; a window of a size no
-    /// longer configured (changed across a restart) counts as final.
-    fn is_final(&self, label: &str, start: i64, low_watermark: Option<i64>) -> bool {
-        match self.size_ms(label) {
-            Some(size) => passes(
-                low_watermark,
-                start + size + self.attribution_ms + self.grace_ms,
-            ),
-            None => true,
-        }
     }
 
     fn apply_encoded(&mut self, raw: &[u8], offset: i64) -> Result<(), serde_json::Error> {
@@ -240,7 +220,7 @@ impl RatesBoard {
                 .unwrap_or(rest.len());
             let (rows, after) = rest.split_at(run);
             rest = after;
-            if self.is_final(&head.label, head.start, low_watermark) {
+            if self.rules.is_final(&head.label, head.start, low_watermark) {
                 continue;
             }
             let slot: Slot = (head.view.to_string(), head.label.to_string(), head.start);
@@ -276,21 +256,16 @@ impl RatesBoard {
         let mut finished = Vec::new();
         for (slot, window) in self.windows.iter_mut() {
             let (view, label, start) = slot;
-            let Some(size) = self
-                .sizes
-                .iter()
-                .find(|(name, _)| name == label)
-                .map(|(_, size)| *size)
-            else {
+            let Some(size) = self.rules.size_of(label) else {
                 // A size no longer configured: forgotten unpublished, as final.
                 finished.push(slot.clone());
                 continue;
             };
             let end = start + size;
-            if !passes(low_watermark, end + self.grace_ms) {
+            if !self.rules.is_closed(end, low_watermark) {
                 continue;
             }
-            let is_final = passes(low_watermark, end + self.attribution_ms + self.grace_ms);
+            let is_final = self.rules.is_final(label, *start, low_watermark);
             let all = is_final || !window.announced;
             let mut due: Vec<(&Key, &Cell)> = window
                 .cells
@@ -400,10 +375,6 @@ impl RatesBoard {
     }
 }
 
-fn passes(stream_time: Option<i64>, moment: i64) -> bool {
-    stream_time.is_some_and(|time| time > moment)
-}
-
 fn summed_to_py<'py>(
     py: Python<'py>,
     cells: Vec<(&Key, Vec<i128>)>,
@@ -432,9 +403,7 @@ impl PyRatesBoard {
     ) -> Self {
         Self {
             board: RatesBoard {
-                sizes,
-                grace_ms,
-                attribution_ms,
+                rules: WindowRules::new(&sizes, attribution_ms, grace_ms),
                 partitions,
                 next_offset: 0,
                 stream_times: Vec::new(),
@@ -476,7 +445,8 @@ impl PyRatesBoard {
         };
         let size = self
             .board
-            .size_ms(label)
+            .rules
+            .size_of(label)
             .ok_or_else(|| PyValueError::new_err(format!("no window size {label}")))?;
         let start = window_start(stream_time, size);
         summed_to_py(py, self.board.summed_window(view, label, start)?)

@@ -13,6 +13,7 @@ mod packed;
 mod parse;
 mod partition;
 mod util;
+mod window_rules;
 
 use pyo3::prelude::*;
 

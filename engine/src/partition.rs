@@ -28,6 +28,7 @@ use crate::util::{
     int_of, int_to_py, items, json_key, s, window_start, Interner, Map, OrderedMap, OrderedSet,
     Part, Str,
 };
+use crate::window_rules::WindowRules;
 
 const META_KEY: &str = "m";
 const DEDUPE: &str = "e|";
@@ -108,35 +109,8 @@ impl Kind {
 
 #[derive(Clone)]
 pub struct Config {
-    sizes: Vec<(Str, i64)>,
-    attribution_ms: i64,
-    grace_ms: i64,
+    rules: WindowRules,
     max_label_values: usize,
-}
-
-impl Config {
-    fn size_of(&self, label: &str) -> Option<i64> {
-        self.sizes
-            .iter()
-            .find(|(l, _)| l.as_str() == label)
-            .map(|(_, size)| *size)
-    }
-
-    /// Whether a window's counts are final at `stream_time`. A window of a size no longer
-    /// configured (the sizes changed across a restart) counts as final: nothing counts in it.
-    fn is_final(&self, label: &str, start: i64, stream_time: Option<i64>) -> bool {
-        match self.size_of(label) {
-            None => true,
-            Some(size) => passes(
-                stream_time,
-                start + size + self.attribution_ms + self.grace_ms,
-            ),
-        }
-    }
-}
-
-fn passes(stream_time: Option<i64>, moment: i64) -> bool {
-    matches!(stream_time, Some(now) if now > moment)
 }
 
 /// The stream time at which a decision due once stream time passes `due` was taken, for
@@ -181,9 +155,9 @@ pub struct Partition {
 impl Partition {
     fn new(config: Config) -> Self {
         Self {
-            memory: Memory::new(config.attribution_ms),
-            attribution: Attribution::new(config.attribution_ms, config.grace_ms),
-            labels: LabelCap::new(config.max_label_values, config.attribution_ms),
+            memory: Memory::new(config.rules.attribution_ms),
+            attribution: Attribution::new(config.rules.attribution_ms, config.rules.grace_ms),
+            labels: LabelCap::new(config.max_label_values, config.rules.attribution_ms),
             config,
             stream_time: None,
             next_offset: 0,
@@ -275,7 +249,7 @@ impl Partition {
             self.add(LABEL_OVERFLOW_TOTAL, &[s(DIMENSIONS[dimension])], 1);
         }
         let windows = self.open_windows(event.ts());
-        if windows.len() < self.config.sizes.len() {
+        if windows.len() < self.config.rules.sizes.len() {
             self.add(LATE_TOTAL, &[topic], 1);
         }
         // What came due before this event is decided first, as if everything had arrived
@@ -381,11 +355,11 @@ impl Partition {
         self.add(PURCHASES_TOTAL, &total_key, 1);
         self.add(PURCHASE_AMOUNT_TOTAL, &total_key, purchase.amount_micros);
         for label in labels.iter() {
-            let Some(size) = self.config.size_of(label) else {
+            let Some(size) = self.config.rules.size_of(label) else {
                 continue;
             };
             let start = window_start(purchase.ts, size);
-            if self.config.is_final(label, start, decided_at) {
+            if self.config.rules.is_final(label, start, decided_at) {
                 continue;
             }
             let slot = Slot {
@@ -418,11 +392,11 @@ impl Partition {
             self.add(CAMPAIGN_CONVERSIONS_TOTAL, &campaign_key, 1);
             self.add(CAMPAIGN_REVENUE_TOTAL, &campaign_key, amount);
             for label in conversion.windows.iter() {
-                let Some(size) = self.config.size_of(label) else {
+                let Some(size) = self.config.rules.size_of(label) else {
                     continue;
                 };
                 let start = window_start(offer.ts, size);
-                if self.config.is_final(label, start, decided_at) {
+                if self.config.rules.is_final(label, start, decided_at) {
                     continue;
                 }
                 for view in OFFER_VIEWS {
@@ -457,10 +431,10 @@ impl Partition {
     }
 
     fn open_windows(&self, ts: i64) -> Vec<(Str, i64)> {
-        let mut windows = Vec::with_capacity(self.config.sizes.len());
-        for (label, size) in &self.config.sizes {
+        let mut windows = Vec::with_capacity(self.config.rules.sizes.len());
+        for (label, size) in &self.config.rules.sizes {
             let start = window_start(ts, *size);
-            if !passes(self.stream_time, start + size + self.config.grace_ms) {
+            if !self.config.rules.is_closed(start + size, self.stream_time) {
                 windows.push((label.clone(), start));
             }
         }
@@ -504,7 +478,11 @@ impl Partition {
             self.remembered.insert(event_id);
         }
         for slot in self.counts.windows() {
-            if self.config.is_final(&slot.label, slot.start, Some(now)) {
+            if self
+                .config
+                .rules
+                .is_final(&slot.label, slot.start, Some(now))
+            {
                 self.counts.drop_slot(&slot);
             }
         }
@@ -912,9 +890,7 @@ fn config_of(
         return Err(PyValueError::new_err("window sizes must be positive"));
     }
     Ok(Config {
-        sizes: sizes.into_iter().map(|(l, size)| (s(&l), size)).collect(),
-        attribution_ms,
-        grace_ms,
+        rules: WindowRules::new(&sizes, attribution_ms, grace_ms),
         max_label_values,
     })
 }
