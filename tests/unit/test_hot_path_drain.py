@@ -1,0 +1,181 @@
+"""The hot path's loop (BatchConsumer._drain) over scripted fetches: what a fetch answered
+after a rebalance began brings is dropped, and a pass that leaves the worker caught up
+commits at once while one that leaves records behind waits for COMMIT_INTERVAL_S."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from stream_app.runtime.hot_path import BatchConsumer, PipelineApp
+
+OFFERS_0 = TP("upsell.offers", 0)
+OFFERS_1 = TP("upsell.offers", 1)
+
+
+class Partition:
+    """aiokafka's state of an assigned partition, as the hot path reads it."""
+
+    def __init__(self, highwater: int) -> None:
+        self.highwater = highwater
+        self.position = 0
+        self.has_valid_position = True
+        self.timestamp = 0
+
+
+class FakePipeline:
+    """Records what the hot path validates; every input's offsets are its positions."""
+
+    def __init__(self) -> None:
+        self.validated: list[dict[tuple[str, int], list[int]]] = []
+        self.waiting_inputs = False
+        self.handed_partitions: list[int] = []
+        self.handoff = SimpleNamespace(admit=lambda *facts: True)
+        self.settings = SimpleNamespace(topic_events="upsell-stream-events-by-customer")
+        self._positions: dict[tuple[str, int], int] = {}
+
+    def is_input(self, topic: str) -> bool:
+        return topic == OFFERS_0.topic
+
+    def handles(self, topic: str) -> bool:
+        return False
+
+    def has_state(self, topic: str, partition: int) -> bool:
+        return False
+
+    def validate(self, batches: dict[tuple[str, int], list[Any]], **facts: Any) -> list[Any]:
+        self.validated.append({tp: [r.offset for r in batch] for tp, batch in batches.items()})
+        for tp, batch in batches.items():
+            self._positions[tp] = batch[-1].offset + 1
+        return []
+
+    def input_positions(self) -> dict[tuple[str, int], int]:
+        return dict(self._positions)
+
+    def take_rewinds(self) -> dict[tuple[str, int], int]:
+        return {}
+
+
+class FakeSender:
+    async def send(self, records: Any) -> None:
+        list(records)
+
+    async def flush(self) -> None:
+        return None
+
+
+Fetch = dict[TP, list[int]]
+
+
+def _consumer(
+    pipeline: FakePipeline, partitions: dict[TP, Partition], fetches: list[Callable[[], Fetch]]
+) -> tuple[Any, list[dict[TP, int]]]:
+    """A consumer whose fetches answer in turn with the given records (each a callable, so
+    a fetch can also start a rebalance); the loop stops after the last."""
+    app: Any = object.__new__(PipelineApp)
+    app.pipeline = pipeline
+    app.consumer_generation_id = 1
+    consumer: Any = object.__new__(BatchConsumer)
+    consumer.app = app
+    consumer.transport = SimpleNamespace(app=SimpleNamespace(should_stop=False))
+    consumer._stopped = asyncio.Event()
+    consumer._crashed = asyncio.Event()
+    consumer.flow_active = True
+    consumer._batch_lock = asyncio.Lock()
+    consumer._batch_sender = FakeSender()
+    consumer._polled_at_records = {}
+    consumer._uncommitted = {}
+    consumer._committed_at = time.monotonic()
+    consumer._read_offset = {}
+    consumer._tp_state = partitions.get
+    consumer.assignment = lambda: set(partitions)
+    consumer._handoff_admits = lambda *facts: True
+    commits: list[dict[TP, int]] = []
+
+    async def commit_offsets(offsets: dict[TP, int]) -> None:
+        commits.append(dict(offsets))
+
+    consumer._commit_offsets = commit_offsets
+    script = iter(fetches)
+
+    async def wait_next_records(timeout: float) -> tuple[Any, Any]:
+        fetch = next(script, None)
+        if fetch is None:
+            consumer._stopped.set()
+            return {}, set()
+        records = fetch()
+        for tp, offsets in records.items():
+            # aiokafka's position moves past what a fetch returned.
+            partitions[tp].position = offsets[-1] + 1
+        return {
+            tp: [SimpleNamespace(offset=offset) for offset in offsets]
+            for tp, offsets in records.items()
+        }, set(records)
+
+    consumer._wait_next_records = wait_next_records
+    return consumer, commits
+
+
+def _drain(consumer: Any) -> None:
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+    asyncio.run(asyncio.wait_for(consumer._drain(fetcher), timeout=10))
+
+
+def test_a_fetch_answered_after_a_rebalance_began_is_not_handled() -> None:
+    pipeline = FakePipeline()
+    partitions = {OFFERS_0: Partition(highwater=6)}
+    consumer: Any = None
+
+    def answered_during_the_rebalance() -> Fetch:
+        consumer.flow_active = False  # Faust stops the flow when a rebalance begins
+        return {OFFERS_0: [0, 1, 2]}
+
+    def answered_after_it() -> Fetch:
+        consumer.flow_active = True
+        # The recovery sought the partition back to its committed offset (none yet).
+        return {OFFERS_0: [0, 1, 2, 3, 4, 5]}
+
+    consumer, commits = _consumer(
+        pipeline, partitions, [answered_during_the_rebalance, answered_after_it]
+    )
+    _drain(consumer)
+    assert pipeline.validated == [{(OFFERS_0.topic, 0): [0, 1, 2, 3, 4, 5]}]
+    assert commits == [{OFFERS_0: 6}]
+
+
+def test_a_pass_that_leaves_the_worker_caught_up_commits_at_once() -> None:
+    pipeline = FakePipeline()
+    partitions = {OFFERS_0: Partition(highwater=4), OFFERS_1: Partition(highwater=2)}
+    consumer, commits = _consumer(
+        pipeline, partitions, [lambda: {OFFERS_0: [0, 1, 2, 3], OFFERS_1: [0, 1]}]
+    )
+    # Committed just now: only being caught up can make this pass commit.
+    _drain(consumer)
+    assert commits == [{OFFERS_0: 4, OFFERS_1: 2}]
+    assert consumer._uncommitted == {}
+
+
+def test_a_pass_that_leaves_records_behind_waits_for_the_commit_interval() -> None:
+    pipeline = FakePipeline()
+    partitions = {OFFERS_0: Partition(highwater=10), OFFERS_1: Partition(highwater=2)}
+    seen: list[dict[TP, int]] = []
+    consumer: Any = None
+
+    def first() -> Fetch:
+        return {OFFERS_0: [0, 1, 2, 3], OFFERS_1: [0, 1]}
+
+    def second() -> Fetch:
+        # Looked at before this fetch: offset 4 of partition 0 was still behind.
+        seen.append(dict(consumer._uncommitted))
+        return {OFFERS_0: [4, 5, 6, 7, 8, 9]}
+
+    consumer, commits = _consumer(pipeline, partitions, [first, second])
+    _drain(consumer)
+    assert seen == [{OFFERS_0: 4, OFFERS_1: 2}]
+    # The second pass left the worker caught up: one commit of both passes' offsets.
+    assert commits == [{OFFERS_0: 10, OFFERS_1: 2}]
