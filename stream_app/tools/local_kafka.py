@@ -628,6 +628,16 @@ def _java_command(java: str, libs: Path, paths: BrokerPaths, *main: str) -> list
     return [
         java,
         "-Xmx512m",
+        # A broker for development, tests and the bench, on a machine of 2 cores that it
+        # shares with the workers. Its CPU during a worker run of bench/run.py was mostly
+        # the JVM's own: C2, the optimizing compiler, took 0.5-0.9 s of it (more than
+        # the request handlers, 0.25 s for 57,560 events and 0.75 s for 300,000), and a
+        # G1 concurrent cycle 0.35 s more in some runs. With the quick compiler alone
+        # and the serial collector the handlers take the same time and the broker's
+        # CPU per event halves (--quick, 4 runs alternated: 18.5 -> 8 us median; at
+        # 300,000 events 7 -> 4 us).
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+UseSerialGC",
         f"-Dlog4j2.configurationFile={paths.log4j}",
         "-cp",
         f"{libs}/*",
