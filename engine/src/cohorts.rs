@@ -4,7 +4,6 @@
 //! counted under; a customer's memberships in one window are one stored entry).
 
 use std::cmp::Ordering;
-use std::io::Write as _;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -16,7 +15,7 @@ use crate::packed::{
     Reader, Stored,
 };
 use crate::util::{
-    int_of, int_to_py, items, json_key_into, s, Map, OrderedMap, OrderedSet, Part, Str,
+    int_of, int_to_py, items, json_key_into, push_int, s, Map, OrderedMap, OrderedSet, Part, Str,
 };
 
 pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
@@ -835,11 +834,11 @@ pub fn encode_partials(
             if wide {
                 out.push(b' ');
             }
-            let _ = write!(out, "[{partition},");
+            out.push(b'[');
+            push_int(&mut out, partition);
+            out.push(b',');
             match stream_time.filter(|_| index == last) {
-                Some(time) => {
-                    let _ = write!(out, "{time}");
-                }
+                Some(time) => push_int(&mut out, time),
                 None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",[");
@@ -851,12 +850,15 @@ pub fn encode_partials(
                 json_text(&mut out, VIEW_NAMES[p.slot.view as usize]);
                 out.push(b',');
                 json_text(&mut out, &p.slot.label);
-                let _ = write!(out, ",{},", p.slot.start);
+                out.push(b',');
+                push_int(&mut out, p.slot.start);
+                out.push(b',');
                 json_text(&mut out, &p.key.0);
                 out.push(b',');
                 json_text(&mut out, &p.key.1);
                 for value in &p.vector {
-                    let _ = write!(out, ",{value}");
+                    out.push(b',');
+                    push_int(&mut out, *value);
                 }
                 out.push(b']');
             }
