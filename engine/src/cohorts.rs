@@ -90,10 +90,25 @@ impl PartialOrd for Slot {
 }
 
 /// A key's cell, then those of its roll-ups, each once.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Family {
     cells: [u32; 4],
     len: u8,
+}
+
+impl Family {
+    /// Keep only the cells `keep` is true of, in order.
+    fn retain(&mut self, keep: impl Fn(&u32) -> bool) {
+        let mut len = 0;
+        for at in 0..self.len as usize {
+            let cell = self.cells[at];
+            if keep(&cell) {
+                self.cells[len] = cell;
+                len += 1;
+            }
+        }
+        self.len = len as u8;
+    }
 }
 
 impl std::ops::Deref for Family {
@@ -295,14 +310,16 @@ impl WindowCounts {
             }
         }
         let mut joined: Vec<u32> = Vec::new();
+        let mut number = self.customers.number(customer);
         for &index in distinct {
-            let new_to = join(data, &mut self.customers, &family, index, customer);
+            let new_to = join(data, &mut self.customers, family, index, customer, number);
             if new_to.is_empty() {
                 continue;
             }
+            number = self.customers.number(customer);
             self.changed_members.push((slot.clone(), customer.clone()));
             if sums.is_empty() {
-                joined.extend(new_to);
+                joined.extend_from_slice(&new_to);
             }
         }
         let touched: &[u32] = if sums.is_empty() { &joined } else { &family };
@@ -617,7 +634,8 @@ impl WindowCounts {
         let at = self.slot_index(slot);
         let data = &mut self.slots[at];
         let family = data.family(key);
-        join(data, &mut self.customers, &family, index, customer);
+        let number = self.customers.number(customer);
+        join(data, &mut self.customers, family, index, customer, number);
     }
 
     pub fn forget_changes(&mut self) {
@@ -664,30 +682,33 @@ impl WindowCounts {
     }
 }
 
-/// Count `customer` under the family's key (its first cell); the cells of the family it
-/// was new to, none if it was counted under the key already.
+/// Count customer `number` (None: not numbered yet) under the family's key (its first
+/// cell); the cells of the family it was new to, none if it was counted under the key
+/// already.
 fn join(
     data: &mut SlotData,
     customers: &mut Customers,
-    family: &[u32],
+    family: Family,
     index: usize,
     customer: &Str,
-) -> Vec<u32> {
+    number: Option<u32>,
+) -> Family {
     let own = family[0];
-    let mut new_to: Vec<u32>;
-    let number = customers.number(customer);
+    let mut new_to = family;
     match number.and_then(|n| data.members[index].get(&n).copied().map(|held| (n, held))) {
         None => {
             let number = customers.hold(customer);
             data.members[index].insert(number, own);
-            new_to = family.to_vec();
         }
         Some((number, held)) => {
-            let others = data.held_cells(&held).to_vec();
-            if others.contains(&own) {
-                return Vec::new();
+            if data.held_cells(&held).contains(&own) {
+                return Family::default();
             }
-            new_to = family.to_vec();
+            for &other in data.held_cells(&held) {
+                // Every held key was counted through its family.
+                let counted = &data.families[&data.cells[other as usize].key];
+                new_to.retain(|cell| !counted.contains(cell));
+            }
             if held & MANY == 0 {
                 let at = data.many.len() as u32;
                 data.many.push(vec![held, own]);
@@ -695,14 +716,9 @@ fn join(
             } else {
                 data.many[(held & !MANY) as usize].push(own);
             }
-            for other in others {
-                // Every held key was counted through its family.
-                let counted = &data.families[&data.cells[other as usize].key];
-                new_to.retain(|cell| !counted.contains(cell));
-            }
         }
     }
-    for cell in &new_to {
+    for cell in new_to.iter() {
         data.cells[*cell as usize].distinct[index] += 1;
     }
     new_to
