@@ -504,20 +504,23 @@ impl WindowCounts {
     /// as `views_of` gives them), encoded; false (and `out` left empty) once there are none.
     fn memberships(&self, out: &mut Vec<u8>, views: &WindowViews<'_>, number: u32) -> bool {
         out.clear();
-        // Counted first: the list's length comes before its rows.
         let mut rows = 0;
-        each_membership(views, number, |_, _, _| rows += 1);
-        if rows == 0 {
-            return false;
-        }
-        pack_list_header(out, rows);
         each_membership(views, number, |view, index, key| {
+            rows += 1;
             pack_list_header(out, 4);
             pack_text(out, VIEW_NAMES[view]);
             pack_int(out, index as i64);
             pack_text(out, &key.0);
             pack_text(out, &key.1);
         });
+        if rows == 0 {
+            return false;
+        }
+        // The list's length comes before its rows: put in front once they are counted (a
+        // second pass to count them first looked every membership up twice).
+        let mut header = Vec::with_capacity(4);
+        pack_list_header(&mut header, rows);
+        out.splice(0..0, header);
         true
     }
 
