@@ -514,6 +514,8 @@ impl PyRatesBoard {
             campaign: scale(campaign)?,
             loyalty: scale(loyalty)?,
         };
+        let mut emitted_at = Vec::with_capacity(24);
+        records::push_rfc3339(&mut emitted_at, emitted_at_ms);
         let list = PyList::empty(py);
         for (view, label, start, end, key, vector, is_final) in self.board.take_records()? {
             let due = records::Due {
@@ -525,7 +527,7 @@ impl PyRatesBoard {
                 vector: &vector,
                 is_final,
             };
-            match records::encode(&due, &bands, emitted_at_ms) {
+            match records::encode(&due, &bands, &emitted_at) {
                 Some((topic_key, value)) => list.append((
                     view.as_str(),
                     PyBytes::new(py, &topic_key),

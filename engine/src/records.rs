@@ -48,8 +48,9 @@ pub struct Due<'a> {
 }
 
 /// The record's topic key and JSON value, or None when a figure is beyond what is encoded
-/// here exactly (see the module's comment) or the view is unknown.
-pub fn encode(due: &Due<'_>, bands: &Bands, emitted_at_ms: i64) -> Option<(Vec<u8>, Vec<u8>)> {
+/// here exactly (see the module's comment) or the view is unknown. `emitted_at` is the
+/// records' emitted_at as `push_rfc3339` writes it.
+pub fn encode(due: &Due<'_>, bands: &Bands, emitted_at: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     if due.vector.iter().any(|v| v.unsigned_abs() > EXACT_LIMIT) {
         return None;
     }
@@ -60,7 +61,8 @@ pub fn encode(due: &Due<'_>, bands: &Bands, emitted_at_ms: i64) -> Option<(Vec<u
         PURCHASES => ("loyalty", "product_line"),
         _ => return None,
     };
-    let start = rfc3339(due.start);
+    let mut start = Vec::with_capacity(24);
+    push_rfc3339(&mut start, due.start);
     let mut out = Vec::with_capacity(400);
     out.push(b'{');
     if view != CHANNEL_SEGMENT {
@@ -71,9 +73,9 @@ pub fn encode(due: &Due<'_>, bands: &Bands, emitted_at_ms: i64) -> Option<(Vec<u
     out.extend_from_slice(b"\"window\":");
     push_str(&mut out, due.label);
     out.extend_from_slice(b",\"window_start\":\"");
-    out.extend_from_slice(start.as_bytes());
+    out.extend_from_slice(&start);
     out.extend_from_slice(b"\",\"window_end\":\"");
-    out.extend_from_slice(rfc3339(due.end).as_bytes());
+    push_rfc3339(&mut out, due.end);
     out.extend_from_slice(b"\",");
     push_name(&mut out, first);
     push_str(&mut out, due.key.0);
@@ -93,7 +95,7 @@ pub fn encode(due: &Due<'_>, bands: &Bands, emitted_at_ms: i64) -> Option<(Vec<u
     out.extend_from_slice(b",\"final\":");
     out.extend_from_slice(if due.is_final { b"true" } else { b"false" });
     out.extend_from_slice(b",\"emitted_at\":\"");
-    out.extend_from_slice(rfc3339(emitted_at_ms).as_bytes());
+    out.extend_from_slice(emitted_at);
     out.extend_from_slice(b"\"}");
 
     let mut key = Vec::with_capacity(64);
@@ -103,7 +105,7 @@ pub fn encode(due: &Due<'_>, bands: &Bands, emitted_at_ms: i64) -> Option<(Vec<u
     }
     push_key_value(&mut key, due.label);
     key.push(b'|');
-    key.extend_from_slice(start.as_bytes());
+    key.extend_from_slice(&start);
     key.push(b'|');
     push_key_value(&mut key, due.key.0);
     key.push(b'|');
@@ -284,8 +286,8 @@ fn push_key_value(out: &mut Vec<u8>, value: &str) {
 }
 
 /// windows.py's `rfc3339`: "2026-11-22T10:15:00.000Z", with ISO 8601's expanded year
-/// beyond years 0-9999 ("+10000-...", "-0001-...").
-pub fn rfc3339(ms: i64) -> String {
+/// beyond years 0-9999 ("+10000-...", "-0001-..."), into `out`.
+pub fn push_rfc3339(out: &mut Vec<u8>, ms: i64) {
     let ms = ms as i128;
     let days = ms.div_euclid(86_400_000);
     let rest = ms.rem_euclid(86_400_000);
@@ -293,14 +295,39 @@ pub fn rfc3339(ms: i64) -> String {
     let (seconds, milli) = (rest / 1000, rest % 1000);
     let (minutes, second) = (seconds / 60, seconds % 60);
     let (hour, minute) = (minutes / 60, minutes % 60);
-    let written = if year > 9999 {
-        format!("+{year}")
-    } else if year >= 0 {
-        format!("{year:04}")
+    if year > 9999 {
+        out.push(b'+');
+        push_int(out, year);
     } else {
-        format!("-{:04}", -year)
-    };
-    format!("{written}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
+        if year < 0 {
+            out.push(b'-');
+        }
+        push_padded(out, year.unsigned_abs(), 4);
+    }
+    for (separator, value) in [
+        (b'-', month),
+        (b'-', day),
+        (b'T', hour),
+        (b':', minute),
+        (b':', second),
+    ] {
+        out.push(separator);
+        push_padded(out, value as u128, 2);
+    }
+    out.push(b'.');
+    push_padded(out, milli as u128, 3);
+    out.push(b'Z');
+}
+
+/// `value` with leading zeros to `width` digits at least (format!'s `{:0width$}`).
+fn push_padded(out: &mut Vec<u8>, value: u128, width: usize) {
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(value);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits.as_bytes());
 }
 
 /// windows.py's `civil_from_days` (Howard Hinnant's algorithm), with Python's floor

@@ -22,8 +22,10 @@ texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 # Built in the compiled core up to 2^52, left to the Python record beyond (records.rs).
 exact_figures = st.one_of(st.integers(0, 20), st.integers(0, 2**52), st.integers(-(2**52), 0))
 any_figures = st.one_of(exact_figures, st.integers(-(2**70), 2**70))
+# Years of 4 digits, below 1000 (padded), and beyond 0-9999 (ISO 8601's expanded years).
 starts = st.one_of(
     st.integers(T0 - 30 * DAY, T0 + 30 * DAY),
+    st.integers(-63_000_000_000_000, -30_000_000_000_000),
     st.integers(-(2**55), 2**55),
 )
 bands = st.builds(
@@ -58,7 +60,7 @@ def expected(record: WindowRecord, scales: Bands, emitted_at_ms: int) -> tuple[V
     st.lists(partials(), min_size=1, max_size=6),
     st.integers(0, 10 * DAY),
     bands,
-    st.integers(-(2**55), 2**55),
+    starts,
 )
 @example(
     [Partial(PURCHASES.name, "5m", T0, ("member", "a|b%c\n\x1f\x7fé"), [3, 1, 7, 5, 2, 1])],
