@@ -17,7 +17,7 @@ use std::fmt;
 use indexmap::{Equivalent, IndexMap};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use serde::de::{Deserialize, Deserializer, Error as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -387,6 +387,23 @@ fn summed_to_py<'py>(
     Ok(dict)
 }
 
+/// A record due as the tuple `take_records` gives: (view name, label, start, end, first,
+/// second, vector, final).
+fn due_to_py<'py>(py: Python<'py>, due: Due) -> PyResult<Bound<'py, PyTuple>> {
+    let (view, label, start, end, key, vector, is_final) = due;
+    (
+        view,
+        label,
+        start,
+        end,
+        key.0.as_ref(),
+        key.1.as_ref(),
+        vector_to_py(py, &vector)?,
+        is_final,
+    )
+        .into_pyobject(py)
+}
+
 /// board.py's `RatesBoard` state and rules; the Python class wraps it.
 #[pyclass(name = "RatesBoard", module = "stream_app._engine")]
 pub struct PyRatesBoard {
@@ -475,17 +492,8 @@ impl PyRatesBoard {
 
     fn take_records<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
-        for (view, label, start, end, key, vector, is_final) in self.board.take_records()? {
-            list.append((
-                view,
-                label,
-                start,
-                end,
-                key.0.as_ref(),
-                key.1.as_ref(),
-                vector_to_py(py, &vector)?,
-                is_final,
-            ))?;
+        for due in self.board.take_records()? {
+            list.append(due_to_py(py, due)?)?;
         }
         Ok(list)
     }
@@ -517,32 +525,24 @@ impl PyRatesBoard {
         let mut emitted_at = Vec::with_capacity(24);
         records::push_rfc3339(&mut emitted_at, emitted_at_ms);
         let list = PyList::empty(py);
-        for (view, label, start, end, key, vector, is_final) in self.board.take_records()? {
-            let due = records::Due {
-                view: &view,
-                label: &label,
-                start,
-                end,
+        for due in self.board.take_records()? {
+            let (view, label, start, end, key, vector, is_final) = &due;
+            let record = records::Due {
+                view,
+                label,
+                start: *start,
+                end: *end,
                 key: (&key.0, &key.1),
-                vector: &vector,
-                is_final,
+                vector,
+                is_final: *is_final,
             };
-            match records::encode(&due, &bands, &emitted_at) {
+            match records::encode(&record, &bands, &emitted_at) {
                 Some((topic_key, value)) => list.append((
                     view.as_str(),
                     PyBytes::new(py, &topic_key),
                     PyBytes::new(py, &value),
                 ))?,
-                None => list.append((
-                    view.as_str(),
-                    label,
-                    start,
-                    end,
-                    key.0.as_ref(),
-                    key.1.as_ref(),
-                    vector_to_py(py, &vector)?,
-                    is_final,
-                ))?,
+                None => list.append(due_to_py(py, due)?)?,
             }
         }
         Ok(list)
