@@ -63,7 +63,8 @@ pub fn encode(due: &Due<'_>, bands: &Bands, emitted_at: &[u8]) -> Option<(Vec<u8
     };
     let mut start = Vec::with_capacity(24);
     push_rfc3339(&mut start, due.start);
-    let mut out = Vec::with_capacity(400);
+    // Room for the longest record (purchases, with long texts) without growing.
+    let mut out = Vec::with_capacity(1024);
     out.push(b'{');
     if view != CHANNEL_SEGMENT {
         out.extend_from_slice(b"\"view\":");
@@ -228,12 +229,18 @@ pub fn push_float(out: &mut Vec<u8>, value: f64) {
         Some(rest) => (true, rest),
         None => (false, shortest),
     };
-    let (mantissa, exponent) = match shortest.split_once(['e', 'E']) {
-        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
+    let (mantissa, exponent) = match shortest.bytes().position(|b| b == b'e' || b == b'E') {
+        Some(at) => (
+            &shortest[..at],
+            shortest[at + 1..].parse::<i32>().unwrap_or(0),
+        ),
         None => (shortest, 0),
     };
     // The value is 0.<digits> x 10^point.
-    let integer_digits = mantissa.find('.').unwrap_or(mantissa.len()) as i32;
+    let integer_digits = mantissa
+        .bytes()
+        .position(|b| b == b'.')
+        .unwrap_or(mantissa.len()) as i32;
     let all: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
     let leading = all.iter().take_while(|d| **d == b'0').count();
     let digits = &all[leading..];
