@@ -100,7 +100,7 @@ impl PendingId {
     pub fn arrived(offset: i64, event_id: &str) -> Self {
         Self {
             arrival: offset,
-            key: s(&format!("{offset}|{event_id}")),
+            key: s(&[itoa::Buffer::new().format(offset), "|", event_id].concat()),
         }
     }
 

@@ -17,7 +17,7 @@ use std::fmt;
 use indexmap::{Equivalent, IndexMap};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use serde::de::{Deserialize, Deserializer, Error as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -26,6 +26,7 @@ use crate::packed::{
     entries_to_dict, entries_to_list, pack_i128, pack_int, pack_list_header, pack_opt_bool,
     pack_text, pack_texts, PackedEntries,
 };
+use crate::records::{self, BandScale, Bands};
 use crate::util::{int_of, json_key, window_start, Part};
 use crate::window_rules::WindowRules;
 
@@ -386,6 +387,23 @@ fn summed_to_py<'py>(
     Ok(dict)
 }
 
+/// A record due as the tuple `take_records` gives: (view name, label, start, end, first,
+/// second, vector, final).
+fn due_to_py<'py>(py: Python<'py>, due: Due) -> PyResult<Bound<'py, PyTuple>> {
+    let (view, label, start, end, key, vector, is_final) = due;
+    (
+        view,
+        label,
+        start,
+        end,
+        key.0.as_ref(),
+        key.1.as_ref(),
+        vector_to_py(py, &vector)?,
+        is_final,
+    )
+        .into_pyobject(py)
+}
+
 /// board.py's `RatesBoard` state and rules; the Python class wraps it.
 #[pyclass(name = "RatesBoard", module = "stream_app._engine")]
 pub struct PyRatesBoard {
@@ -474,17 +492,58 @@ impl PyRatesBoard {
 
     fn take_records<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
-        for (view, label, start, end, key, vector, is_final) in self.board.take_records()? {
-            list.append((
+        for due in self.board.take_records()? {
+            list.append(due_to_py(py, due)?)?;
+        }
+        Ok(list)
+    }
+
+    /// `take_records` as the rates and KPI topics' records: (view name, topic key, JSON
+    /// value) each, built by records.rs; a record it leaves to Python comes as
+    /// `take_records` gives it. `campaign` and `loyalty` are the band scales (names, lower
+    /// bounds); `emitted_at_ms` the records' emitted_at.
+    fn take_published<'py>(
+        &mut self,
+        py: Python<'py>,
+        campaign: (Vec<String>, Vec<f64>),
+        loyalty: (Vec<String>, Vec<f64>),
+        emitted_at_ms: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let scale = |(names, bounds): (Vec<String>, Vec<f64>)| {
+            if names.len() == bounds.len() + 1 {
+                Ok(BandScale { names, bounds })
+            } else {
+                Err(PyValueError::new_err(
+                    "a band scale needs one name more than bounds",
+                ))
+            }
+        };
+        let bands = Bands {
+            campaign: scale(campaign)?,
+            loyalty: scale(loyalty)?,
+        };
+        let mut emitted_at = Vec::with_capacity(24);
+        records::push_rfc3339(&mut emitted_at, emitted_at_ms);
+        let list = PyList::empty(py);
+        for due in self.board.take_records()? {
+            let (view, label, start, end, key, vector, is_final) = &due;
+            let record = records::Due {
                 view,
                 label,
-                start,
-                end,
-                key.0.as_ref(),
-                key.1.as_ref(),
-                vector_to_py(py, &vector)?,
-                is_final,
-            ))?;
+                start: *start,
+                end: *end,
+                key: (&key.0, &key.1),
+                vector,
+                is_final: *is_final,
+            };
+            match records::encode(&record, &bands, &emitted_at) {
+                Some((topic_key, value)) => list.append((
+                    view.as_str(),
+                    PyBytes::new(py, &topic_key),
+                    PyBytes::new(py, &value),
+                ))?,
+                None => list.append(due_to_py(py, due)?)?,
+            }
         }
         Ok(list)
     }

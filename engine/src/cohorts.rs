@@ -4,7 +4,6 @@
 //! counted under; a customer's memberships in one window are one stored entry).
 
 use std::cmp::Ordering;
-use std::io::Write as _;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -16,7 +15,7 @@ use crate::packed::{
     Reader, Stored,
 };
 use crate::util::{
-    int_of, int_to_py, items, json_key_into, s, Map, OrderedMap, OrderedSet, Part, Str,
+    int_of, int_to_py, items, json_key_into, push_int, s, Map, OrderedMap, OrderedSet, Part, Str,
 };
 
 pub const VIEW_NAMES: [&str; 3] = ["channel_segment", "campaign", "purchases"];
@@ -91,10 +90,25 @@ impl PartialOrd for Slot {
 }
 
 /// A key's cell, then those of its roll-ups, each once.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Family {
     cells: [u32; 4],
     len: u8,
+}
+
+impl Family {
+    /// Keep only the cells `keep` is true of, in order.
+    fn retain(&mut self, keep: impl Fn(&u32) -> bool) {
+        let mut len = 0;
+        for at in 0..self.len as usize {
+            let cell = self.cells[at];
+            if keep(&cell) {
+                self.cells[len] = cell;
+                len += 1;
+            }
+        }
+        self.len = len as u8;
+    }
 }
 
 impl std::ops::Deref for Family {
@@ -296,14 +310,16 @@ impl WindowCounts {
             }
         }
         let mut joined: Vec<u32> = Vec::new();
+        let mut number = self.customers.number(customer);
         for &index in distinct {
-            let new_to = join(data, &mut self.customers, &family, index, customer);
+            let new_to = join(data, &mut self.customers, family, index, customer, number);
             if new_to.is_empty() {
                 continue;
             }
+            number = self.customers.number(customer);
             self.changed_members.push((slot.clone(), customer.clone()));
             if sums.is_empty() {
-                joined.extend(new_to);
+                joined.extend_from_slice(&new_to);
             }
         }
         let touched: &[u32] = if sums.is_empty() { &joined } else { &family };
@@ -488,20 +504,23 @@ impl WindowCounts {
     /// as `views_of` gives them), encoded; false (and `out` left empty) once there are none.
     fn memberships(&self, out: &mut Vec<u8>, views: &WindowViews<'_>, number: u32) -> bool {
         out.clear();
-        // Counted first: the list's length comes before its rows.
         let mut rows = 0;
-        each_membership(views, number, |_, _, _| rows += 1);
-        if rows == 0 {
-            return false;
-        }
-        pack_list_header(out, rows);
         each_membership(views, number, |view, index, key| {
+            rows += 1;
             pack_list_header(out, 4);
             pack_text(out, VIEW_NAMES[view]);
             pack_int(out, index as i64);
             pack_text(out, &key.0);
             pack_text(out, &key.1);
         });
+        if rows == 0 {
+            return false;
+        }
+        // The list's length comes before its rows: put in front once they are counted (a
+        // second pass to count them first looked every membership up twice).
+        let mut header = Vec::with_capacity(4);
+        pack_list_header(&mut header, rows);
+        out.splice(0..0, header);
         true
     }
 
@@ -618,7 +637,8 @@ impl WindowCounts {
         let at = self.slot_index(slot);
         let data = &mut self.slots[at];
         let family = data.family(key);
-        join(data, &mut self.customers, &family, index, customer);
+        let number = self.customers.number(customer);
+        join(data, &mut self.customers, family, index, customer, number);
     }
 
     pub fn forget_changes(&mut self) {
@@ -665,30 +685,33 @@ impl WindowCounts {
     }
 }
 
-/// Count `customer` under the family's key (its first cell); the cells of the family it
-/// was new to, none if it was counted under the key already.
+/// Count customer `number` (None: not numbered yet) under the family's key (its first
+/// cell); the cells of the family it was new to, none if it was counted under the key
+/// already.
 fn join(
     data: &mut SlotData,
     customers: &mut Customers,
-    family: &[u32],
+    family: Family,
     index: usize,
     customer: &Str,
-) -> Vec<u32> {
+    number: Option<u32>,
+) -> Family {
     let own = family[0];
-    let mut new_to: Vec<u32>;
-    let number = customers.number(customer);
+    let mut new_to = family;
     match number.and_then(|n| data.members[index].get(&n).copied().map(|held| (n, held))) {
         None => {
             let number = customers.hold(customer);
             data.members[index].insert(number, own);
-            new_to = family.to_vec();
         }
         Some((number, held)) => {
-            let others = data.held_cells(&held).to_vec();
-            if others.contains(&own) {
-                return Vec::new();
+            if data.held_cells(&held).contains(&own) {
+                return Family::default();
             }
-            new_to = family.to_vec();
+            for &other in data.held_cells(&held) {
+                // Every held key was counted through its family.
+                let counted = &data.families[&data.cells[other as usize].key];
+                new_to.retain(|cell| !counted.contains(cell));
+            }
             if held & MANY == 0 {
                 let at = data.many.len() as u32;
                 data.many.push(vec![held, own]);
@@ -696,14 +719,9 @@ fn join(
             } else {
                 data.many[(held & !MANY) as usize].push(own);
             }
-            for other in others {
-                // Every held key was counted through its family.
-                let counted = &data.families[&data.cells[other as usize].key];
-                new_to.retain(|cell| !counted.contains(cell));
-            }
         }
     }
-    for cell in &new_to {
+    for cell in new_to.iter() {
         data.cells[*cell as usize].distinct[index] += 1;
     }
     new_to
@@ -835,11 +853,11 @@ pub fn encode_partials(
             if wide {
                 out.push(b' ');
             }
-            let _ = write!(out, "[{partition},");
+            out.push(b'[');
+            push_int(&mut out, partition);
+            out.push(b',');
             match stream_time.filter(|_| index == last) {
-                Some(time) => {
-                    let _ = write!(out, "{time}");
-                }
+                Some(time) => push_int(&mut out, time),
                 None => out.extend_from_slice(b"null"),
             }
             out.extend_from_slice(b",[");
@@ -851,12 +869,15 @@ pub fn encode_partials(
                 json_text(&mut out, VIEW_NAMES[p.slot.view as usize]);
                 out.push(b',');
                 json_text(&mut out, &p.slot.label);
-                let _ = write!(out, ",{},", p.slot.start);
+                out.push(b',');
+                push_int(&mut out, p.slot.start);
+                out.push(b',');
                 json_text(&mut out, &p.key.0);
                 out.push(b',');
                 json_text(&mut out, &p.key.1);
                 for value in &p.vector {
-                    let _ = write!(out, ",{value}");
+                    out.push(b',');
+                    push_int(&mut out, *value);
                 }
                 out.push(b']');
             }

@@ -12,6 +12,7 @@ mod merge;
 mod packed;
 mod parse;
 mod partition;
+mod records;
 mod util;
 mod window_rules;
 

@@ -39,6 +39,12 @@ pub fn json_str(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// An integer's decimal digits, as `write!` makes them without its formatting machinery
+/// (which took a tenth of the compiled apply's time).
+pub fn push_int<I: itoa::Integer>(out: &mut Vec<u8>, n: I) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
 /// One part of a JSON list key: a string or an integer.
 pub enum Part<'a> {
     Text(&'a str),
@@ -63,9 +69,7 @@ pub fn json_key_into(out: &mut String, prefix: &str, parts: &[Part<'_>]) {
         }
         match part {
             Part::Text(text) => json_str(out, text),
-            Part::Int(n) => {
-                let _ = write!(out, "{n}");
-            }
+            Part::Int(n) => out.push_str(itoa::Buffer::new().format(*n)),
         }
     }
     out.push(']');

@@ -136,6 +136,28 @@ class RatesBoard:
             )
         ]
 
+    def take_published(self, bands: Bands, emitted_at_ms: int) -> list[tuple[View, bytes, bytes]]:
+        """`take_records` as (view, topic key, JSON value): `WindowRecord.topic_key` and
+        `dumps(as_json(...))`'s bytes, built in the compiled core but for a record whose
+        figures are beyond 2^53 (engine/src/records.rs), built here."""
+        published = []
+        for item in self._core.take_published(
+            (list(bands.campaign.names), list(bands.campaign.bounds)),
+            (list(bands.loyalty.names), list(bands.loyalty.bounds)),
+            emitted_at_ms,
+        ):
+            if len(item) == 3:
+                view_name, key, value = item
+                published.append((VIEW_BY_NAME[view_name], key, value))
+            else:
+                view_name, label, start, end, first, second, vector, final = item
+                record = WindowRecord(
+                    VIEW_BY_NAME[view_name], label, start, end, (first, second), vector, final
+                )
+                value = dumps(record.as_json(bands, emitted_at_ms))
+                published.append((record.view, record.topic_key.encode(), value))
+        return published
+
     # -- persistence -----------------------------------------------------------------
     def take_changes(self) -> dict[str, Any]:
         """The store entries changed since the last call (None deletes), decoded."""

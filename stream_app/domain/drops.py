@@ -173,10 +173,8 @@ class _SeriesState:
     resolved: int = 0
 
     def summed(self) -> Sample:
-        total = Sample(0, 0)
-        for sample in self.baseline:
-            total += sample
-        return total
+        baseline = self.baseline
+        return Sample(sum(s.offers for s in baseline), sum(s.conversions for s in baseline))
 
 
 @dataclass(slots=True)

@@ -89,13 +89,11 @@ class PublishStage:
         ]
         return [
             Output(
-                self.settings.topic_rates
-                if record.view is CHANNEL_SEGMENT
-                else self.settings.topic_kpis,
-                record.topic_key.encode(),
-                dumps(record.as_json(self.bands, now_ms)),
+                self.settings.topic_rates if view is CHANNEL_SEGMENT else self.settings.topic_kpis,
+                key,
+                value,
             )
-            for record in board.take_records()
+            for view, key, value in board.take_published(self.bands, now_ms)
         ] + alerts
 
     def active_alerts(self) -> list[ActiveAlert]:
