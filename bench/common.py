@@ -197,7 +197,7 @@ class Deployment:
             "UPSELL_TOPIC_ALERTS": out["alerts"],
             "UPSELL_TOPIC_DEADLETTER": out["deadletter"],
             "UPSELL_TOPIC_KPIS": out["kpis"],
-            "UPSELL_LOG_LEVEL": "warn",
+            "UPSELL_LOG_LEVEL": os.environ.get("UPSELL_BENCH_LOG_LEVEL", "warn"),
             **self.extra_env,
         }
 

@@ -7,7 +7,9 @@ exact, the changelog bytes the worker wrote per input byte, the time from produc
 effect on /metrics at fixed offered loads, and memory against keys and open offers.
 `--peers`: Quix Streams and stock Faust on the same events beside the bare consumer and one
 worker (bench/peers.py). `--only restart`: a worker's restart on the state of N events
-(bench/restart.py). See docs/performance.md for the method and the figures.
+(bench/restart.py). The workers log at warn level into <data dir>/logs; set
+UPSELL_BENCH_LOG_LEVEL=info to follow a run's rebalances and loads there. See
+docs/performance.md for the method and the figures.
 Exits non-zero only when something fails to run or a result is wrong, never for slowness.
 """
 
