@@ -675,14 +675,11 @@ impl Partition {
             .iter()
             .map(|chunk| chunk.cast_into::<PyBytes>().map_err(PyErr::from))
             .collect::<PyResult<_>>()?;
-        // Each key's newest value (None: deleted), in the order keys first came.
-        let mut merged: OrderedMap<&str, Option<&[u8]>> = OrderedMap::default();
-        for chunk in &chunks {
-            for (key, value) in chunk_entries(chunk.as_bytes())? {
-                merged.insert(key, value);
-            }
-        }
+        let raw: Vec<&[u8]> = chunks.iter().map(|chunk| chunk.as_bytes()).collect();
         let mut partition = Partition::new(config);
+        // The entries a state has most of are decoded without the GIL, so that a worker
+        // given several partitions loads them on all its cores (faust_app.py's loads).
+        let (merged, rest) = py.detach(|| partition.restore_packed(&raw))?;
         match merged.get(META_KEY) {
             Some(Some(raw)) => partition.restore_meta(unpack(py, raw)?)?,
             Some(None) => {}
@@ -701,13 +698,64 @@ impl Partition {
             }
             partition.restore_entry(py, key, Stored::Py(value), &mut labels)?;
         }
-        for (key, value) in &merged {
-            if let Some(raw) = value {
-                partition.restore_entry(py, key, Stored::Packed(raw), &mut labels)?;
-            }
+        for (key, raw) in rest {
+            partition.restore_entry(py, key, Stored::Packed(raw), &mut labels)?;
         }
         partition.finish_restore(labels);
         Ok(partition)
+    }
+
+    /// Each key's newest value in the chunks (None: deleted), in the order keys first
+    /// came; the entries read straight from their encoding are restored, the others left
+    /// for `restore_entry`.
+    #[allow(clippy::type_complexity)]
+    fn restore_packed<'a>(
+        &mut self,
+        chunks: &[&'a [u8]],
+    ) -> PyResult<(OrderedMap<&'a str, Option<&'a [u8]>>, Vec<(&'a str, &'a [u8])>)> {
+        let mut merged: OrderedMap<&str, Option<&[u8]>> = OrderedMap::default();
+        for chunk in chunks {
+            for (key, value) in chunk_entries(chunk)? {
+                merged.insert(key, value);
+            }
+        }
+        let mut rest = Vec::new();
+        for (key, value) in &merged {
+            if let Some(raw) = value {
+                if *key != META_KEY && !self.restore_packed_entry(key, raw)? {
+                    rest.push((*key, *raw));
+                }
+            }
+        }
+        Ok((merged, rest))
+    }
+
+    /// Restore an entry of the kinds a state has most of (duplicate memory, offers,
+    /// window counts) straight from its encoding; false for any other kind.
+    fn restore_packed_entry(&mut self, key: &str, raw: &[u8]) -> PyResult<bool> {
+        let mut reader = Reader::new(raw);
+        if let Some(event_id) = key.strip_prefix(DEDUPE) {
+            self.memory.remember(s(event_id), reader.int()?);
+            return Ok(true);
+        }
+        if key.starts_with(OFFER) {
+            if reader.list_len()? != 3 {
+                return Err(PyValueError::new_err(format!("{key} holds no offer")));
+            }
+            let offer = Arc::new(offer_from_packed(&mut reader)?);
+            let mut windows = Vec::new();
+            for _ in 0..reader.list_len()? {
+                windows.push(s(reader.text()?));
+            }
+            let converted_by = reader.opt_text()?.map(s);
+            self.restore_offer(offer, windows, converted_by);
+            return Ok(true);
+        }
+        if let Some(window_key) = key.strip_prefix(WINDOW) {
+            self.counts.restore_stored(window_key, Stored::Packed(raw))?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn restore_meta(&mut self, meta: Bound<'_, PyAny>) -> PyResult<()> {
@@ -758,26 +806,8 @@ impl Partition {
         }
         // The entries a state has most of are read straight from their encoding.
         if let Stored::Packed(raw) = value {
-            let mut reader = Reader::new(raw);
-            if let Some(event_id) = key.strip_prefix(DEDUPE) {
-                self.memory.remember(s(event_id), reader.int()?);
+            if self.restore_packed_entry(key, raw)? {
                 return Ok(());
-            }
-            if key.starts_with(OFFER) {
-                if reader.list_len()? != 3 {
-                    return Err(PyValueError::new_err(format!("{key} holds no offer")));
-                }
-                let offer = Arc::new(offer_from_packed(&mut reader)?);
-                let mut windows = Vec::new();
-                for _ in 0..reader.list_len()? {
-                    windows.push(s(reader.text()?));
-                }
-                let converted_by = reader.opt_text()?.map(s);
-                self.restore_offer(offer, windows, converted_by);
-                return Ok(());
-            }
-            if let Some(window_key) = key.strip_prefix(WINDOW) {
-                return self.counts.restore_stored(window_key, Stored::Packed(raw));
             }
         }
         let value = match value {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -149,6 +150,31 @@ def test_the_records_the_core_encodes_are_the_ones_the_store_encodes_from_its_en
     assert any(b"|#s|" in key for _, _, key, _ in written)
     restored = CustomerPartition.restore_chunks(config, *chunks_store.load_chunks(0))
     assert snapshot(restored) == snapshot(by_chunks.partition)
+
+
+@settings(max_examples=15, deadline=None)
+@given(histories=st.lists(operations(), min_size=4, max_size=4))
+def test_partitions_restored_side_by_side_on_threads_equal_them_restored_one_by_one(
+    histories: list[list[tuple[Any, ...]]],
+) -> None:
+    """The engine decodes the chunks without the GIL, so that a worker loads its
+    partitions on all its cores at once (stream_app/runtime/faust_app.py)."""
+    written: list[tuple[PartitionStore, Any]] = []
+    for history in histories:
+        feed = Feed(CustomerPartition(CONFIG))
+        for op in history:
+            play(feed, op)
+        store = PartitionStore(FakeTable(), keep_copy=True, keeps_entries=False)
+        state = feed.partition
+        store.write_chunked(0, state.take_changes_chunks, state.snapshot_chunks)
+        written.append((store, snapshot(state)))
+
+    def restore(store: PartitionStore) -> CustomerPartition:
+        return CustomerPartition.restore_chunks(CONFIG, *store.load_chunks(0))
+
+    with ThreadPoolExecutor(max_workers=len(written)) as loaders:
+        restored = list(loaders.map(restore, [store for store, _ in written]))
+    assert [snapshot(state) for state in restored] == [expected for _, expected in written]
 
 
 def packed_snapshot_chunks(state: CustomerPartition) -> WriteChunks:
