@@ -272,7 +272,8 @@ def _machine_share(run: WorkerRun) -> str:
     a run was bound by the cores rather than by waiting."""
     return (
         f"broker CPU {run.broker_cpu_us_per_event:,.0f} us per event; workers and broker "
-        f"kept {run.cores_busy:.2f} of {os.cpu_count()} cores busy"
+        f"kept {run.cores_busy:.2f} of {os.cpu_count()} cores busy, other processes "
+        f"{run.others_cores_busy:.2f}"
     )
 
 

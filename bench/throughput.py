@@ -24,6 +24,7 @@ from bench.common import (
     Deployment,
     LagReader,
     Progress,
+    machine_busy_seconds,
     truth_mismatches,
 )
 from stream_app.domain.durations import parse_duration_ms
@@ -233,6 +234,8 @@ class WorkerRun:
     # without the pipeline's tail (the last partials to the board, the last commits), which
     # takes about as long whatever the number of workers.
     inputs_seconds: float = 0.0
+    # CPU seconds the whole machine spent busy over the clock, by any process.
+    machine_busy_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -264,6 +267,12 @@ class WorkerRun:
         """Workers' and broker's CPU over the clock's wall time: how many cores they kept
         busy (at most the machine's count, less what the bench and others took)."""
         return (self.cpu_seconds + self.broker_cpu_seconds) / self.seconds
+
+    @property
+    def others_cores_busy(self) -> float:
+        """How many cores other processes (the bench's own polling included) kept busy
+        over the clock: on a shared machine, what the run could not have."""
+        return max(0.0, self.machine_busy_seconds / self.seconds - self.cores_busy)
 
 
 def run_workers(
@@ -334,6 +343,7 @@ def run_workers(
         started = time.monotonic()
         cpu_before = deployment.cpu_seconds()
         broker_cpu_before = broker.cpu_seconds()
+        machine_before = machine_busy_seconds()
         total = dataset.messages
         inputs_read: float | None = None
         while True:
@@ -347,6 +357,7 @@ def run_workers(
                 finished = time.monotonic()
                 cpu_after = deployment.cpu_seconds()
                 broker_cpu_after = broker.cpu_seconds()
+                machine_after = machine_busy_seconds()
                 problems = truth_mismatches(deployment, truth)
                 if not problems:
                     break
@@ -369,6 +380,7 @@ def run_workers(
             name,
             broker_cpu_after - broker_cpu_before,
             (inputs_read or finished) - started,
+            machine_after - machine_before,
         )
     finally:
         lag.close()
