@@ -229,6 +229,7 @@ def _throughput(
         f"  worker RSS at the end: {one.rss[0] / 2**20:,.0f} MiB "
         f"({one.total_seconds:.1f} s from launch to exact); worker CPU "
         f"{one.cpu_us_per_event:,.0f} us per event ({one.cpu_seconds:.1f} s)",
+        f"  {_drain_split(one)}",
         f"  {_machine_share(one)}",
     ]
     report += _bytes_written(broker, one.name, results)
@@ -248,12 +249,24 @@ def _throughput(
         two = run_workers(broker, dataset, 2, progress, timeout)
         progress.done(f"two workers: {two.rate:,.0f} events/s, exact")
         results["two_workers"] = asdict(two) | {"rate": round(two.rate)}
-        report.append(
+        report += [
             f"two workers, lag 0 and exact counts  {two.rate:>10,.0f} events/s   "
             f"{two.rate / one.rate:.2f} x one worker (target 1.7); CPU "
-            f"{two.cpu_us_per_event:,.0f} us per event"
-        )
-        report.append(f"  {_machine_share(two)}")
+            f"{two.cpu_us_per_event:,.0f} us per event",
+            f"  {_drain_split(two)}; the steady drain {two.inputs_rate / one.inputs_rate:.2f} "
+            "x one worker's",
+            f"  {_machine_share(two)}",
+        ]
+
+
+def _drain_split(run: WorkerRun) -> str:
+    """The clock split at the moment every input event was validated: the steady drain,
+    then the pipeline's tail, about as long whatever the number of workers (in so short a
+    run, a good part of the clock)."""
+    return (
+        f"every input validated after {run.inputs_seconds:.2f} s "
+        f"({run.inputs_rate:,.0f} events/s), then {run.tail_seconds:.2f} s to lag 0 and exact"
+    )
 
 
 def _machine_share(run: WorkerRun) -> str:
@@ -261,7 +274,8 @@ def _machine_share(run: WorkerRun) -> str:
     a run was bound by the cores rather than by waiting."""
     return (
         f"broker CPU {run.broker_cpu_us_per_event:,.0f} us per event; workers and broker "
-        f"kept {run.cores_busy:.2f} of {os.cpu_count()} cores busy"
+        f"kept {run.cores_busy:.2f} of {os.cpu_count()} cores busy, other processes "
+        f"{run.others_cores_busy:.2f}"
     )
 
 

@@ -24,6 +24,7 @@ from bench.common import (
     Deployment,
     LagReader,
     Progress,
+    machine_busy_seconds,
     truth_mismatches,
 )
 from stream_app.domain.durations import parse_duration_ms
@@ -46,6 +47,9 @@ GRACE = "1h"
 WORKER_ENV = {"UPSELL_GRACE": GRACE, "UPSELL_MAX_FUTURE": "off"}
 # Well past the longest a broker holds a worker's fetch (hot_path.FETCH_MAX_WAIT_MS).
 _FETCHES_ANSWERED_S = 1.0
+# How often the clock's end is looked for: a drain of the --quick data takes about a
+# second, so 0.1 s between looks was up to a tenth of the figure.
+_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -226,10 +230,25 @@ class WorkerRun:
     # CPU seconds the broker used over the same time: with the workers', what the whole
     # job took of the machine's cores.
     broker_cpu_seconds: float = 0.0
+    # From the start of the clock until every input event was validated: the steady drain,
+    # without the pipeline's tail (the last partials to the board, the last commits), which
+    # takes about as long whatever the number of workers.
+    inputs_seconds: float = 0.0
+    # CPU seconds the whole machine spent busy over the clock, by any process.
+    machine_busy_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def inputs_rate(self) -> float:
+        return self.events / self.inputs_seconds if self.inputs_seconds else 0.0
+
+    @property
+    def tail_seconds(self) -> float:
+        """From every input event validated to lag 0 and exact counts."""
+        return self.seconds - self.inputs_seconds
 
     @property
     def copy_rate(self) -> float:
@@ -248,6 +267,12 @@ class WorkerRun:
         """Workers' and broker's CPU over the clock's wall time: how many cores they kept
         busy (at most the machine's count, less what the bench and others took)."""
         return (self.cpu_seconds + self.broker_cpu_seconds) / self.seconds
+
+    @property
+    def others_cores_busy(self) -> float:
+        """How many cores other processes (the bench's own polling included) kept busy
+        over the clock: on a shared machine, what the run could not have."""
+        return max(0.0, self.machine_busy_seconds / self.seconds - self.cores_busy)
 
 
 def run_workers(
@@ -268,7 +293,8 @@ def run_workers(
     events copied in while the workers ran came partition by partition, hours of event
     time apart, and a worker took the partitions that had caught up for live ones, so
     their records arrived late.) The clock stops when the group has committed everything
-    on every stage and its counters equal the simulator's truth.
+    on every stage and its counters equal the simulator's truth; the moment every input
+    event was validated (the workers' /healthz events_in) is taken on the way.
     """
     name = f"bench-{uuid.uuid4().hex[:8]}"
     deployment = Deployment(
@@ -317,26 +343,31 @@ def run_workers(
         started = time.monotonic()
         cpu_before = deployment.cpu_seconds()
         broker_cpu_before = broker.cpu_seconds()
+        machine_before = machine_busy_seconds()
         total = dataset.messages
+        inputs_read: float | None = None
         while True:
             if time.monotonic() > deadline:
                 raise BenchError(f"{count} worker(s) did not finish in {timeout:.0f} s")
+            validated = deployment.events_in() if inputs_read is None else total
+            if validated >= total and inputs_read is None:
+                inputs_read = time.monotonic()
             current = lag.lag()
-            if current == 0:
+            if current == 0 and inputs_read is not None:
                 finished = time.monotonic()
                 cpu_after = deployment.cpu_seconds()
                 broker_cpu_after = broker.cpu_seconds()
+                machine_after = machine_busy_seconds()
                 problems = truth_mismatches(deployment, truth)
                 if not problems:
                     break
                 progress(f"{count} worker(s): lag 0, waiting for {', '.join(problems)}")
             else:
-                validated = deployment.events_in()
                 progress(
                     f"{count} worker(s): {validated:,}/{total:,} events validated, "
                     f"lag {current:,} on all stages"
                 )
-            time.sleep(0.1)
+            time.sleep(_POLL_S)
         rss = deployment.rss_bytes()
         return WorkerRun(
             count,
@@ -348,6 +379,8 @@ def run_workers(
             copy_seconds,
             name,
             broker_cpu_after - broker_cpu_before,
+            (inputs_read or finished) - started,
+            machine_after - machine_before,
         )
     finally:
         lag.close()
