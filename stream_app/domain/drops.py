@@ -188,7 +188,7 @@ class DropDetector:
     def take_alerts(self, board: RatesBoard) -> list[DropAlert]:
         """Measure every window of the board that reached the age since the last call.
 
-        Call before the board's take_records, which forgets final windows.
+        Call before the board's take_published (or take_records), which forgets final windows.
         """
         watermark = board.low_watermark
         alerts: list[DropAlert] = []

@@ -74,7 +74,7 @@ class PublishStage:
             if record.value is not None:
                 board.apply_encoded(record.value, record.offset)
         now_ms = int(now.wall * 1000)
-        # Before take_records, which forgets the windows that became final.
+        # Before take_published, which forgets the windows that became final.
         taken = self.detectors[partition].take_alerts(board)
         for alert in taken:
             if alert.state == FIRED:
