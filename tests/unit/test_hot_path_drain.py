@@ -38,6 +38,11 @@ class FakePipeline:
         self.handoff = SimpleNamespace(admit=lambda *facts: True)
         self.settings = SimpleNamespace(topic_events="upsell-stream-events-by-customer")
         self._positions: dict[tuple[str, int], int] = {}
+        # Set by a test: validation hands these events-by-customer partitions items in
+        # process, whose state `persist` queues as changelog records.
+        self.hands_to: list[int] = []
+        self.outbox: list[tuple[str, int, bytes, bytes]] = []
+        self.stores = [SimpleNamespace(take_outbox=self._take_outbox)]
 
     def is_input(self, topic: str) -> bool:
         return topic == OFFERS_0.topic
@@ -52,7 +57,15 @@ class FakePipeline:
         self.validated.append({tp: [r.offset for r in batch] for tp, batch in batches.items()})
         for tp, batch in batches.items():
             self._positions[tp] = batch[-1].offset + 1
-        return []
+        self.handed_partitions = list(self.hands_to)
+        return [SimpleNamespace(topic="out", partition=0, key=b"output", value=b"", headers=[])]
+
+    def persist(self, topic: str, partition: int) -> None:
+        self.outbox.append(("changelog", partition, b"state", b""))
+
+    def _take_outbox(self) -> list[tuple[str, int, bytes, bytes]]:
+        outbox, self.outbox = self.outbox, []
+        return outbox
 
     def input_positions(self) -> dict[tuple[str, int], int]:
         return dict(self._positions)
@@ -62,11 +75,20 @@ class FakePipeline:
 
 
 class FakeSender:
-    async def send(self, records: Any) -> None:
-        list(records)
+    """Records what the hot path sends and when it waits for acknowledgements."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, ...]] = []
+
+    async def send(self, records: Any, compressed: bool = False) -> None:
+        for record in records:
+            self.log.append(("send", record[2]))
+
+    async def dispatch(self) -> None:
+        self.log.append(("dispatch",))
 
     async def flush(self) -> None:
-        return None
+        self.log.append(("flush",))
 
 
 Fetch = dict[TP, list[int]]
@@ -80,6 +102,7 @@ def _consumer(
     app: Any = object.__new__(PipelineApp)
     app.pipeline = pipeline
     app.consumer_generation_id = 1
+    app.stores = pipeline.stores
     consumer: Any = object.__new__(BatchConsumer)
     consumer.app = app
     consumer.transport = SimpleNamespace(app=SimpleNamespace(should_stop=False))
@@ -179,3 +202,17 @@ def test_a_pass_that_leaves_records_behind_waits_for_the_commit_interval() -> No
     assert seen == [{OFFERS_0: 4, OFFERS_1: 2}]
     # The second pass left the worker caught up: one commit of both passes' offsets.
     assert commits == [{OFFERS_0: 10, OFFERS_1: 2}]
+
+
+def test_the_state_goes_out_only_after_the_outputs_it_reflects_are_acknowledged() -> None:
+    pipeline = FakePipeline()
+    pipeline.hands_to = [3]
+    partitions = {OFFERS_0: Partition(highwater=2)}
+    consumer, commits = _consumer(pipeline, partitions, [lambda: {OFFERS_0: [0, 1]}])
+    _drain(consumer)
+    log = consumer._batch_sender.log
+    assert log.count(("send", b"output")) == 1 and log.count(("send", b"state")) == 1
+    output_sent, state_sent = log.index(("send", b"output")), log.index(("send", b"state"))
+    assert ("flush",) in log[output_sent:state_sent]
+    assert commits == [{OFFERS_0: 2}]
+    assert log[-1] == ("flush",)  # the commit comes after the state is acknowledged too
