@@ -13,19 +13,10 @@ from typing import Any
 from faust.types import TP
 
 from stream_app.runtime.hot_path import BatchConsumer, PipelineApp
+from tests.unit.test_hot_path_liveness import Partition
 
 OFFERS_0 = TP("upsell.offers", 0)
 OFFERS_1 = TP("upsell.offers", 1)
-
-
-class Partition:
-    """aiokafka's state of an assigned partition, as the hot path reads it."""
-
-    def __init__(self, highwater: int) -> None:
-        self.highwater = highwater
-        self.position = 0
-        self.has_valid_position = True
-        self.timestamp = 0
 
 
 class FakePipeline:
@@ -151,7 +142,7 @@ def _drain(consumer: Any) -> None:
 
 def test_a_fetch_answered_after_a_rebalance_began_is_not_handled() -> None:
     pipeline = FakePipeline()
-    partitions = {OFFERS_0: Partition(highwater=6)}
+    partitions = {OFFERS_0: Partition(highwater=6, position=0)}
     consumer: Any = None
 
     def answered_during_the_rebalance() -> Fetch:
@@ -173,7 +164,10 @@ def test_a_fetch_answered_after_a_rebalance_began_is_not_handled() -> None:
 
 def test_a_pass_that_leaves_the_worker_caught_up_commits_at_once() -> None:
     pipeline = FakePipeline()
-    partitions = {OFFERS_0: Partition(highwater=4), OFFERS_1: Partition(highwater=2)}
+    partitions = {
+        OFFERS_0: Partition(highwater=4, position=0),
+        OFFERS_1: Partition(highwater=2, position=0),
+    }
     consumer, commits = _consumer(
         pipeline, partitions, [lambda: {OFFERS_0: [0, 1, 2, 3], OFFERS_1: [0, 1]}]
     )
@@ -185,7 +179,10 @@ def test_a_pass_that_leaves_the_worker_caught_up_commits_at_once() -> None:
 
 def test_a_pass_that_leaves_records_behind_waits_for_the_commit_interval() -> None:
     pipeline = FakePipeline()
-    partitions = {OFFERS_0: Partition(highwater=10), OFFERS_1: Partition(highwater=2)}
+    partitions = {
+        OFFERS_0: Partition(highwater=10, position=0),
+        OFFERS_1: Partition(highwater=2, position=0),
+    }
     seen: list[dict[TP, int]] = []
     consumer: Any = None
 
@@ -207,7 +204,7 @@ def test_a_pass_that_leaves_records_behind_waits_for_the_commit_interval() -> No
 def test_the_state_goes_out_only_after_the_outputs_it_reflects_are_acknowledged() -> None:
     pipeline = FakePipeline()
     pipeline.hands_to = [3]
-    partitions = {OFFERS_0: Partition(highwater=2)}
+    partitions = {OFFERS_0: Partition(highwater=2, position=0)}
     consumer, commits = _consumer(pipeline, partitions, [lambda: {OFFERS_0: [0, 1]}])
     _drain(consumer)
     log = consumer._batch_sender.log

@@ -18,12 +18,14 @@ TIMEOUT_S = 60.0
 
 
 class Partition:
-    """aiokafka's state of an assigned partition, as the check reads it."""
+    """aiokafka's state of an assigned partition, as the hot path reads it: read up to
+    `position` (by default all of it) of the `highwater` records Kafka holds."""
 
-    def __init__(self) -> None:
-        self.highwater = 100
-        self.position = 100
+    def __init__(self, highwater: int = 100, position: int | None = None) -> None:
+        self.highwater = highwater
+        self.position = highwater if position is None else position
         self.has_valid_position = True
+        self.timestamp = 0  # when a fetch of it last answered
 
 
 def _consumer(partitions: dict[TP, Partition]) -> Any:
