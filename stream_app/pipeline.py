@@ -36,6 +36,7 @@ class PartitionStage(Protocol):
     def load(self, partition: int) -> object: ...
     def persist(self, partition: int) -> None: ...
     def has_state(self, partition: int) -> bool: ...
+    def next_offset(self, partition: int) -> int | None: ...
     def keep_only(self, owned: Container[int]) -> None: ...
 
 
@@ -208,6 +209,12 @@ class Pipeline:
         """Whether the state of an internal partition is loaded (see `load`)."""
         stage = self._stages.get(topic)
         return stage is not None and stage.has_state(partition)
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The first record of an internal partition its loaded state has not applied
+        (None: no state loaded here)."""
+        stage = self._stages.get(topic)
+        return None if stage is None else stage.next_offset(partition)
 
     def persist(self, topic: str, partition: int) -> None:
         stage = self._stages.get(topic)

@@ -27,6 +27,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream_app._engine import key_partition
+from stream_app.domain.gaps import GapGuard
 from stream_app.domain.stalls import Resumed, StallDetector, Stalled
 from stream_app.pipeline import Pipeline
 from stream_app.runtime import faust_internals
@@ -123,6 +124,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._committed_at = time.monotonic()
         self._stalls: StallDetector | None = None
         self._stalls_generation: int | None = None
+        # Internal partitions read again from their state's next offset (domain/gaps.py).
+        self._gaps = GapGuard()
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         # Faust checks the assignment before flushing the producer; a rebalance during the
@@ -183,6 +186,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if self._batch_sender is not None:
                 await self._batch_sender.flush()
             self._uncommitted.clear()
+            self._gaps.clear()
         await super().wait_empty()
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -435,6 +439,18 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 # for the whole one. Read the records again later (seek_wait runs on the
                 # consumer's own thread, as aiokafka needs).
                 log.info("records wait for their partitions' state to be recovered: %s", unloaded)
+            for tp, batch in list(owned.items()):
+                next_offset = pipeline.next_offset(tp.topic, tp.partition)
+                if next_offset is None:
+                    continue
+                skipped = self._gaps.check((tp.topic, tp.partition), batch[0].offset, next_offset)
+                if skipped is None:
+                    continue
+                log.warning("%s", skipped.message())
+                if not skipped.gone:
+                    unloaded[tp] = next_offset
+                    del owned[tp]
+            if unloaded:
                 await self._seek_assigned(unloaded)
             if not owned:
                 return

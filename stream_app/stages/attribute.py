@@ -34,6 +34,10 @@ class AttributeStage:
     def has_state(self, partition: int) -> bool:
         return partition in self.partitions
 
+    def next_offset(self, partition: int) -> int | None:
+        state = self.partitions.get(partition)
+        return None if state is None else state.next_offset
+
     def keep_only(self, owned: Container[int]) -> None:
         """A rebalance ended: the state of partitions not assigned any more belongs to
         another worker."""

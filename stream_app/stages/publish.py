@@ -52,6 +52,10 @@ class PublishStage:
     def has_state(self, partition: int) -> bool:
         return partition in self.boards
 
+    def next_offset(self, partition: int) -> int | None:
+        board = self.boards.get(partition)
+        return None if board is None else board.next_offset
+
     def keep_only(self, owned: Container[int]) -> None:
         """A rebalance ended: a board not assigned any more belongs to another worker."""
         for partition in [p for p in self.boards if p not in owned]:

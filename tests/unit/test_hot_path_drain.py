@@ -1,6 +1,7 @@
 """The hot path's loop (BatchConsumer._drain) over scripted fetches: what a fetch answered
-after a rebalance began brings is dropped, and a pass that leaves the worker caught up
-commits at once while one that leaves records behind waits for COMMIT_INTERVAL_S."""
+after a rebalance began brings is dropped, a pass that leaves the worker caught up
+commits at once while one that leaves records behind waits for COMMIT_INTERVAL_S, and a
+fetch of an internal partition that begins past its state's next offset is read again."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Any
 
 from faust.types import TP
 
+from stream_app.domain.gaps import GapGuard
 from stream_app.runtime.hot_path import BatchConsumer, PipelineApp
 from tests.unit.test_hot_path_liveness import Partition
 
 OFFERS_0 = TP("upsell.offers", 0)
 OFFERS_1 = TP("upsell.offers", 1)
+EVENTS_0 = TP("upsell-stream-events-by-customer", 0)
 
 
 class FakePipeline:
@@ -65,6 +68,40 @@ class FakePipeline:
         return {}
 
 
+class FakeStatePipeline(FakePipeline):
+    """Also an events-by-customer partition whose loaded state applies records as the
+    compiled one does: those before its next offset are skipped, and it moves past the
+    last one."""
+
+    def __init__(self, next_offset: int) -> None:
+        super().__init__()
+        self.state_next_offset = next_offset
+        self.applied: list[int] = []
+        self.lag: dict[tuple[str, int], int] = {}
+
+    def handles(self, topic: str) -> bool:
+        return topic == EVENTS_0.topic
+
+    def has_state(self, topic: str, partition: int) -> bool:
+        return topic == EVENTS_0.topic
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        return self.state_next_offset
+
+    def now(self) -> None:
+        return None
+
+    def handle(self, topic: str, partition: int, batch: list[Any], now: Any) -> list[Any]:
+        for record in batch:
+            if record.offset >= self.state_next_offset:
+                self.applied.append(record.offset)
+                self.state_next_offset = record.offset + 1
+        return []
+
+    def touch(self) -> None:
+        pass
+
+
 class FakeSender:
     """Records what the hot path sends and when it waits for acknowledgements."""
 
@@ -109,6 +146,15 @@ def _consumer(
     consumer._tp_state = partitions.get
     consumer.assignment = lambda: set(partitions)
     consumer._handoff_admits = lambda *facts: True
+    consumer._gaps = GapGuard()
+    consumer.seeks = []
+
+    async def seek_wait(offsets: dict[TP, int]) -> None:
+        consumer.seeks.append(dict(offsets))
+        for tp, offset in offsets.items():
+            partitions[tp].position = offset
+
+    consumer.seek_wait = seek_wait
     commits: list[dict[TP, int]] = []
 
     async def commit_offsets(offsets: dict[TP, int]) -> None:
@@ -213,3 +259,32 @@ def test_the_state_goes_out_only_after_the_outputs_it_reflects_are_acknowledged(
     assert ("flush",) in log[output_sent:state_sent]
     assert commits == [{OFFERS_0: 2}]
     assert log[-1] == ("flush",)  # the commit comes after the state is acknowledged too
+
+
+def test_a_fetch_past_the_state_s_next_offset_is_read_again_from_it() -> None:
+    """As in the scale-out test's lost purchases: a partition resumed before Faust sought
+    it to its committed offset answered from further on."""
+    pipeline = FakeStatePipeline(next_offset=4)
+    partitions = {EVENTS_0: Partition(highwater=11, position=8)}
+    consumer, commits = _consumer(
+        pipeline,
+        partitions,
+        [lambda: {EVENTS_0: [8, 9, 10]}, lambda: {EVENTS_0: list(range(4, 11))}],
+    )
+    _drain(consumer)
+    assert consumer.seeks == [{EVENTS_0: 4}]
+    assert pipeline.applied == list(range(4, 11))
+    assert commits == [{EVENTS_0: 11}]
+
+
+def test_records_gone_from_kafka_do_not_hold_the_partition_back() -> None:
+    pipeline = FakeStatePipeline(next_offset=0)
+    partitions = {EVENTS_0: Partition(highwater=503, position=500)}
+    # Retention deleted offsets 0 to 499: reading again from 0 answers from 500 again.
+    consumer, commits = _consumer(
+        pipeline, partitions, [lambda: {EVENTS_0: [500, 501]}, lambda: {EVENTS_0: [500, 501, 502]}]
+    )
+    _drain(consumer)
+    assert consumer.seeks == [{EVENTS_0: 0}]
+    assert pipeline.applied == [500, 501, 502]
+    assert commits == [{EVENTS_0: 503}]
