@@ -21,6 +21,8 @@ OVERRIDDEN: tuple[tuple[type, str], ...] = (
     (faust_aiokafka.Consumer, "_new_consumer_thread"),
     (faust_aiokafka.Consumer, "_commit"),
     (faust_aiokafka.Consumer, "_drain_messages"),
+    (faust_aiokafka.Consumer, "resume_partitions"),
+    (faust_aiokafka.Consumer, "perform_seek"),
     (faust_aiokafka.Producer, "_settings_extra"),
     (faust.Worker, "_schedule_shutdown"),
 )
@@ -63,6 +65,14 @@ def read_offsets(consumer: Any) -> dict[Any, int | None]:
     """Faust's offset of the last record handled per partition (what it commits and what
     its liveness check reads); the hot path updates it for the records it handles."""
     offsets: dict[Any, int | None] = consumer._read_offset
+    return offsets
+
+
+def committed_offsets(consumer: Any) -> dict[Any, int | None]:
+    """The committed offsets Faust's last seek to them found (perform_seek), by partition:
+    absent or None for a partition with none above 0 (aiokafka's seek_to_committed
+    leaves those where they stand)."""
+    offsets: dict[Any, int | None] = consumer._committed_offset
     return offsets
 
 

@@ -126,6 +126,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._stalls_generation: int | None = None
         # Internal partitions read again from their state's next offset (domain/gaps.py).
         self._gaps = GapGuard()
+        # Stream partitions whose resume waits for the recovery's seek, and the rebalance
+        # generation they were resumed in (see resume_partitions).
+        self._resume_after_seek: set[Any] = set()
+        self._resume_generation: int | None = None
+        # The rebalance generation whose seek to the committed offsets is done, and how
+        # many such seeks were done (see _unsought).
+        self._sought_generation: int | None = None
+        self._seek_epoch = 0
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         # Faust checks the assignment before flushing the producer; a rebalance during the
@@ -174,6 +182,50 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if started is not None and now - started >= self.app.conf.stream_processing_timeout:
             super().verify_recovery_event_path(now, tp)
 
+    def resume_partitions(self, tps: Any) -> None:
+        """Faust's recovery resumes the stream partitions and only then seeks them to their
+        committed offsets (faust/tables/recovery.py: `resume_partitions`, then
+        `perform_seek`). A fetch answered in between starts wherever aiokafka's position
+        stood: in the scale-out tests, a partition given back to a worker answered 16 and
+        107 records past its committed offset, and records before the first one handled
+        are skipped for good once a later one is counted (a source offset's watermark, a
+        state's next offset). So the pipeline's partitions are resumed once the seek is
+        done (perform_seek); the changelogs and Faust's own topics as Faust asks."""
+        pipeline = self.app.pipeline if isinstance(self.app, PipelineApp) else None
+        held = {
+            tp
+            for tp in tps
+            if pipeline is not None and (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic))
+        }
+        if held:
+            self._resume_after_seek |= held
+            self._resume_generation = self.app.consumer_generation_id
+        super().resume_partitions({tp for tp in tps if tp not in held})
+
+    async def perform_seek(self) -> None:
+        """Faust's seek of every assigned partition to its committed offset, then the
+        pipeline's partitions held by resume_partitions resumed. aiokafka seeks only to a
+        committed offset above 0: a partition with none is sought to its start here (the
+        consumer's auto_offset_reset, "earliest"), whatever a fetch dropped during the
+        rebalance left its position at."""
+        generation = self.app.consumer_generation_id
+        try:
+            await super().perform_seek()
+            committed = faust_internals.committed_offsets(self)
+            assigned = self.assignment()
+            never = {
+                tp: 0 for tp in self._resume_after_seek if tp in assigned and not committed.get(tp)
+            }
+            if never:
+                await self.seek_wait(never)
+            if self.app.consumer_generation_id == generation:
+                self._sought_generation = generation
+            self._seek_epoch += 1
+        finally:
+            held, self._resume_after_seek = self._resume_after_seek, set()
+            if self._resume_generation == self.app.consumer_generation_id:
+                super().resume_partitions(held & self.assignment())
+
     async def wait_empty(self) -> None:
         # A rebalance waits here: the batch under way finishes first. What was handled
         # since the last commit is read again by whoever owns the partitions next, as
@@ -205,6 +257,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         assert isinstance(app, PipelineApp), "BatchTransport serves PipelineApp only"
         pipeline = app.pipeline
         while not (faust_internals.is_stopped(self) or faust_internals.is_stopped(fetcher)):
+            seek_epoch = self._seek_epoch
             try:
                 records, _ = await faust_internals.wait_next_records(self, RECORDS_WAIT_S)
             except self.consumer_stopped_errors:
@@ -221,6 +274,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 # committed offset, so they are read again.
                 continue
             records = records or {}
+            if records and (
+                self._sought_generation != generation or self._seek_epoch != seek_epoch
+            ):
+                records = await self._unsought(pipeline, records, generation)
             if self.should_stop or not (records or pipeline.waiting_inputs):
                 if self._uncommitted and not self.should_stop:
                     await self._commit_uncommitted()
@@ -247,6 +304,33 @@ class BatchConsumer(faust_aiokafka.Consumer):
             }
             if others:
                 await self._hand_to_faust(others, generation)
+
+    async def _unsought(
+        self, pipeline: Pipeline, records: dict[Any, list[Any]], generation: int
+    ) -> dict[Any, list[Any]]:
+        """The records of a fetch asked for before this generation's seek to the committed
+        offsets was done, without the pipeline's: a fetch asked for before a rebalance can
+        answer after it, from positions that fetches dropped during the rebalance moved
+        past records nobody handled (a kept partition answered 9 records past its state's
+        offset in the scale-out test). Their partitions are read again from the committed
+        offsets: by the seek still to come in this generation, or here, if it was done
+        while this fetch waited (the fetch may hold records from after it)."""
+        dropped = {
+            tp: batch
+            for tp, batch in records.items()
+            if batch and (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic))
+        }
+        if not dropped:
+            return records
+        log.info(
+            "records fetched before the partitions were sought to their committed offsets "
+            "are read again: %s",
+            {tp: batch[0].offset for tp, batch in dropped.items()},
+        )
+        if self._sought_generation == generation:
+            committed = faust_internals.committed_offsets(self)
+            await self._seek_assigned({tp: committed.get(tp) or 0 for tp in dropped})
+        return {tp: batch for tp, batch in records.items() if tp not in dropped}
 
     async def _hand_to_faust(self, records: dict[Any, list[Any]], generation: int) -> None:
         """Records of the tables' changelogs, during a recovery, go straight into the

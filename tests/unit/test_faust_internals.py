@@ -88,6 +88,7 @@ OWNERS = {
     "_coordinator": ["aiokafka consumer"],
     "_group_instance_id": ["aiokafka group coordinator"],
     "_read_offset": ["faust consumer"],
+    "_committed_offset": ["faust consumer"],
     "_stopped": ["faust consumer", "mode service"],
     "_wait_next_records": ["faust consumer"],
     "_to_message": ["faust consumer"],

@@ -147,6 +147,9 @@ def _consumer(
     consumer.assignment = lambda: set(partitions)
     consumer._handoff_admits = lambda *facts: True
     consumer._gaps = GapGuard()
+    consumer._sought_generation = 1  # this generation's seek to the committed offsets is done
+    consumer._seek_epoch = 0
+    consumer._committed_offset = {}
     consumer.seeks = []
 
     async def seek_wait(offsets: dict[TP, int]) -> None:
@@ -288,3 +291,43 @@ def test_records_gone_from_kafka_do_not_hold_the_partition_back() -> None:
     assert consumer.seeks == [{EVENTS_0: 0}]
     assert pipeline.applied == [500, 501, 502]
     assert commits == [{EVENTS_0: 503}]
+
+
+def test_a_fetch_asked_for_before_the_seek_to_committed_offsets_is_read_again() -> None:
+    """A fetch asked for before a rebalance answered after the recovery's seek, from a
+    position past records a fetch dropped during the rebalance."""
+    pipeline = FakeStatePipeline(next_offset=4)
+    partitions = {
+        EVENTS_0: Partition(highwater=11, position=8),
+        OFFERS_0: Partition(highwater=30, position=20),
+    }
+    consumer: Any = None
+
+    def answered_after_the_seek() -> Fetch:
+        consumer._seek_epoch += 1  # the recovery's seek was done while this fetch waited
+        consumer._committed_offset.update({EVENTS_0: 2, OFFERS_0: 12})
+        return {EVENTS_0: [8, 9, 10], OFFERS_0: [20, 21]}
+
+    def read_again() -> Fetch:
+        return {EVENTS_0: list(range(2, 11)), OFFERS_0: list(range(12, 30))}
+
+    consumer, _ = _consumer(pipeline, partitions, [answered_after_the_seek, read_again])
+    _drain(consumer)
+    assert consumer.seeks == [{EVENTS_0: 2}, {OFFERS_0: 12}]
+    assert pipeline.applied == list(range(4, 11))
+    assert pipeline.validated == [{(OFFERS_0.topic, 0): list(range(12, 30))}]
+
+
+def test_a_fetch_before_this_generation_s_seek_waits_for_it() -> None:
+    pipeline = FakeStatePipeline(next_offset=4)
+    partitions = {EVENTS_0: Partition(highwater=11, position=8)}
+    consumer: Any = None
+
+    def answered_during_the_recovery() -> Fetch:
+        consumer.app.consumer_generation_id = 2  # assigned anew, not sought yet
+        return {EVENTS_0: [8, 9, 10]}
+
+    consumer, _ = _consumer(pipeline, partitions, [answered_during_the_recovery])
+    _drain(consumer)
+    # Not handled, and left for the seek still to come.
+    assert pipeline.applied == [] and consumer.seeks == []

@@ -1,0 +1,75 @@
+"""After a rebalance, the pipeline's partitions are resumed only once Faust's recovery has
+sought them to their committed offsets (BatchConsumer.resume_partitions, perform_seek):
+a fetch answered between Faust's resume and its seek began past the committed offset."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from stream_app.runtime.hot_path import BatchConsumer, PipelineApp
+
+OFFERS_0 = TP("upsell.offers", 0)
+OFFERS_1 = TP("upsell.offers", 1)
+EVENTS_0 = TP("upsell-stream-events-by-customer", 0)
+CHANGELOG_0 = TP("upsell-stream-partition-state-changelog", 0)
+ASSIGNED = {OFFERS_0, OFFERS_1, EVENTS_0, CHANGELOG_0}
+
+
+def _consumer(committed: dict[TP, int | None]) -> Any:
+    app: Any = object.__new__(PipelineApp)
+    app.pipeline = SimpleNamespace(
+        is_input=lambda topic: topic == OFFERS_0.topic,
+        handles=lambda topic: topic in (OFFERS_0.topic, EVENTS_0.topic),
+    )
+    app.consumer_generation_id = 7
+    consumer: Any = object.__new__(BatchConsumer)
+    consumer.app = app
+    consumer._active_partitions = set()
+    consumer._paused_partitions = set(ASSIGNED)  # Faust pauses every partition assigned
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._committed_offset = defaultdict(lambda: None)
+    consumer._resume_after_seek = set()
+    consumer._resume_generation = None
+    consumer._sought_generation = None
+    consumer._seek_epoch = 0
+    consumer.assignment = lambda: set(ASSIGNED)
+    consumer.seeks = []
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        # aiokafka seeks only to a committed offset above 0.
+        consumer.seeks.append({tp: o for tp, o in committed.items() if o})
+        return dict(committed)
+
+    async def seek_wait(offsets: dict[TP, int]) -> None:
+        consumer.seeks.append(dict(offsets))
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer.seek_wait = seek_wait
+    return consumer
+
+
+def test_the_pipeline_s_partitions_are_resumed_after_the_seek_to_committed_offsets() -> None:
+    consumer = _consumer({OFFERS_0: 120, OFFERS_1: None, EVENTS_0: 0})
+    consumer.resume_partitions({OFFERS_0, OFFERS_1, EVENTS_0, CHANGELOG_0})
+    # Faust's recovery resumes, then seeks: until the seek, only the changelog is fetched.
+    assert consumer._active_partitions == {CHANGELOG_0}
+    asyncio.run(consumer.perform_seek())
+    assert consumer._active_partitions == ASSIGNED
+    assert consumer._paused_partitions == set()
+    # Committed offsets first; those without one above 0 from their start.
+    assert consumer.seeks == [{OFFERS_0: 120}, {OFFERS_1: 0, EVENTS_0: 0}]
+    assert (consumer._sought_generation, consumer._seek_epoch) == (7, 1)
+
+
+def test_a_seek_that_a_newer_rebalance_overtook_resumes_nothing() -> None:
+    consumer = _consumer({OFFERS_0: 5, OFFERS_1: 5, EVENTS_0: 5})
+    consumer.resume_partitions({OFFERS_0, OFFERS_1, EVENTS_0})
+    consumer.app.consumer_generation_id = 8  # the next rebalance assigns and pauses anew
+    asyncio.run(consumer.perform_seek())
+    assert consumer._active_partitions == set()
+    assert consumer._resume_after_seek == set()
