@@ -134,6 +134,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # many such seeks were done (see _unsought).
         self._sought_generation: int | None = None
         self._seek_epoch = 0
+        # Whether that seek runs now, and the partitions whose fetches were dropped while
+        # it ran (sought again at its end).
+        self._seeking = False
+        self._reread: set[Any] = set()
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         # Faust checks the assignment before flushing the producer; a rebalance during the
@@ -209,6 +213,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         consumer's auto_offset_reset, "earliest"), whatever a fetch dropped during the
         rebalance left its position at."""
         generation = self.app.consumer_generation_id
+        self._seeking = True
+        self._reread.clear()  # fetched before this seek began: it covers them
         try:
             await super().perform_seek()
             committed = faust_internals.committed_offsets(self)
@@ -218,10 +224,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
             }
             if never:
                 await self.seek_wait(never)
+            # A fetch dropped while the seek ran may have held records from after it.
+            while self._reread:
+                reread, self._reread = self._reread, set()
+                await self._seek_assigned({tp: committed.get(tp) or 0 for tp in reread})
             if self.app.consumer_generation_id == generation:
                 self._sought_generation = generation
             self._seek_epoch += 1
         finally:
+            self._seeking = False
             held, self._resume_after_seek = self._resume_after_seek, set()
             if self._resume_generation == self.app.consumer_generation_id:
                 super().resume_partitions(held & self.assignment())
@@ -275,7 +286,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 continue
             records = records or {}
             if records and (
-                self._sought_generation != generation or self._seek_epoch != seek_epoch
+                self._seeking
+                or self._sought_generation != generation
+                or self._seek_epoch != seek_epoch
             ):
                 records = await self._unsought(pipeline, records, generation)
             if self.should_stop or not (records or pipeline.waiting_inputs):
@@ -313,8 +326,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         answer after it, from positions that fetches dropped during the rebalance moved
         past records nobody handled (a kept partition answered 9 records past its state's
         offset in the scale-out test). Their partitions are read again from the committed
-        offsets: by the seek still to come in this generation, or here, if it was done
-        while this fetch waited (the fetch may hold records from after it)."""
+        offsets: by the seek still to come in this generation, at the end of the one
+        running now, or here, if it was done while this fetch waited (the fetch may hold
+        records from after it: dropped without a seek, they were lost)."""
         dropped = {
             tp: batch
             for tp, batch in records.items()
@@ -327,7 +341,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             "are read again: %s",
             {tp: batch[0].offset for tp, batch in dropped.items()},
         )
-        if self._sought_generation == generation:
+        if self._seeking:
+            self._reread |= set(dropped)
+        elif self._sought_generation == generation:
             committed = faust_internals.committed_offsets(self)
             await self._seek_assigned({tp: committed.get(tp) or 0 for tp in dropped})
         return {tp: batch for tp, batch in records.items() if tp not in dropped}

@@ -149,6 +149,8 @@ def _consumer(
     consumer._gaps = GapGuard()
     consumer._sought_generation = 1  # this generation's seek to the committed offsets is done
     consumer._seek_epoch = 0
+    consumer._seeking = False
+    consumer._reread = set()
     consumer._committed_offset = {}
     consumer.seeks = []
 

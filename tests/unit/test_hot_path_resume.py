@@ -37,17 +37,24 @@ def _consumer(committed: dict[TP, int | None]) -> Any:
     consumer._resume_generation = None
     consumer._sought_generation = None
     consumer._seek_epoch = 0
+    consumer._seeking = False
+    consumer._reread = set()
     consumer.assignment = lambda: set(ASSIGNED)
     consumer.seeks = []
 
     async def seek_to_committed() -> dict[TP, int | None]:
         # aiokafka seeks only to a committed offset above 0.
         consumer.seeks.append({tp: o for tp, o in committed.items() if o})
+        for fetch in consumer.answered_during_the_seek:
+            # A fetch asked for earlier answers now, from after the seek, and is dropped.
+            left = await consumer._unsought(consumer.app.pipeline, fetch, 7)
+            assert left == {}
         return dict(committed)
 
     async def seek_wait(offsets: dict[TP, int]) -> None:
         consumer.seeks.append(dict(offsets))
 
+    consumer.answered_during_the_seek = []
     consumer.seek_to_committed = seek_to_committed
     consumer.seek_wait = seek_wait
     return consumer
@@ -73,3 +80,16 @@ def test_a_seek_that_a_newer_rebalance_overtook_resumes_nothing() -> None:
     asyncio.run(consumer.perform_seek())
     assert consumer._active_partitions == set()
     assert consumer._resume_after_seek == set()
+
+
+def test_partitions_of_a_fetch_dropped_during_the_seek_are_sought_again_at_its_end() -> None:
+    consumer = _consumer({OFFERS_0: 120, OFFERS_1: 40, EVENTS_0: 9})
+    consumer.answered_during_the_seek = [
+        {OFFERS_0: [SimpleNamespace(offset=120)], EVENTS_0: [SimpleNamespace(offset=9)]}
+    ]
+    consumer.resume_partitions({OFFERS_0, OFFERS_1, EVENTS_0})
+    asyncio.run(consumer.perform_seek())
+    # Had they stayed where the dropped fetch left them, records 120 and 9 were lost.
+    assert consumer.seeks[0] == {OFFERS_0: 120, OFFERS_1: 40, EVENTS_0: 9}
+    assert sorted(consumer.seeks[1:], key=str) == sorted([{OFFERS_0: 120}, {EVENTS_0: 9}], key=str)
+    assert consumer._reread == set() and not consumer._seeking
