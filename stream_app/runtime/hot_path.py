@@ -227,7 +227,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # A fetch dropped while the seek ran may have held records from after it.
             while self._reread:
                 reread, self._reread = self._reread, set()
-                await self._seek_assigned({tp: committed.get(tp) or 0 for tp in reread})
+                await self._seek_committed(reread)
             if self.app.consumer_generation_id == generation:
                 self._sought_generation = generation
             self._seek_epoch += 1
@@ -344,8 +344,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if self._seeking:
             self._reread |= set(dropped)
         elif self._sought_generation == generation:
-            committed = faust_internals.committed_offsets(self)
-            await self._seek_assigned({tp: committed.get(tp) or 0 for tp in dropped})
+            await self._seek_committed(dropped)
         return {tp: batch for tp, batch in records.items() if tp not in dropped}
 
     async def _hand_to_faust(self, records: dict[Any, list[Any]], generation: int) -> None:
@@ -473,6 +472,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self.seek_wait({tp: offset})
             except IllegalStateError:
                 log.info("%s was revoked before it could be read again from %d", tp, offset)
+
+    async def _seek_committed(self, tps: Iterable[Any]) -> None:
+        """Seek partitions still assigned to their committed offsets, as the recovery's
+        seek left them (perform_seek): one with none above 0 to its start."""
+        committed = faust_internals.committed_offsets(self)
+        await self._seek_assigned({tp: committed.get(tp) or 0 for tp in tps})
 
     def _behind(self, tp: Any) -> bool | None:
         """Whether Kafka holds records of this partition not handed to us yet (None: not

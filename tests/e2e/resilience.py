@@ -244,7 +244,7 @@ def state_divergence(service: Deployment) -> str:
     never cross that topic."""
     settings = Settings.from_env(service.env())
     config = window_config(settings)
-    expected: dict[int, Counter[tuple[str, str]]] = {}
+    expected: dict[int, Counter[tuple[str, ...]]] = {}
     seen: set[str] = set()
     for record in read_topic(settings.topic_offers):
         try:
@@ -267,14 +267,7 @@ def state_divergence(service: Deployment) -> str:
             else:
                 table.data[key] = record.value  # kept encoded, as the batch recovery keeps it
         kept = CustomerPartition.restore(config, PartitionStore(table).load(partition))
-        held = Counter(
-            {
-                (str(channel), str(segment)): int(count)
-                for (channel, segment), count in kept.totals.counters.get(
-                    OFFERS_TOTAL, Counter()
-                ).items()
-            }
-        )
+        held = kept.totals.counters.get(OFFERS_TOTAL, Counter())
         truth = expected.get(partition, Counter())
         differing = {
             key: (held[key], truth[key]) for key in {*held, *truth} if held[key] != truth[key]
