@@ -1,7 +1,8 @@
 //! Counts per view, window and key: sums and distinct customers, with change tracking
 //! (cohorts.py's description holds: every count is made for the key and its three roll-ups
 //! at once; distinct customers are held once per slot and field with the keys they were
-//! counted under; a customer's memberships in one window are one stored entry).
+//! counted under; a customer's memberships in one window are one stored entry, and those
+//! added to it later one more entry per write).
 
 use std::cmp::Ordering;
 
@@ -256,9 +257,20 @@ impl SlotData {
 }
 
 type CellRef = (Slot, u64, u32);
+/// A membership added: its slot (and the slot's generation), customer, distinct field and
+/// the key cell it was counted under.
+struct Added {
+    slot: Slot,
+    generation: u64,
+    customer: Str,
+    index: u8,
+    cell: u32,
+}
 /// A window's slot of each view (indexed by view), those held.
 type WindowViews<'a> = [Option<&'a SlotData>; 3];
 type Group = (Str, i64, Str);
+/// A membership as stored in a customer's window entry: view, distinct field, key.
+type Row = (u8, usize, Key);
 
 #[derive(Default)]
 pub struct WindowCounts {
@@ -266,7 +278,13 @@ pub struct WindowCounts {
     customers: Customers,
     next_generation: u64,
     changed_cells: Vec<CellRef>,
-    changed_members: Vec<(Slot, Str)>,
+    added: Vec<Added>,
+    // The number of the last write that stored memberships added to a customer's window
+    // entry (the suffix of their keys), at least that of any such entry restored.
+    writes: u64,
+    // Memberships added to customers' window entries, restored: taken back once every
+    // entry is (`finish_restore`).
+    restored_added: Vec<(Group, Vec<Row>)>,
     dropped: Vec<(Slot, SlotData)>,
     partials: Vec<CellRef>,
     // Entries of one membership each, as versions before wrote them, restored.
@@ -317,7 +335,13 @@ impl WindowCounts {
                 continue;
             }
             number = self.customers.number(customer);
-            self.changed_members.push((slot.clone(), customer.clone()));
+            self.added.push(Added {
+                slot: slot.clone(),
+                generation,
+                customer: customer.clone(),
+                index: index as u8,
+                cell: family[0],
+            });
             if sums.is_empty() {
                 joined.extend_from_slice(&new_to);
             }
@@ -396,11 +420,18 @@ impl WindowCounts {
             .collect()
     }
 
-    /// Store entries into `sink`: one per changed cell's sums, and one per customer and
-    /// window whose memberships changed, holding all of them (None once there are none).
+    /// Store entries into `sink`: one per changed cell's sums, and per customer and window
+    /// given memberships, one entry. A window the customer had none in before gets all of
+    /// them under the window's customer key: the entry a snapshot writes, deleted with the
+    /// window. Otherwise only those added are written, under that key and this write's
+    /// number, so that a frequent customer's entry is not written whole again for each
+    /// membership added. Those entries are not deleted when the window is dropped (which
+    /// writes would they be?): its cells are, and a restore leaves out the memberships
+    /// added to a window it does not hold (`finish_restore`).
     pub fn take_changes(&mut self, prefix: &str, sink: &mut dyn EntrySink) {
         let mut key = String::with_capacity(prefix.len() + 64);
         let mut value = Vec::with_capacity(256);
+        // Written whole, or deleted once no membership is left.
         let mut groups: OrderedSet<Group> = OrderedSet::default();
         for (slot, data) in std::mem::take(&mut self.dropped) {
             for cell in &data.cells {
@@ -426,32 +457,71 @@ impl WindowCounts {
                 }
             }
         }
-        for (slot, customer) in std::mem::take(&mut self.changed_members) {
-            groups.insert((slot.label, slot.start, customer));
-        }
         for (old_key, group) in std::mem::take(&mut self.migrated) {
             sink.put_entry(&format!("{prefix}{old_key}"), None);
             groups.insert(group);
         }
+        // (view, distinct field, key cell) of the memberships added, per customer and window.
+        let mut added: OrderedMap<Group, Vec<(u8, u8, u32)>> = OrderedMap::default();
+        for membership in std::mem::take(&mut self.added) {
+            let slot = membership.slot;
+            if self
+                .slots
+                .get(&slot)
+                .is_none_or(|data| data.generation != membership.generation)
+            {
+                continue;
+            }
+            added
+                .entry((slot.label, slot.start, membership.customer))
+                .or_default()
+                .push((slot.view, membership.index, membership.cell));
+        }
         // A batch's groups are of a few windows: each window's slots are looked up once.
         let mut windows: Vec<(Str, i64, WindowViews<'_>)> = Vec::new();
+        let write = self.writes + 1;
+        let mut numbered = false;
+        for (group, rows) in added {
+            if groups.contains(&group) {
+                continue;
+            }
+            let at = window_at(&mut windows, self, &group.0, group.1);
+            let views = &windows[at].2;
+            let mut held = 0;
+            if let Some(number) = self.customers.number(&group.2) {
+                each_membership(views, number, |_, _, _| held += 1);
+            }
+            if held == rows.len() {
+                groups.insert(group);
+                continue;
+            }
+            numbered = true;
+            value.clear();
+            pack_list_header(&mut value, rows.len());
+            for (view, index, cell) in rows {
+                let data = views[view as usize].expect("a live slot");
+                let cell_key = &data.cells[cell as usize].key;
+                pack_list_header(&mut value, 4);
+                pack_text(&mut value, VIEW_NAMES[view as usize]);
+                pack_int(&mut value, i64::from(index));
+                pack_text(&mut value, &cell_key.0);
+                pack_text(&mut value, &cell_key.1);
+            }
+            added_key(&mut key, prefix, &group.0, group.1, &group.2, write);
+            sink.put(&key, &value);
+        }
         for (label, start, customer) in &groups {
-            let at = match windows
-                .iter()
-                .position(|(l, s, _)| s == start && l == label)
-            {
-                Some(at) => at,
-                None => {
-                    windows.push((label.clone(), *start, self.views_of(label, *start)));
-                    windows.len() - 1
-                }
-            };
+            let at = window_at(&mut windows, self, label, *start);
+            let views = &windows[at].2;
             let held = match self.customers.number(customer) {
-                Some(number) => self.memberships(&mut value, &windows[at].2, number),
+                Some(number) => self.memberships(&mut value, views, number),
                 None => false,
             };
             group_key(&mut key, prefix, label, *start, customer);
             sink.put_entry(&key, held.then_some(value.as_slice()));
+        }
+        if numbered {
+            self.writes = write;
         }
     }
 
@@ -538,9 +608,9 @@ impl WindowCounts {
         };
         let int =
             |i: usize| -> PyResult<i64> { parts.get(i).and_then(|v| v.as_i64()).ok_or_else(bad) };
-        if parts.len() == 3 {
+        if parts.len() == 3 || parts.len() == 4 {
             let (label, start, customer) = (text(0)?, int(1)?, text(2)?);
-            let mut rows: Vec<(String, usize, String, String)> = Vec::new();
+            let mut rows: Vec<Row> = Vec::new();
             match value {
                 Stored::Py(value) => {
                     for row in value.try_iter()? {
@@ -548,11 +618,14 @@ impl WindowCounts {
                         if row.len() != 4 {
                             return Err(bad());
                         }
+                        let view_name: String = row[0].extract()?;
                         rows.push((
-                            row[0].extract()?,
+                            view_index(&view_name).ok_or_else(bad)?,
                             row[1].extract()?,
-                            row[2].extract()?,
-                            row[3].extract()?,
+                            (
+                                s(&row[2].extract::<String>()?),
+                                s(&row[3].extract::<String>()?),
+                            ),
                         ));
                     }
                 }
@@ -562,29 +635,25 @@ impl WindowCounts {
                         if reader.list_len()? != 4 {
                             return Err(bad());
                         }
-                        let view_name = reader.text()?.to_owned();
+                        let view = view_index(reader.text()?).ok_or_else(bad)?;
                         let index = usize::try_from(reader.int()?).map_err(|_| bad())?;
-                        rows.push((
-                            view_name,
-                            index,
-                            reader.text()?.to_owned(),
-                            reader.text()?.to_owned(),
-                        ));
+                        rows.push((view, index, (s(reader.text()?), s(reader.text()?))));
                     }
                 }
             }
-            for (view_name, index, first, second) in rows {
-                let view = view_index(&view_name).ok_or_else(bad)?;
-                self.restore_member(
-                    &Slot {
-                        view,
-                        label: label.clone(),
-                        start,
-                    },
-                    &(s(&first), s(&second)),
-                    index,
-                    &customer,
-                );
+            if parts.len() == 4 {
+                let write = u64::try_from(int(3)?).map_err(|_| bad())?;
+                self.writes = self.writes.max(write);
+                self.restored_added.push(((label, start, customer), rows));
+                return Ok(());
+            }
+            for (view, index, key) in rows {
+                let slot = Slot {
+                    view,
+                    label: label.clone(),
+                    start,
+                };
+                self.restore_member(&slot, &key, index, &customer);
             }
             return Ok(());
         }
@@ -630,6 +699,24 @@ impl WindowCounts {
         Ok(())
     }
 
+    /// End a restore: take back the memberships added to windows held. Those of a window
+    /// dropped since they were written are still stored (`take_changes`); its cells were
+    /// deleted, so it is not held, and they are left out.
+    pub fn finish_restore(&mut self) {
+        for ((label, start, customer), rows) in std::mem::take(&mut self.restored_added) {
+            for (view, index, key) in rows {
+                let slot = Slot {
+                    view,
+                    label: label.clone(),
+                    start,
+                };
+                if self.slots.contains_key(&slot) {
+                    self.restore_member(&slot, &key, index, &customer);
+                }
+            }
+        }
+    }
+
     fn restore_member(&mut self, slot: &Slot, key: &Key, index: usize, customer: &Str) {
         if index > 1 {
             return;
@@ -656,7 +743,7 @@ impl WindowCounts {
                 }
             }
         }
-        self.changed_members.clear();
+        self.added.clear();
         for (_, data) in std::mem::take(&mut self.dropped) {
             self.customers.release_all(&data);
         }
@@ -763,6 +850,39 @@ fn group_key(out: &mut String, prefix: &str, label: &str, start: i64, customer: 
         out,
         prefix,
         &[Part::Text(label), Part::Int(start), Part::Text(customer)],
+    )
+}
+
+/// The position in `windows` of a window's slots, looked up in `counts` the first time.
+fn window_at<'a>(
+    windows: &mut Vec<(Str, i64, WindowViews<'a>)>,
+    counts: &'a WindowCounts,
+    label: &Str,
+    start: i64,
+) -> usize {
+    match windows
+        .iter()
+        .position(|(l, s, _)| *s == start && l == label)
+    {
+        Some(at) => at,
+        None => {
+            windows.push((label.clone(), start, counts.views_of(label, start)));
+            windows.len() - 1
+        }
+    }
+}
+
+/// The store key of memberships added to a customer's window entry in write `write`.
+fn added_key(out: &mut String, prefix: &str, label: &str, start: i64, customer: &str, write: u64) {
+    json_key_into(
+        out,
+        prefix,
+        &[
+            Part::Text(label),
+            Part::Int(start),
+            Part::Text(customer),
+            Part::Int(write as i64),
+        ],
     )
 }
 
@@ -983,6 +1103,10 @@ impl PyWindowCounts {
     }
     fn restore(&mut self, entry_key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.counts.restore(entry_key, value)
+    }
+
+    fn finish_restore(&mut self) {
+        self.counts.finish_restore();
     }
     fn forget_changes(&mut self) {
         self.counts.forget_changes()

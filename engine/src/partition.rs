@@ -862,6 +862,7 @@ impl Partition {
 
     fn finish_restore(&mut self, labels: Vec<(String, Str, i64)>) {
         self.labels.restore(labels);
+        self.counts.finish_restore();
         self.remembered.clear();
         self.counts.forget_changes();
     }

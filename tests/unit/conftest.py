@@ -8,6 +8,7 @@ from 0, and each source topic's offsets count up in the order its items are sent
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -210,6 +211,33 @@ def merge_store(store: dict[str, Any], changes: Mapping[str, Any]) -> None:
             store.pop(key, None)
         else:
             store[key] = value
+
+
+def canonical_store(store: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries a partition's store holds, in one form whatever writes made them: the
+    memberships added to a customer's window entry later (key [label, start, customer,
+    write]) folded into it, in write order, and left out where no cell of the window is
+    stored (the window was dropped); the rows of each such entry sorted. Values decoded."""
+    entries: dict[str, Any] = {}
+    added: list[tuple[list[Any], list[Any]]] = []
+    windows_held: set[tuple[str, int]] = set()
+    for key, value in store.items():
+        if key.startswith("w|"):
+            parts = json.loads(key[2:])
+            if len(parts) == 4:
+                added.append((parts, value))
+                continue
+            if len(parts) == 5:
+                windows_held.add((parts[1], parts[2]))
+        entries[key] = value
+    for (label, start, customer, _), rows in sorted(added, key=lambda entry: entry[0][3]):
+        if (label, start) in windows_held:
+            key = "w|" + json.dumps([label, start, customer], separators=(",", ":"))
+            entries[key] = [*entries.get(key, []), *rows]
+    return {
+        key: sorted(value) if key.startswith("w|") and len(json.loads(key[2:])) == 3 else value
+        for key, value in entries.items()
+    }
 
 
 # -- reference model ------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""WindowCounts' store entries: a customer's memberships in a window are one entry, and
-entries of one membership each, as versions before wrote them, restore and are replaced."""
+"""WindowCounts' store entries: a customer's memberships in a window are one entry, those
+added to it later one more entry per write, and entries of one membership each, as versions
+before wrote them, restore and are replaced."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def _restored(entries: dict[str, Any]) -> WindowCounts:
     for key, value in entries.items():
         if value is not None:
             counts.restore(key, value)
+    counts.finish_restore()
     counts.forget_changes()
     return counts
 
@@ -67,18 +69,69 @@ def test_a_customers_memberships_in_a_window_are_one_entry() -> None:
     assert restored.cells(CHANNEL_SEGMENT, FIVE_MINUTES)[(ALL, "smb")] == [3, 0, 0, 2, 0]
 
 
-def test_a_membership_added_later_rewrites_the_customers_entry_whole() -> None:
+def test_memberships_added_later_are_written_alone_under_the_writes_number() -> None:
     counts = _counted()
     entries = counts.take_changes("")
     counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("push", "smb"), ONE_OFFER, TARGETED, "bob")
+    counts.count(CAMPAIGN, FIVE_MINUTES, ("bundle", "tv"), ONE_OFFER, TARGETED, "bob")
+    counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("email", "smb"), ONE_OFFER, TARGETED, "carol")
     changes = counts.take_changes("")
-    assert changes['["5m",1795305600000,"bob"]'] == [
-        ["channel_segment", 0, "email", "smb"],
-        ["channel_segment", 0, "push", "smb"],
-    ]
-    assert '["5m",1795305600000,"alice"]' not in changes
+    groups = {key: value for key, value in changes.items() if len(json.loads(key)) in (3, 4)}
+    assert groups == {
+        '["5m",1795305600000,"bob",1]': [
+            ["channel_segment", 0, "push", "smb"],
+            ["campaign", 0, "bundle", "tv"],
+        ],
+        # A customer new to the window: the whole entry.
+        '["5m",1795305600000,"carol"]': [["channel_segment", 0, "email", "smb"]],
+    }
     entries.update(changes)
     assert _state(_restored(entries)) == _state(counts)
+    counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("sms", "smb"), ONE_OFFER, TARGETED, "bob")
+    later = counts.take_changes("")
+    assert later['["5m",1795305600000,"bob",2]'] == [["channel_segment", 0, "sms", "smb"]]
+    entries.update(later)
+    assert _state(_restored(entries)) == _state(counts)
+
+
+def test_a_restored_state_numbers_its_writes_after_those_it_read() -> None:
+    """A key reused after a restart would replace the memberships stored under it."""
+    counts = _counted()
+    entries = counts.take_changes("")
+    for channel in ("push", "sms", "web"):
+        counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, (channel, "smb"), ONE_OFFER, TARGETED, "bob")
+        entries.update(counts.take_changes(""))
+    assert '["5m",1795305600000,"bob",3]' in entries
+    restored = _restored(entries)
+    restored.count(CAMPAIGN, FIVE_MINUTES, ("bundle", "tv"), ONE_OFFER, TARGETED, "bob")
+    changes = restored.take_changes("")
+    assert '["5m",1795305600000,"bob",4]' in changes
+    entries.update(changes)
+    counts.count(CAMPAIGN, FIVE_MINUTES, ("bundle", "tv"), ONE_OFFER, TARGETED, "bob")
+    assert _state(_restored(entries)) == _state(counts)
+    assert _state(counts)["channel_segment"][(ALL, "smb")] == [6, 0, 0, 2, 0]
+
+
+def test_memberships_added_to_a_dropped_window_are_left_out_of_a_restore() -> None:
+    """Its cells and whole entries are deleted; the added ones stay stored (no write knows
+    their numbers), and a restore does not bring the window back with them."""
+    counts = _counted()
+    entries = counts.take_changes("")
+    counts.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("push", "smb"), ONE_OFFER, TARGETED, "bob")
+    entries.update(counts.take_changes(""))
+    for view in (CHANNEL_SEGMENT, CAMPAIGN, PURCHASES):
+        counts.drop(view.name, FIVE_MINUTES)
+    for key, value in counts.take_changes("").items():
+        if value is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = value
+    assert [json.loads(key) for key in entries] == [["5m", START, "bob", 1]]
+    restored = _restored(entries)
+    assert restored.windows() == []
+    # Counted again, bob is new to the window.
+    restored.count(CHANNEL_SEGMENT, FIVE_MINUTES, ("email", "smb"), ONE_OFFER, TARGETED, "bob")
+    assert restored.cells(CHANNEL_SEGMENT, FIVE_MINUTES)[("email", "smb")] == [1, 0, 0, 1, 0]
 
 
 def test_a_dropped_window_deletes_its_entries() -> None:

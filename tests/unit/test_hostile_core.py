@@ -36,6 +36,7 @@ from stream_app.domain.totals import LABEL_OVERFLOW_TOTAL, OFFERS_TOTAL, PURCHAS
 from stream_app.domain.views import ALL, CHANNEL_SEGMENT
 from stream_app.domain.window_config import WindowConfig
 from stream_app.domain.windows import civil_from_days, rfc3339, window_start
+from tests.unit.conftest import canonical_store
 
 SECOND = 1_000
 MINUTE = 60 * SECOND
@@ -375,7 +376,7 @@ def test_the_admitted_labels_survive_a_restart_and_decide_as_before() -> None:
     assert restored.partition.admitted_labels("segment") == uninterrupted.partition.admitted_labels(
         "segment"
     )
-    assert restored.store == uninterrupted.store
+    assert canonical_store(restored.store) == canonical_store(uninterrupted.store)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
