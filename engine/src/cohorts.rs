@@ -257,14 +257,13 @@ impl SlotData {
 }
 
 type CellRef = (Slot, u64, u32);
-/// A membership added: its slot (and the slot's generation), customer, distinct field and
-/// the key cell it was counted under.
+/// A membership added: its slot's generation, the customer's number, the distinct field
+/// and the key cell it was counted under. Small: a batch adds several per event.
 struct Added {
-    slot: Slot,
     generation: u64,
-    customer: Str,
-    index: u8,
+    number: u32,
     cell: u32,
+    index: u8,
 }
 /// A window's slot of each view (indexed by view), those held.
 type WindowViews<'a> = [Option<&'a SlotData>; 3];
@@ -336,11 +335,10 @@ impl WindowCounts {
             }
             number = self.customers.number(customer);
             self.added.push(Added {
-                slot: slot.clone(),
                 generation,
-                customer: customer.clone(),
-                index: index as u8,
+                number: number.expect("numbered as it joined"),
                 cell: family[0],
+                index: index as u8,
             });
             if sums.is_empty() {
                 joined.extend_from_slice(&new_to);
@@ -461,36 +459,38 @@ impl WindowCounts {
             sink.put_entry(&format!("{prefix}{old_key}"), None);
             groups.insert(group);
         }
-        // (view, distinct field, key cell) of the memberships added, per customer and window.
-        let mut added: OrderedMap<Group, Vec<(u8, u8, u32)>> = OrderedMap::default();
-        for membership in std::mem::take(&mut self.added) {
-            let slot = membership.slot;
-            if self
-                .slots
-                .get(&slot)
-                .is_none_or(|data| data.generation != membership.generation)
-            {
-                continue;
+        // The memberships added, sorted in place by window and customer (a batch adds several
+        // per event: no allocation per customer and window, nor a second list of them).
+        let mut added = std::mem::take(&mut self.added);
+        let mut windows = Windows::default();
+        // Per slot held: its window (an index into `windows`) and view.
+        let mut slots: Map<u64, (u32, u8)> = Map::default();
+        if !added.is_empty() {
+            for (slot, data) in &self.slots {
+                let at = windows.index(self, &slot.label, slot.start);
+                slots.insert(data.generation, (at as u32, slot.view));
             }
-            added
-                .entry((slot.label, slot.start, membership.customer))
-                .or_default()
-                .push((slot.view, membership.index, membership.cell));
         }
-        // A batch's groups are of a few windows: each window's slots are looked up once.
-        let mut windows: Vec<(Str, i64, WindowViews<'_>)> = Vec::new();
+        // Those of a slot dropped since are gone with it (u32::MAX: last, skipped).
+        let order = |m: &Added| {
+            let (window, view) = slots.get(&m.generation).copied().unwrap_or((u32::MAX, 0));
+            (window, m.number, view, m.index, m.cell)
+        };
+        added.sort_unstable_by_key(order);
         let write = self.writes + 1;
         let mut numbered = false;
-        for (group, rows) in added {
+        for rows in added.chunk_by(|a, b| order(a).0 == order(b).0 && a.number == b.number) {
+            let (window, number) = (order(&rows[0]).0, rows[0].number);
+            if window == u32::MAX {
+                continue;
+            }
+            let (label, start, views) = &windows.held[window as usize];
+            let group = (label.clone(), *start, self.customers.name(number).clone());
             if groups.contains(&group) {
                 continue;
             }
-            let at = window_at(&mut windows, self, &group.0, group.1);
-            let views = &windows[at].2;
             let mut held = 0;
-            if let Some(number) = self.customers.number(&group.2) {
-                each_membership(views, number, |_, _, _| held += 1);
-            }
+            each_membership(views, number, |_, _, _| held += 1);
             if held == rows.len() {
                 groups.insert(group);
                 continue;
@@ -498,7 +498,8 @@ impl WindowCounts {
             numbered = true;
             value.clear();
             pack_list_header(&mut value, rows.len());
-            for (view, index, cell) in rows {
+            for membership in rows {
+                let (_, _, view, index, cell) = order(membership);
                 let data = views[view as usize].expect("a live slot");
                 let cell_key = &data.cells[cell as usize].key;
                 pack_list_header(&mut value, 4);
@@ -511,8 +512,8 @@ impl WindowCounts {
             sink.put(&key, &value);
         }
         for (label, start, customer) in &groups {
-            let at = window_at(&mut windows, self, label, *start);
-            let views = &windows[at].2;
+            let at = windows.index(self, label, *start);
+            let views = &windows.held[at].2;
             let held = match self.customers.number(customer) {
                 Some(number) => self.memberships(&mut value, views, number),
                 None => false,
@@ -853,22 +854,24 @@ fn group_key(out: &mut String, prefix: &str, label: &str, start: i64, customer: 
     )
 }
 
-/// The position in `windows` of a window's slots, looked up in `counts` the first time.
-fn window_at<'a>(
-    windows: &mut Vec<(Str, i64, WindowViews<'a>)>,
-    counts: &'a WindowCounts,
-    label: &Str,
-    start: i64,
-) -> usize {
-    match windows
-        .iter()
-        .position(|(l, s, _)| *s == start && l == label)
-    {
-        Some(at) => at,
-        None => {
-            windows.push((label.clone(), start, counts.views_of(label, start)));
-            windows.len() - 1
+/// The windows a take of changes deals with, each window's slots looked up once.
+#[derive(Default)]
+struct Windows<'a> {
+    held: Vec<(Str, i64, WindowViews<'a>)>,
+    positions: Map<(Str, i64), usize>,
+}
+
+impl<'a> Windows<'a> {
+    /// The position in `held` of a window's slots, looked up in `counts` the first time.
+    fn index(&mut self, counts: &'a WindowCounts, label: &Str, start: i64) -> usize {
+        if let Some(&at) = self.positions.get(&(label.clone(), start)) {
+            return at;
         }
+        self.held
+            .push((label.clone(), start, counts.views_of(label, start)));
+        self.positions
+            .insert((label.clone(), start), self.held.len() - 1);
+        self.held.len() - 1
     }
 }
 
