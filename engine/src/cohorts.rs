@@ -258,13 +258,20 @@ impl SlotData {
 
 type CellRef = (Slot, u64, u32);
 /// A membership added: its slot's generation, the customer's number, the distinct field
-/// and the key cell it was counted under. Small: a batch adds several per event.
+/// and the key cell it was counted under; its window and view are set when the changes are
+/// taken. Small (24 bytes): a batch adds several per event.
 struct Added {
     generation: u64,
     number: u32,
     cell: u32,
+    // The window's place among those `take_changes` deals with (DROPPED: its slot is gone).
+    window: u32,
+    view: u8,
     index: u8,
 }
+
+/// `Added.window` of a membership whose slot was dropped since it was added.
+const DROPPED: u32 = u32::MAX;
 /// A window's slot of each view (indexed by view), those held.
 type WindowViews<'a> = [Option<&'a SlotData>; 3];
 type Group = (Str, i64, Str);
@@ -338,6 +345,8 @@ impl WindowCounts {
                 generation,
                 number: number.expect("numbered as it joined"),
                 cell: family[0],
+                window: DROPPED,
+                view: slot.view,
                 index: index as u8,
             });
             if sums.is_empty() {
@@ -463,25 +472,28 @@ impl WindowCounts {
         // per event: no allocation per customer and window, nor a second list of them).
         let mut added = std::mem::take(&mut self.added);
         let mut windows = Windows::default();
-        // Per slot held: its window (an index into `windows`) and view.
-        let mut slots: Map<u64, (u32, u8)> = Map::default();
         if !added.is_empty() {
+            // Per slot held: its window (an index into `windows`), looked up once per slot
+            // rather than once per comparison of the sort.
+            let mut slots: Map<u64, u32> = Map::default();
             for (slot, data) in &self.slots {
                 let at = windows.index(self, &slot.label, slot.start);
-                slots.insert(data.generation, (at as u32, slot.view));
+                slots.insert(data.generation, at as u32);
+            }
+            for membership in added.iter_mut() {
+                membership.window = slots
+                    .get(&membership.generation)
+                    .copied()
+                    .unwrap_or(DROPPED);
             }
         }
-        // Those of a slot dropped since are gone with it (u32::MAX: last, skipped).
-        let order = |m: &Added| {
-            let (window, view) = slots.get(&m.generation).copied().unwrap_or((u32::MAX, 0));
-            (window, m.number, view, m.index, m.cell)
-        };
-        added.sort_unstable_by_key(order);
+        // Those of a slot dropped since are gone with it (DROPPED: last, skipped).
+        added.sort_unstable_by_key(|m| (m.window, m.number, m.view, m.index, m.cell));
         let write = self.writes + 1;
         let mut numbered = false;
-        for rows in added.chunk_by(|a, b| order(a).0 == order(b).0 && a.number == b.number) {
-            let (window, number) = (order(&rows[0]).0, rows[0].number);
-            if window == u32::MAX {
+        for rows in added.chunk_by(|a, b| a.window == b.window && a.number == b.number) {
+            let (window, number) = (rows[0].window, rows[0].number);
+            if window == DROPPED {
                 continue;
             }
             let (label, start, views) = &windows.held[window as usize];
@@ -499,12 +511,11 @@ impl WindowCounts {
             value.clear();
             pack_list_header(&mut value, rows.len());
             for membership in rows {
-                let (_, _, view, index, cell) = order(membership);
-                let data = views[view as usize].expect("a live slot");
-                let cell_key = &data.cells[cell as usize].key;
+                let data = views[membership.view as usize].expect("a live slot");
+                let cell_key = &data.cells[membership.cell as usize].key;
                 pack_list_header(&mut value, 4);
-                pack_text(&mut value, VIEW_NAMES[view as usize]);
-                pack_int(&mut value, i64::from(index));
+                pack_text(&mut value, VIEW_NAMES[membership.view as usize]);
+                pack_int(&mut value, i64::from(membership.index));
                 pack_text(&mut value, &cell_key.0);
                 pack_text(&mut value, &cell_key.1);
             }
@@ -642,19 +653,13 @@ impl WindowCounts {
                     }
                 }
             }
+            let group = (label, start, customer);
             if parts.len() == 4 {
                 let write = u64::try_from(int(3)?).map_err(|_| bad())?;
                 self.writes = self.writes.max(write);
-                self.restored_added.push(((label, start, customer), rows));
-                return Ok(());
-            }
-            for (view, index, key) in rows {
-                let slot = Slot {
-                    view,
-                    label: label.clone(),
-                    start,
-                };
-                self.restore_member(&slot, &key, index, &customer);
+                self.restored_added.push((group, rows));
+            } else {
+                self.restore_rows(&group, rows, false);
             }
             return Ok(());
         }
@@ -704,16 +709,22 @@ impl WindowCounts {
     /// dropped since they were written are still stored (`take_changes`); its cells were
     /// deleted, so it is not held, and they are left out.
     pub fn finish_restore(&mut self) {
-        for ((label, start, customer), rows) in std::mem::take(&mut self.restored_added) {
-            for (view, index, key) in rows {
-                let slot = Slot {
-                    view,
-                    label: label.clone(),
-                    start,
-                };
-                if self.slots.contains_key(&slot) {
-                    self.restore_member(&slot, &key, index, &customer);
-                }
+        for (group, rows) in std::mem::take(&mut self.restored_added) {
+            self.restore_rows(&group, rows, true);
+        }
+    }
+
+    /// Take back a customer's memberships in a window, as stored; with `held_only`, only
+    /// those in slots held already.
+    fn restore_rows(&mut self, (label, start, customer): &Group, rows: Vec<Row>, held_only: bool) {
+        for (view, index, key) in rows {
+            let slot = Slot {
+                view,
+                label: label.clone(),
+                start: *start,
+            };
+            if !held_only || self.slots.contains_key(&slot) {
+                self.restore_member(&slot, &key, index, customer);
             }
         }
     }
