@@ -87,6 +87,12 @@ async def wait_next_records(consumer: Any, timeout: float) -> tuple[Any, Any]:
     return fetched
 
 
+def seek_at_once(consumer: Any, tp: Any, offset: int) -> None:
+    """Seek an assigned partition without giving way to the event loop: Faust's own seeks
+    are coroutines, its consumer thread's `seek` calls aiokafka's, which is synchronous."""
+    consumer._thread.seek(tp, offset)
+
+
 def to_message(consumer: Any, tp: Any, record: Any) -> Any:
     """Faust's Message for a fetched record, for Faust's own per-message path."""
     return consumer._to_message(tp, record)

@@ -275,16 +275,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if self.transport.app.should_stop:
                     return
                 raise
+            records = records or {}
+            fetched_to = self._positions(records)
             generation = app.consumer_generation_id
             await asyncio.sleep(0)
             if not self.flow_active:
                 # A fetch answered after a rebalance began: its records may be of partitions
                 # this worker is losing, whose state the rebalance drops (one handled then
                 # made an empty state for a partition another worker owned). Faust's own
-                # loop drops them too; the recovery seeks every kept partition back to its
-                # committed offset, so they are read again.
+                # loop drops them too. They are given back: the recovery seeks the pipeline's
+                # partitions to their committed offsets once the changelogs are read, but it
+                # seeks the changelogs before it resumes the flow, and a fetch asked for
+                # before the rebalance could answer in between.
+                self._give_back(records, fetched_to)
                 continue
-            records = records or {}
             if records and (
                 self._seeking
                 or self._sought_generation != generation
@@ -316,7 +320,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if batch and tp not in inputs and tp not in staged
             }
             if others:
-                await self._hand_to_faust(others, generation)
+                await self._hand_to_faust(others, generation, fetched_to)
 
     async def _unsought(
         self, pipeline: Pipeline, records: dict[Any, list[Any]], generation: int
@@ -347,7 +351,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self._seek_committed(dropped)
         return {tp: batch for tp, batch in records.items() if tp not in dropped}
 
-    async def _hand_to_faust(self, records: dict[Any, list[Any]], generation: int) -> None:
+    async def _hand_to_faust(
+        self, records: dict[Any, list[Any]], generation: int, fetched_to: Mapping[Any, int]
+    ) -> None:
         """Records of the tables' changelogs, during a recovery, go straight into the
         tables a partition batch at a time (stream_app/runtime/recovery.py); any other record
         takes Faust's own path. Both keep the guards of Faust's own loop: nothing once the
@@ -360,25 +366,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
         read: the recovery skips every record up to its offset when they come again, while
         the records between were dropped from its queue at the rebalance. The state loaded
         then misses changelog entries (an open offer, so a conversion, in the scale-out
-        test). Dropped here, they are read again: each recovery seeks its partitions."""
+        test). Dropped here, they are given back (`_give_back`)."""
         recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         app = self.app
         progress = app.recovery_progress if isinstance(app, PipelineApp) else None
+        pending = dict(records)
         for tp, batch in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation:
-                _log_dropped(tp, batch)
-                return
+                break
             # Synchronous: the guards above hold until its last record is applied.
             if apply_changelog_batch(recovery, tp, batch, progress):
                 # Faust's recovery loop gets the last record too: it skips it as read and
                 # ends the recovery if nothing is left (stream_app/runtime/recovery.py).
+                # If a rebalance began, the batch is read again: applying it twice puts the
+                # same entries in the same order.
                 if not await self._hand_over(tp, batch[-1:], generation):
-                    return  # a rebalance began: the next recovery seeks its partitions
+                    break
+                del pending[tp]
                 continue
             handed = await self._hand_over(tp, batch, generation)
             if handed < len(batch):
-                _log_dropped(tp, batch[handed:])
-                return
+                pending[tp] = batch[handed:]
+                break
+            del pending[tp]
+        for tp, batch in pending.items():
+            _log_dropped(tp, batch)
+        self._give_back(pending, fetched_to)
 
     async def _hand_over(self, tp: Any, batch: list[Any], generation: int) -> int:
         """How many of the records went to Faust before the flow stopped. One wait for the
@@ -498,6 +511,38 @@ class BatchConsumer(faust_aiokafka.Consumer):
             for tp in self.assignment()
             if pipeline.is_input(tp.topic) or pipeline.handles(tp.topic)
         )
+
+    def _positions(self, records: Mapping[Any, Any]) -> dict[Any, int]:
+        """Where a fetch left the positions of the partitions it answered for."""
+        positions = {}
+        for tp in records:
+            state = self._tp_state(tp)
+            if state is not None and state.has_valid_position:
+                positions[tp] = state.position
+        return positions
+
+    def _give_back(self, records: Mapping[Any, list[Any]], fetched_to: Mapping[Any, int]) -> None:
+        """Fetched records not handled: each partition is sought back to the first of them
+        if nothing sought it since the fetch (its position is the one the fetch left, from
+        `_positions`), so that the next fetch brings them again. A partition sought since
+        is read from where that seek put it: aiokafka hands out no record fetched before
+        a seek, so a seek after the fetch is the newer word. Without this, changelog
+        records fetched after the recovery's seek but dropped before it resumed the flow
+        were never read: the recovery waited for them for good (a worker joining in the
+        scripted-KPI test). Synchronous, so that no seek comes between the check and
+        this one."""
+        for tp, batch in records.items():
+            state = self._tp_state(tp)
+            if (
+                batch
+                and state is not None
+                and state.has_valid_position
+                and state.position == fetched_to.get(tp)
+            ):
+                try:
+                    faust_internals.seek_at_once(self, tp, batch[0].offset)
+                except IllegalStateError:
+                    pass  # revoked meanwhile: its next owner reads it from where it starts
 
     def _tp_state(self, tp: Any) -> Any:
         """aiokafka's state of a partition, None unless it is assigned. The consumer thread
@@ -670,8 +715,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
 def _log_dropped(tp: Any, records: list[Any]) -> None:
     log.info(
-        "a rebalance began: %d records of %s from offset %d on are dropped, and read "
-        "again by the next recovery",
+        "a rebalance began: %d records of %s from offset %d on are dropped, and read again",
         len(records),
         tp,
         records[0].offset,

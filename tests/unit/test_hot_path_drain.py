@@ -20,6 +20,7 @@ from tests.unit.test_hot_path_liveness import Partition
 OFFERS_0 = TP("upsell.offers", 0)
 OFFERS_1 = TP("upsell.offers", 1)
 EVENTS_0 = TP("upsell-stream-events-by-customer", 0)
+CHANGELOG_3 = TP("upsell-stream-partition-state-changelog", 3)
 
 
 class FakePipeline:
@@ -160,6 +161,12 @@ def _consumer(
             partitions[tp].position = offset
 
     consumer.seek_wait = seek_wait
+
+    def seek_at_once(tp: TP, offset: int) -> None:
+        consumer.seeks.append({tp: offset})
+        partitions[tp].position = offset
+
+    consumer._thread = SimpleNamespace(seek=seek_at_once)
     commits: list[dict[TP, int]] = []
 
     async def commit_offsets(offsets: dict[TP, int]) -> None:
@@ -211,6 +218,41 @@ def test_a_fetch_answered_after_a_rebalance_began_is_not_handled() -> None:
     _drain(consumer)
     assert pipeline.validated == [{(OFFERS_0.topic, 0): [0, 1, 2, 3, 4, 5]}]
     assert commits == [{OFFERS_0: 6}]
+
+
+def test_records_dropped_while_the_flow_is_stopped_are_given_back() -> None:
+    """A changelog is sought by the recovery before it resumes the flow: what a fetch
+    asked for before the rebalance brings in between is fetched again, not lost."""
+    pipeline = FakePipeline()
+    partitions = {CHANGELOG_3: Partition(highwater=3, position=0)}
+    consumer: Any = None
+
+    def answered_before_the_flow_resumed() -> Fetch:
+        consumer.flow_active = False
+        return {CHANGELOG_3: [0, 1, 2]}
+
+    consumer, _ = _consumer(pipeline, partitions, [answered_before_the_flow_resumed])
+    _drain(consumer)
+    assert consumer.seeks == [{CHANGELOG_3: 0}]
+    assert partitions[CHANGELOG_3].position == 0
+
+
+def test_a_partition_sought_since_the_fetch_keeps_the_seek_s_position() -> None:
+    pipeline = FakePipeline()
+    partitions = {
+        CHANGELOG_3: Partition(highwater=10, position=8),
+        OFFERS_0: Partition(highwater=10, position=10),
+    }
+    consumer, _ = _consumer(pipeline, partitions, [])
+    fetched = {
+        CHANGELOG_3: [SimpleNamespace(offset=offset) for offset in (5, 6, 7)],
+        OFFERS_0: [SimpleNamespace(offset=offset) for offset in (8, 9)],
+    }
+    fetched_to = consumer._positions(fetched)
+    partitions[CHANGELOG_3].position = 0  # the recovery sought it to where it starts
+    consumer._give_back(fetched, fetched_to)
+    assert consumer.seeks == [{OFFERS_0: 8}]
+    assert partitions[CHANGELOG_3].position == 0
 
 
 def test_a_pass_that_leaves_the_worker_caught_up_commits_at_once() -> None:
