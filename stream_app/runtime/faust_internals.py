@@ -81,6 +81,13 @@ def is_stopped(service: Any) -> bool:
     return bool(service._stopped.is_set())
 
 
+def active_partitions(consumer: Any) -> set[Any]:
+    """The partitions a fetch asks for now: those assigned and not paused. With none,
+    Faust's wait for records sleeps a whole second instead of fetching."""
+    active: set[Any] = consumer._get_active_partitions()
+    return active
+
+
 async def wait_next_records(consumer: Any, timeout: float) -> tuple[Any, Any]:
     """One fetch through Faust's consumer thread: (records by partition, active partitions)."""
     fetched: tuple[Any, Any] = await consumer._wait_next_records(timeout)

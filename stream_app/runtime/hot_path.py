@@ -58,6 +58,13 @@ FETCH_MAX_WAIT_MS = 100
 COMMIT_INTERVAL_S = 1.0
 # How long a pass waits for records, as Faust's own loop.
 RECORDS_WAIT_S = 1.0
+# How long a pass waits while a partition of the pipeline is assigned but paused (after a
+# rebalance, until the recovery and the seek resume it): a fetch asks only for the
+# partitions active when it begins, so one begun before the resume kept the pipeline's
+# records waiting for up to RECORDS_WAIT_S, and with no partition active at all Faust
+# sleeps that long without fetching. In the bench's two-worker runs, one worker's first
+# records came a second after the other's (0.54 to 0.63 x one worker in four runs).
+HELD_WAIT_S = 0.05
 
 
 class PipelineApp(faust.App):
@@ -156,8 +163,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         would log errors for all of them, again and again. This one reads the offset the
         hot path handled and logs a stall (records waiting, none handled for
         stream_processing_timeout) once."""
-        pipeline = self.app.pipeline if isinstance(self.app, PipelineApp) else None
-        if pipeline is None or not (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic)):
+        if not self._in_pipeline(tp):
             return  # the tables' changelogs: the recovery checks those
         generation = self.app.consumer_generation_id
         if self._stalls is None or generation != self._stalls_generation:
@@ -195,12 +201,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         are skipped for good once a later one is counted (a source offset's watermark, a
         state's next offset). So the pipeline's partitions are resumed once the seek is
         done (perform_seek); the changelogs and Faust's own topics as Faust asks."""
-        pipeline = self.app.pipeline if isinstance(self.app, PipelineApp) else None
-        held = {
-            tp
-            for tp in tps
-            if pipeline is not None and (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic))
-        }
+        held = {tp for tp in tps if self._in_pipeline(tp)}
         if held:
             self._resume_after_seek |= held
             self._resume_generation = self.app.consumer_generation_id
@@ -270,7 +271,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         while not (faust_internals.is_stopped(self) or faust_internals.is_stopped(fetcher)):
             seek_epoch = self._seek_epoch
             try:
-                records, _ = await faust_internals.wait_next_records(self, RECORDS_WAIT_S)
+                records = await self._next_records()
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
                     return
@@ -321,6 +322,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
             }
             if others:
                 await self._hand_to_faust(others, generation, fetched_to)
+
+    async def _next_records(self) -> Any:
+        """One fetch, its records by partition (None or empty: none); shorter while a
+        partition of the pipeline is assigned but not fetched yet (HELD_WAIT_S)."""
+        if not self.flow_active or not self._pipeline_paused():
+            records, _ = await faust_internals.wait_next_records(self, RECORDS_WAIT_S)
+            return records
+        if not faust_internals.active_partitions(self):
+            await asyncio.sleep(HELD_WAIT_S)
+            return None
+        records, _ = await faust_internals.wait_next_records(self, HELD_WAIT_S)
+        return records
+
+    def _pipeline_paused(self) -> bool:
+        """Whether a partition of the pipeline is assigned and paused: after a rebalance,
+        until the recovery and the seek to the committed offsets resume it."""
+        active = faust_internals.active_partitions(self)
+        return any(tp not in active for tp in self.assignment() if self._in_pipeline(tp))
+
+    def _in_pipeline(self, tp: Any) -> bool:
+        pipeline = self.app.pipeline if isinstance(self.app, PipelineApp) else None
+        return pipeline is not None and (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic))
 
     async def _unsought(
         self, pipeline: Pipeline, records: dict[Any, list[Any]], generation: int

@@ -91,6 +91,7 @@ OWNERS = {
     "_committed_offset": ["faust consumer"],
     "_stopped": ["faust consumer", "mode service"],
     "_wait_next_records": ["faust consumer"],
+    "_get_active_partitions": ["faust consumer"],
     "_to_message": ["faust consumer"],
     "_commit_offsets": ["faust consumer"],
     "_ensure_producer": ["faust producer"],

@@ -152,6 +152,9 @@ def _consumer(
     consumer._seek_epoch = 0
     consumer._seeking = False
     consumer._reread = set()
+    consumer._resume_after_seek = set()
+    consumer._active_partitions = None  # Faust's: every partition assigned and not paused
+    consumer._paused_partitions = set()
     consumer._committed_offset = {}
     consumer.seeks = []
 

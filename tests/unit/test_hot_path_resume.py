@@ -11,7 +11,7 @@ from typing import Any
 
 from faust.types import TP
 
-from stream_app.runtime.hot_path import BatchConsumer, PipelineApp
+from stream_app.runtime.hot_path import HELD_WAIT_S, RECORDS_WAIT_S, BatchConsumer, PipelineApp
 
 OFFERS_0 = TP("upsell.offers", 0)
 OFFERS_1 = TP("upsell.offers", 1)
@@ -93,3 +93,45 @@ def test_partitions_of_a_fetch_dropped_during_the_seek_are_sought_again_at_its_e
     assert consumer.seeks[0] == {OFFERS_0: 120, OFFERS_1: 40, EVENTS_0: 9}
     assert sorted(consumer.seeks[1:], key=str) == sorted([{OFFERS_0: 120}, {EVENTS_0: 9}], key=str)
     assert consumer._reread == set() and not consumer._seeking
+
+
+def _waits(consumer: Any) -> list[float]:
+    """Record the timeout of each of Faust's waits for records (answering with none)."""
+    waits: list[float] = []
+
+    async def wait_next_records(timeout: float) -> tuple[Any, Any]:
+        waits.append(timeout)
+        return {}, set()
+
+    consumer._wait_next_records = wait_next_records
+    consumer.flow_active = True
+    return waits
+
+
+def test_while_the_pipeline_s_partitions_wait_for_the_seek_a_pass_waits_briefly() -> None:
+    """A fetch asks only for the partitions active as it begins: one begun before the seek
+    ended kept the pipeline's records waiting a whole RECORDS_WAIT_S."""
+    consumer = _consumer({OFFERS_0: 5, OFFERS_1: 5, EVENTS_0: 5})
+    waits = _waits(consumer)
+    consumer.resume_partitions(ASSIGNED)  # the changelog is active, the rest held
+    asyncio.run(consumer._next_records())
+    assert waits == [HELD_WAIT_S]
+    asyncio.run(consumer.perform_seek())
+    asyncio.run(consumer._next_records())
+    assert waits == [HELD_WAIT_S, RECORDS_WAIT_S]
+
+
+def test_with_no_partition_active_a_pass_does_not_sleep_a_second() -> None:
+    """Faust's wait for records sleeps a whole second when no partition is active, as
+    after an assignment, before the recovery resumes any."""
+    consumer = _consumer({OFFERS_0: 5, OFFERS_1: 5, EVENTS_0: 5})
+    waits = _waits(consumer)
+
+    async def next_records() -> tuple[Any, float]:
+        started = asyncio.get_running_loop().time()
+        records = await consumer._next_records()
+        return records, asyncio.get_running_loop().time() - started
+
+    records, took = asyncio.run(next_records())
+    assert (records, waits) == (None, [])
+    assert HELD_WAIT_S <= took < RECORDS_WAIT_S / 2
