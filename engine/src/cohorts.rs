@@ -501,13 +501,12 @@ impl WindowCounts {
             if groups.contains(&group) {
                 continue;
             }
+            // New to the window: what it added is all it holds there, written as the
+            // whole entry (the rows in another order than a snapshot's: a restore takes
+            // each row on its own).
             let mut held = 0;
             each_membership(views, number, |_, _, _| held += 1);
-            if held == rows.len() {
-                groups.insert(group);
-                continue;
-            }
-            numbered = true;
+            let whole = held == rows.len();
             value.clear();
             pack_list_header(&mut value, rows.len());
             for membership in rows {
@@ -519,7 +518,12 @@ impl WindowCounts {
                 pack_text(&mut value, &cell_key.0);
                 pack_text(&mut value, &cell_key.1);
             }
-            added_key(&mut key, prefix, &group.0, group.1, &group.2, write);
+            if whole {
+                group_key(&mut key, prefix, &group.0, group.1, &group.2);
+            } else {
+                numbered = true;
+                added_key(&mut key, prefix, &group.0, group.1, &group.2, write);
+            }
             sink.put(&key, &value);
         }
         for (label, start, customer) in &groups {
