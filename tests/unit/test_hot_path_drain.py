@@ -258,6 +258,42 @@ def test_a_partition_sought_since_the_fetch_keeps_the_seek_s_position() -> None:
     assert partitions[CHANGELOG_3].position == 0
 
 
+def test_records_a_rebalance_cut_off_from_faust_are_given_back() -> None:
+    """A hand-over to Faust's recovery stopped by a rebalance: what it did not hand over,
+    of that partition and the ones after it, is fetched again."""
+    pipeline = FakePipeline()
+    changelog_4 = TP(CHANGELOG_3.topic, 4)
+    partitions = {
+        CHANGELOG_3: Partition(highwater=5, position=5),
+        changelog_4: Partition(highwater=3, position=3),
+    }
+    consumer, _ = _consumer(pipeline, partitions, [])
+    consumer.app.tables = SimpleNamespace(recovery=SimpleNamespace(active_tps=set()))
+    consumer.suspend_flow = asyncio.Event()
+    consumer._to_message = lambda tp, record: (tp, record.offset)
+    handed: list[tuple[TP, int]] = []
+
+    async def callback(message: tuple[TP, int]) -> None:
+        handed.append(message)
+        if len(handed) == 2:
+            consumer.flow_active = False  # a rebalance began
+
+    async def wait_first(*coroutines: Any) -> None:
+        await coroutines[0]
+        for coroutine in coroutines[1:]:
+            coroutine.close()
+
+    consumer.callback = callback
+    consumer.wait_first = wait_first
+    fetched = {
+        CHANGELOG_3: [SimpleNamespace(offset=offset) for offset in range(5)],
+        changelog_4: [SimpleNamespace(offset=offset) for offset in range(3)],
+    }
+    asyncio.run(consumer._hand_to_faust(fetched, 1, consumer._positions(fetched)))
+    assert handed == [(CHANGELOG_3, 0), (CHANGELOG_3, 1)]
+    assert consumer.seeks == [{CHANGELOG_3: 2}, {changelog_4: 0}]
+
+
 def test_a_pass_that_leaves_the_worker_caught_up_commits_at_once() -> None:
     pipeline = FakePipeline()
     partitions = {
