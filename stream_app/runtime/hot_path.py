@@ -356,11 +356,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         offsets: by the seek still to come in this generation, at the end of the one
         running now, or here, if it was done while this fetch waited (the fetch may hold
         records from after it: dropped without a seek, they were lost)."""
-        dropped = {
-            tp: batch
-            for tp, batch in records.items()
-            if batch and (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic))
-        }
+        dropped = {tp: batch for tp, batch in records.items() if batch and self._in_pipeline(tp)}
         if not dropped:
             return records
         log.info(
@@ -529,11 +525,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         new records arrive."""
         if pipeline.waiting_inputs:
             return False
-        return all(
-            self._behind(tp) is False
-            for tp in self.assignment()
-            if pipeline.is_input(tp.topic) or pipeline.handles(tp.topic)
-        )
+        return all(self._behind(tp) is False for tp in self.assignment() if self._in_pipeline(tp))
 
     def _positions(self, records: Mapping[Any, Any]) -> dict[Any, int]:
         """Where a fetch left the positions of the partitions it answered for."""
