@@ -295,7 +295,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 or self._sought_generation != generation
                 or self._seek_epoch != seek_epoch
             ):
-                records = await self._unsought(pipeline, records, generation)
+                records = await self._unsought(records, generation)
             if self.should_stop or not (records or pipeline.waiting_inputs):
                 if self._uncommitted and not self.should_stop:
                     await self._commit_uncommitted()
@@ -346,7 +346,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return pipeline is not None and (pipeline.is_input(tp.topic) or pipeline.handles(tp.topic))
 
     async def _unsought(
-        self, pipeline: Pipeline, records: dict[Any, list[Any]], generation: int
+        self, records: dict[Any, list[Any]], generation: int
     ) -> dict[Any, list[Any]]:
         """The records of a fetch asked for before this generation's seek to the committed
         offsets was done, without the pipeline's: a fetch asked for before a rebalance can

@@ -47,7 +47,7 @@ def _consumer(committed: dict[TP, int | None]) -> Any:
         consumer.seeks.append({tp: o for tp, o in committed.items() if o})
         for fetch in consumer.answered_during_the_seek:
             # A fetch asked for earlier answers now, from after the seek, and is dropped.
-            left = await consumer._unsought(consumer.app.pipeline, fetch, 7)
+            left = await consumer._unsought(fetch, 7)
             assert left == {}
         return dict(committed)
 
