@@ -149,3 +149,142 @@ def test_changelog_records_go_in_zstd_batches_that_read_back_as_written() -> Non
     for partition in (0, 1):
         assert read[partition] == [(k, v) for _, p, k, v, _ in records if p == partition]
     assert producer.sent == []
+
+
+class AcknowledgingProducer(FakeProducer):
+    """Hands out a delivery future per batch that the test resolves, as the broker would
+    acknowledge them; records what reached the producer, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(partitions=2)
+        self.handed: list[tuple[str, list[bytes | None]]] = []
+        self.deliveries: list[asyncio.Future[None]] = []
+
+    async def send_batch(
+        self, batch: FakeBatch | BatchBuilder, topic: str, *, partition: int
+    ) -> Any:
+        values = (
+            [record.value for record in DefaultRecordBatch(bytes(batch._build()))]
+            if isinstance(batch, BatchBuilder)
+            else [value for _, value in batch.records]
+        )
+        self.handed.append((topic, values))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.deliveries.append(future)
+        return future
+
+    def acknowledge(self, error: Exception | None = None, first: int | None = None) -> None:
+        """Answer the deliveries not answered yet, or only the `first` of them."""
+        waiting = [future for future in self.deliveries if not future.done()]
+        for future in waiting[:first]:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+# A sender that waits for good fails the test instead of hanging it.
+TIMEOUT_S = 10
+
+
+def state(value: bytes) -> list[Record]:
+    return [("changelog", 0, b"key", value, None)]
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def test_state_waits_for_the_outputs_and_the_state_before_it() -> None:
+    producer = AcknowledgingProducer()
+    sender = BatchSender(producer)
+    outputs_1, outputs_2 = ("partials", [b"outputs 1"]), ("partials", [b"outputs 2"])
+
+    async def run() -> list[list[tuple[str, list[bytes | None]]]]:
+        seen = []
+        await sender.send([("partials", 0, None, b"outputs 1", None)])
+        sender.send_after_acknowledged(state(b"state 1"))
+        await sender.send([("partials", 0, None, b"outputs 2", None)])
+        sender.send_after_acknowledged(state(b"state 2"))
+        for first in (0, 1, 1, 1):
+            producer.acknowledge(first=first)
+            await settle()
+            seen.append(list(producer.handed))
+        flushed = asyncio.ensure_future(sender.flush())
+        await settle()
+        assert not flushed.done()  # state 2 is not acknowledged yet
+        producer.acknowledge()
+        await flushed
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+    assert seen == [
+        [outputs_1, outputs_2],  # nothing acknowledged: no state sent
+        [outputs_1, outputs_2, ("changelog", [b"state 1"])],  # outputs 1 acknowledged
+        [outputs_1, outputs_2, ("changelog", [b"state 1"])],  # outputs 2: state 1 is not
+        [outputs_1, outputs_2, ("changelog", [b"state 1"]), ("changelog", [b"state 2"])],
+    ]
+
+
+def test_states_ready_together_go_together_in_order() -> None:
+    producer = AcknowledgingProducer()
+    sender = BatchSender(producer)
+
+    async def run() -> None:
+        for n in range(3):
+            await sender.send([("partials", 0, None, b"outputs %d" % n, None)])
+            sender.send_after_acknowledged(state(b"state %d" % n))
+        producer.acknowledge()
+        await settle()
+        producer.acknowledge()
+        await sender.flush()
+
+    asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+    assert producer.handed[3:] == [("changelog", [b"state 0", b"state 1", b"state 2"])]
+
+
+def test_no_state_is_sent_after_a_record_before_it_failed() -> None:
+    producer = AcknowledgingProducer()
+    sender = BatchSender(producer)
+
+    async def run() -> str:
+        await sender.send([("partials", 0, None, b"outputs", None)])
+        sender.send_after_acknowledged(state(b"state 1"))
+        sender.send_after_acknowledged(state(b"state 2"))
+        producer.acknowledge(RuntimeError("broker down"))
+        await settle()
+        try:
+            sender.send_after_acknowledged(state(b"state 3"))
+        except RuntimeError as error:
+            refused = str(error)
+        else:
+            refused = "accepted"
+        try:
+            await sender.flush()
+        except RuntimeError as error:
+            return f"{refused}; flush: {error}"
+        return f"{refused}; flush passed"
+
+    assert asyncio.run(asyncio.wait_for(run(), TIMEOUT_S)) == "broker down; flush: broker down"
+    assert producer.handed == [("partials", [b"outputs"])]
+
+
+def test_a_cancelled_flush_leaves_the_held_state_to_be_sent() -> None:
+    producer = AcknowledgingProducer()
+    sender = BatchSender(producer)
+
+    async def run() -> None:
+        await sender.send([("partials", 0, None, b"outputs", None)])
+        sender.send_after_acknowledged(state(b"state"))
+        flushed = asyncio.ensure_future(sender.flush())
+        await settle()
+        flushed.cancel()
+        await settle()
+        producer.acknowledge()
+        await settle()
+        producer.acknowledge()
+        await sender.flush()
+
+    asyncio.run(asyncio.wait_for(run(), TIMEOUT_S))
+    assert producer.handed == [("partials", [b"outputs"]), ("changelog", [b"state"])]
