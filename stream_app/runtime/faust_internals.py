@@ -82,16 +82,15 @@ def is_stopped(service: Any) -> bool:
 
 
 def active_partitions(consumer: Any) -> set[Any]:
-    """The partitions a fetch asks for now: those assigned and not paused. With none,
-    Faust's wait for records sleeps a whole second instead of fetching."""
+    """The partitions a fetch asks for now: those assigned and not paused."""
     active: set[Any] = consumer._get_active_partitions()
     return active
 
 
-async def wait_next_records(consumer: Any, timeout: float) -> tuple[Any, Any]:
-    """One fetch through Faust's consumer thread: (records by partition, active partitions)."""
-    fetched: tuple[Any, Any] = await consumer._wait_next_records(timeout)
-    return fetched
+async def fetch(consumer: Any, partitions: set[Any], timeout: float) -> Any:
+    """One fetch of these partitions through Faust's consumer thread: records by
+    partition, empty if none came within `timeout` seconds or the flow stopped."""
+    return await consumer._getmany(active_partitions=partitions, timeout=timeout)
 
 
 def seek_at_once(consumer: Any, tp: Any, offset: int) -> None:

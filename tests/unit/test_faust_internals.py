@@ -90,7 +90,7 @@ OWNERS = {
     "_read_offset": ["faust consumer"],
     "_committed_offset": ["faust consumer"],
     "_stopped": ["faust consumer", "mode service"],
-    "_wait_next_records": ["faust consumer"],
+    "_getmany": ["faust consumer"],
     "_get_active_partitions": ["faust consumer"],
     "_to_message": ["faust consumer"],
     "_commit_offsets": ["faust consumer"],

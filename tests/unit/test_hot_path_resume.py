@@ -99,11 +99,11 @@ def _waits(consumer: Any) -> list[float]:
     """Record the timeout of each of Faust's waits for records (answering with none)."""
     waits: list[float] = []
 
-    async def wait_next_records(timeout: float) -> tuple[Any, Any]:
+    async def getmany(active_partitions: set[Any], timeout: float) -> Any:
         waits.append(timeout)
-        return {}, set()
+        return {}
 
-    consumer._wait_next_records = wait_next_records
+    consumer._getmany = getmany
     consumer.flow_active = True
     return waits
 
@@ -135,3 +135,32 @@ def test_with_no_partition_active_a_pass_does_not_sleep_a_second() -> None:
     records, took = asyncio.run(next_records())
     assert (records, waits) == (None, [])
     assert HELD_WAIT_S <= took < RECORDS_WAIT_S / 2
+
+
+def test_a_pass_begun_while_the_flow_was_stopped_does_not_sleep_a_second() -> None:
+    """A wait for records begun during a rebalance waits for the flow to resume; the
+    pipeline's partitions are still held for the seek then, and Faust's own wait found no
+    partition active and slept a whole second (a worker's first records a second late in
+    the bench's two-worker runs)."""
+    consumer = _consumer({OFFERS_0: 5, OFFERS_1: 5, EVENTS_0: 5})
+    waits = _waits(consumer)
+    consumer.flow_active = False
+    consumer.can_resume_flow = asyncio.Event()
+
+    async def resumed(event: asyncio.Event) -> None:
+        await asyncio.sleep(0.01)
+        consumer.flow_active = True  # the changelog not resumed yet, the rest held
+
+    consumer.wait = resumed
+
+    async def next_records() -> tuple[Any, float]:
+        started = asyncio.get_running_loop().time()
+        records = await consumer._next_records()
+        return records, asyncio.get_running_loop().time() - started
+
+    records, took = asyncio.run(next_records())
+    assert (records, waits) == (None, [])
+    assert HELD_WAIT_S <= took < RECORDS_WAIT_S / 2
+    consumer.resume_partitions(ASSIGNED)  # the changelog is active, the rest held
+    asyncio.run(consumer._next_records())
+    assert waits == [HELD_WAIT_S]
