@@ -121,18 +121,20 @@ def test_while_the_pipeline_s_partitions_wait_for_the_seek_a_pass_waits_briefly(
     assert waits == [HELD_WAIT_S, RECORDS_WAIT_S]
 
 
+async def _timed_next_records(consumer: Any) -> tuple[Any, float]:
+    """What a pass's wait for records returned, and how long it took."""
+    started = asyncio.get_running_loop().time()
+    records = await consumer._next_records()
+    return records, asyncio.get_running_loop().time() - started
+
+
 def test_with_no_partition_active_a_pass_does_not_sleep_a_second() -> None:
     """Faust's wait for records sleeps a whole second when no partition is active, as
     after an assignment, before the recovery resumes any."""
     consumer = _consumer({OFFERS_0: 5, OFFERS_1: 5, EVENTS_0: 5})
     waits = _waits(consumer)
 
-    async def next_records() -> tuple[Any, float]:
-        started = asyncio.get_running_loop().time()
-        records = await consumer._next_records()
-        return records, asyncio.get_running_loop().time() - started
-
-    records, took = asyncio.run(next_records())
+    records, took = asyncio.run(_timed_next_records(consumer))
     assert (records, waits) == (None, [])
     assert HELD_WAIT_S <= took < RECORDS_WAIT_S / 2
 
@@ -153,12 +155,7 @@ def test_a_pass_begun_while_the_flow_was_stopped_does_not_sleep_a_second() -> No
 
     consumer.wait = resumed
 
-    async def next_records() -> tuple[Any, float]:
-        started = asyncio.get_running_loop().time()
-        records = await consumer._next_records()
-        return records, asyncio.get_running_loop().time() - started
-
-    records, took = asyncio.run(next_records())
+    records, took = asyncio.run(_timed_next_records(consumer))
     assert (records, waits) == (None, [])
     assert HELD_WAIT_S <= took < RECORDS_WAIT_S / 2
     consumer.resume_partitions(ASSIGNED)  # the changelog is active, the rest held
