@@ -368,13 +368,24 @@ def _memory(quick: bool, progress: Progress, report: list[str]) -> list[MemoryRu
         (small, 10, 1_000),
         (large, 10, 1_000),
     ]
+    # The marginal figure is the difference of two RSS readings, which the allocator
+    # moves by tens of KB: at 40,000 offers apart it moved 286 to 502 B between CI runs.
+    # The median of a few readings per point steadies it (a second each in --quick).
+    repeats = 3 if quick else 1
     runs = []
     for offers, keys, customers in plan:
         who = "new customers" if customers is None else f"{customers:,} customers"
         progress(f"memory: {offers:,} open offers over {keys:,} keys, {who}", force=True)
-        runs.append(measure(offers, keys, customers))
+        readings = sorted(
+            (measure(offers, keys, customers) for _ in range(repeats)),
+            key=lambda run: run.rss_growth,
+        )
+        runs.append(readings[len(readings) // 2])
     progress.done("memory measured")
-    report.append("memory of one partition's state (RSS growth; pure core + store, no Kafka)")
+    report.append(
+        "memory of one partition's state (RSS growth; pure core + store, no Kafka"
+        + (f"; the median of {repeats} runs each)" if repeats > 1 else ")")
+    )
     for run in runs:
         who = "a new customer each" if run.customers is None else f"{run.customers:,} customers"
         report.append(
