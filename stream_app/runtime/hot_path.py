@@ -464,10 +464,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     if value is False and self._polled_since_records(tp)
                 },
             )
-            # Not flushed and committed here: the internal batches of the same fetch flush
-            # right after, and these offsets are committed with theirs (two broker round
-            # trips fewer per fetch, the longest part of a pass at low load). Records
-            # still waiting in the pipeline are not committed: a restart reads them again.
+            # Not flushed and committed here: these offsets are committed with the next
+            # commit's flush (two broker round trips fewer per fetch, the longest part of
+            # a pass at low load). Records still waiting in the pipeline are not
+            # committed: a restart reads them again.
             await self._sender().send(_output_records(outputs))
             if pipeline.handed_partitions:
                 # As after an internal batch: the state is sent once the outputs it says
