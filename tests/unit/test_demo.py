@@ -140,6 +140,18 @@ def test_a_huge_previous_demo_is_removed(tmp_path: Path, monkeypatch: pytest.Mon
     assert start.event_start_ms is None and "longer to load back" in start.says
 
 
+def test_segments_kafka_deletes_at_its_start_do_not_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _previous_demo(tmp_path, {"format": demo.STATE_FORMAT, "stream_time": "2026-12-05T17:20:00Z"})
+    log_dir = tmp_path.resolve() / "kafka" / "kraft-logs"
+    (log_dir / "00000000000000000000.log.deleted").write_bytes(b"x" * 20_000)
+    (log_dir / "00000000000000000000.log.cleaned").write_bytes(b"x" * 20_000)
+    monkeypatch.setattr(demo, "RESUMABLE_BYTES", 32_768)  # the segment and state fit
+    start = demo.decide(tmp_path, fresh=False)
+    assert start.says.startswith("resuming")
+
+
 def test_no_previous_demo_starts_clean(tmp_path: Path) -> None:
     start = demo.decide(tmp_path, fresh=False)
     assert start.event_start_ms is None and "no previous demo data" in start.says
