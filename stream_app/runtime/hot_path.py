@@ -791,14 +791,18 @@ class BatchSender:
         fifth of its time). They are sent in the order of these calls, those ready
         together (one round trip per group, not per batch), and none after a record
         before it failed: `flush` raises that failure."""
+        self._raise_held_failure()
+        self._held.append((list(self._pending), records))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.ensure_future(self._send_held())
+
+    def _raise_held_failure(self) -> None:
+        """Raise what stopped the held sends, if they ended in a failure."""
         pump = self._pump
         if pump is not None and pump.done() and not pump.cancelled():
             failed = pump.exception()
             if failed is not None:
                 raise failed
-        self._held.append((list(self._pending), records))
-        if pump is None or pump.done():
-            self._pump = asyncio.ensure_future(self._send_held())
 
     async def _send_held(self) -> None:
         held = self._held
@@ -908,10 +912,7 @@ class BatchSender:
             # Shielded: a cancelled flush must not cancel the sends, whose records are
             # taken from the state stores already; the next flush waits for them again.
             await asyncio.shield(self._pump)
-        if self._pump is not None and not self._pump.cancelled():
-            failed = self._pump.exception()
-            if failed is not None:
-                raise failed
+        self._raise_held_failure()
         pending, self._pending = self._pending, []
         await _acknowledged(pending)
 
